@@ -1,0 +1,40 @@
+"""Reading request bodies: size limit and JSON parsing with errors that say what is wrong."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from aigate.api.errors import AppError, invalid
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise AppError("payload_too_large", f"body: larger than {max_bytes} bytes", 413)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise AppError("payload_too_large", f"body: larger than {max_bytes} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    raw = await read_body(request, max_bytes)
+    if not raw.strip():
+        raise invalid("body: a JSON object is required")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"body: malformed JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise invalid("body: must be a JSON object")
+    return data
+
+
+def json_response_bytes(data: Any) -> bytes:
+    return orjson.dumps(data)

@@ -1,0 +1,4 @@
+"""The OpenAI-compatible relay (/v1)."""
+from __future__ import annotations
+
+routes: list = []

@@ -1,0 +1,168 @@
+"""Builds the ASGI application: routes, middleware and the lifespan that owns the
+database engine, Redis, the configuration cache, the batched writer and the upstream
+HTTP session."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import AsyncIterator
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+
+from aigate import metrics
+from aigate.api import ops
+from aigate.api.errors import AppError
+from aigate.config.apply import apply_config
+from aigate.config.runtime import ConfigCache
+from aigate.config.schema import Config
+from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
+from aigate.services import Services
+from aigate.store.db import create_engine
+from aigate.store.migrate import upgrade
+from aigate.store.sinks import register_sinks
+from aigate.store.writer import BatchWriter
+
+log = logging.getLogger("aigate")
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+async def start_services(cfg: Config, *, apply: bool = True) -> Services:
+    engine = create_engine(cfg.database.url, pool_size=cfg.database.pool_size)
+    await upgrade(engine)
+    if apply:
+        await apply_config(engine, cfg)
+    redis = None
+    if cfg.redis.url:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.from_url(cfg.redis.url)
+    worker_id = cfg.server.worker_id
+    if worker_id is None:
+        worker_id = await lease_worker_id(redis) if redis is not None else random_worker_id()
+    cache = ConfigCache(engine, redis)
+    await cache.reload()
+    cache.start()
+    writer = BatchWriter(
+        engine,
+        flush_interval_s=cfg.writer.flush_interval_ms / 1000,
+        batch_size=cfg.writer.batch_size,
+        queue_size=cfg.writer.queue_size,
+    )
+    register_sinks(writer)
+    writer.start()
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300),
+        json_serialize=None,
+        auto_decompress=True,
+    )
+    services = Services(
+        config=cfg,
+        engine=engine,
+        cache=cache,
+        writer=writer,
+        http=http,
+        ids=Snowflake(worker_id),
+        redis=redis,
+        instance=cfg.server.instance_name or f"{socket.gethostname()}:{os.getpid()}",
+    )
+    if cfg.simulator.enabled:
+        from aigate.simulator.server import start_simulator
+
+        host, port = _host_port(cfg.simulator.listen)
+        services.extras["simulator"] = await start_simulator(
+            host=host, port=port, latency_ms=cfg.simulator.latency_ms
+        )
+    for starter in _background_starters():
+        await starter(services)
+    return services
+
+
+def _background_starters():
+    """Background workers of the engine (async jobs, retention), started with the app."""
+    from aigate.engine import background
+
+    return background.STARTERS
+
+
+async def stop_services(services: Services) -> None:
+    for stopper in services.extras.pop("stoppers", []):
+        await stopper()
+    await services.cache.stop()
+    await services.writer.stop()  # drain every queued row before the process exits
+    await services.http.close()
+    sim = services.extras.pop("simulator", None)
+    if sim is not None:
+        await sim.close()
+    if services.redis is not None:
+        await services.redis.aclose()
+    await services.engine.dispose()
+
+
+def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
+    from aigate.api import admin, bp, relay
+
+    admin_app = admin.create_admin_app()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = await start_services(cfg, apply=apply)
+        admin_app.state.services = app.state.services  # a mounted app sees its own state
+        log.info("aigate ready", extra={"instance": app.state.services.instance})
+        try:
+            yield
+        finally:
+            await stop_services(app.state.services)
+
+    async def app_error(request: Request, exc: AppError) -> Response:
+        return exc.response()
+
+    routes = [*ops.routes, *bp.routes, *relay.routes, Mount("/api", app=admin_app)]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
+    return metrics_middleware(app)
+
+
+def metrics_middleware(app):
+    """Counts requests and latency per surface, as a thin pure-ASGI wrapper."""
+    import time
+
+    def surface_of(path: str) -> str:
+        if path.startswith("/bp/"):
+            return "app"
+        if path.startswith("/v1/"):
+            return "relay"
+        if path.startswith("/api/"):
+            return "admin"
+        return "ops"
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        started = time.perf_counter()
+        surface = surface_of(scope["path"])
+        status = 500
+
+        async def send_wrapper(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            metrics.REQUESTS.labels(surface, str(status)).inc()
+            metrics.LATENCY.labels(surface).observe(time.perf_counter() - started)
+
+    wrapped.state = app.state  # type: ignore[attr-defined]
+    wrapped.app = app  # type: ignore[attr-defined]
+    return wrapped

@@ -1,0 +1,136 @@
+"""The ``aigate`` command line."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from aigate.config.loader import ConfigError, load_config
+
+app = typer.Typer(
+    help="aigate: a self-hosted AI backend for apps.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
+token_app = typer.Typer(help="User tokens.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(token_app, name="token")
+
+console = Console(stderr=True)
+ConfigOption = typer.Option(None, "--config", "-c", envvar="AIGATE_CONFIG", help="YAML config file")
+
+
+def _load(path: Optional[Path]):
+    if path is None:
+        console.print("[red]no configuration: pass --config or set AIGATE_CONFIG[/red]")
+        raise typer.Exit(2)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        console.print(f"[red]{path}: {len(exc.errors)} error(s)[/red]")
+        for err in exc.errors:
+            console.print(f"  {err}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = ConfigOption,
+    listen: Optional[str] = typer.Option(None, help="host:port, overrides server.listen"),
+    log_level: str = typer.Option("INFO", envvar="AIGATE_LOG_LEVEL"),
+    access_log: bool = typer.Option(False, help="log every HTTP request"),
+) -> None:
+    """Validate the config, migrate the database, apply the config and serve."""
+    import uvicorn
+
+    from aigate import logs
+    from aigate.app import create_app
+
+    cfg = _load(config)
+    logs.configure(log_level)
+    host, _, port = (listen or cfg.server.listen).rpartition(":")
+    uvicorn.run(
+        create_app(cfg),
+        host=host or "127.0.0.1",
+        port=int(port),
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=access_log,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def migrate(config: Optional[Path] = ConfigOption) -> None:
+    """Bring the database schema up to date."""
+    from aigate.store.db import create_engine
+    from aigate.store.migrate import upgrade
+
+    cfg = _load(config)
+
+    async def run() -> None:
+        engine = create_engine(cfg.database.url)
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(run())
+    console.print("database is up to date")
+
+
+@config_app.command("check")
+def config_check(path: Path) -> None:
+    """Validate a config file; list every error with its path."""
+    cfg = _load(path)
+    console.print(
+        f"{path}: ok ({len(cfg.platforms)} platforms, {len(cfg.models)} models, {len(cfg.apps)} apps)"
+    )
+
+
+@token_app.command("mint")
+def token_mint(
+    app_id: str = typer.Option(..., "--app"),
+    user_id: str = typer.Option(..., "--user"),
+    ttl: int = typer.Option(3600, help="seconds"),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Print a user token for APP and USER, signed with the app's secret from the config."""
+    from aigate.auth.tokens import mint_user_token
+
+    cfg = _load(config)
+    found = next((a for a in cfg.apps if a.id == app_id), None)
+    if found is None:
+        console.print(f"[red]unknown app '{app_id}'[/red]")
+        raise typer.Exit(1)
+    token, _ = mint_user_token(app_id, user_id, found.user_token_secret, ttl)
+    typer.echo(token)
+
+
+@app.command()
+def simulator(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8090),
+    latency_ms: int = typer.Option(0, help="delay before each response"),
+    ttft_ms: int = typer.Option(0, help="stream: delay before the first chunk"),
+    chunks: int = typer.Option(8, help="stream: chunks per reply"),
+    chunk_interval_ms: int = typer.Option(0, help="stream: delay between chunks"),
+) -> None:
+    """Run the provider simulator (OpenAI, Anthropic, Gemini, async jobs wire formats)."""
+    from aigate.simulator.server import run
+
+    run(host=host, port=port, latency_ms=latency_ms, ttft_ms=ttft_ms, chunks=chunks,
+        chunk_interval_ms=chunk_interval_ms)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

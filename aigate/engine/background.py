@@ -1,0 +1,8 @@
+"""Background workers started with every instance (each module appends its starter).
+
+A starter is ``async def start(services) -> None``; it may append an async stopper to
+``services.extras["stoppers"]``.
+"""
+from __future__ import annotations
+
+STARTERS: list = []

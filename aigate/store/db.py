@@ -1,0 +1,58 @@
+"""Database engines: SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg) by URL."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+
+def async_url(url: str) -> str:
+    """Map the plain URLs of the config file to the async drivers aigate uses."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return async_url(url).startswith("sqlite")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+    url = async_url(url)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite has one writer at a time; one shared connection serialises work in
+        # process instead of spinning on "database is locked".
+        engine = create_async_engine(
+            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # aigate's own ``?schema=`` parameter selects a PostgreSQL schema (search_path)
+    parsed = make_url(url)
+    schema = parsed.query.get("schema")
+    connect_args = {}
+    if schema:
+        parsed = parsed.difference_update_query(["schema"])
+        connect_args = {"server_settings": {"search_path": schema}}
+    return create_async_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        connect_args=connect_args,
+    )

@@ -1,0 +1,35 @@
+"""Alembic environment: runs migrations on the async engine aigate itself uses."""
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from aigate.store.db import create_engine, is_sqlite
+from aigate.store.tables import metadata
+
+config = context.config
+
+
+def _run(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=is_sqlite(config.get_main_option("sqlalchemy.url")),
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    async with engine.connect() as conn:
+        await conn.run_sync(_run)
+    await engine.dispose()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    asyncio.run(_run_async())

@@ -1,0 +1,314 @@
+"""Every table aigate keeps, as SQLAlchemy Core.
+
+Conventions: times are integer milliseconds since the Unix epoch (UTC) in ``*_ms``
+columns, which compare and index the same way on SQLite and PostgreSQL; JSON documents
+use the portable ``JSON`` type; secrets a client presents (server keys, relay tokens)
+are stored as SHA-256 hex digests, never in the clear.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Monetary amounts: exact decimals (PostgreSQL NUMERIC; SQLite keeps them as numbers).
+Money = Numeric(24, 12, asdecimal=True)
+# Auto-incrementing 64-bit keys that SQLite also auto-increments (INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# --- configuration (the YAML file and the Admin API write these; every instance caches them)
+
+config_version = Table(
+    "config_version",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("user_token_secret", Text, nullable=False),  # HMAC key: must be usable, so not hashed
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("settings", JSON, nullable=False, default=dict),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+server_keys = Table(
+    "server_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(64), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "name"),
+)
+
+relay_tokens = Table(
+    "relay_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),  # the log's token_id
+    Column("app_id", String(64), nullable=False, index=True),
+    Column("name", String(100), nullable=False),  # the log's token_name
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("models", JSON, nullable=False, default=list),  # empty: every model
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("spend_limit", Money, nullable=True),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "name"),
+)
+
+platforms = Table(
+    "platforms",
+    metadata,
+    Column("number", BigId, primary_key=True, autoincrement=True),  # the log's channel
+    Column("id", String(100), nullable=False, unique=True),
+    Column("type", String(32), nullable=False),
+    Column("spec", JSON, nullable=False),  # the validated platform definition
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("price", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+strategies = Table(
+    "strategies",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("module", String(20), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+instructions = Table(
+    "instructions",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+asset_policies = Table(
+    "asset_policies",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# --- end users and their balances
+
+users = Table(
+    "users",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+user_assets = Table(
+    "user_assets",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+    Column("last_recovery_ms", BigInteger, nullable=True),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+asset_ledger = Table(
+    "asset_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("asset", String(100), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("reason", String(20), nullable=False),  # initial|reserve|refund|grant|recovery|adjust
+    Column("request_id", String(24), nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    # NULL keys never collide, so only grants (which carry a key) are deduplicated
+    UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
+    Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
+)
+
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("strategy", String(100), primary_key=True),
+    Column("period", String(32), primary_key=True),  # e.g. "day:20261122", or "total"
+    Column("count", BigInteger, nullable=False),
+)
+
+# --- chat history
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("chat_id", String(18), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("strategy", String(100), nullable=False),
+    Column("title", String(100), nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_chats_user", "app_id", "user_id", "updated_ms"),
+)
+
+chat_exchanges = Table(
+    "chat_exchanges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("chat_id", String(18), nullable=False),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("strategy", String(100), nullable=False),
+    Column("messages", JSON, nullable=False),  # the user turn(s) and the assistant reply
+    Column("tokens", Integer, nullable=False, default=0),
+    Column("request_id", String(24), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_chat_exchanges_chat", "chat_id", "id"),
+)
+
+# --- AI request records (the end user's view) and async jobs
+
+ai_requests = Table(
+    "ai_requests",
+    metadata,
+    Column("request_id", BigInteger, primary_key=True, autoincrement=False),  # snowflake
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("from_appserver", Boolean, nullable=False),
+    Column("module", String(20), nullable=False),
+    Column("strategy", String(100), nullable=False),
+    Column("platform", String(32), nullable=False, default=""),  # platform type
+    Column("platform_id", String(24), nullable=False, default=""),  # the usage log's request_id
+    Column("status", String(12), nullable=False),
+    Column("response", Text, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    Column("unit_price", JSON, nullable=True),
+    Column("custom_response", JSON, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    # async job state: which platform runs it, the upstream job id, the reserved cost
+    Column("job", JSON, nullable=True),
+    Column("next_poll_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claim_until_ms", BigInteger, nullable=True),
+    Index("ix_ai_requests_user_time", "app_id", "user_id", "created_ms"),
+    Index("ix_ai_requests_poll", "status", "next_poll_ms"),
+)
+
+# --- the operator's usage log (seed 001)
+
+usage_logs = Table(
+    "usage_logs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(24), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("request_ms", BigInteger, nullable=False),
+    Column("retry_ms", BigInteger, nullable=True),
+    Column("retry_times", Integer, nullable=False, default=0),
+    Column("code", Integer, nullable=False),
+    Column("content", Text, nullable=False, default=""),
+    Column("endpoint", String(200), nullable=False, default=""),
+    Column("app_id", String(64), nullable=False, default=""),  # the log's group
+    Column("channel", Integer, nullable=False, default=0),
+    Column("mode", Integer, nullable=False, default=0),
+    Column("model", String(200), nullable=False, default=""),
+    Column("ip", String(64), nullable=False, default=""),
+    Column("user", String(64), nullable=False, default=""),
+    Column("token_id", BigInteger, nullable=False, default=0),
+    Column("token_name", String(100), nullable=False, default=""),
+    Column("ttfb_ms", Integer, nullable=False, default=0),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("cache_creation_tokens", BigInteger, nullable=False, default=0),
+    Column("image_input_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("web_search_count", Integer, nullable=False, default=0),
+    Column("usage_estimated", Boolean, nullable=False, default=False),
+    Column("price", JSON, nullable=False, default=dict),
+    Column("used_amount", Money, nullable=False, default=0),
+    Index("ix_usage_logs_created", "created_ms", "id"),
+    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id"),
+    Index("ix_usage_logs_model_created", "model", "created_ms"),
+    Index("ix_usage_logs_request_id", "request_id"),
+    Index("ix_usage_logs_user_created", "user", "created_ms"),
+)
+
+request_details = Table(
+    "request_details",
+    metadata,
+    Column("log_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("request_body", Text, nullable=False, default=""),
+    Column("request_body_truncated", Boolean, nullable=False, default=False),
+    Column("response_body", Text, nullable=False, default=""),
+    Column("response_body_truncated", Boolean, nullable=False, default=False),
+)
+
+# Per-minute sums the writer maintains so the dashboard never scans the log.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("bucket_ms", BigInteger, primary_key=True),  # start of the minute
+    Column("app_id", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("strategy", String(100), primary_key=True),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("used_amount", Money, nullable=False, default=0),
+    Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
+)

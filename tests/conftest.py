@@ -1,0 +1,101 @@
+"""Shared fixtures: a database per test on SQLite and, when configured, PostgreSQL."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_URL = os.environ.get("AIGATE_TEST_POSTGRES_URL", "")
+REDIS_URL = os.environ.get("AIGATE_TEST_REDIS_URL", "")
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_report_header(config):
+    return [
+        f"aigate test backends: SQLite always; PostgreSQL {'at ' + PG_URL if PG_URL else 'OFF (AIGATE_TEST_POSTGRES_URL unset)'}; "
+        f"Redis {'at ' + REDIS_URL if REDIS_URL else 'OFF (AIGATE_TEST_REDIS_URL unset)'}"
+    ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    passed = terminalreporter.stats.get("passed", [])
+    on_pg = sum(1 for r in passed if "postgres" in r.nodeid)
+    on_redis = sum(1 for r in passed if "redis" in r.nodeid)
+    terminalreporter.write_line(
+        f"aigate: {on_pg} tests passed on PostgreSQL, {on_redis} tests passed with Redis"
+    )
+
+
+async def _pg_schema_url() -> tuple[str, str]:
+    import asyncpg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}schema={schema}", schema
+
+
+async def _drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request, tmp_path):
+    """A fresh, empty database URL: SQLite in tmp_path, or a private PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/aigate.db"
+        return
+    if not PG_URL:
+        pytest.skip("AIGATE_TEST_POSTGRES_URL is not set")
+    url, schema = await _pg_schema_url()
+    try:
+        yield url
+    finally:
+        await _drop_pg_schema(schema)
+
+
+@pytest.fixture
+async def pg_url():
+    """A fresh PostgreSQL schema, for tests that need several instances on one database."""
+    if not PG_URL:
+        pytest.skip("AIGATE_TEST_POSTGRES_URL is not set")
+    url, schema = await _pg_schema_url()
+    try:
+        yield url
+    finally:
+        await _drop_pg_schema(schema)
+
+
+@pytest.fixture
+async def redis_url():
+    if not REDIS_URL:
+        pytest.skip("AIGATE_TEST_REDIS_URL is not set")
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+    yield REDIS_URL
+
+
+@pytest.fixture
+async def simulator():
+    from aigate.simulator.server import start_simulator
+
+    handle = await start_simulator(port=0)
+    try:
+        yield handle
+    finally:
+        await handle.close()
