@@ -109,7 +109,7 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import admin, bp, relay
+    from aigate.api import admin, bp, bp_requests, relay
 
     admin_app = admin.create_admin_app()
 
@@ -126,7 +126,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     async def app_error(request: Request, exc: AppError) -> Response:
         return exc.response()
 
-    routes = [*ops.routes, *bp.routes, *relay.routes, Mount("/api", app=admin_app)]
+    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
     return metrics_middleware(app)
 

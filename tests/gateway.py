@@ -17,7 +17,7 @@ from aigate.services import Services
 
 ADMIN_KEY = "test-admin-key-0123456789"
 SERVER_KEY = "test-server-key-0123456789"
-TOKEN_SECRET = "test-token-secret-0123456789"
+TOKEN_SECRET = "test-token-secret-0123456789-abcdefgh"
 RELAY_KEY = "sk-test-relay-key-0123456789"
 APP_ID = "APPTEST"
 

@@ -203,7 +203,7 @@ class AppCfg(Strict):
     id: str = Field(pattern=APP_ID)
     name: str = ""
     server_keys: list[ServerKeyCfg] = []
-    user_token_secret: str = Field(min_length=16)
+    user_token_secret: str = Field(min_length=32)  # HS256 wants at least 32 bytes
     assets: list[AssetCfg] = []
     strategies: list[StrategyCfg] = []
     instructions: list[InstructionCfg] = []

@@ -5,8 +5,9 @@ adapter an OpenAI-shaped request and gets back text, usage and the raw upstream 
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 

@@ -1,0 +1,29 @@
+"""Calendar arithmetic for limits and asset recovery (all UTC)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+DAY_MS = 86_400_000
+
+
+def period_key(period: str, now_ms: int) -> str:
+    """The counter key of the limit period containing ``now_ms``, e.g. ``day:20261122``."""
+    dt = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+    if period == "minute":
+        return "minute:" + dt.strftime("%Y%m%d%H%M")
+    if period == "hour":
+        return "hour:" + dt.strftime("%Y%m%d%H")
+    if period == "day":
+        return "day:" + dt.strftime("%Y%m%d")
+    if period == "week":
+        year, week, _ = dt.isocalendar()
+        return f"week:{year}W{week:02d}"
+    if period == "month":
+        return "month:" + dt.strftime("%Y%m")
+    raise ValueError(f"unknown period {period!r}")
+
+
+def recovery_boundary(now_ms: int, period_days: int) -> int:
+    """The most recent recovery boundary: every ``period_days`` days from the epoch, 00:00 UTC."""
+    span = period_days * DAY_MS
+    return now_ms // span * span

@@ -1,0 +1,452 @@
+"""Anthropic Messages API (``POST /v1/messages``).
+
+Requests arrive OpenAI-shaped and are converted:
+
+* every system (or developer) message goes to the top-level ``system`` string, joined
+  with blank lines;
+* content parts: text -> text block; ``image_url`` data URLs -> base64 image source,
+  http(s) URLs -> url image source; other parts pass through as native blocks;
+* consecutive messages with the same role are merged (Anthropic requires alternation);
+* OpenAI tools / tool_choice / tool_calls / ``role: tool`` messages become Anthropic
+  tools / tool_choice / ``tool_use`` blocks / user ``tool_result`` blocks;
+* ``max_tokens`` is required by Anthropic: ``max_tokens`` or ``max_completion_tokens``,
+  else 4096; ``stop`` -> ``stop_sequences``; temperature is capped at 1 (Anthropic's max);
+  other OpenAI sampling params (penalties, seed, n, ...) have no equivalent and are dropped;
+* Anthropic has no JSON mode: ``response_format`` json_object / json_schema appends an
+  instruction to the system prompt asking for a single JSON object.
+
+Usage: Anthropic's ``input_tokens`` excludes prompt-cache reads and writes. We report
+``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``
+so it is the whole prompt, like OpenAI's prompt_tokens; ``cached_tokens`` =
+``cache_read_input_tokens`` and ``cache_creation_tokens`` =
+``cache_creation_input_tokens``. In streams ``message_start`` carries the input counts
+and ``message_delta`` the (cumulative) output count; later values win.
+
+Answers are rebuilt as OpenAI ``chat.completion`` documents and chunks; the stream ends
+with a usage-only chunk (``choices: []``) after ``message_stop``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from . import openai as oa
+from .base import ChatRequest, ChatResult, Platform, StreamEvent, UpstreamError, Usage
+from .http import (
+    JSON_HEADERS,
+    error_message,
+    estimate_usage,
+    merged_headers,
+    open_stream,
+    protocol_error,
+    redact,
+    request_json,
+)
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+JSON_INSTRUCTION = "Respond with a single valid JSON object only, with no text before or after it."
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error types (in-stream ``error`` events) -> (HTTP status, retryable)
+ERROR_TYPES = {
+    "overloaded_error": (529, True),
+    "api_error": (500, True),
+    "rate_limit_error": (429, True),
+    "timeout_error": (504, True),
+    "invalid_request_error": (400, False),
+    "authentication_error": (401, False),
+    "permission_error": (403, False),
+    "not_found_error": (404, False),
+    "request_too_large": (413, False),
+}
+
+
+# --- addressing ------------------------------------------------------------------------
+
+
+def endpoint(platform: Platform) -> tuple[str, dict[str, str]]:
+    base = platform.base_url.rstrip("/")
+    url = base + "/messages" if base.endswith("/v1") else base + "/v1/messages"
+    headers = dict(JSON_HEADERS)
+    headers["anthropic-version"] = platform.options.get("anthropic_version") or API_VERSION
+    if platform.api_key:
+        headers["x-api-key"] = platform.api_key
+    return url, merged_headers(headers, platform)
+
+
+# --- request conversion -------------------------------------------------------------------
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url", "") if isinstance(image, dict) else (image or "")
+    inline = oa.parse_data_url(url)
+    if inline:
+        mime, data = inline
+        return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content -> a list of Anthropic content blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    out = []
+    for part in content:
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("text"):
+                out.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            out.append(_image_block(part))
+        else:  # already an Anthropic block (document, ...): pass through
+            out.append(part)
+    return out
+
+
+def _content(content: Any) -> str | list[dict[str, Any]]:
+    """Strings stay strings; part lists become blocks."""
+    return content if isinstance(content, str) else _blocks(content)
+
+
+def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    try:
+        args = orjson.loads(fn.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        args = {}
+    return {"type": "tool_use", "id": call.get("id", ""), "name": fn.get("name", ""), "input": args}
+
+
+def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
+    content = msg.get("content")
+    return {
+        "type": "tool_result",
+        "tool_use_id": msg.get("tool_call_id", ""),
+        "content": content if isinstance(content, str) else _blocks(content),
+    }
+
+
+def _append(out: list[dict[str, Any]], role: str, content: str | list[dict[str, Any]]) -> None:
+    """Add a message, merging it into the previous one when the role repeats."""
+    if out and out[-1]["role"] == role:
+        prev = out[-1]
+        prev["content"] = _blocks(prev["content"]) + _blocks(content)
+    else:
+        out.append({"role": role, "content": content})
+
+
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """OpenAI messages -> (system texts, Anthropic messages)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg.get("role")
+        content = msg.get("content")
+        if role in ("system", "developer"):
+            text = oa.text_of(content)
+            if text:
+                system.append(text)
+        elif role == "tool":
+            _append(out, "user", [_tool_result(msg)])
+        elif role == "assistant":
+            calls = msg.get("tool_calls")
+            if calls:
+                _append(out, "assistant", _blocks(content) + [_tool_use(c) for c in calls])
+            else:
+                _append(out, "assistant", _content(content))
+        else:
+            _append(out, "user", _content(content))
+    return system, out
+
+
+def convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        fn = tool.get("function") or tool
+        converted = {
+            "name": fn.get("name", ""),
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            converted["description"] = fn["description"]
+        out.append(converted)
+    return out
+
+
+def convert_tool_choice(choice: Any, parallel: Any = None) -> dict[str, Any] | None:
+    if choice == "auto":
+        out: dict[str, Any] = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name", "")
+        out = {"type": "tool", "name": name}
+    elif parallel is False:
+        out = {"type": "auto"}
+    else:
+        return None
+    if parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _json_instruction(response_format: dict[str, Any] | None) -> str:
+    if not response_format:
+        return ""
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return JSON_INSTRUCTION
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            return (
+                JSON_INSTRUCTION
+                + " It must conform to this JSON Schema: "
+                + orjson.dumps(schema).decode()
+            )
+        return JSON_INSTRUCTION
+    return ""
+
+
+def build_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    system, messages = convert_messages(req.messages)
+    instruction = _json_instruction(req.response_format)
+    if instruction:
+        system.append(instruction)
+    params, extra = req.params, req.extra
+    max_tokens = (
+        params.get("max_tokens")
+        or params.get("max_completion_tokens")
+        or extra.get("max_tokens")
+        or extra.get("max_completion_tokens")
+        or DEFAULT_MAX_TOKENS
+    )
+    body: dict[str, Any] = {"model": req.model, "max_tokens": max_tokens, "messages": messages}
+    if system:
+        body["system"] = "\n\n".join(system)
+    temperature = params.get("temperature")
+    if temperature is not None:
+        body["temperature"] = min(temperature, 1.0)  # OpenAI allows up to 2
+    if params.get("top_p") is not None:
+        body["top_p"] = params["top_p"]
+    if params.get("top_k") is not None:
+        body["top_k"] = params["top_k"]
+    stop = params.get("stop", extra.get("stop"))
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    tools = extra.get("tools")
+    if tools:
+        body["tools"] = convert_tools(tools)
+        choice = convert_tool_choice(extra.get("tool_choice"), extra.get("parallel_tool_calls"))
+        if choice:
+            body["tool_choice"] = choice
+    if stream:
+        body["stream"] = True
+    return body
+
+
+# --- response conversion ------------------------------------------------------------------
+
+
+def parse_usage(u: dict[str, Any]) -> Usage:
+    cache_read = u.get("cache_read_input_tokens") or 0
+    cache_write = u.get("cache_creation_input_tokens") or 0
+    usage = Usage(
+        input_tokens=(u.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=u.get("output_tokens") or 0,
+        cached_tokens=cache_read,
+        cache_creation_tokens=cache_write,
+    )
+    server_tools = u.get("server_tool_use")
+    if server_tools:
+        usage.web_search_count = server_tools.get("web_search_requests") or 0
+    return usage
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": block.get("id", ""),
+        "type": "function",
+        "function": {
+            "name": block.get("name", ""),
+            "arguments": orjson.dumps(block.get("input") or {}).decode(),
+        },
+    }
+
+
+def to_result(data: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in data.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            tool_calls.append(_tool_call(block))
+    content = "".join(texts)
+    u = data.get("usage")
+    if u:
+        usage = parse_usage(u)
+    else:
+        reply = len(content) + sum(len(c["function"]["arguments"]) for c in tool_calls)
+        usage = estimate_usage(req.messages, reply)
+    finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
+    upstream_id = data.get("id") or ""
+    document = oa.completion_document(
+        upstream_id,
+        data.get("model") or req.model,
+        int(time.time()),
+        content if content or not tool_calls else None,
+        finish,
+        usage,
+        tool_calls,
+    )
+    return ChatResult(
+        content=content,
+        usage=usage,
+        raw=raw,
+        upstream_id=upstream_id,
+        finish_reason=finish,
+        openai=document,
+    )
+
+
+def stream_error(data: bytes, platform: Platform) -> UpstreamError:
+    """An ``event: error`` frame, e.g. ``overloaded_error`` in the middle of a stream."""
+    try:
+        kind = (orjson.loads(data).get("error") or {}).get("type", "")
+    except (orjson.JSONDecodeError, AttributeError):
+        kind = ""
+    status, retryable = ERROR_TYPES.get(kind, (None, True))
+    message = redact(error_message(data), platform) or "upstream reported an error mid-stream"
+    return UpstreamError(message, status=status, retryable=retryable, body=data, kind="http")
+
+
+class AnthropicChat:
+    """``ChatProvider`` for the Anthropic Messages API."""
+
+    async def chat(
+        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
+    ) -> ChatResult:
+        url, headers = endpoint(platform)
+        data, raw = await request_json(
+            session, platform, "POST", url, headers=headers, body=build_body(req, stream=False)
+        )
+        if not isinstance(data, dict) or "content" not in data:
+            raise protocol_error(f"upstream {platform.id} sent no message", raw)
+        return to_result(data, raw, req)
+
+    async def chat_stream(
+        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
+    ) -> AsyncIterator[StreamEvent]:
+        url, headers = endpoint(platform)
+        frames = await open_stream(
+            session, platform, url, headers=headers, body=build_body(req, stream=True)
+        )
+        try:
+            msg_id = ""
+            model = req.model
+            created = int(time.time())
+            raw_usage: dict[str, Any] = {}
+            tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+            reply_chars = 0
+            stopped = False
+            async for event, data in frames:
+                if event == "ping":
+                    continue
+                if event == "error":
+                    raise stream_error(data, platform)
+                try:
+                    doc = orjson.loads(data)
+                    kind = doc.get("type") or event
+                except (orjson.JSONDecodeError, AttributeError):
+                    raise protocol_error("malformed stream frame", data) from None
+
+                if kind == "content_block_delta":
+                    delta = doc.get("delta") or {}
+                    delta_type = delta.get("type")
+                    if delta_type == "text_delta":
+                        text = delta.get("text") or ""
+                        reply_chars += len(text)
+                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
+                    elif delta_type == "input_json_delta":
+                        index = tool_index.get(doc.get("index", -1))
+                        if index is None:
+                            continue
+                        part = delta.get("partial_json") or ""
+                        reply_chars += len(part)
+                        call = {"index": index, "function": {"arguments": part}}
+                        chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
+                        yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
+                    # thinking / signature deltas have no chat.completion.chunk equivalent
+                elif kind == "message_start":
+                    message = doc.get("message") or {}
+                    msg_id = message.get("id") or ""
+                    model = message.get("model") or model
+                    _merge_usage(raw_usage, message.get("usage"))
+                    delta = {"role": "assistant", "content": ""}
+                    chunk = oa.chunk_bytes(msg_id, model, created, delta)
+                    yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
+                elif kind == "content_block_start":
+                    block = doc.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        index = tool_index[doc.get("index", -1)] = len(tool_index)
+                        call = _tool_call({**block, "input": {}})
+                        call["index"] = index
+                        call["function"]["arguments"] = ""
+                        chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
+                        yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
+                    elif block.get("type") == "text" and block.get("text"):
+                        text = block["text"]
+                        reply_chars += len(text)
+                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
+                elif kind == "message_delta":
+                    stop_reason = (doc.get("delta") or {}).get("stop_reason") or ""
+                    finish = FINISH_REASONS.get(stop_reason, "stop")
+                    _merge_usage(raw_usage, doc.get("usage"))
+                    chunk = oa.chunk_bytes(msg_id, model, created, {}, finish)
+                    yield StreamEvent(finish_reason=finish, upstream_id=msg_id, openai_chunk=chunk)
+                elif kind == "message_stop":
+                    stopped = True
+                    break
+                elif kind == "error":
+                    raise stream_error(data, platform)
+            if not stopped:
+                raise protocol_error(f"stream from {platform.id} ended before message_stop")
+            if raw_usage:
+                usage = parse_usage(raw_usage)
+            else:
+                usage = estimate_usage(req.messages, reply_chars)
+            chunk = oa.usage_chunk_bytes(msg_id, model, created, usage)
+            yield StreamEvent(usage=usage, upstream_id=msg_id, openai_chunk=chunk)
+        finally:
+            frames.release()
+
+
+def _merge_usage(into: dict[str, Any], u: dict[str, Any] | None) -> None:
+    """Stream usage counts are cumulative: a later non-null value replaces the earlier."""
+    if u:
+        for key, value in u.items():
+            if value is not None:
+                into[key] = value

@@ -1,0 +1,359 @@
+"""OpenAI wire format: ``openai``, ``openai_compatible`` and ``azure_openai`` platforms.
+
+The request the engine hands over is already OpenAI-shaped, so chat bodies go upstream
+nearly as they are and streamed chunks come back untouched. The builders at the bottom
+(``completion_document``, ``chunk_bytes``, ...) are how the other adapters speak OpenAI
+to the relay.
+
+Azure differs only in addressing: ``{base}/openai/deployments/{deployment}/...`` with
+``?api-version=`` and an ``api-key`` header. The deployment is the upstream model name
+unless ``options.deployments`` maps it to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from .base import (
+    BinaryResult,
+    ChatRequest,
+    ChatResult,
+    JsonResult,
+    Platform,
+    StreamEvent,
+    UpstreamError,
+    Usage,
+)
+from .http import (
+    JSON_HEADERS,
+    error_message,
+    estimate_tokens,
+    estimate_usage,
+    merged_headers,
+    open_stream,
+    protocol_error,
+    redact,
+    request_bytes,
+    request_json,
+)
+
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
+
+# --- addressing ------------------------------------------------------------------------
+
+
+def azure_deployment(platform: Platform, model: str) -> str:
+    return (platform.options.get("deployments") or {}).get(model, model)
+
+
+def endpoint(platform: Platform, path: str, model: str | None = None) -> tuple[str, dict[str, str]]:
+    """URL and headers for ``path`` (e.g. ``/chat/completions``) on this platform."""
+    base = platform.base_url.rstrip("/")
+    headers = dict(JSON_HEADERS)
+    if platform.type == "azure_openai":
+        version = platform.options.get("api_version") or AZURE_DEFAULT_API_VERSION
+        if model:
+            deployment = quote(azure_deployment(platform, model), safe="")
+            url = f"{base}/openai/deployments/{deployment}{path}?api-version={version}"
+        else:
+            url = f"{base}/openai{path}?api-version={version}"
+        if platform.api_key:
+            headers["api-key"] = platform.api_key
+    else:
+        url = base + path
+        if platform.api_key:  # local servers (Ollama, vLLM) often run without a key
+            headers["Authorization"] = f"Bearer {platform.api_key}"
+    return url, merged_headers(headers, platform)
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+def parse_usage(u: dict[str, Any]) -> Usage:
+    """OpenAI ``usage`` -> Usage (chat, embeddings and gpt-image shapes)."""
+    prompt = u.get("prompt_tokens")
+    if prompt is None:  # images API: input_tokens / output_tokens
+        prompt = u.get("input_tokens") or 0
+        output = u.get("output_tokens") or 0
+    else:
+        output = u.get("completion_tokens") or 0
+    usage = Usage(input_tokens=prompt or 0, output_tokens=output)
+    details = u.get("prompt_tokens_details") or u.get("input_tokens_details")
+    if details:
+        usage.cached_tokens = details.get("cached_tokens") or 0
+        usage.image_input_tokens = details.get("image_tokens") or 0
+    details = u.get("completion_tokens_details")
+    if details:
+        usage.reasoning_tokens = details.get("reasoning_tokens") or 0
+    return usage
+
+
+# --- chat ----------------------------------------------------------------------------
+
+
+def chat_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": req.model, "messages": req.messages, **req.params}
+    if req.response_format:
+        body["response_format"] = req.response_format
+    if req.extra:
+        body.update(req.extra)
+    if stream:
+        body["stream"] = True
+        # usage is billed from the provider's numbers, so always ask for them
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def _reply_chars(message: dict[str, Any]) -> int:
+    content = message.get("content")
+    n = len(content) if isinstance(content, str) else 0
+    for call in message.get("tool_calls") or ():
+        n += len((call.get("function") or {}).get("arguments") or "")
+    return n
+
+
+def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
+    message = redact(error_message(data), platform) or "upstream reported an error mid-stream"
+    return UpstreamError(message, retryable=True, body=data, kind="http")
+
+
+class OpenAIChat:
+    """``ChatProvider`` for the OpenAI wire format (OpenAI, Azure, compatible servers)."""
+
+    async def chat(
+        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
+    ) -> ChatResult:
+        url, headers = endpoint(platform, "/chat/completions", req.model)
+        data, raw = await request_json(
+            session, platform, "POST", url, headers=headers, body=chat_body(req, stream=False)
+        )
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise protocol_error(f"upstream {platform.id} sent no choices", raw)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        content = message.get("content")
+        if not isinstance(content, str):
+            content = ""
+        u = data.get("usage")
+        usage = parse_usage(u) if u else estimate_usage(req.messages, _reply_chars(message))
+        return ChatResult(
+            content=content,
+            usage=usage,
+            raw=raw,
+            upstream_id=data.get("id") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            openai=data,
+        )
+
+    async def chat_stream(
+        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
+    ) -> AsyncIterator[StreamEvent]:
+        url, headers = endpoint(platform, "/chat/completions", req.model)
+        frames = await open_stream(
+            session, platform, url, headers=headers, body=chat_body(req, stream=True)
+        )
+        try:
+            done = finished = has_usage = False
+            reply_chars = 0
+            async for event, data in frames:
+                if data == b"[DONE]":
+                    done = True
+                    break
+                if not data:
+                    continue
+                if event == "error":
+                    raise _stream_error(data, platform)
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise protocol_error("malformed stream frame", data) from None
+                if not isinstance(chunk, dict):
+                    raise protocol_error("malformed stream frame", data)
+                choices = chunk.get("choices")
+                if not choices and "error" in chunk:
+                    raise _stream_error(data, platform)
+                text = ""
+                finish = None
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta:
+                        text = delta.get("content") or ""
+                        reply_chars += _reply_chars(delta)
+                    finish = choice.get("finish_reason")
+                    if finish:
+                        finished = True
+                u = chunk.get("usage")
+                usage = None
+                if u:
+                    usage = parse_usage(u)
+                    has_usage = True
+                yield StreamEvent(
+                    delta=text,
+                    usage=usage,
+                    finish_reason=finish,
+                    upstream_id=chunk.get("id") or "",
+                    openai_chunk=data,
+                )
+            if not (done or finished):
+                raise protocol_error(f"stream from {platform.id} ended before its final frame")
+            if not has_usage:
+                yield StreamEvent(usage=estimate_usage(req.messages, reply_chars))
+        finally:
+            frames.release()
+
+
+# --- other endpoints -------------------------------------------------------------------
+
+
+async def post_json(
+    session: aiohttp.ClientSession, platform: Platform, path: str, body: dict[str, Any]
+) -> JsonResult:
+    """POST ``body`` to ``path`` (relative to the API root, e.g. ``/moderations``)."""
+    url, headers = endpoint(platform, path, body.get("model"))
+    data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
+    usage = Usage()
+    upstream_id = ""
+    if isinstance(data, dict):
+        u = data.get("usage")
+        if isinstance(u, dict):
+            usage = parse_usage(u)
+        upstream_id = data.get("id") or ""
+        if not isinstance(upstream_id, str):
+            upstream_id = str(upstream_id)
+    return JsonResult(data=data, raw=raw, usage=usage, upstream_id=upstream_id)
+
+
+async def images(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
+) -> JsonResult:
+    """``POST /images/generations``; usage only when the model reports it (gpt-image)."""
+    return await post_json(session, platform, "/images/generations", body)
+
+
+def _input_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_input_chars(v) if isinstance(v, (str, list)) else 4 for v in value)
+    return 0
+
+
+async def embeddings(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
+) -> JsonResult:
+    """``POST /embeddings``; usage from the response, estimated from the input if absent."""
+    result = await post_json(session, platform, "/embeddings", body)
+    data = result.data
+    if not (isinstance(data, dict) and data.get("usage")):
+        tokens = estimate_tokens(_input_chars(body.get("input")))
+        result.usage = Usage(input_tokens=tokens, estimated=True)
+    return result
+
+
+async def speech(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
+) -> BinaryResult:
+    """``POST /audio/speech``: audio bytes. Speech reports no usage, so the input is estimated."""
+    url, headers = endpoint(platform, "/audio/speech", body.get("model"))
+    content, content_type = await request_bytes(session, platform, url, headers=headers, body=body)
+    usage = Usage(input_tokens=estimate_tokens(_input_chars(body.get("input"))), estimated=True)
+    return BinaryResult(content=content, content_type=content_type, usage=usage)
+
+
+# --- OpenAI message helpers for the other wire formats -----------------------------------
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` -> (mime, data)."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep:
+        return None
+    return header.split(";", 1)[0] or "image/png", data
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not content:
+        return ""
+    return "".join(p.get("text") or "" for p in content if p.get("type") == "text")
+
+
+# --- OpenAI documents for the other wire formats ------------------------------------------
+
+
+def usage_document(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def completion_document(
+    id: str,
+    model: str,
+    created: int,
+    content: str | None,
+    finish_reason: str,
+    usage: Usage,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` with one choice."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+        "usage": usage_document(usage),
+    }
+
+
+def chunk_bytes(
+    id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None
+) -> bytes:
+    """A serialised ``chat.completion.chunk`` with one choice."""
+    return orjson.dumps(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+    )
+
+
+def usage_chunk_bytes(id: str, model: str, created: int, usage: Usage) -> bytes:
+    """The final usage-only chunk (``choices: []``), as OpenAI sends with include_usage."""
+    return orjson.dumps(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_document(usage),
+        }
+    )

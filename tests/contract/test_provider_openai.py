@@ -1,0 +1,336 @@
+"""OpenAI-format adapter (openai, openai_compatible, azure_openai) against the simulator."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import orjson
+import pytest
+
+from aigate.providers import openai as oa
+from aigate.providers.base import (
+    ChatRequest,
+    Platform,
+    Timeouts,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from aigate.providers.registry import chat_provider
+from aigate.simulator.server import start_simulator
+
+REPLY = "Hello from the simulated upstream, in several chunks."
+KEY = "sk-test-secret-key"
+
+
+@pytest.fixture
+async def sim():
+    handle = await start_simulator(port=0)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def platform(sim, *, type: str = "openai", api_key: str = KEY, **kw) -> Platform:
+    base = sim.url if type == "azure_openai" else sim.url + "/v1/"
+    kw.setdefault("timeouts", Timeouts(connect_s=1, first_byte_s=2, total_s=5))
+    return Platform(id="up", number=1, type=type, base_url=base, api_key=api_key, **kw)
+
+
+def request(**kw) -> ChatRequest:
+    kw.setdefault("model", "gpt-4o-mini")
+    kw.setdefault(
+        "messages",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}],
+    )
+    return ChatRequest(**kw)
+
+
+def prompt_tokens(messages) -> int:
+    """The simulator's rule: 3 per message + ceil(chars / 4) per text."""
+    return sum(3 + (len(m["content"]) + 3) // 4 for m in messages)
+
+
+async def collect(stream):
+    return [event async for event in stream]
+
+
+# --- chat ------------------------------------------------------------------------------
+
+
+async def test_chat_text_usage_and_body(sim, session) -> None:
+    sim.script([{"reply": REPLY, "cached_tokens": 3, "reasoning_tokens": 5}])
+    req = request(
+        params={"temperature": 0.2, "max_tokens": 50},
+        response_format={"type": "json_object"},
+        extra={"seed": 7},
+    )
+    result = await chat_provider("openai").chat(session, platform(sim), req)
+
+    assert result.content == REPLY
+    assert result.finish_reason == "stop"
+    assert result.upstream_id.startswith("chatcmpl-")
+    assert result.openai["object"] == "chat.completion"
+    assert orjson.loads(result.raw) == result.openai
+    u = result.usage
+    assert u.input_tokens == prompt_tokens(req.messages)
+    assert u.output_tokens == (len(REPLY) + 3) // 4 + 5
+    assert (u.cached_tokens, u.reasoning_tokens, u.estimated) == (3, 5, False)
+
+    sent = sim.requests[-1]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["headers"]["authorization"] == f"Bearer {KEY}"
+    assert sent["body"] == {
+        "model": "gpt-4o-mini",
+        "messages": req.messages,
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "response_format": {"type": "json_object"},
+        "seed": 7,
+    }
+
+
+async def test_chat_without_key_sends_no_auth_header_and_extra_headers(sim, session) -> None:
+    p = platform(sim, type="openai_compatible", api_key="", options={"headers": {"x-org": "a"}})
+    with pytest.raises(UpstreamError) as err:  # the simulator insists on a key
+        await chat_provider("openai_compatible").chat(session, p, request())
+    sent = sim.requests[-1]
+    assert "authorization" not in sent["headers"]
+    assert sent["headers"]["x-org"] == "a"
+    assert err.value.status == 401 and not err.value.retryable
+
+
+async def test_stream_text_usage_and_untouched_chunks(sim, session) -> None:
+    sim.script([{"reply": REPLY, "chunks": 5, "cached_tokens": 2}])
+    req = request(extra={"stream_options": {"continuous_usage_stats": False}})
+    events = await collect(chat_provider("openai").chat_stream(session, platform(sim), req))
+
+    assert "".join(e.delta for e in events) == REPLY
+    assert [e.finish_reason for e in events if e.finish_reason] == ["stop"]
+    usage = [e.usage for e in events if e.usage]
+    assert len(usage) == 1 and events[-1].usage is usage[0]
+    assert usage[0].input_tokens == prompt_tokens(req.messages)
+    assert usage[0].output_tokens == (len(REPLY) + 3) // 4
+    assert usage[0].cached_tokens == 2 and not usage[0].estimated
+    for e in events:
+        chunk = orjson.loads(e.openai_chunk)
+        assert chunk["object"] == "chat.completion.chunk"
+        assert e.upstream_id == chunk["id"]
+
+    body = sim.requests[-1]["body"]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"continuous_usage_stats": False, "include_usage": True}
+
+
+async def test_usage_missing_is_estimated(sim, session) -> None:
+    sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
+    req = request()
+    provider = chat_provider("openai")
+    expected_in = (len("Be brief.") + len("Say hello") + 3) // 4
+    expected_out = (len(REPLY) + 3) // 4
+
+    result = await provider.chat(session, platform(sim), req)
+    assert result.usage.estimated
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (expected_in, expected_out)
+
+    events = await collect(provider.chat_stream(session, platform(sim), req))
+    last = events[-1]
+    assert last.usage is not None and last.usage.estimated and last.openai_chunk is None
+    assert (last.usage.input_tokens, last.usage.output_tokens) == (expected_in, expected_out)
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (404, False)]
+)
+async def test_error_statuses(sim, session, status: int, retryable: bool) -> None:
+    sim.script([{"status": status}])
+    with pytest.raises(UpstreamError) as err:
+        await chat_provider("openai").chat(session, platform(sim), request())
+    e = err.value
+    assert (e.status, e.retryable, e.kind) == (status, retryable, "http")
+    assert e.message == f"Simulated HTTP {status} error (aigate provider simulator)."
+    assert orjson.loads(e.body)["error"]["message"] == e.message
+    assert KEY not in str(e)
+
+
+async def test_stream_error_status_raises_before_any_event(sim, session) -> None:
+    sim.script([{"status": 503}])
+    with pytest.raises(UpstreamError) as err:
+        await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    assert err.value.status == 503 and err.value.retryable
+
+
+async def test_first_byte_timeout(sim, session) -> None:
+    p = platform(sim, timeouts=Timeouts(connect_s=1, first_byte_s=0.1, total_s=5))
+    sim.script([{"latency_ms": 1000}, {"ttft_ms": 1000}])
+    with pytest.raises(UpstreamTimeout):
+        await chat_provider("openai").chat(session, p, request())
+    with pytest.raises(UpstreamTimeout) as err:
+        await collect(chat_provider("openai").chat_stream(session, p, request()))
+    assert err.value.retryable and err.value.kind == "timeout"
+
+
+async def test_total_timeout_mid_stream(sim, session) -> None:
+    p = platform(sim, timeouts=Timeouts(connect_s=1, first_byte_s=1, total_s=0.3))
+    sim.script([{"chunks": 10, "chunk_interval_ms": 100}])
+    events = []
+    with pytest.raises(UpstreamTimeout):
+        async for event in chat_provider("openai").chat_stream(session, p, request()):
+            events.append(event)
+    assert events  # the first deltas arrived before the deadline
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_connection_refused(session) -> None:
+    p = Platform(
+        id="down",
+        number=2,
+        type="openai",
+        base_url=f"http://127.0.0.1:{closed_port()}/v1",
+        api_key=KEY,
+    )
+    with pytest.raises(UpstreamError) as err:
+        await chat_provider("openai").chat(session, p, request())
+    assert (err.value.kind, err.value.retryable) == ("connect", True)
+    assert KEY not in err.value.message
+    with pytest.raises(UpstreamError) as err:
+        await collect(chat_provider("openai").chat_stream(session, p, request()))
+    assert err.value.kind == "connect"
+
+
+async def test_malformed_body_and_frame(sim, session) -> None:
+    sim.script([{"malformed": True}, {"malformed": True, "malformed_after": 2}])
+    with pytest.raises(UpstreamError) as err:
+        await chat_provider("openai").chat(session, platform(sim), request())
+    assert (err.value.kind, err.value.retryable) == ("protocol", True)
+    assert err.value.body
+
+    events = []
+    with pytest.raises(UpstreamError) as err:
+        async for event in chat_provider("openai").chat_stream(session, platform(sim), request()):
+            events.append(event)
+    assert err.value.kind == "protocol"
+    assert len([e for e in events if e.delta]) == 2  # raised where the bad frame came
+
+
+async def test_disconnect_mid_stream_is_a_protocol_error(sim, session) -> None:
+    sim.script([{"disconnect_after": 3}])
+    events = []
+    with pytest.raises(UpstreamError) as err:
+        async for event in chat_provider("openai").chat_stream(session, platform(sim), request()):
+            events.append(event)
+    assert (err.value.kind, err.value.retryable) == ("protocol", True)
+    assert len([e for e in events if e.delta]) == 3
+
+
+async def test_disconnect_without_response(sim, session) -> None:
+    sim.script([{"disconnect_after": 0}])
+    with pytest.raises(UpstreamError) as err:
+        await chat_provider("openai").chat(session, platform(sim), request())
+    assert err.value.retryable
+
+
+async def test_in_stream_error_frame(sim, session) -> None:
+    sim.script([{"error_after": 2}])
+    with pytest.raises(UpstreamError) as err:
+        await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    assert err.value.retryable
+    assert "Simulated HTTP 500" in err.value.message
+
+
+# --- azure -------------------------------------------------------------------------------
+
+
+async def test_azure_url_header_and_deployment(sim, session) -> None:
+    p = platform(
+        sim,
+        type="azure_openai",
+        options={"api_version": "2025-01-01", "deployments": {"gpt-4o": "prod-4o"}},
+    )
+    sim.script([{"reply": REPLY}, {"reply": REPLY}])
+    result = await chat_provider("azure_openai").chat(session, p, request(model="gpt-4o"))
+    assert result.content == REPLY
+    sent = sim.requests[-1]
+    assert sent["path"] == "/openai/deployments/prod-4o/chat/completions"
+    assert sent["query"] == {"api-version": "2025-01-01"}
+    assert sent["headers"]["api-key"] == KEY
+    assert "authorization" not in sent["headers"]
+
+    events = await collect(chat_provider("azure_openai").chat_stream(session, p, request()))
+    assert "".join(e.delta for e in events) == REPLY
+    sent = sim.requests[-1]
+    assert sent["path"] == "/openai/deployments/gpt-4o-mini/chat/completions"
+
+
+async def test_azure_default_api_version_and_embeddings(sim, session) -> None:
+    p = platform(sim, type="azure_openai")
+    result = await oa.embeddings(session, p, {"model": "emb", "input": "abcdefgh"})
+    assert result.usage.input_tokens == 2
+    sent = sim.requests[-1]
+    assert sent["path"] == "/openai/deployments/emb/embeddings"
+    assert sent["query"] == {"api-version": oa.AZURE_DEFAULT_API_VERSION}
+
+
+# --- other endpoints ---------------------------------------------------------------------
+
+
+async def test_embeddings_usage(sim, session) -> None:
+    body = {"model": "text-embedding-3-small", "input": ["abcd", "abcdefgh"]}
+    result = await oa.embeddings(session, platform(sim), body)
+    assert len(result.data["data"]) == 2
+    assert (result.usage.input_tokens, result.usage.estimated) == (3, False)
+    assert sim.requests[-1]["path"] == "/v1/embeddings"
+
+    sim.script([{"usage": False}])
+    result = await oa.embeddings(session, platform(sim), body)
+    assert (result.usage.input_tokens, result.usage.estimated) == (3, True)
+
+
+async def test_images(sim, session) -> None:
+    body = {"model": "dall-e-3", "prompt": "a red fox", "n": 2}
+    result = await oa.images(session, platform(sim), body)
+    assert len(result.data["data"]) == 2
+    assert orjson.loads(result.raw) == result.data
+    sent = sim.requests[-1]
+    assert sent["path"] == "/v1/images/generations" and sent["body"] == body
+
+
+async def test_speech(sim, session) -> None:
+    body = {"model": "tts-1", "input": "Hello there", "voice": "alloy", "response_format": "wav"}
+    result = await oa.speech(session, platform(sim), body)
+    assert result.content.startswith(b"RIFF")
+    assert result.content_type.startswith("audio/wav")
+    assert sim.requests[-1]["path"] == "/v1/audio/speech"
+
+    sim.script([{"status": 500}])
+    with pytest.raises(UpstreamError) as err:
+        await oa.speech(session, platform(sim), body)
+    assert err.value.status == 500
+
+
+async def test_post_json_generic(sim, session) -> None:
+    result = await oa.post_json(
+        session, platform(sim), "/embeddings", {"model": "m", "input": "abcd"}
+    )
+    assert result.usage.input_tokens == 1
+
+
+def test_registry() -> None:
+    assert chat_provider("openai") is chat_provider("azure_openai")
+    for kind in ("anthropic", "gemini", "openai_compatible"):
+        assert chat_provider(kind)
+    with pytest.raises(KeyError):
+        chat_provider("http_job")
