@@ -1,0 +1,29 @@
+"""Liveness, readiness and Prometheus metrics."""
+from __future__ import annotations
+
+
+async def test_health_ready_and_metrics(gw):
+    async with gw.session.get(gw.url + "/healthz") as resp:
+        assert resp.status == 200 and (await resp.json())["status"] == "ok"
+    async with gw.session.get(gw.url + "/readyz") as resp:
+        body = await resp.json()
+        assert resp.status == 200 and body["checks"]["database"] == "ok"
+    await gw.session.post(gw.url + "/bp/ai/chat", json={}, headers={"Authorization": "Bearer nope"})
+    async with gw.session.get(gw.url + "/metrics") as resp:
+        text = await resp.text()
+    assert "aigate_requests_total" in text and "aigate_writer_queue_depth" in text
+    assert 'aigate_unauthenticated_total{surface="user"}' in text
+
+
+async def test_readyz_reports_a_database_that_does_not_answer(gw):
+    from aigate.store.db import create_engine
+
+    good = gw.services.engine
+    gw.services.engine = create_engine("postgresql://postgres@127.0.0.1:1/nothing")  # nothing listens
+    try:
+        async with gw.session.get(gw.url + "/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["database"].startswith("error")
+    finally:
+        await gw.services.engine.dispose()
+        gw.services.engine = good

@@ -1,0 +1,17 @@
+from aigate.engine.ids import Snowflake, new_chat_id, snowflake_ms
+from aigate.clock import now_ms
+
+
+def test_snowflakes_are_unique_increasing_and_carry_time_and_worker():
+    a, b = Snowflake(1), Snowflake(2)
+    ids = [a.next() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert not set(ids) & {b.next() for _ in range(20_000)}
+    assert abs(snowflake_ms(ids[-1]) - now_ms()) < 5_000
+    assert (ids[0] >> 12) & 1023 == 1
+
+
+def test_chat_ids_look_like_the_seed():
+    ids = {new_chat_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 18 and i.isalnum() and i.isascii() for i in ids)
