@@ -29,7 +29,12 @@ Deliberate differences from Go:
 * Not supported: ``define``/``template``/``block``, custom functions, ``slice``,
   ``html``, ``js``, ``urlquery``, ``call``, complex numbers.
 
-As in Go, ``len`` of a string counts UTF-8 bytes and maps range in sorted key order.
+As in Go, ``len`` of a string counts UTF-8 bytes, ``index`` of a string yields a byte,
+maps range in sorted key order and comparing lists or maps with ``eq`` is an error.
+
+Render errors carry ``line``/``column`` of the failing action; ``MissingVariable``
+also has ``name``, the field path as written (``.a.b`` -> ``a.b``, ``$v.x`` ->
+``$v.x``), up to the first absent key.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class MissingVariable(TemplateError, KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(f"missing template variable {name!r}")
         self.name = name
+        self.args = (name,)  # like KeyError, the key is the argument
 
     def __str__(self) -> str:
         return self.message
@@ -96,8 +102,10 @@ def _line_col(source: str, pos: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------- lexer
 
 _SPACES = " \t\r\n"
-_KEYWORDS = {"if", "else", "end", "range", "with", "break", "continue", "define", "template"}
-_KEYWORDS.add("block")
+_SPACE_CHARS = frozenset(_SPACES)
+_KEYWORDS = frozenset(
+    {"if", "else", "end", "range", "with", "break", "continue", "define", "template", "block"}
+)
 _LITERAL_WORDS = {"true": ("bool", True), "false": ("bool", False), "nil": ("nil", None)}
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _HEX_SIZES = {"x": 2, "u": 4, "U": 8}
@@ -108,7 +116,7 @@ _TOKEN = re.compile(
     | (?P<string>"(?:[^"\\\n]|\\.)*")
     | (?P<char>'(?:[^'\\\n]|\\.)*')
     | (?P<raw>`[^`]*`)
-    | (?P<number>[+-]?\.?\d(?:[\w.]|(?<=[eEpP])[+-])*)
+    | (?P<number>[+-]?\.?[0-9](?:[\w.]|(?<=[eEpP])[+-])*)
     | (?P<field>\.\w*)
     | (?P<var>\$\w*)
     | (?P<word>\w+)
@@ -209,7 +217,7 @@ class _Lexer:
                 out.append(src[pos:])
                 break
             text, inner = src[pos:start], start + 2
-            if src[inner : inner + 1] == "-" and src[inner + 1 : inner + 2] in (*_SPACES,):
+            if src[inner : inner + 1] == "-" and src[inner + 1 : inner + 2] in _SPACE_CHARS:
                 text, inner = text.rstrip(_SPACES), inner + 2  # "{{- " trims before
             if text:
                 out.append(text)
@@ -229,7 +237,7 @@ class _Lexer:
             raise self.error("unclosed comment", start)
         if self.src.startswith("}}", end):
             return end + 2, False
-        if self.src[end : end + 1] in (*_SPACES,) and self.src.startswith("-}}", end + 1):
+        if self.src[end : end + 1] in _SPACE_CHARS and self.src.startswith("-}}", end + 1):
             return end + 4, True
         raise self.error("comment ends before closing delimiter", end)
 
@@ -269,10 +277,11 @@ class _Lexer:
 
 # ------------------------------------------------------------------ values
 
+
 def _format_float(value: float) -> str:
     """Go's ``%v`` of a float64: shortest digits; exponent form when exp < -4 or >= 6."""
     if not math.isfinite(value):
-        return "NaN" if value != value else "+Inf" if value > 0 else "-Inf"
+        return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
     sign = "-" if math.copysign(1.0, value) < 0 else ""
     mantissa, _, exp_text = repr(abs(value)).partition("e")
     whole, _, frac = mantissa.partition(".")
@@ -344,13 +353,15 @@ def _is_int(value: Any) -> bool:
 
 # ---------------------------------------------------------------- builtins
 
+
 def _eq(first: Any, *others: Any) -> bool:
     """Whether ``first`` equals any of ``others``; nil is unequal to everything else."""
     kind = _kind(first)
     for other in others:
         if kind != _kind(other) and None not in (first, other):
-            raise TemplateError(f"incompatible types for comparison: {_go_type(first)} and "
-                                f"{_go_type(other)}")
+            raise TemplateError(
+                f"incompatible types for comparison: {_go_type(first)} and {_go_type(other)}"
+            )
         if kind == "other" and other is not None:
             raise TemplateError(f"non-comparable type {_go_type(first)}")
         if kind == _kind(other) and first == other:
@@ -479,8 +490,15 @@ def _go_quote(text: str) -> str:
 
 
 def _format_arg(arg: Any, flags: str, width: int, prec: int | None, verb: str) -> str:
-    """One ``%`` directive."""
-    width = min(width, 10_000)  # bounds memory for hostile formats
+    """One ``%`` directive; a value the verb cannot format gives Go's ``%!v(type=value)``."""
+    try:
+        text = _format_verb(arg, flags, prec, verb)
+    except (ValueError, OverflowError):
+        text = None
+    return _bad_verb(verb, arg) if text is None else _pad(text, flags, min(width, 10_000))
+
+
+def _format_verb(arg: Any, flags: str, prec: int | None, verb: str) -> str | None:
     sign = "+" if "+" in flags else " " if " " in flags else ""
     number = _kind(arg) == "number"
     if verb == "v":
@@ -508,8 +526,8 @@ def _format_arg(arg: Any, flags: str, width: int, prec: int | None, verb: str) -
     elif verb == "t" and isinstance(arg, bool) or verb == "T":
         text = _format(arg) if verb == "t" else _go_type(arg)
     else:
-        return _bad_verb(verb, arg)
-    return _pad(text, flags, width)
+        return None
+    return text
 
 
 _BUILTINS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
@@ -535,8 +553,8 @@ _BUILTINS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
 # (pipeline stages after the first also take the piped value), statements append
 # to ``st.out``.
 
-Expr = Callable[..., Any]
-Stmt = Callable[["_State", Any], None]
+_Expr = Callable[..., Any]
+_Stmt = Callable[["_State", Any], None]
 _MISSING: Any = object()
 
 
@@ -587,21 +605,21 @@ def _root(st: _State, dot: Any) -> Any:
     return st.vars[0][1]
 
 
-def _const(value: Any) -> Expr:
+def _const(value: Any) -> _Expr:
     return lambda st, dot: value
 
 
-def _variable(name: str) -> Expr:
+def _variable(name: str) -> _Expr:
     return lambda st, dot: st.vars[st.index_of(name)][1]
 
 
-def _fields(base: Expr, fields: tuple[str, ...], prefix: str) -> Expr:
+def _fields(base: _Expr, fields: tuple[str, ...], prefix: str) -> _Expr:
     if base is _dot:
         return lambda st, dot: _follow(dot, fields, prefix)
     return lambda st, dot: _follow(base(st, dot), fields, prefix)
 
 
-def _call(func: Callable[..., Any], args: tuple[Expr, ...]) -> Expr:
+def _call(func: Callable[..., Any], args: tuple[_Expr, ...]) -> _Expr:
     def call(st: _State, dot: Any, final: Any = _MISSING) -> Any:
         values = [arg(st, dot) for arg in args]
         if final is not _MISSING:
@@ -611,7 +629,7 @@ def _call(func: Callable[..., Any], args: tuple[Expr, ...]) -> Expr:
     return call
 
 
-def _logic(stop_on: bool, args: tuple[Expr, ...]) -> Expr:
+def _logic(stop_on: bool, args: tuple[_Expr, ...]) -> _Expr:
     """``and`` (stop_on=False) / ``or``: evaluate lazily, return the deciding value."""
 
     def call(st: _State, dot: Any, final: Any = _MISSING) -> Any:
@@ -626,12 +644,12 @@ def _logic(stop_on: bool, args: tuple[Expr, ...]) -> Expr:
 
 
 class _Pipe(NamedTuple):
-    run: Expr
+    run: _Expr
     decls: tuple[str, ...]
     assign: bool
 
 
-def _pipeline(stages: list[Expr], decls: tuple[str, ...], assign: bool) -> _Pipe:
+def _pipeline(stages: list[_Expr], decls: tuple[str, ...], assign: bool) -> _Pipe:
     first, rest = stages[0], tuple(stages[1:])
     if not rest and not decls:
         return _Pipe(first, decls, assign)
@@ -650,16 +668,16 @@ def _pipeline(stages: list[Expr], decls: tuple[str, ...], assign: bool) -> _Pipe
     return _Pipe(run, decls, assign)
 
 
-def _run(body: Iterable[Stmt], st: _State, dot: Any) -> None:
+def _run(body: Iterable[_Stmt], st: _State, dot: Any) -> None:
     for stmt in body:
         stmt(st, dot)
 
 
-def _text(text: str) -> Stmt:
+def _text(text: str) -> _Stmt:
     return lambda st, dot: st.out.append(text)
 
 
-def _output(expr: Expr, pos: int, silent: bool) -> Stmt:
+def _output(expr: _Expr, pos: int, silent: bool) -> _Stmt:
     def output(st: _State, dot: Any) -> None:
         try:
             value = expr(st, dot)
@@ -671,7 +689,7 @@ def _output(expr: Expr, pos: int, silent: bool) -> Stmt:
     return output
 
 
-def _branch(cond: Expr, body: list[Stmt], orelse: list[Stmt], pos: int, rebind: bool) -> Stmt:
+def _branch(cond: _Expr, body: list[_Stmt], orelse: list[_Stmt], pos: int, rebind: bool) -> _Stmt:
     """``if`` and ``with``; variables declared inside end with the block."""
 
     def branch(st: _State, dot: Any) -> None:
@@ -705,7 +723,7 @@ def _range_items(value: Any, decls: int) -> Iterable[tuple[Any, Any]]:
     raise TemplateError(f"range can't iterate over {_format(value)}")
 
 
-def _range(pipe: _Pipe, body: list[Stmt], orelse: list[Stmt], pos: int) -> Stmt:
+def _range(pipe: _Pipe, body: list[_Stmt], orelse: list[_Stmt], pos: int) -> _Stmt:
     decls, assign = pipe.decls, pipe.assign
 
     def bind(st: _State, top: int, key: Any, elem: Any) -> None:
@@ -739,7 +757,7 @@ def _range(pipe: _Pipe, body: list[Stmt], orelse: list[Stmt], pos: int) -> Stmt:
     return loop
 
 
-def _jump(signal: type[Exception]) -> Stmt:
+def _jump(signal: type[Exception]) -> _Stmt:
     def jump(st: _State, dot: Any) -> None:
         raise signal
 
@@ -803,22 +821,22 @@ class _Parser:
         self.loops = 0  # enclosing ranges, for break/continue
         self.rooted = True  # whether dot is the root data, for Template.variables
         self.names: set[str] = set()
-        self.single: tuple[Expr, int] | None = None  # the output of a one-action template
+        self.single: tuple[_Expr, int] | None = None  # the output of a one-action template
 
     def error(self, message: str, pos: int) -> TemplateSyntaxError:
         return TemplateSyntaxError(message, self.source, pos)
 
-    def parse(self) -> list[Stmt]:
+    def parse(self) -> list[_Stmt]:
         body, stop = self.parse_list()
         if stop is not None:
             raise self.error(f"unexpected {_delim(stop.keyword)}", stop.pos)
         if len(self.pieces) != 1:
-            self.single = None
+            self.single = None  # only a template that is one action has a raw value
         return body
 
-    def parse_list(self) -> tuple[list[Stmt], _Stop | None]:
+    def parse_list(self) -> tuple[list[_Stmt], _Stop | None]:
         """Statements up to the next ``{{else}}``/``{{end}}`` or the end of the source."""
-        body: list[Stmt] = []
+        body: list[_Stmt] = []
         while self.i < len(self.pieces):
             piece = self.pieces[self.i]
             self.i += 1
@@ -832,12 +850,12 @@ class _Parser:
             body.append(self.parse_action(cursor, tok, piece.pos))
         return body, None
 
-    def parse_action(self, cursor: _Cursor, tok: _Tok, pos: int) -> Stmt:
+    def parse_action(self, cursor: _Cursor, tok: _Tok, pos: int) -> _Stmt:
         if tok.kind != "keyword":
             cursor.i -= 1
             pipe = self.parse_pipeline(cursor, "command", "end")
             self.single = None if pipe.decls else (pipe.run, pos)
-            return _output(pipe.run, pos, bool(pipe.decls))
+            return _output(pipe.run, pos, silent=bool(pipe.decls))
         if tok.value in ("if", "with", "range"):
             return self.parse_control(tok.value, cursor, pos)
         if tok.value not in ("break", "continue"):
@@ -847,22 +865,23 @@ class _Parser:
         self.expect_end(cursor, tok.value)
         return _jump(_Break if tok.value == "break" else _Continue)
 
-    def parse_control(self, kind: str, cursor: _Cursor, pos: int) -> Stmt:
+    def parse_control(self, kind: str, cursor: _Cursor, pos: int) -> _Stmt:
         mark, rooted = len(self.vars), self.rooted
         pipe = self.parse_pipeline(cursor, kind, "end")
         self.loops += kind == "range"
         self.rooted = rooted and kind == "if"
         body, stop = self.parse_list()
         self.rooted = rooted
-        orelse: list[Stmt] = []
+        orelse: list[_Stmt] = []
         if stop is not None and stop.keyword == "else" and stop.cursor is not None:
-            nxt = stop.cursor.next_non_space()
-            if kind != "range" and nxt.kind == "keyword" and nxt.value == kind:
-                # {{else if b}}..{{end}} is {{else}}{{if b}}..{{end}}{{end}}
-                orelse, stop = [self.parse_control(kind, stop.cursor, nxt.pos)], None
-                stop = _Stop("end", None, nxt.pos)
+            after_else = stop.cursor.peek_non_space()
+            if kind != "range" and after_else.kind == "keyword" and after_else.value == kind:
+                # {{else if b}}..{{end}} is {{else}}{{if b}}..{{end}}{{end}}: the nested
+                # chain consumes the one {{end}}
+                stop.cursor.next()
+                orelse = [self.parse_control(kind, stop.cursor, after_else.pos)]
+                stop = _Stop("end", None, after_else.pos)
             else:
-                stop.cursor.i -= 1
                 self.expect_end(stop.cursor, "else")
                 orelse, stop = self.parse_list()
         if stop is None:
@@ -884,7 +903,7 @@ class _Parser:
 
     def parse_pipeline(self, cursor: _Cursor, context: str, end: str) -> _Pipe:
         decls, assign = self.parse_decls(cursor, context)
-        stages: list[Expr] = []
+        stages: list[_Expr] = []
         while True:
             args = self.parse_command(cursor, context, end, len(stages))
             stages.append(self.build_stage(args, len(stages)))
@@ -894,18 +913,21 @@ class _Parser:
     def parse_decls(self, cursor: _Cursor, context: str) -> tuple[tuple[str, ...], bool]:
         """``$x :=``, ``$x =`` or (in range) ``$i, $v :=``; nothing when absent."""
         start, names = cursor.i, []
-        while (tok := cursor.next_non_space()).kind == "var":
-            names.append(tok)
+        while True:
+            tok = cursor.next_non_space()
+            if tok.kind != "var":
+                if names:
+                    raise self.error(f"{context} can only initialize variables", tok.pos)
+                break
             sep = cursor.next_non_space()
             if sep.kind in ("declare", "assign"):
-                return self.declare(names, sep.kind == "assign"), sep.kind == "assign"
-            if sep.kind != "comma" and len(names) == 1:
+                assign = sep.kind == "assign"
+                return self.declare([*names, tok], assign), assign
+            if sep.kind != "comma":  # "$x" starts an operand, not a declaration
                 break
-            if sep.kind == "comma" and (context != "range" or len(names) > 1):
+            if context != "range" or names:
                 raise self.error(f"too many declarations in {context}", sep.pos)
-        else:
-            if names:
-                raise self.error(f"{context} can only initialize variables", tok.pos)
+            names.append(tok)
         cursor.i = start
         return (), False
 
@@ -937,8 +959,10 @@ class _Parser:
             if after.kind not in ("space", "pipe", end):
                 raise self.error(f"unexpected {after.text!r} in operand", after.pos)
 
-    def parse_operand(self, cursor: _Cursor) -> Expr | _FuncRef:
+    def parse_operand(self, cursor: _Cursor) -> _Expr | _FuncRef:
         tok = cursor.next_non_space()
+        if tok.kind == "lparen":
+            pipe = self.parse_pipeline(cursor, "parenthesized pipeline", "rparen")
         fields: list[str] = [tok.value] if tok.kind == "field" else []
         while cursor.peek().kind == "field":
             fields.append(cursor.next().value)
@@ -956,17 +980,18 @@ class _Parser:
                 self.names.add(fields[0])
             return _fields(base, tuple(fields), "" if tok.value == "$" else tok.value + ".")
         if tok.kind == "lparen":
-            pipe = self.parse_pipeline(cursor, "parenthesized pipeline", "rparen")
             return _fields(pipe.run, tuple(fields), "") if fields else pipe.run
         if fields:
             raise self.error(f"unexpected . after term {tok.text!r}", tok.pos)
-        if tok.kind == "ident" and tok.value not in _BUILTINS:
+        if tok.kind == "dot":
+            return _dot
+        if tok.kind != "ident":
+            return _const(tok.value)
+        if tok.value not in _BUILTINS:
             raise self.error(f"function {tok.value!r} not defined", tok.pos)
-        return _FuncRef(tok.value) if tok.kind == "ident" else _dot if tok.kind == "dot" else (
-            _const(tok.value)
-        )
+        return _FuncRef(tok.value)
 
-    def build_stage(self, args: list[tuple[Any, _Tok]], index: int) -> Expr:
+    def build_stage(self, args: list[tuple[Any, _Tok]], index: int) -> _Expr:
         """A pipeline stage: a builtin call, or (first stage only) a single operand."""
         head = args[0][1]
         if isinstance(args[0][0], _FuncRef):
@@ -979,7 +1004,7 @@ class _Parser:
             raise self.error(f"can't give argument to non-function {head.text!r}", head.pos)
         return args[0][0]
 
-    def make_call(self, name: str, args: list[tuple[Any, _Tok]], head: _Tok, piped: bool) -> Expr:
+    def make_call(self, name: str, args: list[tuple[Any, _Tok]], head: _Tok, piped: bool) -> _Expr:
         func, low, high = _BUILTINS[name]
         count = len(args) + piped
         if count < low or (high is not None and count > high):
@@ -989,9 +1014,9 @@ class _Parser:
             self.make_call(arg.name, [], tok, False) if isinstance(arg, _FuncRef) else arg
             for arg, tok in args
         )
-        if name == "index" and len(args) > 1 and args[1][1].kind == "string":
-            if (exprs[0] is _dot and self.rooted) or exprs[0] is _root:
-                self.names.add(args[1][1].value)  # index . "key" reads a root field
+        reads_root = exprs and ((exprs[0] is _dot and self.rooted) or exprs[0] is _root)
+        if name == "index" and reads_root and len(args) > 1 and args[1][1].kind == "string":
+            self.names.add(args[1][1].value)  # index . "key" reads a root field
         if name in ("and", "or"):
             return _logic(name == "or", exprs)
         return _call(func, exprs)
@@ -1008,8 +1033,8 @@ class Template:
     def __init__(self, source: str) -> None:
         self.source = source
         self._static: str | None = None  # the output when there are no actions
-        self._single: tuple[Expr, int] | None = None  # (expr, pos) of a one-action template
-        self._body: list[Stmt] = []
+        self._single: tuple[_Expr, int] | None = None  # (expr, pos) of a one-action template
+        self._body: list[_Stmt] = []
         self._names: frozenset[str] = frozenset()
         if "{{" not in source:
             self._static = source
@@ -1017,8 +1042,9 @@ class Template:
         parser = _Parser(source)
         self._body = parser.parse()
         self._names, self._single = frozenset(parser.names), parser.single
-        if all(isinstance(piece, str) for piece in parser.pieces):
-            self._static = "".join(parser.pieces)  # type: ignore[arg-type]
+        texts = [piece for piece in parser.pieces if isinstance(piece, str)]
+        if len(texts) == len(parser.pieces):  # comments only
+            self._static = "".join(texts)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
@@ -1033,7 +1059,7 @@ class Template:
             raise self._locate(exc)
         return "".join(st.out)
 
-    def value(self, data: Any) -> Any:
+    def _value(self, data: Any) -> Any:
         """The raw value of a template that is exactly one action, else the rendered text."""
         if self._single is None:
             return self.render(data)
@@ -1072,7 +1098,7 @@ def render_value(value: Any, data: Any) -> Any:
     so numbers, lists and objects keep their type.
     """
     if isinstance(value, str):
-        return compile_template(value).value(data) if "{{" in value else value
+        return compile_template(value)._value(data) if "{{" in value else value
     if isinstance(value, Mapping):
         return {key: render_value(item, data) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
