@@ -1,0 +1,171 @@
+"""/api/apps: tenants.
+
+Creating an app accepts the same document as one entry of the file's ``apps:`` list
+(strategies, assets, keys included) and runs the file's checks on it. The user-token
+secret is generated when left out and is shown in the clear only in the creation
+response; afterwards it is masked (set a new one with PUT/PATCH to rotate it).
+
+DELETE disables the app (every key and token of it stops working at once; data kept,
+reversible with ``PATCH {"enabled": true}``). ``DELETE ?purge=true`` also removes its
+configuration rows (keys, relay tokens, strategies, instructions, asset policies); its
+users' data and usage logs stay until erased per user. An app that the YAML file
+declares is re-created from the file on the next start.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigate.api.admin_checks import platform_cfgs
+from aigate.api.admin_common import (
+    ERROR_RESPONSES,
+    Envelope,
+    ServicesDep,
+    config_change,
+    conflict,
+    invalid,
+    mask,
+    not_found,
+    object_errors,
+    ok,
+)
+from aigate.auth.keys import new_key
+from aigate.clock import iso_ms, now_ms
+from aigate.config.apply import apply_app
+from aigate.config.loader import app_errors
+from aigate.config.schema import AppCfg, Strict
+from aigate.store import tables as t
+
+router = APIRouter(prefix="/apps", tags=["apps"], responses=ERROR_RESPONSES)
+
+# Configuration rows an app owns (removed by a purge).
+OWNED = (t.server_keys, t.relay_tokens, t.strategies, t.instructions, t.asset_policies)
+
+
+def _secret_min_length() -> int:
+    """The file's rule for the user-token secret, so both surfaces accept the same values."""
+    field = AppCfg.model_fields["user_token_secret"]
+    return next((m.min_length for m in field.metadata if hasattr(m, "min_length")), 32)
+
+
+SECRET_MIN = _secret_min_length()
+
+
+class AppCreate(AppCfg):
+    # generated when absent
+    user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)
+
+
+class AppUpdate(Strict):
+    name: str | None = Field(default=None, max_length=200)
+    enabled: bool | None = None
+    user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)
+
+
+class AppView(Strict):
+    id: str
+    name: str
+    enabled: bool
+    user_token_secret: str  # masked, except in the creation response
+    strategies: list[str]
+    instructions: list[str]
+    assets: list[str]
+    server_keys: list[str]
+    relay_tokens: list[str]
+    updated_at: str
+
+
+async def _view(conn: AsyncConnection, app_id: str, *, reveal: bool = False) -> AppView:
+    row = (await conn.execute(select(t.apps).where(t.apps.c.id == app_id))).first()
+    if row is None:
+        raise not_found(f"unknown app '{app_id}'")
+    names = {}
+    for table in OWNED:
+        found = await conn.execute(
+            select(table.c.name).where(table.c.app_id == app_id).order_by(table.c.name)
+        )
+        names[table.name] = [r.name for r in found]
+    return AppView(
+        id=row.id,
+        name=row.name,
+        enabled=row.enabled,
+        user_token_secret=row.user_token_secret if reveal else mask(row.user_token_secret),
+        strategies=names["strategies"],
+        instructions=names["instructions"],
+        assets=names["asset_policies"],
+        server_keys=names["server_keys"],
+        relay_tokens=names["relay_tokens"],
+        updated_at=iso_ms(row.updated_ms),
+    )
+
+
+@router.get("", summary="List apps", response_model=Envelope[list[AppView]])
+async def list_apps(services: ServicesDep):
+    async with services.engine.connect() as conn:
+        ids = [r.id for r in await conn.execute(select(t.apps.c.id).order_by(t.apps.c.id))]
+        return ok([await _view(conn, app_id) for app_id in ids])
+
+
+@router.post("", summary="Create an app (user_token_secret shown once)", status_code=201,
+             response_model=Envelope[AppView])
+async def create_app(body: AppCreate, services: ServicesDep):
+    secret = body.user_token_secret or new_key("uts-")
+    app = AppCfg.model_validate({**body.model_dump(), "user_token_secret": secret})
+    async with config_change(services) as conn:
+        errors = app_errors("", app, await platform_cfgs(conn))
+        if errors:
+            raise invalid(object_errors(errors))
+        if (await conn.execute(select(t.apps.c.id).where(t.apps.c.id == app.id))).first():
+            raise conflict(f"app '{app.id}' already exists")
+        await apply_app(conn, app, now_ms())
+        view = await _view(conn, app.id, reveal=True)
+    return ok(view)
+
+
+@router.get("/{app_id}", summary="Get an app", response_model=Envelope[AppView])
+async def get_app(app_id: str, services: ServicesDep):
+    async with services.engine.connect() as conn:
+        return ok(await _view(conn, app_id))
+
+
+@router.put("/{app_id}", summary="Update an app's name, enabled flag or token secret",
+            response_model=Envelope[AppView])
+@router.patch("/{app_id}", summary="Update an app's name, enabled flag or token secret",
+              response_model=Envelope[AppView])
+async def update_app(app_id: str, body: AppUpdate, services: ServicesDep):
+    """Only the fields given change (PUT and PATCH behave the same: an app's other parts
+    have their own endpoints)."""
+    changes = body.model_dump(exclude_none=True)
+    async with config_change(services) as conn:
+        if changes:
+            result = await conn.execute(
+                update(t.apps).where(t.apps.c.id == app_id).values(**changes, updated_ms=now_ms())
+            )
+            if result.rowcount == 0:
+                raise not_found(f"unknown app '{app_id}'")
+        view = await _view(conn, app_id)
+    return ok(view)
+
+
+@router.delete("/{app_id}", summary="Disable an app, or delete its configuration (purge)",
+               response_model=Envelope[AppView])
+async def delete_app(
+    app_id: str,
+    services: ServicesDep,
+    purge: Annotated[bool, Query(description="also delete keys, tokens, strategies, "
+                                             "instructions and asset policies")] = False,
+):
+    async with config_change(services) as conn:
+        await conn.execute(
+            update(t.apps).where(t.apps.c.id == app_id).values(enabled=False, updated_ms=now_ms())
+        )
+        view = await _view(conn, app_id)  # 404 for an unknown app
+        if purge:
+            for table in OWNED:
+                await conn.execute(delete(table).where(table.c.app_id == app_id))
+            await conn.execute(delete(t.apps).where(t.apps.c.id == app_id))
+    return ok(view)
