@@ -4,10 +4,13 @@ Every change is an atomic conditional statement plus a ledger row in one transac
 so no interleaving of concurrent requests — on one instance or many sharing a database
 — can overspend a balance, exceed a limit or refund twice:
 
-* limit:  ``INSERT .. ON CONFLICT DO UPDATE SET count = count + 1 WHERE count < :limit``
-* credit: ``UPDATE user_assets SET quantity = quantity - :cost WHERE .. AND quantity >= :cost``
+* limit:  one counter row per (app, user, strategy) holding the current period's count and
+  the all-time total; ``INSERT .. ON CONFLICT DO UPDATE .. WHERE count < :limit`` starts a
+  new period or adds one only while under the limit;
+* credit: ``UPDATE user_assets SET quantity = quantity - :cost WHERE .. AND quantity >= :cost``.
 
-A failed call gives back both its credits and its slot in the limit period.
+The SQL is written once (see ``aigate.store.script``) and runs in one round trip. A
+failed call gives back both its credits and its slot in the limit period.
 """
 from __future__ import annotations
 
@@ -16,24 +19,79 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from aigate.api.errors import AppError
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
 from aigate.config.schema import AssetCfg, CostCfg, LimitCfg
 from aigate.engine.periods import period_key, recovery_boundary
 from aigate.services import Services
-from aigate.store import tables as t
-from aigate.store.upsert import _insert, insert_ignore
+from aigate.store.script import run_script
 
-UA = t.user_assets
+NO_LIMIT = 2**62
+
+COUNT = """
+INSERT INTO usage_counters (app_id, user_id, strategy, period, count, total)
+VALUES (:app, :user, :strategy, :period, 1, 1)
+ON CONFLICT (app_id, user_id, strategy) DO UPDATE SET
+    count = CASE WHEN usage_counters.period = excluded.period THEN usage_counters.count + 1 ELSE 1 END,
+    total = usage_counters.total + 1,
+    period = excluded.period
+WHERE usage_counters.period <> excluded.period OR usage_counters.count < :limit
+RETURNING count, total"""
+
+UNCOUNT = """
+UPDATE usage_counters SET
+    count = CASE WHEN period = :period AND count > 0 THEN count - 1 ELSE count END,
+    total = total - 1
+WHERE app_id = :app AND user_id = :user AND strategy = :strategy AND total > 0"""
+
+TAKE = """
+UPDATE user_assets SET quantity = quantity - :amount, updated_ms = :ts
+WHERE app_id = :app AND user_id = :user AND name = :asset AND quantity >= :amount
+RETURNING quantity"""
+
+ADD = """
+UPDATE user_assets SET quantity = quantity + :amount, updated_ms = :ts
+WHERE app_id = :app AND user_id = :user AND name = :asset
+RETURNING quantity"""
+
+LEDGER = """
+INSERT INTO asset_ledger (app_id, user_id, asset, delta, balance_after, reason, request_id,
+                          idempotency_key, created_ms)
+VALUES (:app, :user, :asset, :delta, :balance, :reason, :request_id, :key, :ts)"""
+
+# A grant's idempotency key is unique per (app, user, asset): a repeat inserts nothing.
+LEDGER_ONCE = LEDGER + """
+ON CONFLICT (app_id, user_id, asset, idempotency_key) DO NOTHING
+RETURNING id"""
+
+CREATE = """
+INSERT INTO user_assets (app_id, user_id, name, quantity, last_recovery_ms, updated_ms)
+VALUES (:app, :user, :asset, :quantity, :boundary, :ts)
+ON CONFLICT (app_id, user_id, name) DO NOTHING
+RETURNING quantity"""
+
+BALANCE = """
+SELECT quantity, last_recovery_ms FROM user_assets
+WHERE app_id = :app AND user_id = :user AND name = :asset"""
+
+RECOVER = """
+UPDATE user_assets SET quantity = :quantity, last_recovery_ms = :boundary, updated_ms = :ts
+WHERE app_id = :app AND user_id = :user AND name = :asset"""
+
+BALANCES = "SELECT name, quantity, last_recovery_ms FROM user_assets WHERE app_id = :app AND user_id = :user"
+
+
+class Refused(Exception):
+    """Raised inside a script to roll it back; carries the App API error."""
+
+    def __init__(self, error: AppError) -> None:
+        self.error = error
 
 
 class _Prepared:
-    """Which (app, user, asset) rows this process already created and recovered for the
-    current boundary, so the hot path skips those statements. Bounded LRU."""
+    """Which (app, user, asset) balances this process already created and recovered for
+    the current boundary, so the hot path skips those statements. Bounded LRU."""
 
     def __init__(self, size: int = 200_000) -> None:
         self.size = size
@@ -86,84 +144,92 @@ class Reservation:
         return max(self.limit.count - self.current_count, 0)
 
 
-def _ledger(app_id: str, user_id: str, asset: str, delta: int, balance: int, reason: str,
-            ts: int, request_id: str | None = None, key: str | None = None) -> dict[str, Any]:
-    return dict(app_id=app_id, user_id=user_id, asset=asset, delta=delta, balance_after=balance,
-                reason=reason, request_id=request_id, idempotency_key=key, created_ms=ts)
+def _boundary(policy: AssetCfg, ts: int) -> int | None:
+    return recovery_boundary(ts, policy.recovery_period) if policy.recoverable else None
 
 
-def _boundary(policy: AssetCfg, ts: int) -> int:
-    return recovery_boundary(ts, policy.recovery_period) if policy.recoverable else 0
+def _ledger(who: dict, asset: str, delta: int, balance: int, reason: str, ts: int,
+            request_id: str | None = None, key: str | None = None) -> dict[str, Any]:
+    return {**who, "asset": asset, "delta": delta, "balance": balance, "reason": reason,
+            "request_id": request_id, "key": key, "ts": ts}
 
 
-async def prepare_asset(conn: AsyncConnection, app_id: str, user_id: str, policy: AssetCfg, ts: int) -> None:
-    """Create the user's balance on first use, and apply a due recovery. Idempotent."""
-    boundary = _boundary(policy, ts)
-    where = and_(UA.c.app_id == app_id, UA.c.user_id == user_id, UA.c.name == policy.name)
-    created = await conn.execute(
-        insert_ignore(conn, UA, ["app_id", "user_id", "name"]).returning(UA.c.quantity),
-        [dict(app_id=app_id, user_id=user_id, name=policy.name, quantity=policy.initial_quantity,
-              last_recovery_ms=boundary if policy.recoverable else None, updated_ms=ts)],
-    )
-    if created.first() is not None:
-        await conn.execute(insert(t.asset_ledger), [_ledger(
-            app_id, user_id, policy.name, policy.initial_quantity, policy.initial_quantity, "initial", ts)])
-    elif policy.recoverable:
-        # Lock the row (PostgreSQL) so the ledger's delta matches the recovery applied.
-        stmt = select(UA.c.quantity, UA.c.last_recovery_ms).where(where)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        row = (await conn.execute(stmt)).first()
-        if row is not None and (row.last_recovery_ms or 0) < boundary:
-            new = max(row.quantity, policy.recovery_quantity)
-            await conn.execute(
-                update(UA).where(where).values(quantity=new, last_recovery_ms=boundary, updated_ms=ts)
-            )
-            await conn.execute(insert(t.asset_ledger), [_ledger(
-                app_id, user_id, policy.name, new - row.quantity, new, "recovery", ts)])
+# --- transaction scripts (synchronous; run by aigate.store.script.run_script)
+
+
+def _prepare_script(db, who: dict, policies: list[AssetCfg], ts: int) -> None:
+    """Create balances on first use and apply due recoveries. Idempotent."""
+    lock = " FOR UPDATE" if db.dialect == "postgresql" else ""  # SQLite's write lock is held
+    for policy in policies:
+        boundary = _boundary(policy, ts)
+        asset = {**who, "asset": policy.name}
+        if db.rows(CREATE, {**asset, "quantity": policy.initial_quantity, "boundary": boundary, "ts": ts}):
+            db.rows(LEDGER, _ledger(who, policy.name, policy.initial_quantity, policy.initial_quantity,
+                                    "initial", ts))
+            continue
+        if boundary is None:
+            continue
+        row = db.rows(BALANCE + lock, asset)
+        if row and (row[0][1] or 0) < boundary:
+            old = row[0][0]
+            new = max(old, policy.recovery_quantity)
+            db.rows(RECOVER, {**asset, "quantity": new, "boundary": boundary, "ts": ts})
+            db.rows(LEDGER, _ledger(who, policy.name, new - old, new, "recovery", ts))
+
+
+def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, ts: int) -> None:
+    limit = res.limit.count if res.limit else NO_LIMIT
+    counted = db.rows(COUNT, {**who, "strategy": res.counter_name, "period": res.period, "limit": limit})
+    if not counted:
+        raise Refused(AppError("limit_exceeded", f"strategy '{res.counter_name}': limit of "
+                                                 f"{res.limit.count} per {res.limit.period} reached"))
+    res.current_count, res.current_total_count = counted[0]
+    cost = res.cost
+    if cost is not None and cost.per_request > 0:
+        taken = db.rows(TAKE, {**who, "asset": cost.asset, "amount": cost.per_request, "ts": ts})
+        if not taken:
+            if not db.rows(BALANCE, {**who, "asset": cost.asset}):
+                raise Refused(AppError("internal_error", "balance missing"))  # erased meanwhile
+            raise Refused(AppError("insufficient_asset",
+                                   f"asset '{cost.asset}': balance is below the cost of {cost.per_request}"))
+        res.balances[cost.asset] = taken[0][0]
+        db.rows(LEDGER, _ledger(who, cost.asset, -cost.per_request, taken[0][0], "reserve", ts, res.request_id))
+    if other_assets:
+        for name, qty, last in db.rows(BALANCES, who):
+            res.balances[name] = qty
+            res.recovered[name] = last
+
+
+def _release_script(db, who: dict, res: Reservation, ts: int) -> None:
+    db.rows(UNCOUNT, {**who, "strategy": res.counter_name, "period": res.period})
+    cost = res.cost
+    if cost is not None and cost.per_request > 0:
+        added = db.rows(ADD, {**who, "asset": cost.asset, "amount": cost.per_request, "ts": ts})
+        if added:
+            res.balances[cost.asset] = added[0][0]
+            db.rows(LEDGER, _ledger(who, cost.asset, cost.per_request, added[0][0], "refund", ts, res.request_id))
+
+
+def _grant_script(db, who: dict, asset: str, quantity: int, key: str, ts: int) -> bool:
+    added = db.rows(ADD, {**who, "asset": asset, "amount": quantity, "ts": ts})
+    if not db.rows(LEDGER_ONCE, _ledger(who, asset, quantity, added[0][0], "grant", ts, None, key)):
+        raise Refused(AppError("invalid_parameter", "duplicate"))  # roll the addition back
+    return True
+
+
+# --- the async API
 
 
 async def ensure_assets(services: Services, app_id: str, user_id: str, policies, ts: int) -> None:
-    """Run ``prepare_asset`` for the balances this process has not prepared for the current
-    recovery boundary; marked only after the commit, so a rollback leaves nothing stale."""
+    """Prepare the balances this process has not prepared for the current recovery
+    boundary; marked only after the commit, so a rollback leaves nothing stale."""
     prepared = _prepared(services)
-    todo = [p for p in policies if not prepared.is_ready((app_id, user_id, p.name), _boundary(p, ts))]
+    todo = [p for p in policies if not prepared.is_ready((app_id, user_id, p.name), _boundary(p, ts) or 0)]
     if not todo:
         return
-    async with services.engine.begin() as conn:
-        for policy in todo:
-            await prepare_asset(conn, app_id, user_id, policy, ts)
+    await run_script(services.engine, _prepare_script, {"app": app_id, "user": user_id}, todo, ts)
     for policy in todo:
-        prepared.mark((app_id, user_id, policy.name), _boundary(policy, ts))
-
-
-async def _count(conn: AsyncConnection, app_id: str, user_id: str, name: str, period: str,
-                 below: int | None) -> int | None:
-    """Add one to a counter; with ``below``, only while it is under that value.
-    Returns the new count, or None when the limit is reached."""
-    stmt = _insert(conn, t.usage_counters).values(
-        app_id=app_id, user_id=user_id, strategy=name, period=period, count=1
-    )
-    c = t.usage_counters.c
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["app_id", "user_id", "strategy", "period"],
-        set_={"count": c.count + 1},
-        where=(c.count < below) if below is not None else None,
-    ).returning(c.count)
-    row = (await conn.execute(stmt)).first()
-    return None if row is None else row[0]
-
-
-async def _balances(conn: AsyncConnection, app_id: str, user_id: str) -> tuple[dict, dict]:
-    rows = await conn.execute(
-        select(UA.c.name, UA.c.quantity, UA.c.last_recovery_ms).where(
-            UA.c.app_id == app_id, UA.c.user_id == user_id)
-    )
-    balances, recovered = {}, {}
-    for name, qty, last in rows:
-        balances[name] = qty
-        recovered[name] = last
-    return balances, recovered
+        prepared.mark((app_id, user_id, policy.name), _boundary(policy, ts) or 0)
 
 
 async def reserve(services: Services, caller: Caller, counter_name: str, cost: CostCfg | None,
@@ -171,33 +237,21 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
     """Take one slot of the limit period and the call's cost, atomically, or raise
     ``limit_exceeded`` / ``insufficient_asset`` having changed nothing."""
     ts = now_ms()
-    app, user_id = caller.app, caller.user_id
-    period = period_key(limit.period if limit else "day", ts)
-    res = Reservation(app.id, user_id, counter_name, period, request_id, cost, limit)
-    await ensure_assets(services, app.id, user_id, app.assets.values(), ts)
-    async with services.engine.begin() as conn:
-        count = await _count(conn, app.id, user_id, counter_name, period, limit.count if limit else None)
-        if count is None:
-            raise AppError("limit_exceeded", f"strategy '{counter_name}': limit of {limit.count} per {limit.period} reached")
-        res.current_count = count
-        res.current_total_count = await _count(conn, app.id, user_id, counter_name, "total", None) or 0
-        if cost is not None and cost.per_request > 0:
-            row = (await conn.execute(
-                update(UA)
-                .where(UA.c.app_id == app.id, UA.c.user_id == user_id, UA.c.name == cost.asset,
-                       UA.c.quantity >= cost.per_request)
-                .values(quantity=UA.c.quantity - cost.per_request, updated_ms=ts)
-                .returning(UA.c.quantity)
-            )).first()
-            if row is None:
-                if not (await _balances(conn, app.id, user_id))[0]:
-                    # the balances were erased behind this process's back: prepare anew
-                    _prepared(services).forget(app.id, user_id)
-                raise AppError("insufficient_asset",
-                               f"asset '{cost.asset}': balance is below the cost of {cost.per_request}")
-            await conn.execute(insert(t.asset_ledger), [_ledger(
-                app.id, user_id, cost.asset, -cost.per_request, row[0], "reserve", ts, request_id)])
-        res.balances, res.recovered = await _balances(conn, app.id, user_id)
+    app = caller.app
+    who = {"app": app.id, "user": caller.user_id}
+    res = Reservation(app.id, caller.user_id, counter_name, period_key(limit.period if limit else "day", ts),
+                      request_id, cost, limit)
+    await ensure_assets(services, app.id, caller.user_id, app.assets.values(), ts)
+    for policy in app.assets.values():  # prepared for this boundary: last recovery is known
+        res.recovered[policy.name] = _boundary(policy, ts)
+    charged = {cost.asset} if cost is not None and cost.per_request > 0 else set()
+    try:
+        await run_script(services.engine, _reserve_script, who, res, bool(set(app.assets) - charged), ts)
+    except Refused as exc:
+        if exc.error.error_type == "internal_error":  # balances erased behind this process's back
+            _prepared(services).forget(app.id, caller.user_id)
+            return await reserve(services, caller, counter_name, cost, limit, request_id)
+        raise exc.error from None
     return res
 
 
@@ -206,60 +260,27 @@ async def release(services: Services, res: Reservation) -> None:
     if res.released:
         return
     res.released = True
-    ts = now_ms()
-    c = t.usage_counters.c
-    async with services.engine.begin() as conn:
-        for period in (res.period, "total"):
-            await conn.execute(
-                update(t.usage_counters)
-                .where(c.app_id == res.app_id, c.user_id == res.user_id, c.strategy == res.counter_name,
-                       c.period == period, c.count > 0)
-                .values(count=c.count - 1)
-            )
-        res.current_count -= 1
-        res.current_total_count -= 1
-        if res.cost is not None and res.cost.per_request > 0:
-            row = (await conn.execute(
-                update(UA)
-                .where(UA.c.app_id == res.app_id, UA.c.user_id == res.user_id, UA.c.name == res.cost.asset)
-                .values(quantity=UA.c.quantity + res.cost.per_request, updated_ms=ts)
-                .returning(UA.c.quantity)
-            )).first()
-            if row is not None:
-                await conn.execute(insert(t.asset_ledger), [_ledger(
-                    res.app_id, res.user_id, res.cost.asset, res.cost.per_request, row[0], "refund", ts,
-                    res.request_id)])
-                res.balances[res.cost.asset] = row[0]
+    await run_script(services.engine, _release_script, {"app": res.app_id, "user": res.user_id}, res, now_ms())
+    res.current_count -= 1
+    res.current_total_count -= 1
 
 
 async def grant(services: Services, caller: Caller, asset: str, quantity: int, idempotency_key: str) -> bool:
     """Add purchased credits once per idempotency key; False when the key was already used."""
     ts = now_ms()
-    policy = caller.app.assets[asset]
-    await ensure_assets(services, caller.app.id, caller.user_id, [policy], ts)
-    async with services.engine.connect() as conn:
-        async with conn.begin() as tx:
-            row = (await conn.execute(
-                update(UA)
-                .where(UA.c.app_id == caller.app.id, UA.c.user_id == caller.user_id, UA.c.name == asset)
-                .values(quantity=UA.c.quantity + quantity, updated_ms=ts)
-                .returning(UA.c.quantity)
-            )).first()
-            entry = await conn.execute(
-                insert_ignore(conn, t.asset_ledger, ["app_id", "user_id", "asset", "idempotency_key"])
-                .returning(t.asset_ledger.c.id),
-                [_ledger(caller.app.id, caller.user_id, asset, quantity, row[0], "grant", ts, None, idempotency_key)],
-            )
-            if entry.first() is None:  # the key was used before: undo the addition
-                await tx.rollback()
-                return False
-    return True
+    await ensure_assets(services, caller.app.id, caller.user_id, [caller.app.assets[asset]], ts)
+    try:
+        return await run_script(services.engine, _grant_script, {"app": caller.app.id, "user": caller.user_id},
+                                asset, quantity, idempotency_key, ts)
+    except Refused:
+        return False
 
 
 async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:
     await ensure_assets(services, caller.app.id, caller.user_id, caller.app.assets.values(), now_ms())
-    async with services.engine.connect() as conn:
-        return await _balances(conn, caller.app.id, caller.user_id)
+    rows = await run_script(services.engine, lambda db: db.rows(BALANCES, {"app": caller.app.id,
+                                                                           "user": caller.user_id}))
+    return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
 
 
 def _iso_seconds(ms: int | None) -> str:

@@ -67,6 +67,7 @@ server_keys = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("app_id", "name"),
+    sqlite_autoincrement=True,
 )
 
 relay_tokens = Table(
@@ -85,6 +86,7 @@ relay_tokens = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("app_id", "name"),
+    sqlite_autoincrement=True,
 )
 
 platforms = Table(
@@ -96,6 +98,7 @@ platforms = Table(
     Column("spec", JSON, nullable=False),  # the validated platform definition
     Column("enabled", Boolean, nullable=False, default=True),
     Column("updated_ms", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 models = Table(
@@ -172,6 +175,7 @@ asset_ledger = Table(
     # NULL keys never collide, so only grants (which carry a key) are deduplicated
     UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
     Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 usage_counters = Table(
@@ -179,9 +183,10 @@ usage_counters = Table(
     metadata,
     Column("app_id", String(64), primary_key=True),
     Column("user_id", String(64), primary_key=True),
-    Column("strategy", String(100), primary_key=True),
-    Column("period", String(32), primary_key=True),  # e.g. "day:20261122", or "total"
-    Column("count", BigInteger, nullable=False),
+    Column("strategy", String(100), primary_key=True),  # or "instruction:<name>"
+    Column("period", String(32), nullable=False),  # the limit period counted, e.g. "day:20261122"
+    Column("count", BigInteger, nullable=False),  # calls in that period
+    Column("total", BigInteger, nullable=False),  # calls ever
 )
 
 # --- chat history
@@ -213,6 +218,7 @@ chat_exchanges = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_chat_exchanges_chat", "chat_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 # --- AI request records (the end user's view) and async jobs
@@ -284,6 +290,7 @@ usage_logs = Table(
     Index("ix_usage_logs_model_created", "model", "created_ms"),
     Index("ix_usage_logs_request_id", "request_id"),
     Index("ix_usage_logs_user_created", "user", "created_ms"),
+    sqlite_autoincrement=True,
 )
 
 request_details = Table(
@@ -312,3 +319,51 @@ usage_rollups = Table(
     Column("used_amount", Money, nullable=False, default=0),
     Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
 )
+
+# Hourly sums with the columns of usage_rollups: the dashboard reads whole hours from here
+# and only the partial hours at the edges of a range from the per-minute table.
+usage_rollups_hourly = Table(
+    "usage_rollups_hourly",
+    metadata,
+    Column("bucket_ms", BigInteger, primary_key=True),  # start of the hour (UTC)
+    Column("app_id", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("strategy", String(100), primary_key=True),
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("used_amount", Money, nullable=False, default=0),
+    Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
+)
+
+# Number of usage_logs rows per hour and per day (grain_ms) for every combination of the
+# log search's facet columns. Written by the same writer transaction as the rows, so a
+# search's total and facets can be summed from here instead of counting the log.
+usage_log_counts = Table(
+    "usage_log_counts",
+    metadata,
+    Column("grain_ms", Integer, primary_key=True),  # 3_600_000 (hour) or 86_400_000 (day)
+    Column("bucket_ms", BigInteger, primary_key=True),  # start of the hour / UTC day
+    Column("app_id", String(64), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("channel", Integer, primary_key=True),
+    Column("token_name", String(100), primary_key=True),
+    Column("code", Integer, primary_key=True),
+    Column("logs", BigInteger, nullable=False, default=0),
+)
+
+# Log search orderings (newest first) for the filters seed 001 combines.
+Index("ix_usage_logs_app_model_created", usage_logs.c.app_id, usage_logs.c.model,
+      usage_logs.c.created_ms, usage_logs.c.id)
+Index("ix_usage_logs_app_token_created", usage_logs.c.app_id, usage_logs.c.token_name,
+      usage_logs.c.created_ms, usage_logs.c.id)
+Index("ix_usage_logs_channel_created", usage_logs.c.channel, usage_logs.c.created_ms,
+      usage_logs.c.id)
+# Errors are a small share of the log: partial indexes keep "code_type=error" pages cheap.
+Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
+      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
+      usage_logs.c.id,
+      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)

@@ -43,7 +43,7 @@ async def seed(gw) -> None:
         rows[t.users].append({**mine, "created_ms": T0 + n})
         rows[t.user_assets].append({**mine, "name": "ai_credit", "quantity": 40 + n,
                                     "last_recovery_ms": T0, "updated_ms": T0})
-        rows[t.usage_counters].append({**mine, "strategy": "free-normal", "period": "total", "count": 3})
+        rows[t.usage_counters].append({**mine, "strategy": "free-normal", "period": "day:20260101", "count": 3, "total": 3})
         for i in range(4):
             rows[t.asset_ledger].append({**mine, "asset": "ai_credit", "delta": -1, "balance_after": 49 - i,
                                          "reason": "reserve", "request_id": f"{n}{i}", "created_ms": T0 + i})

@@ -62,7 +62,8 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('created_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_asset_ledger')),
-    sa.UniqueConstraint('app_id', 'user_id', 'asset', 'idempotency_key', name=op.f('uq_asset_ledger_app_id_user_id_asset_idempotency_key'))
+    sa.UniqueConstraint('app_id', 'user_id', 'asset', 'idempotency_key', name=op.f('uq_asset_ledger_app_id_user_id_asset_idempotency_key')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('asset_ledger', schema=None) as batch_op:
         batch_op.create_index('ix_asset_ledger_user', ['app_id', 'user_id', 'id'], unique=False)
@@ -85,7 +86,8 @@ def upgrade() -> None:
     sa.Column('request_id', sa.String(length=24), nullable=True),
     sa.Column('created_ms', sa.BigInteger(), nullable=False),
     sa.Column('updated_ms', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_chat_exchanges'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_chat_exchanges')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('chat_exchanges', schema=None) as batch_op:
         batch_op.create_index('ix_chat_exchanges_chat', ['chat_id', 'id'], unique=False)
@@ -130,7 +132,8 @@ def upgrade() -> None:
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('updated_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('number', name=op.f('pk_platforms')),
-    sa.UniqueConstraint('id', name=op.f('uq_platforms_id'))
+    sa.UniqueConstraint('id', name=op.f('uq_platforms_id')),
+    sqlite_autoincrement=True
     )
     op.create_table('relay_tokens',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -147,7 +150,8 @@ def upgrade() -> None:
     sa.Column('created_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_relay_tokens')),
     sa.UniqueConstraint('app_id', 'name', name=op.f('uq_relay_tokens_app_id_name')),
-    sa.UniqueConstraint('key_hash', name=op.f('uq_relay_tokens_key_hash'))
+    sa.UniqueConstraint('key_hash', name=op.f('uq_relay_tokens_key_hash')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('relay_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_relay_tokens_app_id'), ['app_id'], unique=False)
@@ -170,7 +174,8 @@ def upgrade() -> None:
     sa.Column('created_ms', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_server_keys')),
     sa.UniqueConstraint('app_id', 'name', name=op.f('uq_server_keys_app_id_name')),
-    sa.UniqueConstraint('key_hash', name=op.f('uq_server_keys_key_hash'))
+    sa.UniqueConstraint('key_hash', name=op.f('uq_server_keys_key_hash')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('server_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_server_keys_app_id'), ['app_id'], unique=False)
@@ -190,7 +195,8 @@ def upgrade() -> None:
     sa.Column('strategy', sa.String(length=100), nullable=False),
     sa.Column('period', sa.String(length=32), nullable=False),
     sa.Column('count', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('app_id', 'user_id', 'strategy', 'period', name=op.f('pk_usage_counters'))
+    sa.Column('total', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('app_id', 'user_id', 'strategy', name=op.f('pk_usage_counters'))
     )
     op.create_table('usage_logs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -223,7 +229,8 @@ def upgrade() -> None:
     sa.Column('usage_estimated', sa.Boolean(), nullable=False),
     sa.Column('price', sa.JSON(), nullable=False),
     sa.Column('used_amount', sa.Numeric(precision=24, scale=12), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_logs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_logs')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('usage_logs', schema=None) as batch_op:
         batch_op.create_index('ix_usage_logs_app_created', ['app_id', 'created_ms', 'id'], unique=False)
