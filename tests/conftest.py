@@ -78,16 +78,26 @@ async def pg_url():
         await _drop_pg_schema(schema)
 
 
+def _worker_redis_url() -> str:
+    """Each xdist worker gets its own Redis database (15, 14, ...), so flushing it between
+    tests never touches another worker's keys."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base, _, db = REDIS_URL.rpartition("/")
+    return f"{base}/{max(int(db) - index, 0)}" if db.isdigit() else REDIS_URL
+
+
 @pytest.fixture
 async def redis_url():
     if not REDIS_URL:
         pytest.skip("AIGATE_TEST_REDIS_URL is not set")
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(REDIS_URL)
+    url = _worker_redis_url()
+    client = aioredis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    yield REDIS_URL
+    yield url
 
 
 @pytest.fixture
