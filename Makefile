@@ -31,6 +31,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check aigate tests bench
 
 bench: $(VENV)/.installed-dev
+	$(BIN)/pip install -q 'matplotlib>=3.8'
 	$(BIN)/python -m bench.run
 
 # Re-resolve the lock files after changing dependencies in pyproject.toml.
