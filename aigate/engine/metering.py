@@ -200,7 +200,9 @@ def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, ts: int
             res.recovered[name] = last
 
 
-def _release_script(db, who: dict, res: Reservation, ts: int) -> None:
+def release_script(db, who: dict, res: Reservation, ts: int) -> None:
+    """Give back a reservation inside a caller's transaction (e.g. with an async job's final
+    status change, so the two commit together). Callers guard against running it twice."""
     db.rows(UNCOUNT, {**who, "strategy": res.counter_name, "period": res.period})
     cost = res.cost
     if cost is not None and cost.per_request > 0:
@@ -260,7 +262,7 @@ async def release(services: Services, res: Reservation) -> None:
     if res.released:
         return
     res.released = True
-    await run_script(services.engine, _release_script, {"app": res.app_id, "user": res.user_id}, res, now_ms())
+    await run_script(services.engine, release_script, {"app": res.app_id, "user": res.user_id}, res, now_ms())
     res.current_count -= 1
     res.current_total_count -= 1
 

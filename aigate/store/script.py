@@ -35,6 +35,10 @@ class SqliteDb:
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         return self._conn.execute(sql, params or {}).fetchall()
 
+    def many(self, sql: str, params: list[dict[str, Any]]) -> None:
+        if params:
+            self._conn.executemany(sql, params)
+
 
 class SqlAlchemyDb:
     def __init__(self, conn: Connection) -> None:
@@ -44,6 +48,10 @@ class SqlAlchemyDb:
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         result = self._conn.execute(_text(sql), params or {})
         return [tuple(r) for r in result] if result.returns_rows else []
+
+    def many(self, sql: str, params: list[dict[str, Any]]) -> None:
+        if params:
+            self._conn.execute(_text(sql), params)
 
 
 @lru_cache(maxsize=256)

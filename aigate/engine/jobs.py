@@ -1,0 +1,474 @@
+"""Async jobs (SPEC §5.5): strategies served by ``http_job`` platforms (video and the like).
+
+The ``ai_requests`` row *is* the job. Its ``job`` JSON holds everything any instance
+needs to continue it (platform, upstream job id, deadline, the reserved cost, attempts),
+so a job outlives the instance that accepted it.
+
+Life of a job::
+
+    POST       insert `pending`, or `queueing` when the platform's max_concurrency jobs
+               are already `processing`; the cost is reserved; the local poller is woken
+    poller     claims the due row (a lease: claimed_by + claim_until_ms), then
+      pending | queueing   takes a platform slot (-> processing) and submits upstream,
+                           or waits in `queueing` while the platform is full
+      processing           polls upstream every poll_interval_s
+    end        succeeded (custom_response extracted) | failed (cost refunded),
+               then one usage log row
+
+Claiming: on PostgreSQL ``UPDATE .. WHERE request_id IN (SELECT .. FOR UPDATE SKIP
+LOCKED)``; on SQLite a conditional ``UPDATE`` per row. Every later write is fenced by
+``claimed_by = <this poller>``, and settling is a conditional transition out of an
+active status, committed in one transaction with the refund of a failed job: a job
+whose lease passed to another instance (this one stalled or died) is settled and
+refunded exactly once, and a client that sees `failed` sees its credits back. A crash
+leaves its leases to expire; a graceful stop hands them back at once. Slots are
+counted under a per-platform advisory lock (PostgreSQL) or the single SQLite writer, so
+max_concurrency holds across instances.
+
+Platform ``options`` read here (beside the submit/poll description of
+``providers.http_job``): ``poll_interval_s`` (default 2), ``deadline_s`` (600, counted
+from the POST; the job fails and is refunded when it passes), ``lease_s`` (60: how long
+a claim lasts; one upstream request must finish well within it), ``max_concurrency``.
+
+Known limits: a job whose upstream submit succeeded but whose instance died before
+saving the upstream id is submitted again by the next instance; upstream jobs are not
+cancelled when the deadline passes (generic job APIs have no common cancel call).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import zlib
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, case, func, insert, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aigate.clock import now_ms
+from aigate.config.schema import CostCfg, StrategyCfg
+from aigate.engine import metering
+from aigate.engine.ai_requests import ACTIVE, custom_response, record_json
+from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
+from aigate.engine.routing import Attempt, Trace
+from aigate.engine.upstream_errors import to_app_error
+from aigate.providers import http_job
+from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
+from aigate.providers.openai import parse_usage
+from aigate.services import Services
+from aigate.store import tables as t
+from aigate.store.script import run_script
+
+log = logging.getLogger("aigate.jobs")
+
+T = t.ai_requests
+C = T.c
+
+DEFAULT_POLL_INTERVAL_S = 2.0
+DEFAULT_DEADLINE_S = 600.0
+DEFAULT_LEASE_S = 60.0
+MAX_SUBMITS = 3  # upstream submit attempts (across the strategy's job platforms)
+SUBMIT_BACKOFF_MS = 200
+MAX_POLL_BACKOFF_S = 30.0
+BATCH = 32  # rows claimed per tick
+MAX_INFLIGHT = 128  # jobs one instance works on at once
+IDLE_WAIT_S = 1.0  # longest sleep: jobs another instance accepted are seen within it
+MIN_WAIT_S = 0.01
+STOP_GRACE_S = 5.0
+
+
+# --- options
+
+
+def _seconds(platform: Platform, name: str, default: float) -> float:
+    value = platform.options.get(name)
+    usable = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return float(value) if usable else default
+
+
+def poll_interval_ms(platform: Platform) -> int:
+    return int(_seconds(platform, "poll_interval_s", DEFAULT_POLL_INTERVAL_S) * 1000)
+
+
+def step_timeout_s(platform: Platform) -> float:
+    """One upstream request must end before the lease does, or another instance may
+    take the job while this one still works on it."""
+    return _seconds(platform, "lease_s", DEFAULT_LEASE_S) * 0.75
+
+
+def lease_ms(services: Services) -> int:
+    """The longest lease any job platform asks for (one value per claim statement)."""
+    leases = [_seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values()
+              if p.type == "http_job"]
+    return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
+
+
+# --- accepting a job
+
+
+async def _platform_full(conn: AsyncConnection, platform: Platform) -> bool:
+    limit = platform.options.get("max_concurrency")
+    if not limit:
+        return False
+    busy = (await conn.execute(
+        select(func.count()).select_from(T).where(
+            C.status == "processing", C.job["platform"].as_string() == platform.id)
+    )).scalar_one()
+    return busy >= limit
+
+
+async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
+                  cands: list[tuple[Platform, str]], body: dict[str, Any],
+                  reservation: metering.Reservation) -> dict[str, Any]:
+    """Insert the job's record (directly: any instance may pick it up at once) and wake
+    the local poller. Returns the record, `pending` or `queueing`."""
+    platform, model = cands[0]
+    record.model = model
+    now = now_ms()
+    res = reservation
+    job = {
+        "platform": platform.id,
+        "model": model,
+        "candidates": [[p.id, m] for p, m in cands],
+        "body": body,
+        "upstream_id": None,
+        "deadline_ms": now + int(_seconds(platform, "deadline_s", DEFAULT_DEADLINE_S) * 1000),
+        "reservation": {"counter": res.counter_name, "period": res.period,
+                        "cost": res.cost.model_dump() if res.cost else None},
+        "custom_response": dict(strategy.custom_response),
+        "attempts": [],
+        "polls": 0,
+        "poll_errors": 0,
+        "ttfb_ms": 0,
+        "endpoint": record.endpoint,
+        "ip": record.ip,
+        "request_body": record.request_body.decode() if isinstance(record.request_body, bytes) else record.request_body,
+    }
+    row = ai_request_row(services, record)
+    row.update(platform=platform.type, job=job, next_poll_ms=now, created_ms=record.started_ms, updated_ms=now)
+    try:
+        async with services.engine.begin() as conn:
+            row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
+            await conn.execute(insert(T).values(**row))
+    except BaseException:
+        await metering.release(services, reservation)
+        raise
+    await services.writer.put("user", {"app_id": record.app_id, "user_id": record.user_id,
+                                       "created_ms": record.started_ms})
+    kick(services)
+    return record_json(row)
+
+
+def kick(services: Services) -> None:
+    poller = services.extras.get("job_poller")
+    if poller is not None:
+        poller.wake.set()
+
+
+# --- claiming
+
+
+def _claimable(now: int):
+    free = or_(C.claim_until_ms.is_(None), C.claim_until_ms < now)
+    return and_(C.status.in_(ACTIVE), C.next_poll_ms <= now, free)
+
+
+async def claim(services: Services, claimer: str, limit: int) -> list[dict[str, Any]]:
+    """Take a lease on up to ``limit`` due jobs no live lease covers."""
+    now = now_ms()
+    until = now + lease_ms(services)
+    lease = {"claimed_by": claimer, "claim_until_ms": until}
+    due = select(C.request_id).where(_claimable(now)).order_by(C.next_poll_ms).limit(limit)
+    async with services.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            picked = due.with_for_update(skip_locked=True).scalar_subquery()
+            rows = (await conn.execute(
+                update(T).where(C.request_id.in_(picked)).values(**lease).returning(*T.c))).all()
+        else:
+            rows = []
+            for (request_id,) in (await conn.execute(due)).all():
+                row = (await conn.execute(
+                    update(T).where(C.request_id == request_id, _claimable(now)).values(**lease)
+                    .returning(*T.c))).first()
+                if row is not None:
+                    rows.append(row)
+    return [dict(r._mapping) for r in rows]
+
+
+async def _next_due_ms(services: Services) -> int | None:
+    """When the earliest active job is due (or its lease ends, if later)."""
+    due = case((C.claim_until_ms > C.next_poll_ms, C.claim_until_ms), else_=C.next_poll_ms)
+    async with services.engine.connect() as conn:
+        return (await conn.execute(select(func.min(due)).where(C.status.in_(ACTIVE)))).scalar_one_or_none()
+
+
+# --- writing a claimed job
+
+
+async def _save(conn: AsyncConnection, claimer: str, request_id: int, *, release: bool, **values: Any) -> bool:
+    """Write a claimed job; False when the lease is no longer ours (nothing written)."""
+    values["updated_ms"] = now_ms()
+    if release:
+        values.update(claimed_by=None, claim_until_ms=None)
+    result = await conn.execute(
+        update(T).where(C.request_id == request_id, C.claimed_by == claimer, C.status.in_(ACTIVE)).values(**values))
+    return result.rowcount == 1
+
+
+async def _save_now(services: Services, claimer: str, request_id: int, **values: Any) -> bool:
+    async with services.engine.begin() as conn:
+        return await _save(conn, claimer, request_id, release=True, **values)
+
+
+def _reservation(row: dict[str, Any], job: dict[str, Any]) -> metering.Reservation:
+    r = job["reservation"]
+    return metering.Reservation(
+        app_id=row["app_id"], user_id=row["user_id"], counter_name=r["counter"], period=r["period"],
+        request_id=str(row["request_id"]), cost=CostCfg(**r["cost"]) if r.get("cost") else None, limit=None)
+
+
+def _call_record(services: Services, row: dict[str, Any], job: dict[str, Any], *, code: int, error: str,
+                 usage: Usage, response: bytes | str) -> CallRecord:
+    platforms = services.snapshot.platforms
+    rec = CallRecord(
+        request_id=row["request_id"], log_request_id=row["platform_id"], app_id=row["app_id"],
+        user_id=row["user_id"], module=row["module"], strategy=row["strategy"],
+        endpoint=job.get("endpoint", ""), started_ms=row["created_ms"], from_appserver=row["from_appserver"],
+        ip=job.get("ip", ""), model=job["model"], code=code, error=error, usage=usage,
+        status="succeeded" if code == 200 else "failed",
+        request_body=job.get("request_body", ""), response_raw=response,
+        metadata={"job_id": job.get("upstream_id") or "", "polls": job.get("polls", 0)},
+    )
+    rec.trace = Trace(
+        attempts=[Attempt(platforms[a["platform"]], a.get("model", job["model"]), a["started_ms"])
+                  for a in job.get("attempts", []) if a["platform"] in platforms],
+        ttfb_ms=job.get("ttfb_ms", 0))
+    return rec
+
+
+# The transition that ends a job: only the lease holder, only out of an active status.
+SETTLE = (
+    "UPDATE ai_requests SET status = :status, error = :error, response = :response, "
+    "custom_response = :custom, job = :job, next_poll_ms = NULL, claimed_by = NULL, "
+    "claim_until_ms = NULL, updated_ms = :ts "
+    "WHERE request_id = :id AND claimed_by = :me AND status IN ('pending', 'queueing', 'processing') "
+    "RETURNING request_id"
+)
+
+
+def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None) -> bool:
+    """One transaction: the refund of a failed job commits with its transition or not at all."""
+    if not db.rows(SETTLE, values):
+        return False  # settled already, or the lease passed to another instance
+    if refund is not None:  # metering's own refund statements, run in this transaction
+        metering.release_script(db, {"app": refund.app_id, "user": refund.user_id}, refund, values["ts"])
+    return True
+
+
+async def settle(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any], *,
+                 status: str, code: int = 200, error: str = "", response: bytes | str | None = None,
+                 custom: Any = None, usage: Usage | None = None) -> bool:
+    """End the job (refunding a failure) exactly once, then log it."""
+    if response is None:
+        response = row.get("response") or ""
+    values = {
+        "status": status, "error": error,
+        "response": response.decode("utf-8", "replace") if isinstance(response, bytes) else response,
+        "custom": None if custom is None else orjson.dumps(custom).decode(),
+        "job": orjson.dumps(job).decode(), "ts": now_ms(), "id": row["request_id"], "me": claimer,
+    }
+    refund = _reservation(row, job) if status == "failed" else None
+    if not await run_script(services.engine, _settle_script, values, refund):
+        return False
+    rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
+    await services.writer.put("usage_log", usage_log_row(services, rec))
+    return True
+
+
+# --- one step of a claimed job
+
+
+async def _upstream(platform: Platform, call):
+    """An upstream request bounded by the lease."""
+    try:
+        async with asyncio.timeout(step_timeout_s(platform)):
+            return await call
+    except TimeoutError:
+        raise UpstreamTimeout(f"upstream {platform.id} did not answer within the job lease") from None
+
+
+async def _start(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any],
+                 platform: Platform) -> None:
+    """Take a platform slot and submit upstream (or wait in `queueing`)."""
+    request_id = row["request_id"]
+    interval = poll_interval_ms(platform)
+    if row["status"] != "processing":  # a `processing` job without upstream id already holds its slot
+        async with services.engine.begin() as conn:
+            if platform.options.get("max_concurrency") and conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": zlib.crc32(f"aigate-job:{platform.id}".encode())})
+            if await _platform_full(conn, platform):
+                await _save(conn, claimer, request_id, release=True, status="queueing",
+                            next_poll_ms=now_ms() + interval)
+                return
+            if not await _save(conn, claimer, request_id, release=False, status="processing"):
+                return
+    attempt = {"platform": platform.id, "model": job["model"], "started_ms": now_ms(), "by": claimer}
+    job["attempts"] = [*job.get("attempts", []), attempt]
+    body = {**job["body"], "model": platform.upstream_model(job["model"])}
+    started = time.perf_counter()
+    try:
+        upstream_id, res = await _upstream(platform, http_job.submit(services.http, platform, body))
+    except UpstreamError as exc:
+        attempt["error"] = exc.message
+        if exc.retryable and len(job["attempts"]) < MAX_SUBMITS:
+            # try again (on the next job platform, if the strategy has several), slot freed
+            job["platform"], job["model"] = job["candidates"][len(job["attempts"]) % len(job["candidates"])]
+            await _save_now(services, claimer, request_id, status="pending", job=job,
+                            next_poll_ms=now_ms() + SUBMIT_BACKOFF_MS * len(job["attempts"]))
+            return
+        err = to_app_error(exc)
+        await settle(services, claimer, row, job, status="failed", code=err.status, error=err.message,
+                     response=exc.body)
+        return
+    job["upstream_id"] = upstream_id
+    job["ttfb_ms"] = int((time.perf_counter() - started) * 1000)
+    await _save_now(services, claimer, request_id, job=job, response=res.raw.decode("utf-8", "replace"),
+                    next_poll_ms=now_ms() + interval)
+
+
+async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any],
+                platform: Platform) -> None:
+    request_id = row["request_id"]
+    interval = poll_interval_ms(platform)
+    try:
+        status, error, res = await _upstream(platform, http_job.poll(services.http, platform, job["upstream_id"]))
+    except UpstreamError as exc:
+        if exc.retryable:  # the job itself may be fine: back off and ask again
+            job["poll_errors"] = job.get("poll_errors", 0) + 1
+            wait = min(interval * 2 ** job["poll_errors"], int(MAX_POLL_BACKOFF_S * 1000))
+            await _save_now(services, claimer, request_id, job=job, next_poll_ms=now_ms() + wait)
+            return
+        err = to_app_error(exc)
+        await settle(services, claimer, row, job, status="failed", code=err.status, error=err.message,
+                     response=exc.body)
+        return
+    job["polls"] = job.get("polls", 0) + 1
+    job["poll_errors"] = 0
+    if status == "succeeded":
+        data = res.data
+        u = data.get("usage") if isinstance(data, dict) else None
+        usage = parse_usage(u) if isinstance(u, dict) else Usage()
+        await settle(services, claimer, row, job, status="succeeded", response=res.raw,
+                     custom=custom_response(job.get("custom_response") or {}, data), usage=usage)
+    elif status == "failed":
+        await settle(services, claimer, row, job, status="failed", code=502,
+                     error=error or "the upstream job failed", response=res.raw)
+    else:
+        await _save_now(services, claimer, request_id, job=job, response=res.raw.decode("utf-8", "replace"),
+                        next_poll_ms=now_ms() + interval)
+
+
+async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None:
+    """Move one claimed job one step forward, and hand its lease back."""
+    job = dict(row["job"] or {})
+    platform = services.snapshot.platforms.get(job.get("platform", ""))
+    if now_ms() >= job["deadline_ms"]:
+        seconds = (job["deadline_ms"] - row["created_ms"]) / 1000
+        await settle(services, claimer, row, job, status="failed", code=504,
+                     error=f"deadline exceeded: the job did not finish within {seconds:g} s")
+    elif platform is None or platform.type != "http_job" or (row["status"] != "processing" and not platform.enabled):
+        await settle(services, claimer, row, job, status="failed", code=400,
+                     error=f"platform '{job.get('platform')}' is no longer available")
+    elif row["status"] == "processing" and job.get("upstream_id"):
+        await _poll(services, claimer, row, job, platform)
+    else:
+        await _start(services, claimer, row, job, platform)
+
+
+# --- the poller (one per instance)
+
+
+class Poller:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        # unique per poller: several instances may share a host name and a process
+        self.claimer = f"{services.instance[:48]}:{secrets.token_hex(6)}"
+        self.wake = asyncio.Event()
+        self.inflight: set[asyncio.Task] = set()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="job-poller")
+
+    async def stop(self, release_leases: bool = True) -> None:
+        """Graceful: let running steps finish (bounded), then hand back any lease.
+        ``release_leases=False`` stops at once and keeps the leases, as a crash would."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        if release_leases and self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=STOP_GRACE_S)
+        for task in list(self.inflight):
+            task.cancel()
+        await asyncio.gather(*self.inflight, return_exceptions=True)
+        if release_leases:
+            try:
+                async with self.services.engine.begin() as conn:
+                    await conn.execute(update(T).where(C.claimed_by == self.claimer)
+                                       .values(claimed_by=None, claim_until_ms=None))
+            except Exception:  # the leases then simply expire
+                log.warning("could not hand back job leases", exc_info=True)
+
+    async def _run(self) -> None:
+        while True:
+            self.wake.clear()  # a kick that arrives during the tick is not lost
+            wait = IDLE_WAIT_S
+            try:
+                room = MAX_INFLIGHT - len(self.inflight)
+                if room > 0:
+                    for row in await claim(self.services, self.claimer, min(room, BATCH)):
+                        self._spawn(row)
+                    due = await _next_due_ms(self.services)
+                    if due is not None:
+                        wait = min(max((due - now_ms()) / 1000, MIN_WAIT_S), IDLE_WAIT_S)
+            except Exception:  # a database blip must not kill the poller
+                log.warning("job poller tick failed", exc_info=True)
+            try:
+                await asyncio.wait_for(self.wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def _spawn(self, row: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._step(row), name=f"job-{row['request_id']}")
+        self.inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.inflight.discard(task)
+        self.wake.set()  # its next poll time may be the earliest now
+
+    async def _step(self, row: dict[str, Any]) -> None:
+        try:
+            await advance(self.services, self.claimer, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: step failed; retrying later", row["request_id"])
+            try:  # back off instead of retrying in a tight loop; the deadline still ends it
+                await _save_now(self.services, self.claimer, row["request_id"],
+                                next_poll_ms=now_ms() + int(IDLE_WAIT_S * 1000))
+            except Exception:  # the lease then expires on its own
+                log.warning("job %s: could not back off", row["request_id"], exc_info=True)
+
+
+async def start(services: Services) -> None:
+    """Background starter (``aigate.engine.background.STARTERS``)."""
+    poller = Poller(services)
+    services.extras["job_poller"] = poller
+    poller.start()
+    services.extras.setdefault("stoppers", []).append(poller.stop)
+
