@@ -20,9 +20,10 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    passed = terminalreporter.stats.get("passed", [])
-    on_pg = sum(1 for r in passed if "postgres" in r.nodeid)
-    on_redis = sum(1 for r in passed if "redis" in r.nodeid)
+    passed = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call"]
+    used = [dict(r.user_properties).get("backends", "") for r in passed]
+    on_pg = sum(1 for u in used if "postgres" in u)
+    on_redis = sum(1 for u in used if "redis" in u)
     terminalreporter.write_line(
         f"aigate: {on_pg} tests passed on PostgreSQL, {on_redis} tests passed with Redis"
     )
@@ -59,6 +60,7 @@ async def db_url(request, tmp_path):
         return
     if not PG_URL:
         pytest.skip("AIGATE_TEST_POSTGRES_URL is not set")
+    _uses(request, "postgres")
     url, schema = await _pg_schema_url()
     try:
         yield url
@@ -66,11 +68,19 @@ async def db_url(request, tmp_path):
         await _drop_pg_schema(schema)
 
 
+def _uses(request, backend: str) -> None:
+    """Note on the test's report which real servers it ran against (see the summary)."""
+    props = request.node.user_properties
+    current = dict(props).get("backends", "")
+    props[:] = [p for p in props if p[0] != "backends"] + [("backends", f"{current} {backend}".strip())]
+
+
 @pytest.fixture
-async def pg_url():
+async def pg_url(request):
     """A fresh PostgreSQL schema, for tests that need several instances on one database."""
     if not PG_URL:
         pytest.skip("AIGATE_TEST_POSTGRES_URL is not set")
+    _uses(request, "postgres")
     url, schema = await _pg_schema_url()
     try:
         yield url
@@ -88,9 +98,10 @@ def _worker_redis_url() -> str:
 
 
 @pytest.fixture
-async def redis_url():
+async def redis_url(request):
     if not REDIS_URL:
         pytest.skip("AIGATE_TEST_REDIS_URL is not set")
+    _uses(request, "redis")
     import redis.asyncio as aioredis
 
     url = _worker_redis_url()
