@@ -1,14 +1,19 @@
-"""What the batched writer does with each kind of row (one handler per kind)."""
+"""What the batched writer does with each kind of row: one transaction script per kind.
+
+Each script is plain SQL run by ``aigate.store.script`` (on SQLite the whole flush is one
+hop to the database thread). Rows arrive as dicts keyed by column name; missing columns
+take the table's defaults, JSON columns are encoded here.
+"""
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+import orjson
+from sqlalchemy import JSON, Numeric, Table
 
 from aigate.store import tables as t
-from aigate.store.upsert import _insert, insert_ignore, upsert
 from aigate.store.writer import BatchWriter
 
 DETAIL_FIELDS = (
@@ -19,58 +24,135 @@ DETAIL_FIELDS = (
 )
 ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount", "ttfb_ms_sum")
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
-async def write_usage_logs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    log_rows = [{k: v for k, v in row.items() if k not in DETAIL_FIELDS} for row in rows]
-    result = await conn.execute(
-        insert(t.usage_logs).returning(t.usage_logs.c.id, sort_by_parameter_order=True), log_rows
-    )
-    ids = [r[0] for r in result]
-    details = [
-        {"log_id": log_id, **{k: row.get(k, False if k.endswith("_truncated") else "") for k in DETAIL_FIELDS}}
-        for log_id, row in zip(ids, rows)
-        if row.get("request_body") or row.get("response_body")
-    ]
-    if details:
-        await conn.execute(insert(t.request_details), details)
-    await _add_rollups(conn, rows)
+# --- SQL built once from the table definitions
 
 
-async def _add_rollups(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    sums: dict[tuple, dict[str, Any]] = {}
+@cache
+def _layout(table: Table) -> tuple[tuple[str, ...], dict[str, Any], frozenset, frozenset]:
+    """Insertable columns, their defaults, and which need encoding."""
+    cols = tuple(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True))
+    defaults = {}
+    for c in table.columns:
+        if c.default is not None and c.default.is_scalar:
+            defaults[c.name] = c.default.arg
+        elif c.default is not None and c.default.is_callable:  # e.g. default=dict
+            defaults[c.name] = c.default.arg.__wrapped__()
+    json_cols = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+    num_cols = frozenset(c.name for c in table.columns if isinstance(c.type, Numeric))
+    return cols, defaults, json_cols, num_cols
+
+
+@cache
+def _insert_sql(table: Table, conflict: str = "", returning: str = "") -> str:
+    cols = _layout(table)[0]
+    names = ", ".join(f'"{c}"' for c in cols)  # quoted: "user" is reserved in PostgreSQL
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(':' + c for c in cols)})"
+    return sql + (f" {conflict}" if conflict else "") + (f" RETURNING {returning}" if returning else "")
+
+
+@cache
+def _add_on_conflict(table: Table, keys: tuple[str, ...], sums: tuple[str, ...]) -> str:
+    sets = ", ".join(f'"{c}" = {table.name}."{c}" + excluded."{c}"' for c in sums)
+    return _insert_sql(table, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
+def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the driver takes it: defaults filled, JSON encoded, decimals bound as the
+    database stores them."""
+    cols, defaults, json_cols, num_cols = _layout(table)
+    sqlite = db.dialect == "sqlite"
+    out = {}
+    for c in cols:
+        v = row.get(c, defaults.get(c))
+        if c in json_cols and v is not None:
+            v = orjson.dumps(v).decode()
+        elif c in num_cols and v is not None:
+            v = str(v) if sqlite else Decimal(v)
+        out[c] = v
+    return out
+
+
+# --- scripts
+
+
+def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
+    """Insert in arrival order (ids follow it): runs of rows without bodies in one
+    executemany, a row with bodies on its own to learn its id for request_details."""
+    run: list[dict[str, Any]] = []
+    for row in rows:
+        if not (row.get("request_body") or row.get("response_body")):
+            run.append(_bind(db, t.usage_logs, row))
+            continue
+        db.many(_insert_sql(t.usage_logs), run)
+        run = []
+        [(log_id,)] = db.rows(_insert_sql(t.usage_logs, returning="id"), _bind(db, t.usage_logs, row))
+        detail = {"log_id": log_id, **{k: row.get(k, False if k.endswith("_truncated") else "") for k in DETAIL_FIELDS}}
+        db.rows(_insert_sql(t.request_details), _bind(db, t.request_details, detail))
+    db.many(_insert_sql(t.usage_logs), run)
+    _add_rollups(db, rows)
+
+
+def _sums() -> dict[str, Any]:
+    acc: dict[str, Any] = dict.fromkeys(ROLLUP_SUMS, 0)
+    acc["used_amount"] = Decimal(0)
+    return acc
+
+
+def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
+    """Add the rows to the dashboard sums (per minute; per hour as series per group and for
+    all groups, in total, per model and per strategy) and to the per-hour and per-day log
+    counts behind the log search's totals and facets, all in the rows' own transaction."""
+    minute: dict[tuple, dict[str, Any]] = {}
+    hourly: dict[tuple, dict[str, Any]] = {}
+    counts: dict[tuple, int] = {}
     for row in rows:
         meta = row.get("metadata") or {}
-        key = (row["created_ms"] // MINUTE_MS * MINUTE_MS, row["app_id"], row["model"], meta.get("strategy", ""))
-        acc = sums.get(key)
-        if acc is None:
-            acc = sums[key] = {c: 0 for c in ROLLUP_SUMS}
-            acc["used_amount"] = Decimal(0)
-        acc["requests"] += 1
-        acc["errors"] += 0 if row["code"] == 200 else 1
-        acc["input_tokens"] += row.get("input_tokens", 0)
-        acc["output_tokens"] += row.get("output_tokens", 0)
-        acc["total_tokens"] += row.get("total_tokens", 0)
-        acc["used_amount"] += Decimal(row.get("used_amount", 0))
-        acc["ttfb_ms_sum"] += row.get("ttfb_ms", 0)
-    values = [
-        {"bucket_ms": k[0], "app_id": k[1], "model": k[2], "strategy": k[3], **v}
-        for k, v in sorted(sums.items())  # a fixed order avoids deadlocks between instances
-    ]
-    stmt = _insert(conn, t.usage_rollups)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["bucket_ms", "app_id", "model", "strategy"],
-        set_={c: t.usage_rollups.c[c] + stmt.excluded[c] for c in ROLLUP_SUMS},
-    )
-    await conn.execute(stmt, values)
+        strategy = meta.get("strategy", "")
+        created, app, model = row["created_ms"], row["app_id"], row["model"]
+        hour = created // HOUR_MS * HOUR_MS
+        keys = [(minute, (created // MINUTE_MS * MINUTE_MS, app, model, strategy))]
+        for group in (app, "*"):
+            keys += [(hourly, (group, "total", hour, "")), (hourly, (group, "model", hour, model)),
+                     (hourly, (group, "strategy", hour, strategy))]
+        for sums, key in keys:
+            acc = sums.get(key)
+            if acc is None:
+                acc = sums[key] = _sums()
+            acc["requests"] += 1
+            acc["errors"] += 0 if row["code"] == 200 else 1
+            acc["input_tokens"] += row.get("input_tokens", 0)
+            acc["output_tokens"] += row.get("output_tokens", 0)
+            acc["total_tokens"] += row.get("total_tokens", 0)
+            acc["used_amount"] += Decimal(row.get("used_amount", 0))
+            acc["ttfb_ms_sum"] += row.get("ttfb_ms", 0)
+        dims = (app, model, row.get("channel", 0), row.get("token_name", ""), row["code"])
+        for grain in (HOUR_MS, DAY_MS):
+            key = (grain, created // grain * grain, *dims)
+            counts[key] = counts.get(key, 0) + 1
+    for table, sums, names in (
+        (t.usage_rollups, minute, ("bucket_ms", "app_id", "model", "strategy")),
+        (t.usage_rollups_hourly, hourly, ("app_id", "dim", "bucket_ms", "value")),
+    ):
+        # a fixed order avoids deadlocks between instances
+        db.many(_add_on_conflict(table, names, ROLLUP_SUMS),
+                [_bind(db, table, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(sums.items())])
+    names = ("grain_ms", "bucket_ms", "app_id", "model", "channel", "token_name", "code")
+    db.many(_add_on_conflict(t.usage_log_counts, names, ("logs",)),
+            [{**dict(zip(names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())])
 
 
-async def write_ai_requests(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+def write_ai_requests(db, rows: list[dict[str, Any]]) -> None:
     # Upsert: the final state of a record may follow an earlier write of the same id.
-    await upsert(conn, t.ai_requests, rows, ["request_id"])
+    cols = [c for c in _layout(t.ai_requests)[0] if c != "request_id"]
+    conflict = "ON CONFLICT (request_id) DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in cols)
+    db.many(_insert_sql(t.ai_requests, conflict), [_bind(db, t.ai_requests, r) for r in rows])
 
 
-async def write_chat_exchanges(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+def write_chat_exchanges(db, rows: list[dict[str, Any]]) -> None:
     chats: dict[str, dict[str, Any]] = {}
     for row in rows:
         chat = chats.setdefault(
@@ -80,21 +162,21 @@ async def write_chat_exchanges(conn: AsyncConnection, rows: list[dict[str, Any]]
                  created_ms=row["created_ms"], updated_ms=row["created_ms"]),
         )
         chat["updated_ms"] = max(chat["updated_ms"], row["created_ms"])
-    await upsert(conn, t.chats, list(chats.values()), ["chat_id"], update=["updated_ms"])
-    await conn.execute(
-        insert(t.chat_exchanges),
-        [
-            dict(chat_id=r["chat_id"], app_id=r["app_id"], user_id=r["user_id"],
-                 strategy=r["strategy"], messages=r["messages"], tokens=r.get("tokens", 0),
-                 request_id=r.get("request_id"), created_ms=r["created_ms"], updated_ms=r["created_ms"])
-            for r in rows
-        ],
-    )
+    db.many(_insert_sql(t.chats, "ON CONFLICT (chat_id) DO UPDATE SET updated_ms = excluded.updated_ms"),
+            [_bind(db, t.chats, c) for c in chats.values()])
+    db.many(_insert_sql(t.chat_exchanges), [
+        _bind(db, t.chat_exchanges, dict(
+            chat_id=r["chat_id"], app_id=r["app_id"], user_id=r["user_id"], strategy=r["strategy"],
+            messages=r["messages"], tokens=r.get("tokens", 0), request_id=r.get("request_id"),
+            created_ms=r["created_ms"], updated_ms=r["created_ms"]))
+        for r in rows
+    ])
 
 
-async def write_users(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+def write_users(db, rows: list[dict[str, Any]]) -> None:
     unique = {(r["app_id"], r["user_id"]): r for r in rows}
-    await conn.execute(insert_ignore(conn, t.users, ["app_id", "user_id"]), list(unique.values()))
+    db.many(_insert_sql(t.users, "ON CONFLICT (app_id, user_id) DO NOTHING"),
+            [_bind(db, t.users, r) for r in unique.values()])
 
 
 def register_sinks(writer: BatchWriter) -> None:

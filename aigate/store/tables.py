@@ -320,15 +320,16 @@ usage_rollups = Table(
     Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
 )
 
-# Hourly sums with the columns of usage_rollups: the dashboard reads whole hours from here
-# and only the partial hours at the edges of a range from the per-minute table.
+# Hourly dashboard sums, one series per (group, dimension, value): app_id is the group or
+# "*" for all groups together; dim is "total" (value ""), "model" or "strategy". Each log
+# row adds to six series, so a dashboard reads exactly the rows it shows, already summed.
 usage_rollups_hourly = Table(
     "usage_rollups_hourly",
     metadata,
-    Column("bucket_ms", BigInteger, primary_key=True),  # start of the hour (UTC)
     Column("app_id", String(64), primary_key=True),
-    Column("model", String(200), primary_key=True),
-    Column("strategy", String(100), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),  # start of the hour (UTC)
+    Column("value", String(200), primary_key=True),
     Column("requests", BigInteger, nullable=False, default=0),
     Column("errors", BigInteger, nullable=False, default=0),
     Column("input_tokens", BigInteger, nullable=False, default=0),

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate import metrics
+from aigate.store.script import run_script
 
 log = logging.getLogger("aigate.writer")
 
-Handler = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+# A transaction script (see aigate.store.script): writes a batch of rows of one kind.
+Handler = Callable[[Any, list[dict[str, Any]]], None]
 
 
 @dataclass(slots=True)
@@ -40,8 +43,8 @@ class _Item:
 
 def _is_outage(exc: BaseException) -> bool:
     """Connection-level failures are retried; anything else is a problem with the data."""
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError)):
-        return True
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError, sqlite3.OperationalError)):
+        return True  # unreachable, locked or failing storage: the rows wait and are retried
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
@@ -67,8 +70,8 @@ class BatchWriter:
         self.outage_retries = 0
 
     def register(self, kind: str, handler: Handler) -> None:
-        """``handler(conn, rows)`` writes a batch of rows of one kind inside the flush
-        transaction."""
+        """``handler(db, rows)`` writes a batch of rows of one kind inside the flush
+        transaction (a transaction script: plain SQL through ``db.rows`` / ``db.many``)."""
         self._handlers[kind] = handler
 
     @property
@@ -160,9 +163,7 @@ class BatchWriter:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _write(self, groups: dict[str, list[dict[str, Any]]]) -> None:
-        async with self.engine.begin() as conn:
-            for kind, rows in groups.items():
-                await self._handlers[kind](conn, rows)
+        await run_script(self.engine, _flush, self._handlers, groups)
 
     async def _write_one_by_one(self, groups: dict[str, list[dict[str, Any]]]) -> None:
         for kind, rows in groups.items():
@@ -181,3 +182,8 @@ class BatchWriter:
                         metrics.WRITER_REJECTED.inc()
                         log.error("row rejected by the database (%s): %s %r", exc, kind, row)
                         break
+
+
+def _flush(db, handlers: dict[str, Handler], groups: dict[str, list[dict[str, Any]]]) -> None:
+    for kind, rows in groups.items():
+        handlers[kind](db, rows)

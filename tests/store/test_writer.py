@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -80,11 +81,13 @@ async def test_wait_returns_only_after_commit(engine):
 
 
 async def test_full_queue_makes_producers_wait_and_drops_nothing(engine):
-    release = asyncio.Event()
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the blocking handler runs in SQLite's database thread; the queue logic is the same")
+    release = threading.Event()
     seen: list[int] = []
 
-    async def slow_handler(conn, rows):
-        await release.wait()
+    def slow_handler(db, rows):  # holds the flush (in the database thread) until released
+        release.wait(10)
         seen.extend(r["n"] for r in rows)
 
     writer = BatchWriter(engine, flush_interval_s=0.01, batch_size=3, queue_size=5)
