@@ -5,4 +5,6 @@ A starter is ``async def start(services) -> None``; it may append an async stopp
 """
 from __future__ import annotations
 
-STARTERS: list = []
+from aigate.engine import jobs, retention
+
+STARTERS: list = [retention.start, jobs.start]

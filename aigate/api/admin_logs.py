@@ -1,0 +1,216 @@
+"""Admin API: usage log search, detail and CSV export (seed 001).
+
+Query parameters: ``page`` (1-1,000,000, default 1), ``per_page`` (1-1000, default 20),
+``model_name``, ``token_name``, ``start_timestamp`` (inclusive) and ``end_timestamp``
+(exclusive) in ms, ``code_type`` (all | success = code 200 | error = any other code),
+``request_id``, ``user``, ``channel``, ``code``, ``keyword``, and on the global routes
+``group``. An empty value means "no filter"; a malformed or out-of-range one is a 400
+naming the parameter. An unknown group is an empty result, not a 404.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BeforeValidator, Field
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aigate.api.admin import envelope
+from aigate.clock import now_ms
+from aigate.store.logs_query import (
+    LogFilter,
+    counts_query,
+    csv_header,
+    csv_rows,
+    detail_query,
+    export_query,
+    facets_from_counts,
+    joined_to_json,
+    page_query,
+)
+
+DEFAULT_PER_PAGE = 20
+MAX_PER_PAGE = 1000
+EXPORT_CHUNK = 1000  # rows per keyset query: memory stays flat whatever the export's size
+
+router = APIRouter(tags=["logs"])
+
+
+def json_response(data: Any) -> Response:
+    """The success envelope serialized by orjson directly: large pages and dashboards skip
+    FastAPI's generic (and slow) encoding pass. ``data`` must hold only JSON types."""
+    return Response(orjson.dumps(envelope(data)), media_type="application/json")
+
+
+def blank_to_none(value: Any) -> Any:
+    """UIs send empty fields as ``name=``: treat them as absent, not as bad values."""
+    return None if isinstance(value, str) and value.strip() == "" else value
+
+
+def opt_int(ge: int | None = None, le: int | None = None, description: str | None = None) -> Any:
+    """An optional integer query parameter; its bounds apply only when it is given."""
+    return Annotated[
+        Annotated[int, Field(ge=ge, le=le)] | None, BeforeValidator(blank_to_none), Query(description=description)
+    ]
+
+
+def opt_str(max_length: int, description: str | None = None) -> Any:
+    return Annotated[
+        Annotated[str, Field(max_length=max_length)] | None, BeforeValidator(blank_to_none),
+        Query(description=description),
+    ]
+
+
+INT32_MAX = 2**31 - 1  # channel and code are 32-bit columns
+Millis = opt_int(ge=0, le=2**62, description="Unix time in milliseconds")
+
+
+class LogParams:
+    """The search parameters every log route shares (FastAPI dependency)."""
+
+    def __init__(
+        self,
+        page: opt_int(ge=1, le=1_000_000, description="page number, from 1") = None,
+        per_page: opt_int(ge=1, le=MAX_PER_PAGE, description="rows per page, default 20") = None,
+        model_name: opt_str(200) = None,
+        token_name: opt_str(100) = None,
+        start_timestamp: Millis = None,
+        end_timestamp: Millis = None,
+        code_type: Annotated[
+            Literal["all", "success", "error"] | None, BeforeValidator(blank_to_none), Query()
+        ] = None,
+        request_id: opt_str(24) = None,
+        user: opt_str(64) = None,
+        channel: opt_int(ge=0, le=INT32_MAX) = None,
+        code: opt_int(ge=0, le=INT32_MAX) = None,
+        keyword: opt_str(200, "substring of request id, user, model, token name or content") = None,
+    ) -> None:
+        if start_timestamp is not None and end_timestamp is not None and end_timestamp <= start_timestamp:
+            raise HTTPException(400, "end_timestamp: must be greater than start_timestamp")
+        self.page = page or 1
+        self.per_page = per_page or DEFAULT_PER_PAGE
+        self.model_name = model_name
+        self.token_name = token_name
+        self.start_timestamp = start_timestamp
+        self.end_timestamp = end_timestamp
+        self.code_type = code_type or "all"
+        self.request_id = request_id
+        self.user = user
+        self.channel = channel
+        self.code = code
+        self.keyword = keyword
+
+    def filter(self, group: str | None) -> LogFilter:
+        return LogFilter(
+            group=group, model=self.model_name, token_name=self.token_name,
+            start_ms=self.start_timestamp, end_ms=self.end_timestamp, code_type=self.code_type,
+            request_id=self.request_id, user=self.user, channel=self.channel, code=self.code,
+            keyword=self.keyword,
+        )
+
+
+Params = Annotated[LogParams, Depends()]
+GroupQuery = opt_str(64, "only this app's logs")
+
+
+def _engine(request: Request) -> AsyncEngine:
+    return request.app.state.services.engine
+
+
+async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(stmt)).mappings().all())
+
+
+async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token_names: bool) -> dict:
+    dialect = engine.dialect.name
+    page = page_query(f, dialect, offset=(params.page - 1) * params.per_page, limit=params.per_page)
+    counts = counts_query(f, dialect, now_ms())
+    if dialect == "sqlite":  # one connection: the queries would only queue behind each other
+        rows = await _fetch(engine, page)
+        count_rows = await _fetch(engine, counts)
+    else:
+        rows, count_rows = await asyncio.gather(_fetch(engine, page), _fetch(engine, counts))
+    facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
+    data: dict[str, Any] = {
+        "channels": facets.channels,
+        "logs": [joined_to_json(r) for r in rows],
+        "models": facets.models,
+        "total": facets.total,
+    }
+    if token_names:
+        data["token_names"] = facets.token_names
+    return data
+
+
+@router.get("/logs/search", response_model=None)
+async def search_all_logs(request: Request, params: Params, group: GroupQuery = None) -> Response:
+    """Every group's logs, newest first, with the total and the channel and model facets."""
+    return json_response(await _search(_engine(request), params, params.filter(group), token_names=False))
+
+
+@router.get("/log/{group}/search", response_model=None)
+async def search_group_logs(request: Request, group: str, params: Params) -> Response:
+    """One group's logs, newest first, with the channel, model and token name facets."""
+    return json_response(await _search(_engine(request), params, params.filter(group), token_names=True))
+
+
+async def _detail(engine: AsyncEngine, log_id: int, group: str | None) -> Response:
+    rows = await _fetch(engine, detail_query(log_id, group))
+    if not rows:
+        raise HTTPException(404, f"log {log_id} not found")
+    return json_response(joined_to_json(rows[0]))
+
+
+LogId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the log's id")]
+
+
+@router.get("/logs/detail/{id}", response_model=None)
+async def log_detail(request: Request, id: LogId) -> Response:
+    return await _detail(_engine(request), id, None)
+
+
+@router.get("/log/{group}/detail/{id}", response_model=None)
+async def group_log_detail(request: Request, group: str, id: LogId) -> Response:
+    """404 as well when the log belongs to another group."""
+    return await _detail(_engine(request), id, group)
+
+
+async def _csv_chunks(engine: AsyncEngine, f: LogFilter) -> AsyncIterator[str]:
+    yield csv_header()
+    after: tuple[int, int] | None = None
+    while True:
+        # a connection per chunk: a slow reader never holds one (SQLite has only one)
+        rows = await _fetch(engine, export_query(f, engine.dialect.name, after=after, limit=EXPORT_CHUNK))
+        if rows:
+            yield csv_rows(rows)
+        if len(rows) < EXPORT_CHUNK:
+            return
+        after = (rows[-1]["created_ms"], rows[-1]["id"])
+
+
+def _csv_response(engine: AsyncEngine, f: LogFilter, name: str) -> StreamingResponse:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64]
+    filename = f"aigate-logs-{safe}-{now_ms()}.csv"
+    return StreamingResponse(
+        _csv_chunks(engine, f),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/logs/export", response_class=StreamingResponse)
+async def export_all_logs(request: Request, params: Params, group: GroupQuery = None):
+    """CSV of every matching row (``page``/``per_page`` are ignored), newest first."""
+    return _csv_response(_engine(request), params.filter(group), group or "all")
+
+
+@router.get("/log/{group}/export", response_class=StreamingResponse)
+async def export_group_logs(request: Request, group: str, params: Params):
+    return _csv_response(_engine(request), params.filter(group), group)

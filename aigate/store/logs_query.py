@@ -1,0 +1,397 @@
+"""The usage log as the Admin API shows it (seed 001): rows as JSON and CSV, and the
+queries behind search, detail and export.
+
+Search semantics:
+
+* ``start_ms`` is inclusive and ``end_ms`` exclusive (``start <= created < end``), so
+  consecutive ranges never count a row twice;
+* every other filter is an exact match, except ``keyword``: a substring of the request id,
+  user, model, token name or content (case-insensitive; on SQLite for ASCII letters only);
+* newest first: ``created_ms DESC, id DESC`` (``id`` breaks ties, so pages are stable);
+* the total and the facets (distinct channels, models, token names) are computed for all
+  the filters, the facet's own field included (filtering by a model yields that model as
+  the only ``models`` entry); empty model and token names are left out of the facets.
+
+Totals and facets come from ``usage_log_counts`` (per-hour and per-day row counts per
+group, model, channel, token name and code, kept by the writer in the rows' own
+transaction) whenever the filters are all among those columns: whole days and hours of
+the range are summed from the counts and only the partial hours at its edges are counted
+in the log itself. Filters on request id, user or keyword count the log directly (request
+id and user are indexed; a keyword is a scan of the range).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, or_, select, union_all
+
+from aigate.clock import iso_ms
+from aigate.engine.pricing import PRICE_FIELDS
+from aigate.store import tables as t
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+L = t.usage_logs.c
+D = t.request_details.c
+C = t.usage_log_counts.c
+
+USAGE_FIELDS = (
+    "cache_creation_tokens",
+    "cached_tokens",
+    "image_input_tokens",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "web_search_count",
+)
+DETAIL_COLUMNS = ("request_body", "request_body_truncated", "response_body", "response_body_truncated")
+EXPORT_COLUMNS = (
+    "id", "request_id", "created_at", "group", "channel", "mode", "model", "user", "token_name",
+    "code", "retry_times", "ttfb_milliseconds", "input_tokens", "output_tokens", "cached_tokens",
+    "reasoning_tokens", "total_tokens", "used_amount", "content",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    group: str | None = None  # the log's app_id
+    model: str | None = None
+    token_name: str | None = None
+    start_ms: int | None = None  # inclusive
+    end_ms: int | None = None  # exclusive
+    code_type: str = "all"  # all | success (code 200) | error (any other code)
+    request_id: str | None = None
+    user: str | None = None
+    channel: int | None = None
+    code: int | None = None
+    keyword: str | None = None
+
+    @property
+    def countable(self) -> bool:
+        """True when usage_log_counts holds every column the filters test."""
+        return self.request_id is None and self.user is None and self.keyword is None
+
+
+# --- rows as the API returns them
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if value is None or value == "":
+        return 0
+    d = Decimal(str(value))
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _amount(value: Any) -> float:
+    return float(value) if value is not None else 0.0
+
+
+def log_to_json(row: Mapping[str, Any], detail: Mapping[str, Any] | None) -> dict:
+    """One usage log row (and its request detail, if stored) as seed 001's log object.
+
+    Times are ISO 8601 UTC with milliseconds (``""`` when unset). A log without a stored
+    detail gets an empty one (``id`` 0); a stored detail's ``id`` is its log id, which is
+    the detail's key.
+    """
+    price = row["price"] or {}
+    log_id = row["id"]
+    return {
+        "channel": row["channel"],
+        "code": row["code"],
+        "content": row["content"] or "",
+        "created_at": iso_ms(row["created_ms"]),
+        "endpoint": row["endpoint"] or "",
+        "group": row["app_id"],
+        "id": log_id,
+        "ip": row["ip"] or "",
+        "metadata": row["metadata"] or {},
+        "mode": row["mode"],
+        "model": row["model"],
+        "price": {name: _number(price.get(name)) for name in PRICE_FIELDS},
+        "request_at": iso_ms(row["request_ms"]),
+        "request_detail": {
+            "id": detail["log_id"] if detail else 0,
+            "log_id": log_id,
+            "request_body": detail["request_body"] if detail else "",
+            "request_body_truncated": bool(detail["request_body_truncated"]) if detail else False,
+            "response_body": detail["response_body"] if detail else "",
+            "response_body_truncated": bool(detail["response_body_truncated"]) if detail else False,
+        },
+        "request_id": row["request_id"],
+        "retry_at": iso_ms(row["retry_ms"]),
+        "retry_times": row["retry_times"],
+        "token_id": row["token_id"],
+        "token_name": row["token_name"],
+        "ttfb_milliseconds": row["ttfb_ms"],
+        "usage": {name: row[name] for name in USAGE_FIELDS},
+        "used_amount": _amount(row["used_amount"]),
+        "user": row["user"],
+    }
+
+
+def joined_to_json(row: Mapping[str, Any]) -> dict:
+    """A row of ``page_query``/``detail_query``: the log plus ``detail_*`` columns."""
+    detail = None
+    if row["detail_log_id"] is not None:
+        detail = {"log_id": row["detail_log_id"], **{c: row[f"detail_{c}"] for c in DETAIL_COLUMNS}}
+    return log_to_json(row, detail)
+
+
+def _plain_decimal(value: Any) -> str:
+    if value is None:
+        return "0"
+    text = format(Decimal(str(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def csv_header() -> str:
+    return _csv_line(EXPORT_COLUMNS)
+
+
+def csv_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Export rows (``export_query``) as CSV lines; amounts as exact decimals."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        writer.writerow((
+            r["id"], r["request_id"], iso_ms(r["created_ms"]), r["app_id"], r["channel"],
+            r["mode"], r["model"], r["user"], r["token_name"], r["code"], r["retry_times"],
+            r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
+            r["reasoning_tokens"], r["total_tokens"], _plain_decimal(r["used_amount"]),
+            r["content"],
+        ))
+    return buf.getvalue()
+
+
+def _csv_line(values: Iterable[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+# --- filters
+
+
+def _keyword(keyword: str, dialect: str) -> ColumnElement[bool]:
+    cols = (L.request_id, L.user, L.model, L.token_name, L.content)
+    if dialect == "postgresql":
+        return or_(*(c.icontains(keyword, autoescape=True) for c in cols))
+    # SQLite's LIKE already ignores ASCII case; lower() would only add work
+    return or_(*(c.contains(keyword, autoescape=True) for c in cols))
+
+
+def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if f.code_type == "success":
+        conds.append(code == 200)
+    elif f.code_type == "error":
+        conds.append(code != 200)
+    if f.code is not None:
+        conds.append(code == f.code)
+        if f.code != 200 and f.code_type != "error":
+            conds.append(code != 200)  # same meaning; lets the partial error indexes serve it
+    return conds
+
+
+def log_conditions(
+    f: LogFilter, dialect: str, *, start: int | None = None, end: int | None = None,
+    use_range: bool = True,
+) -> list[ColumnElement[bool]]:
+    """WHERE terms on usage_logs; ``start``/``end`` narrow the filter's own range."""
+    conds: list[ColumnElement[bool]] = []
+    if f.group is not None:
+        conds.append(L.app_id == f.group)
+    if f.model is not None:
+        conds.append(L.model == f.model)
+    if f.token_name is not None:
+        conds.append(L.token_name == f.token_name)
+    if f.channel is not None:
+        conds.append(L.channel == f.channel)
+    if f.request_id is not None:
+        conds.append(L.request_id == f.request_id)
+    if f.user is not None:
+        conds.append(L.user == f.user)
+    conds += _code_conditions(f, L.code)
+    if f.keyword:
+        conds.append(_keyword(f.keyword, dialect))
+    if use_range:
+        lo = _max(f.start_ms, start)
+        hi = _min(f.end_ms, end)
+        if lo is not None:
+            conds.append(L.created_ms >= lo)
+        if hi is not None:
+            conds.append(L.created_ms < hi)
+    return conds
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+# --- queries
+
+
+def _newest_first() -> tuple:
+    return (L.created_ms.desc(), L.id.desc())
+
+
+def _with_detail(ids_subquery) -> Select:
+    """Full log rows for the ids of a subquery, with their request detail columns."""
+    detail_cols = [D.log_id.label("detail_log_id"), *(D[c].label(f"detail_{c}") for c in DETAIL_COLUMNS)]
+    return (
+        select(t.usage_logs, *detail_cols)
+        .join(ids_subquery, ids_subquery.c.id == L.id)
+        .outerjoin(t.request_details, D.log_id == L.id)
+        .order_by(*_newest_first())
+    )
+
+
+def page_query(f: LogFilter, dialect: str, *, offset: int, limit: int) -> Select:
+    """One page, newest first. The offset is walked over ids only (an index-only walk on
+    the ordering index), then the page's full rows are fetched by id."""
+    ids = (
+        select(L.id)
+        .where(*log_conditions(f, dialect))
+        .order_by(*_newest_first())
+        .limit(limit)
+        .offset(offset)
+        .subquery("page")
+    )
+    return _with_detail(ids)
+
+
+def detail_query(log_id: int, group: str | None) -> Select:
+    ids = select(L.id).where(L.id == log_id)
+    if group is not None:
+        ids = ids.where(L.app_id == group)
+    return _with_detail(ids.subquery("one"))
+
+
+def export_query(f: LogFilter, dialect: str, *, after: tuple[int, int] | None, limit: int) -> Select:
+    """One keyset chunk of the export: rows strictly after ``(created_ms, id)``."""
+    cols = ("id", "request_id", "created_ms", "app_id", "channel", "mode", "model", "user",
+            "token_name", "code", "retry_times", "ttfb_ms", "input_tokens", "output_tokens",
+            "cached_tokens", "reasoning_tokens", "total_tokens", "used_amount", "content")
+    q = select(*(L[c] for c in cols)).where(*log_conditions(f, dialect))
+    if after is not None:
+        created, log_id = after
+        # the plain ``<=`` term gives the planner a range on the ordering index
+        q = q.where(L.created_ms <= created, or_(L.created_ms < created, L.id < log_id))
+    return q.order_by(*_newest_first()).limit(limit)
+
+
+# --- totals and facets
+
+
+def split_range(start: int | None, end: int | None, now_ms: int) -> list[tuple[str, int | None, int | None]]:
+    """Cover ``[start, end)`` with whole UTC days, whole hours and raw remainders.
+
+    Returns ``(kind, lo, hi)`` pieces; ``kind`` is ``day``, ``hour`` or ``raw`` (counted in
+    the log itself); ``None`` bounds are open. An open end counts whole periods up to the
+    current hour and the rest (the current hour and anything after it) raw.
+    """
+    lo = start if start is not None else 0
+    limit = end if end is not None else now_ms
+    h1 = -(-lo // HOUR_MS) * HOUR_MS
+    h2 = limit // HOUR_MS * HOUR_MS
+    if h1 >= h2:
+        return [("raw", start, end)]
+    pieces: list[tuple[str, int | None, int | None]] = []
+    d1 = -(-lo // DAY_MS) * DAY_MS
+    d2 = limit // DAY_MS * DAY_MS
+    hour_spans = [(h1, h2)]
+    if d1 < d2:
+        pieces.append(("day", d1, d2))
+        hour_spans = [(h1, d1), (d2, h2)]
+    pieces += [("hour", a, b) for a, b in hour_spans if a < b]
+    if start is not None and start < h1:
+        pieces.append(("raw", start, h1))
+    if end is None or h2 < end:
+        pieces.append(("raw", h2, end))
+    return pieces
+
+
+def _count_conditions(f: LogFilter) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if f.group is not None:
+        conds.append(C.app_id == f.group)
+    if f.model is not None:
+        conds.append(C.model == f.model)
+    if f.token_name is not None:
+        conds.append(C.token_name == f.token_name)
+    if f.channel is not None:
+        conds.append(C.channel == f.channel)
+    return conds + _code_conditions(f, C.code)
+
+
+def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None) -> Select:
+    return (
+        select(L.channel, L.model, L.token_name, func.count().label("n"))
+        .where(*log_conditions(f, dialect, start=lo, end=hi))
+        .group_by(L.channel, L.model, L.token_name)
+    )
+
+
+def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int) -> Select:
+    return (
+        select(C.channel, C.model, C.token_name, func.sum(C.logs).label("n"))
+        .where(C.grain_ms == grain, C.bucket_ms >= lo, C.bucket_ms < hi, *_count_conditions(f))
+        .group_by(C.channel, C.model, C.token_name)
+    )
+
+
+def counts_query(f: LogFilter, dialect: str, now_ms: int) -> Select:
+    """``(channel, model, token_name, n)`` groups of the matching rows (possibly several
+    rows per group, one per piece of the range): their sum is the total, their keys the
+    facets."""
+    if not f.countable:
+        return _raw_counts(f, dialect, None, None)
+    pieces: list[Select] = []
+    for kind, lo, hi in split_range(f.start_ms, f.end_ms, now_ms):
+        if kind == "raw":
+            pieces.append(_raw_counts(f, dialect, lo, hi))
+        else:
+            assert lo is not None and hi is not None
+            pieces.append(_rollup_counts(f, DAY_MS if kind == "day" else HOUR_MS, lo, hi))
+    if len(pieces) == 1:
+        return pieces[0]
+    return select(union_all(*pieces).subquery("pieces"))
+
+
+@dataclass(slots=True)
+class Facets:
+    total: int
+    channels: list[int]
+    models: list[str]
+    token_names: list[str]
+
+
+def facets_from_counts(rows: Iterable[Any]) -> Facets:
+    total = 0
+    channels: set[int] = set()
+    models: set[str] = set()
+    tokens: set[str] = set()
+    for channel, model, token_name, n in rows:
+        n = int(n or 0)
+        if n <= 0:
+            continue
+        total += n
+        channels.add(channel)
+        if model:
+            models.add(model)
+        if token_name:
+            tokens.add(token_name)
+    return Facets(total, sorted(channels), sorted(models), sorted(tokens))
