@@ -7,11 +7,11 @@ exchange → write the AI request record and the usage log row.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
-from sqlalchemy import select
 
 from aigate.api.errors import AppError, invalid, not_found
 from aigate.auth.caller import Caller
@@ -27,7 +27,8 @@ from aigate.providers.base import ChatRequest, ChatResult, StreamEvent, Upstream
 from aigate.providers.http import estimate_usage
 from aigate.providers.registry import chat_provider
 from aigate.services import Services
-from aigate.store import tables as t
+from aigate.store.script import run_script
+from aigate.store.sinks import write_chat_exchanges
 
 # Background finalisers of streams whose client went away (kept so they are not collected).
 _FINALISERS: set[asyncio.Task] = set()
@@ -83,26 +84,24 @@ def resolve_strategy(caller: Caller, name: str, module: str = "chat") -> Strateg
     return strategy
 
 
+OWNED_CHAT = "SELECT 1 FROM chats WHERE chat_id = :chat AND app_id = :app AND user_id = :user"
+RECENT_EXCHANGES = "SELECT messages FROM chat_exchanges WHERE chat_id = :chat ORDER BY id DESC LIMIT :limit"
+
+
+def _history_script(db, chat_id: str, app_id: str, user_id: str, limit: int) -> list[Any] | None:
+    if not db.rows(OWNED_CHAT, {"chat": chat_id, "app": app_id, "user": user_id}):
+        return None
+    return [row[0] for row in db.rows(RECENT_EXCHANGES, {"chat": chat_id, "limit": limit})] if limit else []
+
+
 async def load_history(services: Services, caller: Caller, chat_id: str, limit: int) -> list[dict[str, Any]]:
     """The chat's last ``limit`` messages; 404 when the chat is not this user's."""
-    async with services.engine.connect() as conn:
-        owner = (await conn.execute(
-            select(t.chats.c.chat_id).where(
-                t.chats.c.chat_id == chat_id, t.chats.c.app_id == caller.app.id,
-                t.chats.c.user_id == caller.user_id)
-        )).first()
-        if owner is None:
-            raise not_found(f"chat_id: '{chat_id}' not found")
-        if limit == 0:
-            return []
-        rows = (await conn.execute(
-            select(t.chat_exchanges.c.messages)
-            .where(t.chat_exchanges.c.chat_id == chat_id)
-            .order_by(t.chat_exchanges.c.id.desc())
-            .limit(limit)
-        )).all()
-    messages = [m for row in reversed(rows) for m in row.messages]
-    return messages[-limit:]
+    rows = await run_script(services.engine, _history_script, chat_id, caller.app.id, caller.user_id, limit)
+    if rows is None:
+        raise not_found(f"chat_id: '{chat_id}' not found")
+    # each exchange holds at least one message, so ``limit`` exchanges cover ``limit`` messages
+    messages = [m for raw in reversed(rows) for m in (orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw)]
+    return messages[-limit:] if limit else []
 
 
 async def prepare(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> ChatCall:
@@ -156,12 +155,14 @@ def _tokens(usage: Usage) -> dict[str, int]:
 async def _save_exchange(call: ChatCall, reply: str, usage: Usage) -> None:
     if not call.chat_id:
         return
-    await call.services.writer.put("chat_exchange", dict(
+    # Committed before the response (the client's next turn must see it), in a short
+    # transaction of its own; concurrent saves share one commit on SQLite.
+    await run_script(call.services.engine, write_chat_exchanges, [dict(
         chat_id=call.chat_id, app_id=call.caller.app.id, user_id=call.caller.user_id,
         strategy=call.strategy.name, title=first_user_text(call.input.messages)[:100] if call.new_chat else "",
         messages=[*call.input.messages, {"role": "assistant", "content": reply}],
         tokens=usage.total_tokens, request_id=str(call.record.request_id), created_ms=now_ms(),
-    ), wait=True)  # durable before the client can send the next turn
+    )])
 
 
 def _summary(call: ChatCall, usage: Usage) -> dict[str, Any]:

@@ -6,7 +6,9 @@ raises to roll back. ``run_script`` runs it in a single transaction:
 
 * on SQLite, inside the aiosqlite connection's own thread, in **one** hop — going
   through SQLAlchemy costs about four thread hops per statement, which dominated the
-  hot path's CPU (GIL hand-offs on every hop);
+  hot path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
+  in a lane and run together in the next hop, each in its own SAVEPOINT (a script that
+  raises rolls back alone) under one COMMIT: group commit for SQLite's single writer;
 * elsewhere, through SQLAlchemy's ``run_sync`` on the async connection (asyncpg has no
   thread to hop to).
 
@@ -15,7 +17,9 @@ This is the only module that reaches into aiosqlite's internals (``_execute`` an
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
 from functools import lru_cache
 from typing import Any, Callable, TypeVar
 
@@ -59,23 +63,79 @@ def _text(sql: str):
     return text(sql)  # one TextClause per statement, so SQLAlchemy's compiled cache hits
 
 
-def _in_sqlite_transaction(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple) -> T:
+def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+    """Run every script of the batch in one transaction; each one's outcome separately."""
     conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+    outcomes: list[tuple[bool, Any]] = []
     try:
-        result = fn(SqliteDb(conn), *args)
+        db = SqliteDb(conn)
+        for fn, args in batch:
+            conn.execute("SAVEPOINT script")
+            try:
+                outcomes.append((True, fn(db, *args)))
+                conn.execute("RELEASE script")
+            except Exception as exc:
+                conn.execute("ROLLBACK TO script")
+                conn.execute("RELEASE script")
+                outcomes.append((False, exc))
+        conn.commit()
     except BaseException:
-        conn.rollback()
+        if conn.in_transaction:
+            conn.rollback()
         raise
-    conn.commit()
-    return result
+    return outcomes
+
+
+class _SqliteLane:
+    """Serialises one engine's scripts and runs whatever is waiting as one batch."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.waiting: list[tuple[Callable, tuple, asyncio.Future]] = []
+        self.draining = False
+
+    async def submit(self, fn: Callable, args: tuple) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((fn, args, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    outcomes = await self._run([(fn, args) for fn, args, _ in batch])
+                except BaseException as exc:  # the commit itself failed: nothing was written
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self.draining = False
+
+    async def _run(self, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            aio = raw.driver_connection  # the aiosqlite.Connection
+            return await aio._execute(_run_batch, aio._conn, batch)
+
+
+_LANES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def run_script(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(db, *args)`` in one transaction and return its result."""
     if engine.dialect.name == "sqlite":
-        async with engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            aio = raw.driver_connection  # the aiosqlite.Connection
-            return await aio._execute(_in_sqlite_transaction, aio._conn, fn, args)
+        lane = _LANES.get(engine.sync_engine)
+        if lane is None:
+            lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
+        return await lane.submit(fn, args)
     async with engine.begin() as conn:
         return await conn.run_sync(lambda sync_conn: fn(SqlAlchemyDb(sync_conn), *args))

@@ -182,5 +182,4 @@ def write_users(db, rows: list[dict[str, Any]]) -> None:
 def register_sinks(writer: BatchWriter) -> None:
     writer.register("usage_log", write_usage_logs)
     writer.register("ai_request", write_ai_requests)
-    writer.register("chat_exchange", write_chat_exchanges)
     writer.register("user", write_users)
