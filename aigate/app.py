@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import socket
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette

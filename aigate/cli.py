@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -24,7 +23,7 @@ console = Console(stderr=True)
 ConfigOption = typer.Option(None, "--config", "-c", envvar="AIGATE_CONFIG", help="YAML config file")
 
 
-def _load(path: Optional[Path]):
+def _load(path: Path | None):
     if path is None:
         console.print("[red]no configuration: pass --config or set AIGATE_CONFIG[/red]")
         raise typer.Exit(2)
@@ -39,8 +38,8 @@ def _load(path: Optional[Path]):
 
 @app.command()
 def serve(
-    config: Optional[Path] = ConfigOption,
-    listen: Optional[str] = typer.Option(None, help="host:port, overrides server.listen"),
+    config: Path | None = ConfigOption,
+    listen: str | None = typer.Option(None, help="host:port, overrides server.listen"),
     log_level: str = typer.Option("INFO", envvar="AIGATE_LOG_LEVEL"),
     access_log: bool = typer.Option(False, help="log every HTTP request"),
 ) -> None:
@@ -67,7 +66,7 @@ def serve(
 
 
 @app.command()
-def migrate(config: Optional[Path] = ConfigOption) -> None:
+def migrate(config: Path | None = ConfigOption) -> None:
     """Bring the database schema up to date."""
     from aigate.store.db import create_engine
     from aigate.store.migrate import upgrade
@@ -97,7 +96,7 @@ def token_mint(
     app_id: str = typer.Option(..., "--app"),
     user_id: str = typer.Option(..., "--user"),
     ttl: int = typer.Option(3600, help="seconds"),
-    config: Optional[Path] = ConfigOption,
+    config: Path | None = ConfigOption,
 ) -> None:
     """Print a user token for APP and USER, signed with the app's secret from the config."""
     from aigate.auth.tokens import mint_user_token

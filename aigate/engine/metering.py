@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aigate.api.errors import AppError
@@ -288,7 +288,7 @@ async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:
 def _iso_seconds(ms: int | None) -> str:
     if not ms:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def assets_json(caller: Caller, balances: dict[str, int], recovered: dict[str, int | None]) -> list[dict]:

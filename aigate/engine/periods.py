@@ -1,14 +1,14 @@
 """Calendar arithmetic for limits and asset recovery (all UTC)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 DAY_MS = 86_400_000
 
 
 def period_key(period: str, now_ms: int) -> str:
     """The counter key of the limit period containing ``now_ms``, e.g. ``day:20261122``."""
-    dt = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     if period == "minute":
         return "minute:" + dt.strftime("%Y%m%d%H%M")
     if period == "hour":

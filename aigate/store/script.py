@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import weakref
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection

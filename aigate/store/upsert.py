@@ -1,7 +1,8 @@
 """INSERT ... ON CONFLICT for both SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite

@@ -18,8 +18,9 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -105,7 +106,7 @@ class BatchWriter:
             return
         try:
             await asyncio.wait_for(self.flush(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("writer stopped with %d rows unwritten", self._queue.qsize())
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
@@ -116,7 +117,7 @@ class BatchWriter:
         if first.done is None and not self._wake.is_set():
             try:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self._wake.clear()
         batch = [first]

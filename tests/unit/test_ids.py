@@ -1,5 +1,5 @@
-from aigate.engine.ids import Snowflake, new_chat_id, snowflake_ms
 from aigate.clock import now_ms
+from aigate.engine.ids import Snowflake, new_chat_id, snowflake_ms
 
 
 def test_snowflakes_are_unique_increasing_and_carry_time_and_worker():

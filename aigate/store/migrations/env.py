@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+
 from aigate.store.db import create_engine, is_sqlite
 from aigate.store.tables import metadata
 
