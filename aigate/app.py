@@ -89,7 +89,8 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
 
 
 def _background_starters():
-    """Background workers of the engine (async jobs, retention), started with the app."""
+    """Background workers of the engine (async jobs, retention), started with the app.
+    Imported here: they import the engine, which imports this module's neighbours."""
     from aigate.engine import background
 
     return background.STARTERS

@@ -322,6 +322,9 @@ def render(results: dict, figs: dict) -> str:
                    + ", ".join(f"{k} {v}" for k, v in idle.items()) + "\n")
     out.append("\nRaw numbers: `results.json` (every wrk step, client run and CPU/core reading). "
                "Chart: `results.png`.\n")
+    changes = Path(__file__).with_name("CHANGES.md")  # the hot-path work, kept by hand
+    if changes.exists():
+        out.append("\n" + changes.read_text())
     return "\n".join(out) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Background workers started with every instance (each module appends its starter).
+"""Background workers started with every instance: log retention and the async-job poller.
 
 A starter is ``async def start(services) -> None``; it may append an async stopper to
 ``services.extras["stoppers"]``.
