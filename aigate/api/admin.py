@@ -3,9 +3,17 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi.responses import JSONResponse
 
 from aigate.auth.caller import admin_ok
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON bodies through orjson (FastAPI's own class for this is deprecated)."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 def envelope(data=None, message: str = "", success: bool = True) -> dict:

@@ -215,7 +215,7 @@ async def _rows(engine: AsyncEngine, stmt: Any) -> list[Any]:
     if stmt is None:
         return []
     async with engine.connect() as conn:
-        return list((await conn.execute(stmt)).tuples())
+        return [tuple(row) for row in await conn.execute(stmt)]
 
 
 @router.get("/dashboard", response_model=None)
