@@ -304,29 +304,11 @@ def to_result(data: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
             tool_calls.append(_tool_call(block))
     content = "".join(texts)
     u = data.get("usage")
-    if u:
-        usage = parse_usage(u)
-    else:
-        reply = len(content) + sum(len(c["function"]["arguments"]) for c in tool_calls)
-        usage = estimate_usage(req.messages, reply)
-    finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
-    upstream_id = data.get("id") or ""
-    document = oa.completion_document(
-        upstream_id,
-        data.get("model") or req.model,
-        int(time.time()),
-        content if content or not tool_calls else None,
-        finish,
-        usage,
-        tool_calls,
-    )
-    return ChatResult(
-        content=content,
-        usage=usage,
-        raw=raw,
-        upstream_id=upstream_id,
-        finish_reason=finish,
-        openai=document,
+    return oa.translated_result(
+        req, raw, upstream_id=data.get("id") or "", model=data.get("model") or req.model,
+        content=content, tool_calls=tool_calls,
+        finish=FINISH_REASONS.get(data.get("stop_reason") or "", "stop"),
+        usage=parse_usage(u) if u else None,
     )
 
 

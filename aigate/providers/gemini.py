@@ -283,30 +283,11 @@ def new_id() -> str:
 
 def to_result(doc: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
     content, calls, finish = read_candidate(doc)
-    finish = finish or "stop"
     u = doc.get("usageMetadata")
-    if u:
-        usage = parse_usage(u)
-    else:
-        reply = len(content) + sum(len(c["function"]["arguments"]) for c in calls)
-        usage = estimate_usage(req.messages, reply)
-    upstream_id = doc.get("responseId") or ""
-    document = oa.completion_document(
-        upstream_id or new_id(),
-        doc.get("modelVersion") or req.model,
-        int(time.time()),
-        content if content or not calls else None,
-        finish,
-        usage,
-        calls,
-    )
-    return ChatResult(
-        content=content,
-        usage=usage,
-        raw=raw,
-        upstream_id=upstream_id,
-        finish_reason=finish,
-        openai=document,
+    return oa.translated_result(
+        req, raw, upstream_id=doc.get("responseId") or "", model=doc.get("modelVersion") or req.model,
+        content=content, tool_calls=calls, finish=finish or "stop",
+        usage=parse_usage(u) if u else None,
     )
 
 

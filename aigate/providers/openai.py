@@ -12,6 +12,8 @@ unless ``options.deployments`` maps it to another.
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -326,6 +328,36 @@ def completion_document(
         ],
         "usage": usage_document(usage),
     }
+
+
+
+def translated_result(
+    req: ChatRequest,
+    raw: bytes,
+    *,
+    upstream_id: str,
+    model: str,
+    content: str,
+    tool_calls: list[dict[str, Any]],
+    finish: str,
+    usage: Usage | None,
+) -> ChatResult:
+    """A non-OpenAI upstream's answer as a ChatResult carrying its OpenAI document;
+    usage is estimated when the upstream reported none."""
+    if usage is None:
+        reply = len(content) + sum(len(c["function"]["arguments"]) for c in tool_calls)
+        usage = estimate_usage(req.messages, reply)
+    document = completion_document(
+        upstream_id or "chatcmpl-" + secrets.token_hex(12),
+        model,
+        int(time.time()),
+        content if content or not tool_calls else None,
+        finish,
+        usage,
+        tool_calls,
+    )
+    return ChatResult(content=content, usage=usage, raw=raw, upstream_id=upstream_id,
+                      finish_reason=finish, openai=document)
 
 
 def chunk_bytes(
