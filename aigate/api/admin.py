@@ -1,9 +1,9 @@
 """The Admin API (/api): a FastAPI sub-application, so it has an OpenAPI document."""
 from __future__ import annotations
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
 from fastapi.responses import JSONResponse
 
 from aigate.auth.caller import admin_ok

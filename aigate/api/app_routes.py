@@ -7,6 +7,7 @@ without a resolved ``Caller``.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -19,6 +20,15 @@ from aigate.services import Services
 
 Handler = Callable[[Request, Caller, Services], Awaitable[Response]]
 
+log = logging.getLogger("aigate.api")
+
+
+def internal_error(services: Services, request: Request) -> Response:
+    """A bug: logged with its traceback under a fresh id; the client gets only the id."""
+    ref = services.ids.next()
+    log.exception("unhandled error in %s %s", request.method, request.url.path, extra={"request_id": str(ref)})
+    return AppError("internal_error", f"internal error (request_id: {ref})").response()
+
 
 def _client_endpoint(handler: Handler):
     async def endpoint(request: Request) -> Response:
@@ -28,6 +38,8 @@ def _client_endpoint(handler: Handler):
             return await handler(request, caller, services)
         except AppError as exc:
             return exc.response()
+        except Exception:
+            return internal_error(services, request)
 
     return endpoint
 
@@ -42,6 +54,8 @@ def _server_endpoint(handler: Handler):
             return await handler(request, caller, services)
         except AppError as exc:
             return exc.response()
+        except Exception:
+            return internal_error(services, request)
 
     return endpoint
 

@@ -9,6 +9,7 @@ OpenAI's ``{"error": {message, type, param, code}}`` so the SDK raises its usual
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -31,6 +32,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 Handler = Callable[[Request, Services, RelayToken], Awaitable[Response]]
 
+
+log = logging.getLogger("aigate.relay")
 
 def _refuse(message: str) -> RelayError:
     metrics.UNAUTHENTICATED.labels("relay").inc()
@@ -72,6 +75,10 @@ def _endpoint(handler: Handler):
             return await handler(request, services, authenticate(services, request))
         except RelayError as exc:
             return error_response(exc)
+        except Exception:  # a bug: logged with its traceback, the client gets only an id
+            ref = services.ids.next()
+            log.exception("unhandled error in %s", request.url.path, extra={"request_id": str(ref)})
+            return error_response(RelayError(500, f"internal error (request_id: {ref})", "server_error"))
 
     return endpoint
 
