@@ -303,6 +303,15 @@ request_details = Table(
     Column("response_body_truncated", Boolean, nullable=False, default=False),
 )
 
+def _rollup_sums() -> list[Column]:
+    """The sums every dashboard rollup keeps (the writer adds to them)."""
+    counts = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens")
+    return [Column(name, BigInteger, nullable=False, default=0) for name in counts] + [
+        Column("used_amount", Money, nullable=False, default=0),
+        Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
+    ]
+
+
 # Per-minute sums the writer maintains so the dashboard never scans the log.
 usage_rollups = Table(
     "usage_rollups",
@@ -311,13 +320,7 @@ usage_rollups = Table(
     Column("app_id", String(64), primary_key=True),
     Column("model", String(200), primary_key=True),
     Column("strategy", String(100), primary_key=True),
-    Column("requests", BigInteger, nullable=False, default=0),
-    Column("errors", BigInteger, nullable=False, default=0),
-    Column("input_tokens", BigInteger, nullable=False, default=0),
-    Column("output_tokens", BigInteger, nullable=False, default=0),
-    Column("total_tokens", BigInteger, nullable=False, default=0),
-    Column("used_amount", Money, nullable=False, default=0),
-    Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
+    *_rollup_sums(),
 )
 
 # Hourly dashboard sums, one series per (group, dimension, value): app_id is the group or
@@ -330,13 +333,7 @@ usage_rollups_hourly = Table(
     Column("dim", String(16), primary_key=True),
     Column("bucket_ms", BigInteger, primary_key=True),  # start of the hour (UTC)
     Column("value", String(200), primary_key=True),
-    Column("requests", BigInteger, nullable=False, default=0),
-    Column("errors", BigInteger, nullable=False, default=0),
-    Column("input_tokens", BigInteger, nullable=False, default=0),
-    Column("output_tokens", BigInteger, nullable=False, default=0),
-    Column("total_tokens", BigInteger, nullable=False, default=0),
-    Column("used_amount", Money, nullable=False, default=0),
-    Column("ttfb_ms_sum", BigInteger, nullable=False, default=0),
+    *_rollup_sums(),
 )
 
 # Number of usage_logs rows per hour and per day (grain_ms) for every combination of the
