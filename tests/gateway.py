@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,19 @@ APP_ID = "APPTEST"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a server in another process, which binds it later. Chosen below the
+    kernel's ephemeral range (32768 and up), where the port-0 binds of parallel tests
+    never land, so nothing takes it in between."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def base_config(db_url: str, sim_url: str, *, redis_url: str = "", **overrides: Any) -> dict:
@@ -105,14 +116,18 @@ class Gateway:
 
 async def start_gateway(doc: dict | Config) -> Gateway:
     cfg = doc if isinstance(doc, Config) else parse_config(doc, env={})
-    port = free_port()
+    # Bind first and hand uvicorn the socket: picking a free port and binding it later
+    # lets a parallel test take the same port in between.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     app = create_app(cfg)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning",
                        loop="asyncio", timeout_graceful_shutdown=5)
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()  # re-raise the start-up failure

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 
@@ -311,13 +310,12 @@ async def test_unknown_route_is_404(sim):
 # --- the blocking runner ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
 
 
 async def test_run_serves_until_terminated():
+    from tests.gateway import free_port
+
     port = free_port()
     code = f"from aigate.simulator import run; run(port={port}, reply='cli')"
     process = await asyncio.create_subprocess_exec(
