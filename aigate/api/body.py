@@ -34,7 +34,3 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise invalid("body: must be a JSON object")
     return data
-
-
-def json_response_bytes(data: Any) -> bytes:
-    return orjson.dumps(data)

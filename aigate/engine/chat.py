@@ -107,7 +107,7 @@ async def load_history(services: Services, caller: Caller, chat_id: str, limit: 
 async def prepare(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> ChatCall:
     """Everything before the upstream call. Failures are recorded and raised as AppError."""
     call = ChatCall(services, caller, new_record(services, caller, "chat", endpoint, ip))
-    call.record.request_body = orjson.dumps(body)
+    call.record.request_body = body
     try:
         call.input = inp = parse_chat_input(body)
         call.record.strategy = inp.strategy

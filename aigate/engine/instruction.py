@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from aigate.api.errors import AppError, invalid, not_found
 from aigate.auth.caller import Caller
 from aigate.config.schema import InstructionCfg, InstructionMessage
@@ -57,7 +55,7 @@ def parse_body(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 async def run_instruction(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> dict:
     record = new_record(services, caller, "chat", endpoint, ip)
-    record.request_body = orjson.dumps(body)
+    record.request_body = body
     reservation = None
     try:
         name, parameters = parse_body(body)

@@ -40,7 +40,8 @@ class CallRecord:
     code: int = 200
     error: str = ""
     status: str = "succeeded"
-    request_body: bytes | str = b""
+    # bytes or text as received, or the parsed body (serialised only if it is stored)
+    request_body: bytes | str | dict[str, Any] = b""
     response_raw: bytes | str = b""
     custom_response: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -55,8 +56,10 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def clip(value: bytes | str, limit: int) -> tuple[str, bool]:
+def clip(value: bytes | str | dict[str, Any], limit: int) -> tuple[str, bool]:
     """Cut a body to ``limit`` bytes without splitting a UTF-8 character."""
+    if isinstance(value, dict):
+        value = orjson.dumps(value)
     raw = value.encode() if isinstance(value, str) else value
     if len(raw) <= limit:
         return _text(raw), False
@@ -168,7 +171,3 @@ async def write_records(services: Services, rec: CallRecord) -> None:
         await writer.put("ai_request", ai_request_row(services, rec))
         if _seen_users(services).first_time((rec.app_id, rec.user_id)):
             await writer.put("user", {"app_id": rec.app_id, "user_id": rec.user_id, "created_ms": rec.started_ms})
-
-
-def json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()

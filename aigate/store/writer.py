@@ -75,10 +75,6 @@ class BatchWriter:
         transaction (a transaction script: plain SQL through ``db.rows`` / ``db.many``)."""
         self._handlers[kind] = handler
 
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
-
     async def put(self, kind: str, row: dict[str, Any], *, wait: bool = False) -> None:
         if kind not in self._handlers:
             raise KeyError(f"no writer handler for {kind!r}")

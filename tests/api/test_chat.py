@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -148,6 +149,8 @@ async def test_bad_input_is_a_400_naming_the_field_and_costs_nothing(gw, body, f
     assert field in err["error"]["message"]
     [log] = await rows(gw, t.usage_logs)
     assert log.code == 400 and field in log.content
+    [detail] = await rows(gw, t.request_details)  # failures keep the body the client sent
+    assert detail.log_id == log.id and orjson.loads(detail.request_body) == body
     [rec] = await rows(gw, t.ai_requests)
     assert rec.status == "failed"
     balances = await rows(gw, t.user_assets)
