@@ -202,25 +202,24 @@ def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:
     return conds
 
 
+def _dimension_conditions(f: LogFilter, cols) -> list[ColumnElement[bool]]:
+    """The filters usage_logs and usage_log_counts share (their columns have the same names)."""
+    pairs = ((f.group, cols.app_id), (f.model, cols.model), (f.token_name, cols.token_name),
+             (f.channel, cols.channel))
+    conds = [col == value for value, col in pairs if value is not None]
+    return conds + _code_conditions(f, cols.code)
+
+
 def log_conditions(
     f: LogFilter, dialect: str, *, start: int | None = None, end: int | None = None,
     use_range: bool = True,
 ) -> list[ColumnElement[bool]]:
     """WHERE terms on usage_logs; ``start``/``end`` narrow the filter's own range."""
-    conds: list[ColumnElement[bool]] = []
-    if f.group is not None:
-        conds.append(L.app_id == f.group)
-    if f.model is not None:
-        conds.append(L.model == f.model)
-    if f.token_name is not None:
-        conds.append(L.token_name == f.token_name)
-    if f.channel is not None:
-        conds.append(L.channel == f.channel)
+    conds = _dimension_conditions(f, L)
     if f.request_id is not None:
         conds.append(L.request_id == f.request_id)
     if f.user is not None:
         conds.append(L.user == f.user)
-    conds += _code_conditions(f, L.code)
     if f.keyword:
         conds.append(_keyword(f.keyword, dialect))
     if use_range:
@@ -325,16 +324,7 @@ def split_range(start: int | None, end: int | None, now_ms: int) -> list[tuple[s
 
 
 def _count_conditions(f: LogFilter) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = []
-    if f.group is not None:
-        conds.append(C.app_id == f.group)
-    if f.model is not None:
-        conds.append(C.model == f.model)
-    if f.token_name is not None:
-        conds.append(C.token_name == f.token_name)
-    if f.channel is not None:
-        conds.append(C.channel == f.channel)
-    return conds + _code_conditions(f, C.code)
+    return _dimension_conditions(f, C)
 
 
 def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None) -> Select:
