@@ -6,7 +6,6 @@ exchange → write the AI request record and the usage log row.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from aigate.clock import now_ms
 from aigate.config.schema import StrategyCfg
 from aigate.engine import metering, routing
 from aigate.engine.chat_input import ChatInput, first_user_text, parse_chat_input
+from aigate.engine.detached import run_detached
 from aigate.engine.ids import new_chat_id
 from aigate.engine.prompts import render_text
 from aigate.engine.records import CallRecord, write_records
@@ -29,9 +29,6 @@ from aigate.providers.registry import chat_provider
 from aigate.services import Services
 from aigate.store.script import run_script
 from aigate.store.sinks import write_chat_exchanges
-
-# Background finalisers of streams whose client went away (kept so they are not collected).
-_FINALISERS: set[asyncio.Task] = set()
 
 
 @dataclass(slots=True)
@@ -260,9 +257,7 @@ async def _relay_stream(call: ChatCall, events: AsyncIterator[StreamEvent], firs
             # The client went away: the upstream read was cancelled with us. What was
             # generated is saved and billed, in a task of its own (this one is cancelled).
             reply = "".join(parts)
-            task = asyncio.create_task(_finish(call, reply, usage, disconnected=True, events=events))
-            _FINALISERS.add(task)
-            task.add_done_callback(_FINALISERS.discard)
+            run_detached(_finish(call, reply, usage, disconnected=True, events=events))
     reply = "".join(parts)
     usage = await _finish(call, reply, usage, disconnected=False)
     yield sse("ai_chat_msg", {"chat_id": chat_id, "content": "", "is_finish": True, **_summary(call, usage)})

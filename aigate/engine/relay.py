@@ -24,7 +24,6 @@ or refused here (bad body, model not allowed, limits) — through the batched wr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import orjson
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken, Snapshot
 from aigate.engine import relay_limits, routing
+from aigate.engine.detached import run_detached
 from aigate.engine.pricing import used_amount
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers import openai as oa
@@ -74,8 +74,6 @@ _NOT_EXTRA = frozenset({"model", "messages", "stream", "response_format"})
 ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_TYPES, "image": OPENAI_TYPES}
 DONE = b"data: [DONE]\n\n"
 
-# Background finalisers of streams whose client went away (kept so they are not collected).
-_FINALISERS: set[asyncio.Task] = set()
 
 
 class RelayError(Exception):
@@ -499,9 +497,7 @@ async def _relay_stream(
         if not finished:
             # The client went away: the upstream read was cancelled with us. What was
             # generated is logged and billed, in a task of its own (this one is cancelled).
-            task = asyncio.create_task(_abandon(call, state, events))
-            _FINALISERS.add(task)
-            task.add_done_callback(_FINALISERS.discard)
+            run_detached(_abandon(call, state, events))
     usage = _close_usage(call, state)
     await finish(services, call.token, record)
     if call.include_usage and not state.usage_sent:  # the upstream reported none: ours, estimated
