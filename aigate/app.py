@@ -18,11 +18,12 @@ from starlette.routing import Mount
 
 from aigate import metrics
 from aigate.api import ops
-from aigate.api.errors import AppError
+from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
+from aigate.errors import AppError
 from aigate.services import Services
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
@@ -111,9 +112,10 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import admin, bp, bp_requests, relay
+    from aigate.api import bp, bp_requests, relay
+    from aigate.api.admin.app import create_admin_app
 
-    admin_app = admin.create_admin_app()
+    admin_app = create_admin_app()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -130,7 +132,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
             await stop_services(app.state.services)
 
     async def app_error(request: Request, exc: AppError) -> Response:
-        return exc.response()
+        return error_response(exc)
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})

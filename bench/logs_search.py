@@ -40,7 +40,7 @@ import uvicorn
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api import admin_dashboard as dash
+from aigate.api.admin import dashboard as dash
 from aigate.app import create_app
 from aigate.config.loader import parse_config
 from aigate.config.schema import Price

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigate.api.errors import AppError
+from aigate.api.errors import error_response
 from aigate.auth.caller import Caller, caller_from_server_key, caller_from_user_token
+from aigate.errors import AppError
 from aigate.services import Services
 
 Handler = Callable[[Request, Caller, Services], Awaitable[Response]]
@@ -27,7 +28,7 @@ def internal_error(services: Services, request: Request) -> Response:
     """A bug: logged with its traceback under a fresh id; the client gets only the id."""
     ref = services.ids.next()
     log.exception("unhandled error in %s %s", request.method, request.url.path, extra={"request_id": str(ref)})
-    return AppError("internal_error", f"internal error (request_id: {ref})").response()
+    return error_response(AppError("internal_error", f"internal error (request_id: {ref})"))
 
 
 def _client_endpoint(handler: Handler):
@@ -37,7 +38,7 @@ def _client_endpoint(handler: Handler):
             caller = caller_from_user_token(services.snapshot, request.headers.get("authorization"))
             return await handler(request, caller, services)
         except AppError as exc:
-            return exc.response()
+            return error_response(exc)
         except Exception:
             return internal_error(services, request)
 
@@ -53,7 +54,7 @@ def _server_endpoint(handler: Handler):
             )
             return await handler(request, caller, services)
         except AppError as exc:
-            return exc.response()
+            return error_response(exc)
         except Exception:
             return internal_error(services, request)
 

@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from aigate.api.errors import AppError, invalid
+from aigate.errors import AppError, invalid
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

@@ -7,13 +7,13 @@ from starlette.responses import Response, StreamingResponse
 
 from aigate.api.app_routes import both_prefixes, server_only
 from aigate.api.body import read_body, read_json_object
-from aigate.api.errors import invalid
 from aigate.api.params import id_list, int_param
 from aigate.auth.caller import Caller
 from aigate.auth.tokens import mint_user_token
 from aigate.clock import iso_ms
 from aigate.engine import chat, chat_history, metering
 from aigate.engine.instruction import run_instruction
+from aigate.errors import invalid
 from aigate.services import Services
 
 

@@ -8,11 +8,11 @@ from starlette.responses import Response
 from aigate.api.app_routes import both_prefixes
 from aigate.api.body import read_json_object
 from aigate.api.bp import client_ip, json
-from aigate.api.errors import invalid
 from aigate.api.params import id_list, int_param
 from aigate.auth.caller import Caller
 from aigate.engine import ai_requests, modules
 from aigate.engine.ai_requests import HistoryQuery
+from aigate.errors import invalid
 from aigate.services import Services
 
 MAX_DELETE_IDS = 1000

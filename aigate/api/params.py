@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from starlette.datastructures import QueryParams
 
-from aigate.api.errors import invalid
+from aigate.errors import invalid
 
 
 def int_param(query: QueryParams, name: str, default: int | None, lo: int | None = None,

@@ -19,12 +19,12 @@ from starlette.routing import Route
 
 from aigate import metrics
 from aigate.api.body import read_body
-from aigate.api.errors import AppError
 from aigate.auth.caller import relay_token
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken
 from aigate.engine import relay
 from aigate.engine.relay import RelayError
+from aigate.errors import AppError
 from aigate.services import Services
 
 JSON = "application/json"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import jwt
 
 from aigate import metrics
-from aigate.api.errors import AppError, invalid, unauthorized
 from aigate.auth.keys import hash_key, same_secret
 from aigate.auth.tokens import unverified_app_id, verify_user_token
 from aigate.config.runtime import AppRuntime, RelayToken, Snapshot
+from aigate.errors import AppError, invalid, unauthorized
 
 USER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 

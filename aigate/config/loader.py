@@ -86,7 +86,7 @@ def _duplicates(items: list, key: str, path: str) -> list[str]:
 def _template_errors(path: str, source: str | None) -> list[str]:
     if not source or "{{" not in source:
         return []
-    from aigate.engine.templates import TemplateSyntaxError, compile_template
+    from aigate.gotemplate import TemplateSyntaxError, compile_template
 
     try:
         compile_template(source)

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from aigate.api.errors import not_found
 from aigate.auth.caller import Caller
 from aigate.clock import iso_ms
+from aigate.errors import not_found
 from aigate.providers.http_job import search
 from aigate.services import Services
 from aigate.store import tables as t

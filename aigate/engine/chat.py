@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from aigate.api.errors import AppError, invalid, not_found
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
 from aigate.config.schema import StrategyCfg
@@ -23,6 +22,7 @@ from aigate.engine.ids import new_chat_id
 from aigate.engine.prompts import render_text
 from aigate.engine.records import CallRecord, write_records
 from aigate.engine.upstream_errors import to_app_error
+from aigate.errors import AppError, invalid, not_found
 from aigate.providers.base import ChatRequest, ChatResult, StreamEvent, UpstreamError, Usage
 from aigate.providers.http import estimate_usage
 from aigate.providers.registry import chat_provider

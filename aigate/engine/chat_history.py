@@ -5,9 +5,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from aigate.api.errors import not_found
 from aigate.auth.caller import Caller
 from aigate.clock import iso_ms
+from aigate.errors import not_found
 from aigate.services import Services
 from aigate.store import tables as t
 

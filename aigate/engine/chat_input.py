@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aigate.api.errors import invalid
+from aigate.errors import invalid
 
 ROLES = ("system", "user", "assistant")
 KNOWN_FIELDS = {"strategy", "messages", "response_format", "parameters", "chat_id"}

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigate.api.errors import AppError, invalid, not_found
 from aigate.auth.caller import Caller
 from aigate.config.schema import InstructionCfg, InstructionMessage
 from aigate.engine import metering, routing
 from aigate.engine.chat import fail, new_record
 from aigate.engine.prompts import render_text
 from aigate.engine.records import write_records
-from aigate.engine.templates import MissingVariable, TemplateError, compile_template
 from aigate.engine.upstream_errors import to_app_error
+from aigate.errors import AppError, invalid, not_found
+from aigate.gotemplate import MissingVariable, TemplateError, compile_template
 from aigate.providers.base import ChatRequest, UpstreamError
 from aigate.providers.registry import chat_provider
 from aigate.services import Services

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aigate.api.errors import AppError
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
 from aigate.config.schema import AssetCfg, CostCfg, LimitCfg
 from aigate.engine.periods import period_key, recovery_boundary
+from aigate.errors import AppError
 from aigate.services import Services
 from aigate.store.script import run_script
 

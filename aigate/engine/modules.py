@@ -44,7 +44,6 @@ from typing import Any
 
 import orjson
 
-from aigate.api.errors import AppError, invalid, not_found
 from aigate.auth.caller import Caller
 from aigate.config.schema import StrategyCfg
 from aigate.engine import jobs, metering, routing
@@ -54,6 +53,7 @@ from aigate.engine.chat_input import validate_messages
 from aigate.engine.prompts import render_request, render_text
 from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
 from aigate.engine.upstream_errors import to_app_error
+from aigate.errors import AppError, invalid, not_found
 from aigate.providers import openai
 from aigate.providers.base import ChatRequest, Platform, UpstreamError, Usage
 from aigate.providers.registry import CHAT_TYPES, chat_provider

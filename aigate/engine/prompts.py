@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aigate.api.errors import invalid
-from aigate.engine.templates import MissingVariable, TemplateError, compile_template, render_value
+from aigate.errors import invalid
+from aigate.gotemplate import MissingVariable, TemplateError, compile_template, render_value
 
 
 def render_text(source: str, parameters: dict[str, Any], where: str) -> str:

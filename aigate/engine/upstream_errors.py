@@ -1,7 +1,7 @@
 """Turning a failed upstream call into the App API's error."""
 from __future__ import annotations
 
-from aigate.api.errors import AppError
+from aigate.errors import AppError
 from aigate.providers.base import UpstreamError
 
 

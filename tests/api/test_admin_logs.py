@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aigate.api import admin_logs
+from aigate.api.admin import logs as admin_logs
 from aigate.clock import iso_ms, now_ms
 from aigate.config.schema import Price
 from aigate.engine.pricing import price_snapshot

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigate.engine.templates import (
+from aigate.gotemplate import (
     MissingVariable,
     Template,
     TemplateError,

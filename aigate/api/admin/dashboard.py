@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin_logs import Millis, blank_to_none, json_response, opt_str
+from aigate.api.admin.logs import Millis, blank_to_none, json_response, opt_str
 from aigate.clock import now_ms
 from aigate.store import tables as t
 

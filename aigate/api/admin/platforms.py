@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from sqlalchemy import delete, select, update
 
-from aigate.api.admin_checks import app_objects, dependent_errors, platform_cfgs
-from aigate.api.admin_common import (
+from aigate.api.admin.checks import app_objects, dependent_errors, platform_cfgs
+from aigate.api.admin.common import (
     ERROR_RESPONSES,
     Envelope,
     ServicesDep,

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigate.api.admin_checks import require_app
-from aigate.api.admin_common import ERROR_RESPONSES, Envelope, ServicesDep, not_found, ok
+from aigate.api.admin.checks import require_app
+from aigate.api.admin.common import ERROR_RESPONSES, Envelope, ServicesDep, not_found, ok
 from aigate.clock import iso_ms
 from aigate.config.schema import AssetCfg, Strict
 from aigate.store import tables as t

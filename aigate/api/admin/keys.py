@@ -14,8 +14,8 @@ from pydantic import Field
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigate.api.admin_checks import require_app
-from aigate.api.admin_common import (
+from aigate.api.admin.checks import require_app
+from aigate.api.admin.common import (
     ERROR_RESPONSES,
     Envelope,
     ServicesDep,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigate.api.admin_common import not_found
+from aigate.api.admin.common import not_found
 from aigate.config.loader import instruction_errors, strategy_errors
 from aigate.config.schema import InstructionCfg, PlatformCfg, StrategyCfg
 from aigate.store import tables as t

@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin import envelope
+from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
 from aigate.store.logs_query import (
     LogFilter,

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigate.api.admin_checks import asset_names, dependent_errors, platform_cfgs, require_app
-from aigate.api.admin_common import (
+from aigate.api.admin.checks import asset_names, dependent_errors, platform_cfgs, require_app
+from aigate.api.admin.common import (
     ERROR_RESPONSES,
     Envelope,
     ServicesDep,

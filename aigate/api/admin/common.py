@@ -8,7 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Generic, TypeVar
 
+import orjson
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,6 +22,17 @@ from aigate.services import Services
 log = logging.getLogger("aigate.admin")
 
 T = TypeVar("T")
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON bodies through orjson (FastAPI's own class for this is deprecated)."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def envelope(data=None, message: str = "", success: bool = True) -> dict:
+    return {"data": data, "message": message, "success": success}
 
 
 class Envelope(BaseModel, Generic[T]):

@@ -1,23 +1,12 @@
 """The Admin API (/api): a FastAPI sub-application, so it has an OpenAPI document."""
 from __future__ import annotations
 
-import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
+from aigate.api.admin.common import ORJSONResponse, envelope
+from aigate.api.admin.routes import ROUTERS
 from aigate.auth.caller import admin_ok
-
-
-class ORJSONResponse(JSONResponse):
-    """JSON bodies through orjson (FastAPI's own class for this is deprecated)."""
-
-    def render(self, content) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-
-
-def envelope(data=None, message: str = "", success: bool = True) -> dict:
-    return {"data": data, "message": message, "success": success}
 
 
 async def require_admin(request: Request) -> None:
@@ -47,8 +36,6 @@ def create_admin_app() -> FastAPI:
             parts.append(f"{loc}: {err['msg']}")
         return ORJSONResponse(envelope(None, "; ".join(parts), False), status_code=400)
 
-    from aigate.api import admin_routes
-
-    for router in admin_routes.ROUTERS:
+    for router in ROUTERS:
         api.include_router(router)
     return api

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import delete, select, update
 
-from aigate.api.admin_common import (
+from aigate.api.admin.common import (
     ERROR_RESPONSES,
     Envelope,
     ServicesDep,

@@ -20,8 +20,8 @@ from pydantic import Field
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aigate.api.admin_checks import platform_cfgs
-from aigate.api.admin_common import (
+from aigate.api.admin.checks import platform_cfgs
+from aigate.api.admin.common import (
     ERROR_RESPONSES,
     Envelope,
     ServicesDep,

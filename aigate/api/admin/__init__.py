@@ -1,0 +1,1 @@
+"""The Admin API (/api): one module per resource, the router list, shared helpers."""

@@ -1,0 +1,25 @@
+"""The routers mounted under /api (one module per resource)."""
+from __future__ import annotations
+
+from aigate.api.admin import (
+    apps,
+    dashboard,
+    keys,
+    logs,
+    models,
+    platforms,
+    specs,
+    users,
+)
+
+ROUTERS: list = [
+    apps.router,
+    keys.server_keys,
+    keys.relay_tokens,
+    *specs.routers,
+    users.router,
+    platforms.router,
+    models.router,
+    logs.router,
+    dashboard.router,
+]
