@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate import metrics
+from aigate.store.outage import is_outage
 from aigate.store.script import run_script
 
 log = logging.getLogger("aigate.writer")
@@ -40,13 +39,6 @@ class _Item:
     row: dict[str, Any] | None
     enqueued: float
     done: asyncio.Future | None = None
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """Connection-level failures are retried; anything else is a problem with the data."""
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, ConnectionError, sqlite3.OperationalError)):
-        return True  # unreachable, locked or failing storage: the rows wait and are retried
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class BatchWriter:
@@ -150,7 +142,7 @@ class BatchWriter:
                 metrics.WRITER_ROWS.inc(count)
                 return
             except Exception as exc:
-                if not _is_outage(exc):
+                if not is_outage(exc):
                     await self._write_one_by_one(groups)
                     return
                 self.outage_retries += 1
@@ -172,7 +164,7 @@ class BatchWriter:
                         self.rows_written += 1
                         break
                     except Exception as exc:
-                        if _is_outage(exc):
+                        if is_outage(exc):
                             await asyncio.sleep(backoff)
                             backoff = min(backoff * 2, self.max_backoff_s)
                             continue
