@@ -365,3 +365,12 @@ Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
 Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
       usage_logs.c.id,
       postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+
+# The batched writer's local journals (aigate.store.journal): the highest row sequence of
+# each journal file already replayed, committed with the rows so a replay is idempotent.
+writer_journal = Table(
+    "writer_journal",
+    metadata,
+    Column("name", String(200), primary_key=True),  # the journal file's name
+    Column("replayed_through", BigInteger, nullable=False),
+)
