@@ -1,11 +1,14 @@
 """The Admin API (/api): a FastAPI sub-application, so it has an OpenAPI document."""
 from __future__ import annotations
 
+import json
+
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
+from aigate.api.json_bounds import bounds_error
 from aigate.auth.caller import admin_ok
 
 
@@ -15,11 +18,35 @@ async def require_admin(request: Request) -> None:
         raise HTTPException(status_code=401, detail="invalid or missing admin key")
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+async def check_body_bounds(request: Request) -> None:
+    """Every write's JSON body must fit what both databases and orjson round-trip (int64,
+    finite numbers, no NUL, valid Unicode): refused here, before anything is committed,
+    so no write can leave a row that breaks a later read."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    raw = await request.body()  # FastAPI has read it already: this is the cached copy
+    if not raw.strip():
+        return
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            return  # malformed JSON: FastAPI's own validation answers it
+        raise HTTPException(400, "body: must be a finite number, not NaN or Infinity") from None
+    problem = bounds_error(data)
+    if problem:
+        raise HTTPException(400, problem)
+
+
 def create_admin_app() -> FastAPI:
     api = FastAPI(
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
-        dependencies=[Depends(require_admin)],
+        dependencies=[Depends(require_admin), Depends(check_body_bounds)],
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
