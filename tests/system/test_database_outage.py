@@ -2,8 +2,7 @@
 suite keeps its server): calls answer 503 ``service_unavailable`` with ``Retry-After``
 while it is down, and once it is back every answered call has its usage-log row and AI
 request record (the calls answered 503 included), and each user's credits add up
-(balance = initial - successful calls,
-and the ledger sums to the balance)."""
+(balance = initial - successful calls, and the ledger sums to the balance)."""
 from __future__ import annotations
 
 import asyncio
