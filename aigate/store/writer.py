@@ -17,7 +17,8 @@ comes first. Guarantees:
 * a row the database rejects on its own (a data error) is isolated so it cannot block
   the rows behind it; it is counted (``aigate_writer_rejected_total``) and logged with its
   content;
-* ``stop`` drains everything queued before returning (called on SIGTERM/SIGINT);
+* ``stop`` drains everything queued before returning (called on SIGTERM/SIGINT); if the
+  database is still down at its deadline, what is left goes to the journal;
 * ``put(..., wait=True)`` is a group commit: it returns once the row is durable, and
   makes the writer flush at once instead of waiting for the next tick. It never hangs on
   an outage: when the database is unavailable (or the wait exceeds ``wait_timeout_s``)
@@ -98,6 +99,7 @@ class BatchWriter:
         self._journaling = False
         self._drained = asyncio.Event()
         self._drained.set()
+        self._inflight: Rows = []  # the batch being written, journaled if shutdown cuts it off
         self.rows_written = 0
         self.rows_rejected = 0
         self.rows_journaled = 0
@@ -278,11 +280,17 @@ class BatchWriter:
         try:
             await asyncio.wait_for(self.flush(through_outage=True), timeout_s)
         except TimeoutError:
-            log.error("writer stopped with %d rows unwritten in the queue and the journal kept at %s",
-                      self._queue.qsize(), self._journal.path if self._journal else self.journal_dir)
+            log.error("database still unavailable at shutdown: unwritten rows go to the journal in %s",
+                      self.journal_dir)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        # what the deadline left unwritten (the batch being retried, the queue) is kept in
+        # the journal; the next start replays it
+        leftovers = self._inflight + [(i.kind, i.row) for i in _drain(self._queue) if i.row is not None]
+        self._inflight = []
+        for kind, row in leftovers:
+            self._to_journal(kind, row)
         if self._spiller is not None:
             await asyncio.gather(self._spiller, return_exceptions=True)
         journal, self._journal = self._journal, None
@@ -320,7 +328,9 @@ class BatchWriter:
                 continue
             batch = await self._next_batch()
             metrics.WRITER_LAG.set(time.monotonic() - batch[0].enqueued)
-            await self._write_until_done([(i.kind, i.row) for i in batch if i.row is not None])
+            self._inflight = [(i.kind, i.row) for i in batch if i.row is not None]
+            await self._write_until_done(self._inflight)
+            self._inflight = []
             for item in batch:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)
@@ -399,6 +409,13 @@ async def _read_progress(engine: AsyncEngine, name: str) -> int:
 
 def _forget(db, name: str) -> None:
     db.rows(PROGRESS_DELETE_SQL, {"name": name})
+
+
+def _drain(queue: asyncio.Queue[_Item]) -> list[_Item]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 def _close(awaitable: Any) -> None:

@@ -144,6 +144,25 @@ async def test_full_queue_during_an_outage_spills_to_the_journal_and_replays(pri
     assert not list((tmp_path / "journal").glob("*.jsonl"))  # and removed at a clean stop
 
 
+async def test_shutdown_during_an_outage_keeps_the_rows_for_the_next_start(private_pg, pg_engine, tmp_path):  # noqa: F811
+    writer = _writer(pg_engine, tmp_path, batch_size=10)
+    await private_pg.astop("fast")
+    for i in range(40):  # in the batch being retried and in the queue
+        await writer.put("usage_log", log_row(i))
+    while not writer.in_outage:
+        await asyncio.sleep(0.05)
+    await writer.stop(timeout_s=0.5)  # the database is still down at the deadline
+    [journal] = (tmp_path / "journal").glob("*.jsonl")
+    assert journal.read_bytes().count(b"\n") == 40
+    await private_pg.astart()
+    await pg_engine.dispose()
+    restarted = _writer(pg_engine, tmp_path)  # the next start replays the stopped process's journal
+    await asyncio.wait_for(restarted.flush(through_outage=True), 30)
+    await _assert_each_once(pg_engine, 40)
+    assert not journal.exists()
+    await restarted.stop()
+
+
 async def test_a_dead_process_journal_is_replayed_at_start_without_duplicates(db_url, tmp_path):
     """A crash after a replayed chunk committed but before the journal was truncated: the
     next start replays only what the database has not seen (the progress row says)."""

@@ -53,7 +53,11 @@ async def _run_outage(private_pg, simulator, tmp_path, *, outage_s: float, queue
         await asyncio.sleep(2)
         await private_pg.astop("fast")
         down_at = time.monotonic()
-        await asyncio.sleep(outage_s)
+        await asyncio.sleep(outage_s / 2)
+        async with gw.session.get(f"{gw.url}/api/platforms", headers=gw.admin_headers()) as resp:
+            admin = resp.status, resp.headers.get("Retry-After"), await resp.json(content_type=None)
+        assert admin[:2] == (503, "5") and admin[2]["success"] is False  # the Admin API too
+        await asyncio.sleep(outage_s / 2)
         await private_pg.astart()
         up_after = time.monotonic() - down_at
         await asyncio.sleep(3)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,10 @@ from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
 from aigate.api.json_bounds import bounds_error
 from aigate.auth.caller import admin_ok
+from aigate.engine.calls import RETRY_AFTER_S
+from aigate.store.outage import is_outage
+
+log = logging.getLogger("aigate.admin")
 
 
 async def require_admin(request: Request) -> None:
@@ -54,6 +59,17 @@ def create_admin_app() -> FastAPI:
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return ORJSONResponse(envelope(None, str(exc.detail), False), status_code=exc.status_code)
+
+    @api.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        """A database outage is a 503 the operator may retry; anything else a 500, both
+        in the envelope (the traceback goes to the log, never to the client)."""
+        if is_outage(exc):
+            log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+            return ORJSONResponse(envelope(None, "the database is unavailable; retry later", False),
+                                  status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return ORJSONResponse(envelope(None, "internal error", False), status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
