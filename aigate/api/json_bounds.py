@@ -5,21 +5,13 @@ characters and lone surrogates."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-_LONG_NUMBER = re.compile(rb"\d{19}")  # the shortest integer beyond int64 has 19 digits
 
 
-def might_hold_big_ints(raw: bytes) -> bool:
-    """Cheap pre-check on a raw JSON body: can it hold an integer beyond int64 at all?"""
-    return _LONG_NUMBER.search(raw) is not None
-
-
-def bounds_error(value: Any, *, text: bool = True, path: str = "") -> str | None:
-    """``"<path>: <problem>"`` for the first value out of bounds, None when all fit.
-    ``text=False`` checks numbers only (user text may hold any character)."""
+def bounds_error(value: Any, path: str = "") -> str | None:
+    """``"<path>: <problem>"`` for the first value out of bounds, None when all fit."""
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
         where, v = stack.pop()
@@ -32,13 +24,13 @@ def bounds_error(value: Any, *, text: bool = True, path: str = "") -> str | None
             if not math.isfinite(v):
                 return f"{where or 'body'}: must be a finite number"
         elif isinstance(v, str):
-            problem = text and _text_problem(v)
+            problem = _text_problem(v)
             if problem:
                 return f"{where or 'body'}: {problem}"
         elif isinstance(v, dict):
             for key, item in v.items():
                 name = f"{where}.{key}" if where else str(key)
-                problem = text and isinstance(key, str) and _text_problem(key)
+                problem = isinstance(key, str) and _text_problem(key)
                 if problem:
                     return f"{name}: {problem} in the key"
                 stack.append((name, item))

@@ -44,9 +44,9 @@ async def test_app_api_integers_beyond_int64_are_a_400(gw):
             status, body = await get(gw, f"/bp/ai/ai_request/history/query?page=1&page_size=10&{param}={value}",
                                      gw.user_headers("u1"))
             app_error(status, body, param)
-    raw = (b'{"strategy": "free-normal", "parameters": {"example_string": "x", "n": 9223372036854775808},'
-           b' "messages": [{"role": "user", "content": "hi 12345678901234567890"}]}')
-    app_error(*await send(gw, "POST", "/bp/ai/chat", raw, gw.user_headers("u1")), "parameters.n", "64 bits")
+    raw = b'{"asset": "ai_credit", "quantity": 9223372036854775808, "idempotency_key": "k1"}'
+    app_error(*await send(gw, "POST", "/bp/server/user/u1/ai/assets/grant", raw, gw.server_headers()),
+              "quantity", "64 bits")
 
 
 NUL_PATHS = [
