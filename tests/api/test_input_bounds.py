@@ -59,13 +59,17 @@ NUL_PATHS = [
     "/api/log/A%00B/search",
     "/api/logs/export?request_id=%00",
     "/api/log/APPTEST/export?user=%00",
+    "/api/dashboard?group=%00",
+    "/api/apps/APPTEST/users/a%00b",
+    "/api/apps/A%00/strategies",
 ]
 
 
-async def test_nul_in_log_search_parameters_is_a_400_naming_it(gw):
+async def test_nul_in_admin_parameters_is_a_400_naming_it(gw):
     for path in NUL_PATHS:
         status, body = await get(gw, path, gw.admin_headers())
-        name = path.split("?")[1].split("=")[0] if "?" in path else "group"
+        name = path.split("?")[1].split("=")[0] if "?" in path else ("user_id" if "users" in path else
+                                                                     "app_id" if "apps" in path else "group")
         admin_error(status, body, name, "NUL")
 
 

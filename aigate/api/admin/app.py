@@ -27,10 +27,14 @@ def _no_constant(name: str) -> None:
     raise ValueError(name)
 
 
-async def check_body_bounds(request: Request) -> None:
-    """Every write's JSON body must fit what both databases and orjson round-trip (int64,
-    finite numbers, no NUL, valid Unicode): refused here, before anything is committed,
-    so no write can leave a row that breaks a later read."""
+async def check_input_bounds(request: Request) -> None:
+    """No path or query parameter may hold NUL (PostgreSQL text cannot, so it could only
+    fail a query), and every write's JSON body must fit what both databases and orjson
+    round-trip (int64, finite numbers, no NUL, valid Unicode): refused here, before
+    anything is committed, so no write can leave a row that breaks a later read."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise HTTPException(400, f"{name}: must not contain NUL characters")
     if request.method not in ("POST", "PUT", "PATCH"):
         return
     raw = await request.body()  # FastAPI has read it already: this is the cached copy
@@ -51,7 +55,7 @@ def create_admin_app() -> FastAPI:
     api = FastAPI(
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
-        dependencies=[Depends(require_admin), Depends(check_body_bounds)],
+        dependencies=[Depends(require_admin), Depends(check_input_bounds)],
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
