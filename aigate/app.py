@@ -60,6 +60,8 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         flush_interval_s=cfg.writer.flush_interval_ms / 1000,
         batch_size=cfg.writer.batch_size,
         queue_size=cfg.writer.queue_size,
+        journal_dir=cfg.writer.journal_dir,
+        wait_timeout_s=cfg.writer.wait_timeout_ms / 1000,
     )
     register_sinks(writer)
     metering.register_writer_kinds(writer)

@@ -21,3 +21,5 @@ WRITER_LAG = Gauge("aigate_writer_lag_seconds", "Age of the oldest row of the la
 WRITER_ROWS = Counter("aigate_writer_rows_total", "Rows committed by the batched writer")
 WRITER_RETRIES = Counter("aigate_writer_retries_total", "Flushes retried for a database outage")
 WRITER_REJECTED = Counter("aigate_writer_rejected_total", "Rows the database refused")
+WRITER_JOURNALED = Counter("aigate_writer_journaled_total",
+                           "Rows spilled to the local journal (database down, queue full)")

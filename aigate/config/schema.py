@@ -51,6 +51,8 @@ class WriterCfg(Strict):
     flush_interval_ms: int = Field(default=100, ge=1)
     batch_size: int = Field(default=500, ge=1)
     queue_size: int = Field(default=20_000, ge=1)
+    journal_dir: str = "./data/journal"  # rows spilled during an outage (one file per process)
+    wait_timeout_ms: int = Field(default=10_000, ge=1)  # longest group-commit wait, then 503
 
 
 class Price(Strict):

@@ -8,6 +8,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+CONNECT_TIMEOUT_S = 10
+
 
 def async_url(url: str) -> str:
     """Map the plain URLs of the config file to the async drivers aigate uses."""
@@ -57,10 +59,12 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     # aigate's own ``?schema=`` parameter selects a PostgreSQL schema (search_path)
     parsed = make_url(url)
     schema = parsed.query.get("schema")
-    connect_args = {}
+    # a server that does not answer (a network partition) is an outage after this long,
+    # not a request held for asyncpg's default minute
+    connect_args: dict = {"timeout": CONNECT_TIMEOUT_S}
     if schema:
         parsed = parsed.difference_update_query(["schema"])
-        connect_args = {"server_settings": {"search_path": schema}}
+        connect_args["server_settings"] = {"search_path": schema}
     return create_async_engine(
         parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
         connect_args=connect_args,

@@ -22,6 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from aigate.store.text import UserString, UserText
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -198,7 +200,7 @@ chats = Table(
     Column("app_id", String(64), nullable=False),
     Column("user_id", String(64), nullable=False),
     Column("strategy", String(100), nullable=False),
-    Column("title", String(100), nullable=False, default=""),
+    Column("title", UserString(100), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_chats_user", "app_id", "user_id", "updated_ms"),
@@ -235,8 +237,8 @@ ai_requests = Table(
     Column("platform", String(32), nullable=False, default=""),  # platform type
     Column("platform_id", String(24), nullable=False, default=""),  # the usage log's request_id
     Column("status", String(12), nullable=False),
-    Column("response", Text, nullable=True),
-    Column("error", Text, nullable=False, default=""),
+    Column("response", UserText, nullable=True),
+    Column("error", UserText, nullable=False, default=""),
     Column("unit_price", JSON, nullable=True),
     Column("custom_response", JSON, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
@@ -262,7 +264,7 @@ usage_logs = Table(
     Column("retry_ms", BigInteger, nullable=True),
     Column("retry_times", Integer, nullable=False, default=0),
     Column("code", Integer, nullable=False),
-    Column("content", Text, nullable=False, default=""),
+    Column("content", UserText, nullable=False, default=""),
     Column("endpoint", String(200), nullable=False, default=""),
     Column("app_id", String(64), nullable=False, default=""),  # the log's group
     Column("channel", Integer, nullable=False, default=0),
@@ -297,9 +299,9 @@ request_details = Table(
     "request_details",
     metadata,
     Column("log_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("request_body", Text, nullable=False, default=""),
+    Column("request_body", UserText, nullable=False, default=""),
     Column("request_body_truncated", Boolean, nullable=False, default=False),
-    Column("response_body", Text, nullable=False, default=""),
+    Column("response_body", UserText, nullable=False, default=""),
     Column("response_body_truncated", Boolean, nullable=False, default=False),
 )
 
@@ -365,3 +367,12 @@ Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
 Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
       usage_logs.c.id,
       postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+
+# The batched writer's local journals (aigate.store.journal): the highest row sequence of
+# each journal file already replayed, committed with the rows so a replay is idempotent.
+writer_journal = Table(
+    "writer_journal",
+    metadata,
+    Column("name", String(200), primary_key=True),  # the journal file's name
+    Column("replayed_through", BigInteger, nullable=False),
+)

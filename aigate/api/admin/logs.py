@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -60,11 +60,21 @@ def opt_int(ge: int | None = None, le: int | None = None, description: str | Non
     ]
 
 
+def no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL, so no stored value contains one: a 400, not a 500."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def opt_str(max_length: int, description: str | None = None) -> Any:
     return Annotated[
-        Annotated[str, Field(max_length=max_length)] | None, BeforeValidator(blank_to_none),
-        Query(description=description),
+        Annotated[str, Field(max_length=max_length), AfterValidator(no_nul)] | None,
+        BeforeValidator(blank_to_none), Query(description=description),
     ]
+
+
+GroupPath = Annotated[str, Path(description="the group (app id)"), AfterValidator(no_nul)]
 
 
 INT32_MAX = 2**31 - 1  # channel and code are 32-bit columns
@@ -156,7 +166,7 @@ async def search_all_logs(request: Request, params: Params, group: GroupQuery = 
 
 
 @router.get("/log/{group}/search", response_model=None)
-async def search_group_logs(request: Request, group: str, params: Params) -> Response:
+async def search_group_logs(request: Request, group: GroupPath, params: Params) -> Response:
     """One group's logs, newest first, with the channel, model and token name facets."""
     return json_response(await _search(_engine(request), params, params.filter(group), token_names=True))
 
@@ -177,7 +187,7 @@ async def log_detail(request: Request, id: LogId) -> Response:
 
 
 @router.get("/log/{group}/detail/{id}", response_model=None)
-async def group_log_detail(request: Request, group: str, id: LogId) -> Response:
+async def group_log_detail(request: Request, group: GroupPath, id: LogId) -> Response:
     """404 as well when the log belongs to another group."""
     return await _detail(_engine(request), id, group)
 
@@ -212,5 +222,5 @@ async def export_all_logs(request: Request, params: Params, group: GroupQuery = 
 
 
 @router.get("/log/{group}/export", response_class=StreamingResponse)
-async def export_group_logs(request: Request, group: str, params: Params):
+async def export_group_logs(request: Request, group: GroupPath, params: Params):
     return _csv_response(_engine(request), params.filter(group), group)
