@@ -28,7 +28,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    union_all,
+)
 
 from aigate.clock import iso_ms
 from aigate.engine.pricing import PRICE_FIELDS
@@ -181,12 +192,34 @@ def _csv_line(values: Iterable[Any]) -> str:
 # --- filters
 
 
+KEYWORD_COLS = tuple(L[name] for name in t.KEYWORD_COLUMNS)
+FTS = table(t.SQLITE_FTS_TABLE, column("rowid"))
+FTS_MIN_CHARS = 3  # the trigram tokenizer finds nothing shorter
+
+
+def like_pattern(keyword: str) -> str:
+    """``%keyword%`` with LIKE's wildcards (and the escape character) taken literally."""
+    return "%" + keyword.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def fts_phrase(keyword: str) -> str:
+    """An FTS5 phrase query: with the trigram tokenizer, the rows containing the keyword
+    (case folded, in any column)."""
+    return '"' + keyword.replace('"', '""') + '"'
+
+
 def _keyword(keyword: str, dialect: str) -> ColumnElement[bool]:
-    cols = (L.request_id, L.user, L.model, L.token_name, L.content)
-    if dialect == "postgresql":
-        return or_(*(c.icontains(keyword, autoescape=True) for c in cols))
-    # SQLite's LIKE already ignores ASCII case; lower() would only add work
-    return or_(*(c.contains(keyword, autoescape=True) for c in cols))
+    pattern = like_pattern(keyword)
+    if dialect == "postgresql":  # ILIKE with a bound pattern: the pg_trgm indexes serve it
+        return or_(*(c.ilike(pattern, escape="/") for c in KEYWORD_COLS))
+    # SQLite's LIKE ignores ASCII case (lower() would only add work and hide the index)
+    match = or_(*(c.like(pattern, escape="/") for c in KEYWORD_COLS))
+    if len(keyword) < FTS_MIN_CHARS:
+        return match
+    # The FTS5 trigram index finds the candidates (a superset: it also folds non-ASCII
+    # case); LIKE keeps exactly the documented matches.
+    candidates = select(FTS.c.rowid).where(literal_column(t.SQLITE_FTS_TABLE).op("MATCH")(fts_phrase(keyword)))
+    return and_(L.id.in_(candidates), match)
 
 
 def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:

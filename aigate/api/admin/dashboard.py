@@ -49,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin.logs import Millis, blank_to_none, json_response, opt_str
+from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, opt_str
 from aigate.clock import now_ms
 from aigate.store import tables as t
 
@@ -242,7 +242,7 @@ async def dashboard(
         raise HTTPException(
             400, f"timespan: {buckets} {span_name} buckets exceed {MAX_BUCKETS}; use a longer timespan"
         )
-    engine: AsyncEngine = request.app.state.services.engine
+    engine: AsyncEngine = log_reader(request.app.state.services)
     dialect = engine.dialect.name
     hours, minutes = _pieces(start_timestamp, end_timestamp, span)
     queries = [hourly_query(*hours, span, group, dialect) if hours else None,
