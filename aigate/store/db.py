@@ -43,8 +43,9 @@ def _reset_sqlite(dbapi_connection, _record, _state) -> None:
 # may switch to a generic plan that ignores its parameters (a keyword's selectivity, a
 # rare model, a short range) and keeps it across ANALYZEs; planning every execution costs
 # well under a millisecond next to these queries. JIT compilation would add more than the
-# queries take.
-READER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
+# queries take; a bigger work_mem keeps a keyword's bitmap of matches exact (not lossy).
+READER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off", "work_mem": "32MB",
+                   "application_name": "aigate-log-search"}
 
 
 def create_reader_engine(url: str, *, pool_size: int = 4) -> AsyncEngine | None:
