@@ -107,21 +107,25 @@ def _sums() -> dict[str, Any]:
 
 
 def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
-    """Add the rows to the dashboard sums (per minute; per hour as series per group and for
-    all groups, in total, per model and per strategy) and to the per-hour and per-day log
-    counts behind the log search's totals and facets, all in the rows' own transaction."""
+    """Add the rows to the dashboard sums (per minute; per hour and per day as series per
+    group and for all groups, in total, per model and per strategy) and to the per-hour and
+    per-day log counts behind the log search's totals and facets, all in the rows' own
+    transaction."""
     minute: dict[tuple, dict[str, Any]] = {}
     hourly: dict[tuple, dict[str, Any]] = {}
+    daily: dict[tuple, dict[str, Any]] = {}
     counts: dict[tuple, int] = {}
     for row in rows:
         meta = row.get("metadata") or {}
         strategy = meta.get("strategy", "")
         created, app, model = row["created_ms"], row["app_id"], row["model"]
         hour = created // HOUR_MS * HOUR_MS
+        day = created // DAY_MS * DAY_MS
         keys = [(minute, (created // MINUTE_MS * MINUTE_MS, app, model, strategy))]
         for group in (app, "*"):
-            keys += [(hourly, (group, "total", hour, "")), (hourly, (group, "model", hour, model)),
-                     (hourly, (group, "strategy", hour, strategy))]
+            for sums, bucket in ((hourly, hour), (daily, day)):
+                keys += [(sums, (group, "total", bucket, "")), (sums, (group, "model", bucket, model)),
+                         (sums, (group, "strategy", bucket, strategy))]
         for sums, key in keys:
             acc = sums.get(key)
             if acc is None:
@@ -140,6 +144,7 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
     for table, sums, names in (
         (t.usage_rollups, minute, ("bucket_ms", "app_id", "model", "strategy")),
         (t.usage_rollups_hourly, hourly, ("app_id", "dim", "bucket_ms", "value")),
+        (t.usage_rollups_daily, daily, ("app_id", "dim", "bucket_ms", "value")),
     ):
         # a fixed order avoids deadlocks between instances
         db.many(_add_on_conflict(table, names, ROLLUP_SUMS),

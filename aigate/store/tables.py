@@ -287,11 +287,13 @@ usage_logs = Table(
     Column("usage_estimated", Boolean, nullable=False, default=False),
     Column("price", JSON, nullable=False, default=dict),
     Column("used_amount", Money, nullable=False, default=0),
-    Index("ix_usage_logs_created", "created_ms", "id"),
-    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id"),
-    Index("ix_usage_logs_model_created", "model", "created_ms"),
+    # The ordering indexes (newest first: created_ms, id) carry every column the log
+    # search filters on after them, so a page, deep or not, is an index-only walk.
+    Index("ix_usage_logs_created", "created_ms", "id", "code", "app_id", "model", "token_name", "channel"),
+    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id", "code", "model", "token_name", "channel"),
+    Index("ix_usage_logs_model_created", "model", "created_ms", "id", "code", "app_id", "token_name", "channel"),
     Index("ix_usage_logs_request_id", "request_id"),
-    Index("ix_usage_logs_user_created", "user", "created_ms"),
+    Index("ix_usage_logs_user_created", "user", "created_ms", "id"),
     sqlite_autoincrement=True,
 )
 
@@ -355,18 +357,58 @@ usage_log_counts = Table(
 )
 
 # Log search orderings (newest first) for the filters seed 001 combines.
-Index("ix_usage_logs_app_model_created", usage_logs.c.app_id, usage_logs.c.model,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_app_token_created", usage_logs.c.app_id, usage_logs.c.token_name,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_channel_created", usage_logs.c.channel, usage_logs.c.created_ms,
-      usage_logs.c.id)
+_L = usage_logs.c
+Index("ix_usage_logs_app_model_created", _L.app_id, _L.model, _L.created_ms, _L.id, _L.code,
+      _L.token_name, _L.channel)
+Index("ix_usage_logs_app_token_created", _L.app_id, _L.token_name, _L.created_ms, _L.id, _L.code,
+      _L.model, _L.channel)
+Index("ix_usage_logs_channel_created", _L.channel, _L.created_ms, _L.id, _L.code, _L.app_id,
+      _L.model, _L.token_name)
 # Errors are a small share of the log: partial indexes keep "code_type=error" pages cheap.
-Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
-Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
-      usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+Index("ix_usage_logs_errors_created", _L.created_ms, _L.id, _L.code, _L.app_id, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+Index("ix_usage_logs_app_errors_created", _L.app_id, _L.created_ms, _L.id, _L.code, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+
+# Keyword search (a case-insensitive substring of these columns). PostgreSQL: a pg_trgm GIN
+# index per column (migration 0012 qualifies the operator class with pg_trgm's schema).
+# SQLite: the FTS5 table usage_logs_fts (trigram tokenizer, external content, kept by
+# triggers), which Core cannot declare; migration_filter() hides it from comparisons.
+KEYWORD_COLUMNS = ("request_id", "user", "model", "token_name", "content")
+for _name in KEYWORD_COLUMNS:
+    Index(f"ix_usage_logs_trgm_{_name}", usage_logs.c[_name], postgresql_using="gin",
+          postgresql_ops={_name: "gin_trgm_ops"}, info={"dialect": "postgresql"})
+SQLITE_FTS_TABLE = "usage_logs_fts"
+
+# Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC
+# day): a dashboard by day reads one row per series and day.
+usage_rollups_daily = Table(
+    "usage_rollups_daily",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),
+    Column("value", String(200), primary_key=True),
+    *_rollup_sums(),
+)
+
+
+def migration_filter(dialect: str):
+    """An Alembic ``include_object`` hook for comparing this metadata with a database:
+    indexes that exist on one database only, and SQLite's FTS5 tables, are left out."""
+
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "table" and name and name.startswith(SQLITE_FTS_TABLE):
+            return False
+        if type_ == "index":
+            declared = obj if not reflected else compare_to
+            only = declared.info.get("dialect") if declared is not None else None
+            return only is None or only == dialect
+        return True
+
+    return include_object
 
 # The batched writer's local journals (aigate.store.journal): the highest row sequence of
 # each journal file already replayed, committed with the rows so a replay is idempotent.

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
+from aigate.store.db import create_reader_engine
 from aigate.store.logs_query import (
     LogFilter,
     counts_query,
@@ -129,8 +130,22 @@ Params = Annotated[LogParams, Depends()]
 GroupQuery = opt_str(64, "only this app's logs")
 
 
+def log_reader(services: Any) -> AsyncEngine:
+    """The engine the log search, export and dashboard read with: on PostgreSQL a small
+    pool of its own whose connections plan every statement with its actual parameters
+    (``db.READER_SETTINGS``), so the App API's pool keeps its plan cache; on SQLite the
+    one engine."""
+    reader = services.extras.get("log_reader")
+    if reader is None:
+        reader = create_reader_engine(services.config.database.url) or services.engine
+        services.extras["log_reader"] = reader
+        if reader is not services.engine:
+            services.extras.setdefault("stoppers", []).append(reader.dispose)
+    return reader
+
+
 def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.services.engine
+    return log_reader(request.app.state.services)
 
 
 async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
