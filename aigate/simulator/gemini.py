@@ -1,4 +1,5 @@
-"""Gemini (Generative Language API) wire format under ``/v1beta/models/{model}:<method>``.
+"""Gemini (Generative Language API) wire format under ``/v1beta/models/{model}:<method>``
+(and the same under ``/v1``).
 
 Usage arithmetic follows Gemini: ``promptTokenCount`` includes
 ``cachedContentTokenCount``; ``thoughtsTokenCount`` is separate from
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from aigate.simulator import text
+from aigate.simulator import schema_instance, text
 from aigate.simulator.switches import RequestError
 
 if TYPE_CHECKING:
@@ -151,7 +152,12 @@ def _reply(call: Call, body: dict[str, Any], contents: list[Any]) -> tuple[str |
         return function, ""
     config = body.get("generationConfig")
     json_mode = isinstance(config, dict) and config.get("responseMimeType") == JSON_TYPE
-    return None, text.make_reply(call.switches.reply, _last_user_text(contents), json_mode)
+    user_text = _last_user_text(contents)
+    schema = (config.get("responseJsonSchema") or config.get("responseSchema")) if json_mode else None
+    if schema and call.switches.reply is None:  # the answer follows the schema
+        value = schema_instance.instance(schema, text.echo_reply(user_text))
+        return None, orjson.dumps(value).decode()
+    return None, text.make_reply(call.switches.reply, user_text, json_mode)
 
 
 async def generate_content(call: Call) -> web.StreamResponse:
@@ -245,11 +251,15 @@ async def batch_embed_contents(call: Call) -> web.Response:
     return call.json({"embeddings": [_embedding(request) for request in requests]})
 
 
-_MODEL = "/v1beta/models/{model}"
+# the v1beta and the stable v1 surface answer alike (the google-genai SDK defaults to v1)
 ROUTES = [
-    ("POST", _MODEL + ":generateContent", GEMINI, generate_content, False),
-    ("POST", _MODEL + ":streamGenerateContent", GEMINI, stream_generate_content, True),
-    ("POST", _MODEL + ":countTokens", GEMINI, count_tokens, False),
-    ("POST", _MODEL + ":embedContent", GEMINI, embed_content, False),
-    ("POST", _MODEL + ":batchEmbedContents", GEMINI, batch_embed_contents, False),
+    (method, prefix + "/models/{model}" + suffix, GEMINI, handler, streams)
+    for prefix in ("/v1beta", "/v1")
+    for method, suffix, handler, streams in (
+        ("POST", ":generateContent", generate_content, False),
+        ("POST", ":streamGenerateContent", stream_generate_content, True),
+        ("POST", ":countTokens", count_tokens, False),
+        ("POST", ":embedContent", embed_content, False),
+        ("POST", ":batchEmbedContents", batch_embed_contents, False),
+    )
 ]

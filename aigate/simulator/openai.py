@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from aigate.simulator import text
+from aigate.simulator import schema_instance, text
 from aigate.simulator.switches import RequestError
 
 if TYPE_CHECKING:
@@ -165,6 +165,18 @@ def _tool_call(name: str, arguments: str) -> dict[str, Any]:
     }
 
 
+def json_mode_reply(call: Call, fmt: Any, user_text: str) -> str:
+    """The reply text; JSON for ``json_object``, an instance of the schema for
+    ``json_schema`` (``{"type": "json_schema", "json_schema": {"schema": ...}}``)."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema" and call.switches.reply is None:
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        value = schema_instance.instance(schema, text.echo_reply(user_text))
+        return orjson.dumps(value).decode()
+    return text.make_reply(call.switches.reply, user_text, kind in ("json_object", "json_schema"))
+
+
 async def chat_completions(call: Call) -> web.StreamResponse:
     body = call.body_object()
     model = _model(call, body)
@@ -177,9 +189,7 @@ async def chat_completions(call: Call) -> web.StreamResponse:
         reply, finish = "{}", "tool_calls"
         completion = text.count_tokens(tool + reply)
     else:
-        fmt = body.get("response_format")
-        json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-        reply = text.make_reply(call.switches.reply, _last_user_text(messages), json_mode)
+        reply = json_mode_reply(call, body.get("response_format"), _last_user_text(messages))
         finish, completion = "stop", text.count_tokens(reply)
     if call.stream:
         return await _stream_chat(call, model, tool, reply, finish, prompt, completion)
