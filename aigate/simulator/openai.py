@@ -1,6 +1,7 @@
 """OpenAI and Azure OpenAI wire formats: chat, embeddings, images, speech, models.
 
-Usage arithmetic follows OpenAI: ``prompt_tokens`` includes ``cached_tokens`` and
+A forced tool call's arguments and a ``json_schema`` answer follow their schema
+(``aigate.simulator.schema_instance``). Usage arithmetic follows OpenAI: ``prompt_tokens`` includes ``cached_tokens`` and
 ``completion_tokens`` includes ``reasoning_tokens`` (both reported in the details).
 """
 from __future__ import annotations
@@ -145,6 +146,15 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _parameters(body: dict[str, Any], name: str) -> dict[str, Any]:
+    for tool in body.get("tools") or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            schema = function.get("parameters")
+            return schema if isinstance(schema, dict) else {"type": "object"}
+    return {"type": "object"}
+
+
 def _usage(prompt: int, completion: int, call: Call) -> dict[str, Any]:
     sw = call.switches
     completion += sw.reasoning_tokens
@@ -185,8 +195,10 @@ async def chat_completions(call: Call) -> web.StreamResponse:
         raise RequestError("'messages' must be a non-empty array", "messages")
     prompt = _prompt_tokens(messages)
     tool = _forced_tool(body)
-    if tool is not None:
-        reply, finish = "{}", "tool_calls"
+    if tool is not None:  # the arguments follow the function's parameters schema
+        echo = text.make_reply(call.switches.reply, _last_user_text(messages))
+        arguments = schema_instance.instance(_parameters(body, tool), echo)
+        reply, finish = orjson.dumps(arguments).decode(), "tool_calls"
         completion = text.count_tokens(tool + reply)
     else:
         reply = json_mode_reply(call, body.get("response_format"), _last_user_text(messages))

@@ -365,3 +365,19 @@ Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
 Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
       usage_logs.c.id,
       postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+
+# --- Responses API (relay): what aigate stores itself, so previous_response_id rebuilds a
+# thread on any platform. ``id`` is the unguessable id the client saw (``resp_`` + 32 random
+# bytes); rows are scoped to the relay token's app.
+relay_responses = Table(
+    "relay_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("conversation", JSON, nullable=False),  # input items + output items, in order
+    Column("response", JSON, nullable=False),  # the Response object as answered
+)
+Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)

@@ -74,7 +74,7 @@ async def test_responses_text(oai, simulator):
     response = await oai.responses.create(
         model="gpt-4o-mini", input="Hello responses", instructions="Be brief.",
     )
-    strict_parse(Response, response.model_dump(mode="json", exclude_unset=True))
+    strict_parse(Response, response.model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert response.output_text == f"{REPLY_PREFIX} Hello responses"
     assert response.status == "completed"
     prompt = 3 + count_tokens("Hello responses") + 3 + count_tokens("Be brief.")
@@ -87,7 +87,7 @@ async def test_responses_stream_events_are_typed_and_join(oai):
     kinds, deltas, final = [], [], None
     stream = await oai.responses.create(model="gpt-4o-mini", input="Tell a story", stream=True)
     async for event in stream:
-        strict_parse(ResponseStreamEvent, event.model_dump(mode="json", exclude_unset=True))
+        strict_parse(ResponseStreamEvent, event.model_dump(mode="json", exclude_unset=True, by_alias=True))
         kinds.append(event.type)
         if event.type == "response.output_text.delta":
             deltas.append(event.delta)
@@ -141,7 +141,7 @@ async def test_chat_json_schema_follows_the_schema(oai):
         response_format={"type": "json_schema",
                          "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
     )
-    strict_parse(ChatCompletion, completion.model_dump(mode="json", exclude_unset=True))
+    strict_parse(ChatCompletion, completion.model_dump(mode="json", exclude_unset=True, by_alias=True))
     data = json.loads(completion.choices[0].message.content)
     assert set(data) == {"name", "age", "tags"} and data["age"] == 1
 
@@ -154,7 +154,7 @@ async def test_transcription_of_a_generated_wav(oai, simulator, model, usage_typ
     result = await oai.audio.transcriptions.create(
         model=model, file=("hello.wav", io.BytesIO(audio), "audio/wav"),
     )
-    strict_parse(Transcription, result.model_dump(mode="json", exclude_unset=True))
+    strict_parse(Transcription, result.model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert result.text == "Simulated transcription (aigate provider simulator) of hello.wav, 1.5 s."
     assert result.usage.type == usage_type
     if usage_type == "tokens":
@@ -167,7 +167,7 @@ async def test_transcription_formats(oai):
     audio = ("a.wav", wav(0.5), "audio/wav")
     verbose = await oai.audio.transcriptions.create(
         model="whisper-1", file=audio, response_format="verbose_json")
-    strict_parse(TranscriptionVerbose, verbose.model_dump(mode="json", exclude_unset=True))
+    strict_parse(TranscriptionVerbose, verbose.model_dump(mode="json", exclude_unset=True, by_alias=True))
     assert verbose.duration == 0.5
     plain = await oai.audio.transcriptions.create(model="whisper-1", file=audio,
                                                   response_format="text")
@@ -189,7 +189,7 @@ async def test_anthropic_sdk_bearer_auth(simulator):
                                         max_retries=0) as client:
         message = await client.messages.create(
             model="claude-3-5-haiku", max_tokens=100, messages=[{"role": "user", "content": "Hi"}])
-    strict_parse(Message, message.model_dump(mode="json", exclude_unset=True))
+    strict_parse(Message, message.model_dump(mode="json", exclude_unset=True, by_alias=True))
     headers = simulator.requests[-1]["headers"]
     assert headers["authorization"] == "Bearer sk-ant-oauth" and "x-api-key" not in headers
 
@@ -199,7 +199,7 @@ async def test_anthropic_forced_tool_input_follows_the_schema(claude):
     message = await claude.messages.create(
         model="claude-3-5-haiku", max_tokens=100, messages=[{"role": "user", "content": "Who?"}],
         tools=[tool], tool_choice={"type": "tool", "name": "person"})
-    strict_parse(Message, message.model_dump(mode="json", exclude_unset=True))
+    strict_parse(Message, message.model_dump(mode="json", exclude_unset=True, by_alias=True))
     [block] = message.content
     assert block.type == "tool_use" and message.stop_reason == "tool_use"
     assert block.input == {"name": f"{REPLY_PREFIX} Who?", "age": 1, "tags": [{"label": "a"}]}
@@ -209,7 +209,7 @@ async def test_anthropic_forced_tool_input_follows_the_schema(claude):
                   tool_choice={"type": "tool", "name": "person"})
     pieces = []
     async for event in await claude.messages.create(stream=True, **kwargs):
-        strict_parse(RawMessageStreamEvent, event.model_dump(mode="json", exclude_unset=True))
+        strict_parse(RawMessageStreamEvent, event.model_dump(mode="json", exclude_unset=True, by_alias=True))
         if event.type == "content_block_delta":
             pieces.append(event.delta.partial_json)
     assert json.loads("".join(pieces)) == block.input
