@@ -43,7 +43,15 @@ import aiohttp
 import orjson
 
 from . import openai as oa
-from .base import ChatRequest, ChatResult, Platform, StreamEvent, UpstreamError, Usage
+from .base import (
+    ChatRequest,
+    ChatResult,
+    JsonResult,
+    Platform,
+    StreamEvent,
+    UpstreamError,
+    Usage,
+)
 from .http import (
     JSON_HEADERS,
     error_message,
@@ -507,3 +515,72 @@ def _merge_usage(into: dict[str, Any], u: dict[str, Any] | None) -> None:
         for key, value in u.items():
             if value is not None:
                 into[key] = value
+
+
+# --- the Messages API passed through (the relay's /v1/messages on Anthropic platforms) ----
+
+
+def _count_url(platform: Platform) -> tuple[str, dict[str, str]]:
+    url, headers = endpoint(platform)
+    return url + "/count_tokens", headers
+
+
+async def passthrough(session: aiohttp.ClientSession, platform: Platform,
+                      body: dict[str, Any]) -> JsonResult:
+    """``POST /v1/messages`` with the caller's body as it is (model already mapped)."""
+    url, headers = endpoint(platform)
+    data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
+    if not isinstance(data, dict) or data.get("type") != "message":
+        raise protocol_error(f"upstream {platform.id} sent no message", raw)
+    u = data.get("usage")
+    usage = parse_usage(u) if isinstance(u, dict) else Usage(estimated=True)
+    return JsonResult(data=data, raw=raw, usage=usage, upstream_id=data.get("id") or "")
+
+
+async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
+                             body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    """The upstream's events untouched: each StreamEvent's ``openai_chunk`` holds the event's
+    JSON data as received (Anthropic's, despite the field's name); text deltas in ``delta``;
+    the usage (cumulative, read from message_start and message_delta) on message_stop."""
+    url, headers = endpoint(platform)
+    frames = await open_stream(session, platform, url, headers=headers, body=body)
+    try:
+        raw_usage: dict[str, Any] = {}
+        stopped = False
+        async for event, data in frames:
+            if event == "error":
+                raise stream_error(data, platform)
+            try:
+                doc = orjson.loads(data)
+                kind = doc.get("type") or event
+            except (orjson.JSONDecodeError, AttributeError):
+                raise protocol_error("malformed stream frame", data) from None
+            delta = ""
+            if kind == "message_start":
+                _merge_usage(raw_usage, (doc.get("message") or {}).get("usage"))
+            elif kind == "message_delta":
+                _merge_usage(raw_usage, doc.get("usage"))
+            elif kind == "content_block_delta":
+                text = (doc.get("delta") or {}).get("text")
+                delta = text if isinstance(text, str) else ""
+            usage = None
+            if kind == "message_stop":
+                stopped = True
+                usage = parse_usage(raw_usage) if raw_usage else Usage(estimated=True)
+            yield StreamEvent(delta=delta, usage=usage, openai_chunk=data)
+            if stopped:
+                break
+        if not stopped:
+            raise protocol_error(f"stream from {platform.id} ended before message_stop")
+    finally:
+        frames.release()
+
+
+async def count_tokens(session: aiohttp.ClientSession, platform: Platform,
+                       body: dict[str, Any]) -> JsonResult:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``."""
+    url, headers = _count_url(platform)
+    data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
+    if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+        raise protocol_error(f"upstream {platform.id} sent no token count", raw)
+    return JsonResult(data=data, raw=raw, usage=Usage(input_tokens=data["input_tokens"]))
