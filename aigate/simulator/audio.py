@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 BYTES_PER_SECOND = 16000
+RAW_KEY = web.RequestKey("aigate_simulator_raw", bytes)  # the raw body, for form parsing
 
 
 def form_fields(call: Call) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
@@ -55,8 +56,6 @@ def form_fields(call: Call) -> tuple[dict[str, str], dict[str, tuple[str, bytes]
             fields[name] = payload.decode("utf-8", "replace")
     return fields, files
 
-
-RAW_KEY = "aigate_simulator_raw"  # the endpoint keeps the raw body here for form parsing
 
 
 def wav_seconds(data: bytes) -> float | None:
