@@ -53,7 +53,9 @@ class Failure(Protocol):
 class Errors(Protocol):
     """How a surface speaks about failures."""
 
-    kind: type[Exception]  # the surface's own error class: raised as it is
+    @property
+    def kind(self) -> type[Exception]:
+        """The surface's own error class: raised as it is."""
 
     def upstream(self, exc: UpstreamError) -> Exception: ...
     def internal(self, ref: str) -> Exception: ...
@@ -304,6 +306,9 @@ async def _complete(call: Call, state: StreamState, out: StreamOutput) -> Except
     call.record.usage = state.usage or out.estimate(state)
     try:
         await out.complete(state)
+    except asyncio.CancelledError:
+        await call.fail(_Cancelled())
+        raise
     except Exception as exc:
         return await call.fail(call.surface_error(exc))
     await call.succeed()
