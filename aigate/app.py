@@ -117,7 +117,15 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import bp, bp_requests, relay
+    from aigate.api import (
+        bp,
+        bp_requests,
+        relay,
+        relay_audio,
+        relay_fallback,
+        relay_messages,
+        relay_responses,
+    )
     from aigate.api.admin.app import create_admin_app
 
     admin_app = create_admin_app()
@@ -140,6 +148,10 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
         return error_response(exc)
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    routes += relay_responses.routes
+    routes += relay_messages.routes
+    routes += relay_audio.routes
+    routes += relay_fallback.routes  # last: OpenAI-shaped 404/405 for the rest of /v1
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
     return metrics_middleware(app)
 

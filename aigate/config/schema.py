@@ -221,6 +221,12 @@ class SimulatorCfg(Strict):
     latency_ms: int = Field(default=0, ge=0)
 
 
+class RelayCfg(Strict):
+    # /v1/audio/transcriptions uploads: larger bodies are refused with 413; parts over
+    # 1 MiB are spooled to disk, never held whole in memory
+    audio_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
+
 class Config(Strict):
     server: ServerCfg = ServerCfg()
     simulator: SimulatorCfg = SimulatorCfg()
@@ -231,3 +237,4 @@ class Config(Strict):
     models: list[ModelCfg] = []
     platforms: list[PlatformCfg] = []
     apps: list[AppCfg] = []
+    relay: RelayCfg = RelayCfg()

@@ -347,7 +347,7 @@ class GeminiChat:
                 if doc.get("usageMetadata"):
                     raw_usage = doc["usageMetadata"]
                 text, calls, finish = read_candidate(doc)
-                delta: dict[str, Any] = {"role": "assistant"} if first else {}
+                delta: dict[str, Any] = {"role": "assistant", "refusal": None} if first else {}
                 if text or first:
                     delta["content"] = text
                     reply_chars += len(text)

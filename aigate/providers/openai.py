@@ -315,7 +315,8 @@ def completion_document(
     tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` with one choice."""
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    # ``refusal`` is required by OpenAI's published schema; other providers never report one
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {

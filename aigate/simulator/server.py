@@ -7,13 +7,18 @@ header ``x-simulator: aigate``.
 Routes
 ------
 OpenAI (``Authorization: Bearer``): ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``POST /v1/images/generations``, ``POST /v1/audio/speech``, ``GET /v1/models``.
+``POST /v1/images/generations``, ``POST /v1/audio/speech``, ``GET /v1/models``,
+``POST /v1/responses`` (the Responses API, stream with its typed events; see
+``aigate.simulator.responses``), ``POST /v1/audio/transcriptions`` (multipart; see
+``aigate.simulator.audio``).
 Azure OpenAI (``api-key`` header, ``?api-version=`` required):
 ``POST /openai/deployments/{deployment}/{chat/completions|embeddings|images/generations|
 audio/speech}``.
-Anthropic (``x-api-key`` and ``anthropic-version``): ``POST /v1/messages``,
-``POST /v1/messages/count_tokens``.
-Gemini (``x-goog-api-key`` or ``?key=``): ``POST /v1beta/models/{model}:generateContent``,
+Anthropic (``x-api-key`` or ``Authorization: Bearer``, and ``anthropic-version``):
+``POST /v1/messages`` (a forced tool call answers a ``tool_use`` block whose input follows
+the tool's schema: JSON mode), ``POST /v1/messages/count_tokens``.
+Gemini (``x-goog-api-key`` or ``?key=``), under ``/v1beta`` and ``/v1``:
+``POST /v1beta/models/{model}:generateContent``,
 ``:streamGenerateContent`` (``?alt=sse`` for SSE, else a streamed JSON array),
 ``:embedContent``, ``:batchEmbedContents``, ``:countTokens``.
 Async jobs (``Authorization: Bearer``): ``POST /v1/jobs``, ``GET /v1/jobs/{id}``.
@@ -90,7 +95,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from aigate.simulator import anthropic, gemini, jobs, openai, text
+from aigate.simulator import anthropic, audio, gemini, jobs, openai, responses, text
 from aigate.simulator.switches import (
     DIRECTIVE_MARK,
     RequestError,
@@ -275,7 +280,9 @@ def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
         raw = await request.read() if request.body_exists else b""
         body: Any = None
         bad_json = False
-        if raw:
+        if raw and request.content_type == "multipart/form-data":
+            request[audio.RAW_KEY] = raw  # parsed by the handler
+        elif raw:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -364,7 +371,7 @@ def create_app(**defaults: Any) -> web.Application:
     state = SimState(defaults=make_defaults(defaults), require_key=require_key or None)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = state
-    for module in (openai, anthropic, gemini, jobs):
+    for module in (openai, responses, audio, anthropic, gemini, jobs):
         # each ROUTES entry: (method, path, dialect, handler, always_streams)
         for method, path, dialect, handler, streams in module.ROUTES:
             handle = endpoint(state, dialect, handler, f"{method} {path}", stream=streams)

@@ -410,6 +410,7 @@ def migration_filter(dialect: str):
 
     return include_object
 
+
 # The batched writer's local journals (aigate.store.journal): the highest row sequence of
 # each journal file already replayed, committed with the rows so a replay is idempotent.
 writer_journal = Table(
@@ -418,3 +419,19 @@ writer_journal = Table(
     Column("name", String(200), primary_key=True),  # the journal file's name
     Column("replayed_through", BigInteger, nullable=False),
 )
+
+# --- Responses API (relay): what aigate stores itself, so previous_response_id rebuilds a
+# thread on any platform. ``id`` is the unguessable id the client saw (``resp_`` + 32 random
+# bytes); rows are scoped to the relay token's app.
+relay_responses = Table(
+    "relay_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("conversation", JSON, nullable=False),  # input items + output items, in order
+    Column("response", JSON, nullable=False),  # the Response object as answered
+)
+Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)
