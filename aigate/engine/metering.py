@@ -46,6 +46,7 @@ from aigate.engine.pricing import used_amount as price_of
 from aigate.errors import AppError
 from aigate.providers.base import Usage
 from aigate.services import Services
+from aigate.store.outage import is_outage
 from aigate.store.script import run_script
 
 NO_LIMIT = 2**62
@@ -309,7 +310,9 @@ def _plain(amount_micros: int) -> str:
 def release_script(db, who: dict, res: Reservation, ts: int) -> None:
     """Give back a reservation inside a caller's transaction (e.g. with an async job's final
     status change, so the two commit together). Callers guard against running it twice;
-    a hold the sweep already released is not given back again."""
+    a flat refund's ledger row carries the key ``refund:<request_id>``, so a release
+    replayed by the writer after a database outage can tell it already happened; a hold
+    is given back only by whoever deletes its row (never twice, never after the sweep)."""
     db.rows(UNCOUNT, {**who, "strategy": res.counter_name, "period": res.period})
     cost = res.cost
     if cost is None:
@@ -325,7 +328,39 @@ def release_script(db, who: dict, res: Reservation, ts: int) -> None:
         added = db.rows(ADD, {**who, "asset": cost.asset, "amount": amount, "ts": ts})
         if added:
             res.balances[cost.asset] = added[0][0]
-            db.rows(LEDGER, _ledger(who, cost.asset, amount, added[0][0], reason, ts, res.request_id))
+            key = _refund_key(res.request_id) if reason == "refund" else None
+            db.rows(LEDGER, _ledger(who, cost.asset, amount, added[0][0], reason, ts, res.request_id, key))
+
+
+def _refund_key(request_id: str) -> str:
+    return f"refund:{request_id}"
+
+
+REFUNDED = """
+SELECT 1 FROM asset_ledger
+WHERE app_id = :app AND user_id = :user AND asset = :asset AND idempotency_key = :key"""
+
+
+def queued_release_script(db, rows: list[dict[str, Any]]) -> None:
+    """The writer's handler for releases that could not run during a database outage.
+    A flat release whose refund is already in the ledger is skipped (no double refund); a
+    hold is given back only if its row is still there; a reservation without a cost only
+    gives back its limit slot."""
+    for row in rows:
+        who = {"app": row["app"], "user": row["user"]}
+        cost = None
+        if row["asset"]:
+            cost = (CostCfg(asset=row["asset"], per_1k_input_tokens=0) if row.get("hold")
+                    else CostCfg(asset=row["asset"], per_request=Decimal(row["amount"]) / SCALE))
+        if cost and not cost.usage_based and db.rows(REFUNDED, {**who, "asset": cost.asset,
+                                                                 "key": _refund_key(row["request_id"])}):
+            continue
+        res = Reservation(row["app"], row["user"], row["strategy"], row["period"], row["request_id"], cost, None)
+        release_script(db, who, res, row["ts"])
+
+
+def register_writer_kinds(writer) -> None:
+    writer.register("release", queued_release_script)
 
 
 def settle_script(db, who: dict, res: Reservation, charge: int, ts: int) -> bool:
@@ -414,12 +449,25 @@ async def settle(services: Services, res: Reservation, charge: int) -> bool:
 
 
 async def release(services: Services, res: Reservation) -> None:
-    """Give back what ``reserve`` took (the call failed). Runs at most once."""
+    """Give back what ``reserve`` took (the call failed). Runs at most once. During a
+    database outage the release is queued through the writer and applied once the
+    database is back."""
     if res.released or res.settled:
         return
     res.released = True
     open_holds(services).pop(res.request_id, None)
-    await run_script(services.engine, release_script, {"app": res.app_id, "user": res.user_id}, res, now_ms())
+    ts = now_ms()
+    try:
+        await run_script(services.engine, release_script, {"app": res.app_id, "user": res.user_id}, res, ts)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        charged = res.cost is not None and (res.holds or res.flat > 0)
+        await services.writer.put("release", {
+            "app": res.app_id, "user": res.user_id, "strategy": res.counter_name, "period": res.period,
+            "request_id": res.request_id, "asset": res.cost.asset if charged else "",
+            "amount": res.flat if charged else 0, "hold": res.holds, "ts": ts})
+        return
     res.current_count -= 1
     res.current_total_count -= 1
 
