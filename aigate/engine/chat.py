@@ -101,8 +101,9 @@ async def prepare(services: Services, caller: Caller, body: dict[str, Any], endp
                 chat.chat_id, chat.new_chat = new_chat_id(), True
         chat.upstream_messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
         call.record.metadata["chat_id"] = chat.chat_id
-        chat.reservation = await metering.reserve(
-            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id))
+        chat.reservation = await metering.reserve_call(
+            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id),
+            model=strategy.model, messages=chat.upstream_messages, max_tokens=strategy.params.get("max_tokens"))
         call.meter = CreditMeter(services, chat.reservation)
     return chat
 
@@ -205,7 +206,7 @@ class ChatStream:
         return sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": event.delta, "is_finish": False})
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.chat.upstream_messages, len(state.text))
+        return estimate_usage(self.chat.upstream_messages, state.text, self.chat.record.model)
 
     async def complete(self, state: StreamState) -> None:
         await self._keep(state)

@@ -45,6 +45,7 @@ from aigate.engine.periods import period_key, recovery_boundary
 from aigate.engine.pricing import used_amount as price_of
 from aigate.errors import AppError
 from aigate.providers.base import Usage
+from aigate.providers.tokens import count_messages
 from aigate.services import Services
 from aigate.store.outage import is_outage
 from aigate.store.script import run_script
@@ -219,6 +220,7 @@ class Reservation:
     recovered: dict[str, int | None] = field(default_factory=dict)
     released: bool = False
     hold: int = 0  # usage-based: the hold reserved, in millionths
+    precision: int = 0  # the charged asset's decimal places
     charge: int | None = None  # usage-based: the actual charge once settled, in millionths
     settled: bool = False  # usage-based: settle() ran (whether or not the sweep won first)
 
@@ -415,6 +417,8 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
     who = {"app": app.id, "user": caller.user_id}
     res = Reservation(app.id, caller.user_id, counter_name, period_key(limit.period if limit else "day", ts),
                       request_id, cost, limit)
+    if cost is not None and cost.asset in app.assets:
+        res.precision = app.assets[cost.asset].precision
     if res.holds:
         if hold is None:  # a caller that cannot settle must not take a hold
             raise AppError("config_invalid", f"'{counter_name}': a usage-based cost is not supported here")
@@ -434,6 +438,34 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
     if res.holds:
         open_holds(services)[request_id] = res
     return res
+
+
+async def reserve_call(services: Services, caller: Caller, counter_name: str, cost: CostCfg | None,
+                       limit: LimitCfg | None, request_id: str, *, model: str,
+                       messages: list[dict[str, Any]] | None = None, max_tokens: int | None = None) -> Reservation:
+    """``reserve`` for a call about to go upstream: a usage-based cost's hold is the cost's
+    ``hold``, or what ``messages`` (counted with tiktoken) plus all of ``max_tokens`` would
+    cost on ``model``'s price."""
+    hold = None
+    if cost is not None and cost.usage_based:
+        prompt = count_messages(messages or [], model) if cost.hold is None else 0
+        policy = caller.app.assets.get(cost.asset)
+        hold = hold_micros(cost, policy.precision if policy else 0, prompt_tokens=prompt,
+                           max_tokens=max_tokens, price=services.snapshot.price(model))
+    return await reserve(services, caller, counter_name, cost, limit, request_id, hold=hold)
+
+
+def usage_charge(services: Services, res: Reservation, model: str, usage: Usage) -> int:
+    """The actual charge of a usage-based call, in millionths, from what it used."""
+    return charge_micros(res.cost, res.precision, usage, price_of(usage, services.snapshot.price(model)))
+
+
+def charge_summary(res: Reservation, charge: int | None) -> dict[str, Any]:
+    """What the call cost, for its usage-log row (``metadata.credits``)."""
+    out: dict[str, Any] = {"asset": res.cost.asset if res.cost else "", "charge": render(charge or 0, 6)}
+    if res.holds:
+        out["hold"] = render(res.hold, 6)
+    return out
 
 
 async def settle(services: Services, res: Reservation, charge: int) -> bool:
