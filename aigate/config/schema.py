@@ -100,7 +100,7 @@ class Price(Strict):
 
 class ModelCfg(Strict):
     name: str = Field(min_length=1, max_length=200)
-    price: Price = Price()
+    price: Price | None = None  # None: from the price database (aigate.config.price_db)
 
 
 class TimeoutCfg(Strict):

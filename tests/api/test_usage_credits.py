@@ -206,3 +206,21 @@ def test_cost_forms_are_checked():
     with pytest.raises(ConfigError) as exc:
         parse_config(doc, env={})
     assert any("apps[0].strategies[1].cost" in e and "per_used_amount" in e for e in exc.value.errors)
+
+
+async def test_a_model_without_a_price_is_priced_from_the_database(db_url, simulator):
+    doc = config(db_url, simulator.url)
+    doc["models"] = [{"name": "gpt-4o-mini"}, {"name": "claude-3-5-haiku", "price": {"input_price": 0}}]
+    gw = await start_gateway(doc)
+    try:
+        snap = gw.services.snapshot
+        assert snap.price_sources["claude-3-5-haiku"] == "config" and snap.price("claude-3-5-haiku").output_price == 0
+        assert snap.price_sources["gpt-4o-mini"].endswith("openai/gpt-4o-mini")
+        async with gw.session.post(gw.url + "/bp/ai/chat", json=chat(), headers=gw.user_headers("u1")) as resp:
+            tokens = (await resp.json())["tokens"]
+        [log] = await log_rows(gw)
+        assert log.price["input_price"] == 0.15 and log.price["output_price"] == 0.6
+        expected = (tokens["prompt_tokens"] * Decimal("0.15") + tokens["completion_tokens"] * Decimal("0.6")) / 10**6
+        assert Decimal(str(log.used_amount)) == expected
+    finally:
+        await gw.close()
