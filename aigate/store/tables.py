@@ -265,6 +265,8 @@ ai_requests = Table(
     Column("next_poll_ms", BigInteger, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claim_until_ms", BigInteger, nullable=True),
+    # what the call cost the user: {asset, charge[, hold]} (usage-based costs settle it)
+    Column("credits", JSON, nullable=True),
     Index("ix_ai_requests_user_time", "app_id", "user_id", "created_ms"),
     Index("ix_ai_requests_poll", "status", "next_poll_ms"),
 )

@@ -97,6 +97,9 @@ async def test_a_call_is_settled_with_its_actual_charge(gw):
     [log] = await log_rows(gw)
     meta = log.metadata if isinstance(log.metadata, dict) else orjson.loads(log.metadata)
     assert meta["credits"] == {"asset": "credit", "charge": float(charge), "hold": float(hold)}
+    async with gw.services.engine.connect() as conn:  # the AI request record has it too
+        [record] = (await conn.execute(select(t.ai_requests.c.credits))).all()
+    assert record.credits == meta["credits"]
     # the Admin API shows the settlement with its charge
     async with gw.session.get(gw.url + f"/api/apps/{APP_ID}/users/u1/ledger",
                               headers=gw.admin_headers()) as resp:

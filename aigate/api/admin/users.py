@@ -110,6 +110,7 @@ class RequestSummary(Strict):
     from_appserver: bool
     created_at: str
     updated_at: str
+    credits: dict | None = None  # what the call cost: {asset, charge[, hold]}
 
 
 class Requests(Strict):
@@ -226,7 +227,7 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
     ar = t.ai_requests
     rows = await conn.execute(
         select(ar.c.request_id, ar.c.module, ar.c.strategy, ar.c.platform, ar.c.status,
-               ar.c.error, ar.c.from_appserver, ar.c.created_ms, ar.c.updated_ms)
+               ar.c.error, ar.c.from_appserver, ar.c.created_ms, ar.c.updated_ms, ar.c.credits)
         .where(_mine(ar, app_id, user_id))
         .order_by(ar.c.created_ms.desc(), ar.c.request_id.desc())
         .limit(LATEST)
@@ -235,7 +236,7 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
         RequestSummary(request_id=str(r.request_id), module=r.module, strategy=r.strategy,
                        platform=r.platform, status=r.status, error=r.error or "",
                        from_appserver=r.from_appserver, created_at=iso_ms(r.created_ms),
-                       updated_at=iso_ms(r.updated_ms))
+                       updated_at=iso_ms(r.updated_ms), credits=r.credits)
         for r in rows
     ]
     return Requests(count=await _count(conn, ar, app_id, user_id), latest=latest)

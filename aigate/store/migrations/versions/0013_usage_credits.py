@@ -1,4 +1,4 @@
-"""usage-based credits: exact quantities in millionths, ledger charges, holds
+"""usage-based credits: exact quantities in millionths, ledger charges, holds, call charges
 
 Balances and ledger amounts become integers of millionths of a credit (a credit of 1 is
 1000000), so decimal assets stay exact on SQLite and PostgreSQL alike; the renamed
@@ -27,6 +27,7 @@ def upgrade() -> None:
     op.execute(f"UPDATE asset_ledger SET delta_micros = delta_micros * {SCALE}, "
                f"balance_micros = balance_micros * {SCALE}")
     op.add_column("asset_ledger", sa.Column("charge_micros", sa.BigInteger(), nullable=True))
+    op.add_column("ai_requests", sa.Column("credits", sa.JSON(), nullable=True))
     op.create_table(
         "asset_holds",
         sa.Column("request_id", sa.String(length=24), nullable=False),
@@ -47,7 +48,8 @@ def downgrade() -> None:
     op.drop_index("ix_asset_holds_user", table_name="asset_holds")
     op.drop_index("ix_asset_holds_lease", table_name="asset_holds")
     op.drop_table("asset_holds")
-    op.execute("ALTER TABLE asset_ledger DROP COLUMN charge_micros")  # SQLite 3.35+ and PostgreSQL
+    op.execute("ALTER TABLE ai_requests DROP COLUMN credits")  # SQLite 3.35+ and PostgreSQL
+    op.execute("ALTER TABLE asset_ledger DROP COLUMN charge_micros")
     # whole credits again: fractions of a credit are dropped
     op.execute(f"UPDATE asset_ledger SET delta_micros = delta_micros / {SCALE}, "
                f"balance_micros = balance_micros / {SCALE}")
