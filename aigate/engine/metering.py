@@ -361,8 +361,18 @@ def queued_release_script(db, rows: list[dict[str, Any]]) -> None:
         release_script(db, who, res, row["ts"])
 
 
+def queued_settle_script(db, rows: list[dict[str, Any]]) -> None:
+    """The writer's handler for settlements that could not run during a database outage:
+    each settles its hold if the hold is still there (not released by the sweep meanwhile)."""
+    for row in rows:
+        cost = CostCfg(asset=row["asset"], per_1k_input_tokens=0)
+        res = Reservation(row["app"], row["user"], "", "", row["request_id"], cost, None)
+        settle_script(db, {"app": row["app"], "user": row["user"]}, res, row["charge"], row["ts"])
+
+
 def register_writer_kinds(writer) -> None:
     writer.register("release", queued_release_script)
+    writer.register("settle", queued_settle_script)
 
 
 def settle_script(db, who: dict, res: Reservation, charge: int, ts: int) -> bool:
@@ -476,8 +486,17 @@ async def settle(services: Services, res: Reservation, charge: int) -> bool:
     res.settled = True
     open_holds(services).pop(res.request_id, None)
     res.charge = charge
-    return await run_script(services.engine, settle_script, {"app": res.app_id, "user": res.user_id},
-                            res, charge, now_ms())
+    ts = now_ms()
+    try:
+        return await run_script(services.engine, settle_script, {"app": res.app_id, "user": res.user_id},
+                                res, charge, ts)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # applied by the writer once the database is back (unless the sweep got there first)
+        await services.writer.put("settle", {"app": res.app_id, "user": res.user_id, "request_id": res.request_id,
+                                             "asset": res.cost.asset, "charge": charge, "ts": ts})
+        return True
 
 
 async def release(services: Services, res: Reservation) -> None:

@@ -227,3 +227,20 @@ async def test_a_model_without_a_price_is_priced_from_the_database(db_url, simul
         assert Decimal(str(log.used_amount)) == expected
     finally:
         await gw.close()
+
+
+async def test_a_settlement_queued_during_an_outage_applies_once(gw):
+    from aigate.auth.caller import Caller
+    from aigate.engine import metering
+    from aigate.store.script import run_script
+
+    services = gw.services
+    caller = Caller(services.snapshot.apps[APP_ID], "u9", True)
+    res = await metering.reserve(services, caller, "tok", caller.app.strategies["tok"].cost, None, "q1", hold=2 * M)
+    metering.open_holds(services).pop(res.request_id)
+    row = {"app": APP_ID, "user": "u9", "request_id": "q1", "asset": "credit", "charge": M // 2, "ts": 1}
+    for _ in range(2):  # the writer may replay a batch: the hold is settled once
+        await run_script(services.engine, metering.queued_settle_script, [row])
+    entries, holds = await ledger(gw, "u9")
+    assert [e[0] for e in entries] == ["initial", "reserve", "settle"] and holds == []
+    assert entries[-1][2:] == (5 * M - M // 2, M // 2)
