@@ -244,3 +244,23 @@ async def test_a_settlement_queued_during_an_outage_applies_once(gw):
     entries, holds = await ledger(gw, "u9")
     assert [e[0] for e in entries] == ["initial", "reserve", "settle"] and holds == []
     assert entries[-1][2:] == (5 * M - M // 2, M // 2)
+
+
+async def test_ai_request_strategies_take_usage_based_costs(db_url, simulator):
+    doc = config(db_url, simulator.url)
+    doc["apps"][0]["strategies"].append({
+        "name": "emb", "module": "embedding", "model": "text-embedding-3-small", "request": {"input": "{{ .text }}"},
+        "cost": {"asset": "credit", "per_1k_input_tokens": 10, "hold": 1}})
+    gw = await start_gateway(doc)
+    try:
+        async with gw.session.post(gw.url + "/bp/ai/ai_request", json={"strategy": "emb", "parameters": {
+                "text": "hello world " * 20}}, headers=gw.user_headers("u1")) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["status"] == "succeeded"
+        [log] = await log_rows(gw)
+        charge = up(Decimal(log.input_tokens) * 10 / 1000)
+        entries, holds = await ledger(gw)
+        assert [e[0] for e in entries] == ["initial", "reserve", "settle"] and holds == []
+        assert entries[1][1] == -M and entries[-1][3] == int(charge * M) > 0
+    finally:
+        await gw.close()
