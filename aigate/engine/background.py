@@ -2,7 +2,7 @@
 and the leases of credit holds.
 
 A starter is ``async def start(services) -> None``; it may append an async stopper to
-``services.extras["stoppers"]``.
+``services.stoppers``.
 """
 from __future__ import annotations
 

@@ -106,4 +106,4 @@ async def start(services: Any) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    services.extras.setdefault("stoppers", []).append(stop)
+    services.stoppers.append(stop)

@@ -164,7 +164,7 @@ def hold_micros(cost: CostCfg, precision: int, *, prompt_tokens: int, max_tokens
     return charge_micros(cost, precision, usage, price_of(usage, price))
 
 
-class _Prepared:
+class PreparedAssets:
     """Which (app, user, asset) balances this process already created and recovered for
     the current boundary, so the hot path skips those statements. Bounded LRU."""
 
@@ -190,19 +190,17 @@ class _Prepared:
             del self._seen[key]
 
 
-def _prepared(services: Services) -> _Prepared:
-    found = services.extras.get("prepared_assets")
-    if found is None:
-        found = services.extras["prepared_assets"] = _Prepared()
-    return found
+def _prepared(services: Services) -> PreparedAssets:
+    if services.prepared_assets is None:
+        services.prepared_assets = PreparedAssets()
+    return services.prepared_assets
 
 
 def open_holds(services: Services) -> dict[str, Reservation]:
     """This process's holds whose calls are still running: their leases get renewed."""
-    found = services.extras.get("open_holds")
-    if found is None:
-        found = services.extras["open_holds"] = {}
-    return found
+    if services.open_holds is None:
+        services.open_holds = {}
+    return services.open_holds
 
 
 @dataclass(slots=True)
