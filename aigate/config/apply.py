@@ -85,7 +85,7 @@ async def apply_config(engine: AsyncEngine, cfg: Config) -> int:
         await upsert(
             conn,
             t.models,
-            [dict(name=m.name, price=dump(m.price), updated_ms=ts) for m in cfg.models],
+            [dict(name=m.name, price=dump(m.price) if m.price else None, updated_ms=ts) for m in cfg.models],
             ["name"],
         )
         await upsert(

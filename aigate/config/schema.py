@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -18,6 +26,16 @@ Module = Literal["chat", "image", "video", "audio", "embedding"]
 PlatformType = Literal[
     "openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "http_job"
 ]
+
+
+def _json_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# A credit quantity: exact, at most 6 decimal places (the store keeps millionths), never
+# negative, a JSON number in dumps (``50`` stays ``50``); one JSON schema for input and output.
+Quantity = Annotated[Decimal, Field(ge=0, decimal_places=6), PlainSerializer(_json_number, when_used="json"),
+                     WithJsonSchema({"type": "number", "minimum": 0})]
 
 
 class Strict(BaseModel):
@@ -84,7 +102,7 @@ class Price(Strict):
 
 class ModelCfg(Strict):
     name: str = Field(min_length=1, max_length=200)
-    price: Price = Price()
+    price: Price | None = None  # None: from the price database (aigate.config.price_db)
 
 
 class TimeoutCfg(Strict):
@@ -118,16 +136,49 @@ class PlatformCfg(Strict):
 class AssetCfg(Strict):
     name: str = Field(pattern=NAME)
     type: str = "consumable"
-    initial_quantity: int = Field(default=0, ge=0)
+    initial_quantity: Quantity = Decimal(0)
     recoverable: bool = False
     recovery_period: int = Field(default=1, ge=1)  # days, aligned to 00:00 UTC
-    recovery_quantity: int = Field(default=0, ge=0)
+    recovery_quantity: Quantity = Decimal(0)
     valid_seconds: int = Field(default=0, ge=0)
+    precision: int = Field(default=0, ge=0, le=6)  # decimal places; charges are rounded up to it
 
 
 class CostCfg(Strict):
+    """What a call costs (SPEC 12). One of three forms:
+
+    * ``{asset, per_request}``: a flat charge, taken before the call, refunded on failure;
+    * ``{asset, per_1k_input_tokens, per_1k_output_tokens, per_request?, hold?}``: by tokens;
+    * ``{asset, per_used_amount, hold?}``: credits per unit of the call's ``used_amount``.
+
+    The last two are usage-based: a hold is reserved before the call and settled after it.
+    """
+
     asset: str
-    per_request: int = Field(ge=0)
+    per_request: Quantity | None = None
+    per_1k_input_tokens: Quantity | None = None
+    per_1k_output_tokens: Quantity | None = None
+    per_used_amount: Quantity | None = None
+    hold: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CostCfg:
+        tokens = self.per_1k_input_tokens is not None or self.per_1k_output_tokens is not None
+        if self.per_used_amount is not None:
+            if tokens or self.per_request is not None:
+                raise ValueError("per_used_amount cannot be combined with per_request or per_1k_* prices")
+        elif not tokens:
+            if self.per_request is None:
+                raise ValueError("one of per_request, per_1k_input_tokens/per_1k_output_tokens "
+                                 "or per_used_amount is required")
+            if self.hold is not None:
+                raise ValueError("hold applies only to usage-based costs (per_1k_* or per_used_amount)")
+        return self
+
+    @property
+    def usage_based(self) -> bool:
+        return (self.per_used_amount is not None or self.per_1k_input_tokens is not None
+                or self.per_1k_output_tokens is not None)
 
 
 class LimitCfg(Strict):
@@ -227,6 +278,14 @@ class RelayCfg(Strict):
     audio_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
 
 
+class CreditsCfg(Strict):
+    """Holds of usage-based costs: how long a hold's lease lasts without renewal, and how
+    often each instance sweeps holds whose lease lapsed (their instance died)."""
+
+    hold_lease_s: float = Field(default=60, gt=0)
+    sweep_interval_s: float = Field(default=15, gt=0)
+
+
 class Config(Strict):
     server: ServerCfg = ServerCfg()
     simulator: SimulatorCfg = SimulatorCfg()
@@ -238,3 +297,4 @@ class Config(Strict):
     platforms: list[PlatformCfg] = []
     apps: list[AppCfg] = []
     relay: RelayCfg = RelayCfg()
+    credits: CreditsCfg = CreditsCfg()

@@ -1,10 +1,11 @@
-"""Background workers started with every instance: log retention and the async-job poller.
+"""Background workers started with every instance: log retention, the async-job poller
+and the leases of credit holds.
 
 A starter is ``async def start(services) -> None``; it may append an async stopper to
 ``services.stoppers``.
 """
 from __future__ import annotations
 
-from aigate.engine import jobs, retention
+from aigate.engine import hold_leases, jobs, retention
 
-STARTERS: list = [retention.start, jobs.start]
+STARTERS: list = [retention.start, jobs.start, hold_leases.start]

@@ -206,9 +206,22 @@ class CreditMeter:
 
     async def release(self, record: CallRecord) -> None:
         await metering.release(self.services, self.reservation)
+        if self.reservation.cost is not None:
+            record.metadata["credits"] = metering.charge_summary(self.reservation, 0)
 
     async def settle(self, record: CallRecord) -> None:
-        return None  # a flat per-request cost was taken whole at the reservation
+        res = self.reservation
+        if not res.holds:  # a flat per-request cost was taken whole at the reservation
+            if res.cost is not None:
+                record.metadata["credits"] = metering.charge_summary(res, res.flat)
+            return
+        # usage-based: the actual charge from what was used (a client that left mid-stream
+        # pays for what was generated); the response then shows the settled balance
+        charge = metering.usage_charge(self.services, res, record.model, record.usage)
+        settled = await metering.settle(self.services, res, charge)
+        record.metadata["credits"] = metering.charge_summary(res, charge if settled else 0)
+        if not settled:
+            record.metadata["credits"]["expired"] = True  # the sweep had released the hold
 
 
 class _Cancelled(Exception):

@@ -100,10 +100,11 @@ async def prepare(services: Services, caller: Caller, body: dict[str, Any], endp
             else:
                 chat_id, new_chat = new_chat_id(), True
         call.record.metadata["chat_id"] = chat_id
-        reservation = await metering.reserve(
-            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id))
+        messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
+        reservation = await metering.reserve_call(
+            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id),
+            model=strategy.model, messages=messages, max_tokens=strategy.params.get("max_tokens"))
         call.meter = CreditMeter(services, reservation)
-    messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
     return ChatCall(call, caller, strategy, inp, reservation, chat_id, new_chat, messages)
 
 
@@ -205,7 +206,7 @@ class ChatStream:
         return sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": event.delta, "is_finish": False})
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.chat.upstream_messages, len(state.text))
+        return estimate_usage(self.chat.upstream_messages, state.text, self.chat.record.model)
 
     async def complete(self, state: StreamState) -> None:
         await self._keep(state)

@@ -64,8 +64,9 @@ async def run_instruction(services: Services, caller: Caller, body: dict[str, An
             raise not_found(f"name: instruction '{name}' not found")
         record.model = ins.model
         messages = [render_message(m, parameters, f"instruction '{name}'") for m in ins.messages]
-        reservation = await metering.reserve(services, caller, record.strategy, ins.cost, ins.limit,
-                                             str(record.request_id))
+        reservation = await metering.reserve_call(services, caller, record.strategy, ins.cost, ins.limit,
+                                                  str(record.request_id), model=ins.model, messages=messages,
+                                                  max_tokens=ins.max_token)
         call.meter = CreditMeter(services, reservation)
 
         params: dict[str, Any] = {"max_tokens": ins.max_token, "temperature": ins.temperature}

@@ -422,7 +422,7 @@ class AnthropicChat:
             tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
             json_mode = _json_mode(req)
             json_blocks: set[int] = set()  # blocks of the json_response tool: content
-            reply_chars = 0
+            reply_parts: list[str] = []
             stopped = False
             async for event, data in frames:
                 if event == "ping":
@@ -440,12 +440,12 @@ class AnthropicChat:
                     delta_type = delta.get("type")
                     if delta_type == "text_delta":
                         text = delta.get("text") or ""
-                        reply_chars += len(text)
+                        reply_parts.append(text)
                         chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                     elif delta_type == "input_json_delta" and doc.get("index") in json_blocks:
                         text = delta.get("partial_json") or ""
-                        reply_chars += len(text)
+                        reply_parts.append(text)
                         chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                     elif delta_type == "input_json_delta":
@@ -453,7 +453,7 @@ class AnthropicChat:
                         if index is None:
                             continue
                         part = delta.get("partial_json") or ""
-                        reply_chars += len(part)
+                        reply_parts.append(part)
                         call = {"index": index, "function": {"arguments": part}}
                         chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
@@ -481,7 +481,7 @@ class AnthropicChat:
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                     elif block.get("type") == "text" and block.get("text"):
                         text = block["text"]
-                        reply_chars += len(text)
+                        reply_parts.append(text)
                         chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "message_delta":
@@ -502,7 +502,7 @@ class AnthropicChat:
             if raw_usage:
                 usage = parse_usage(raw_usage)
             else:
-                usage = estimate_usage(req.messages, reply_chars)
+                usage = estimate_usage(req.messages, "".join(reply_parts), req.model)
             chunk = oa.usage_chunk_bytes(msg_id, model, created, usage)
             yield StreamEvent(usage=usage, upstream_id=msg_id, openai_chunk=chunk)
         finally:

@@ -22,6 +22,7 @@ import orjson
 
 from .base import Platform, Timeouts, UpstreamError, UpstreamTimeout, Usage
 from .sse import SSEReader
+from .tokens import count_messages, count_text
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -270,7 +271,8 @@ def join_url(base_url: str, path: str) -> str:
 
 
 def estimate_tokens(chars: int) -> int:
-    """About four characters per token: ceil(chars / 4)."""
+    """About four characters per token: ceil(chars / 4). Only for inputs with no text to
+    count (e.g. a bare character total); text goes through ``aigate.providers.tokens``."""
     return (chars + 3) // 4
 
 
@@ -293,9 +295,9 @@ def message_chars(messages: list[dict[str, Any]]) -> int:
     return n
 
 
-def estimate_usage(messages: list[dict[str, Any]], reply_chars: int) -> Usage:
-    return Usage(
-        input_tokens=estimate_tokens(message_chars(messages)),
-        output_tokens=estimate_tokens(reply_chars),
-        estimated=True,
-    )
+def estimate_usage(messages: list[dict[str, Any]], reply: str | int, model: str = "") -> Usage:
+    """Usage counted here because the upstream reported none: tiktoken counts of the prompt
+    and of the reply text (``model`` picks the encoding). A bare character count for the
+    reply (callers that kept no text) falls back to ceil(chars / 4)."""
+    output = count_text(reply, model) if isinstance(reply, str) else estimate_tokens(reply)
+    return Usage(input_tokens=count_messages(messages, model), output_tokens=output, estimated=True)

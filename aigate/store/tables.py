@@ -156,7 +156,7 @@ user_assets = Table(
     Column("app_id", String(64), primary_key=True),
     Column("user_id", String(64), primary_key=True),
     Column("name", String(100), primary_key=True),
-    Column("quantity", BigInteger, nullable=False),
+    Column("quantity_micros", BigInteger, nullable=False),  # millionths of a credit: exact
     Column("last_recovery_ms", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
 )
@@ -168,9 +168,11 @@ asset_ledger = Table(
     Column("app_id", String(64), nullable=False),
     Column("user_id", String(64), nullable=False),
     Column("asset", String(100), nullable=False),
-    Column("delta", BigInteger, nullable=False),
-    Column("balance_after", BigInteger, nullable=False),
-    Column("reason", String(20), nullable=False),  # initial|reserve|refund|grant|recovery|adjust
+    Column("delta_micros", BigInteger, nullable=False),  # millionths of a credit
+    Column("balance_micros", BigInteger, nullable=False),  # the balance after this entry
+    Column("charge_micros", BigInteger, nullable=True),  # settle: the call's actual charge
+    # initial|reserve|refund|settle|release|grant|recovery|adjust
+    Column("reason", String(20), nullable=False),
     Column("request_id", String(24), nullable=True),
     Column("idempotency_key", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
@@ -178,6 +180,23 @@ asset_ledger = Table(
     UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
     Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
     sqlite_autoincrement=True,
+)
+
+# Open holds of usage-based costs: reserved before the call, deleted by exactly one of its
+# settlement, its release or the sweep of lapsed leases (whoever deletes the row wins).
+asset_holds = Table(
+    "asset_holds",
+    metadata,
+    Column("request_id", String(24), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("asset", String(100), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("holder", String(100), nullable=False),  # the instance running the call
+    Column("lease_until_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_asset_holds_lease", "lease_until_ms"),
+    Index("ix_asset_holds_user", "app_id", "user_id"),
 )
 
 usage_counters = Table(
@@ -248,6 +267,8 @@ ai_requests = Table(
     Column("next_poll_ms", BigInteger, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claim_until_ms", BigInteger, nullable=True),
+    # what the call cost the user: {asset, charge[, hold]} (usage-based costs settle it)
+    Column("credits", JSON, nullable=True),
     Index("ix_ai_requests_user_time", "app_id", "user_id", "created_ms"),
     Index("ix_ai_requests_poll", "status", "next_poll_ms"),
 )
