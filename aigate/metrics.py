@@ -21,3 +21,40 @@ WRITER_LAG = Gauge("aigate_writer_lag_seconds", "Age of the oldest row of the la
 WRITER_ROWS = Counter("aigate_writer_rows_total", "Rows committed by the batched writer")
 WRITER_RETRIES = Counter("aigate_writer_retries_total", "Flushes retried for a database outage")
 WRITER_REJECTED = Counter("aigate_writer_rejected_total", "Rows the database refused")
+
+# --- operating many platforms (SPEC §14)
+UPSTREAM_ATTEMPTS = Counter(
+    "aigate_upstream_attempts_total", "Upstream attempts by outcome", ["platform", "model", "outcome"]
+)
+HEALTH_CHANGES = Counter(
+    "aigate_health_changes_total", "Platforms and keys taken out of or back into rotation",
+    ["platform", "scope", "state"],
+)
+HEALTH_COOLDOWNS = Counter("aigate_health_cooldowns_total", "Cooldowns started (429, Retry-After)",
+                           ["platform", "scope"])
+HEALTH_PROBES = Counter("aigate_health_probes_total", "Health probes of platforms and keys that are out",
+                        ["platform", "outcome"])
+PLATFORM_UP = Gauge("aigate_platform_up", "1 while a platform is in rotation, 0 while it is down", ["platform"])
+WEBHOOK_DELIVERIES = Counter("aigate_webhook_deliveries_total", "Webhook delivery attempts by outcome",
+                             ["event", "outcome"])
+
+# per model and per strategy, from each call's usage log row
+CALLS = Counter("aigate_calls_total", "Metered calls", ["model", "strategy", "code"])
+CALL_TOKENS = Counter("aigate_call_tokens_total", "Tokens of metered calls", ["model", "strategy", "direction"])
+CALL_USED_AMOUNT = Counter("aigate_call_used_amount_total", "used_amount of metered calls", ["model", "strategy"])
+CALL_TTFB = Histogram(
+    "aigate_call_ttfb_seconds", "Time to the first upstream byte of metered calls", ["model", "strategy"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def observe_call(row: dict) -> None:
+    """Count one call from its usage log row (the call path calls this once per row)."""
+    model = row.get("model") or ""
+    strategy = (row.get("metadata") or {}).get("strategy") or ""
+    CALLS.labels(model, strategy, str(row.get("code", 0))).inc()
+    CALL_TOKENS.labels(model, strategy, "input").inc(row.get("input_tokens") or 0)
+    CALL_TOKENS.labels(model, strategy, "output").inc(row.get("output_tokens") or 0)
+    CALL_USED_AMOUNT.labels(model, strategy).inc(float(row.get("used_amount") or 0))
+    if row.get("ttfb_ms"):
+        CALL_TTFB.labels(model, strategy).observe(row["ttfb_ms"] / 1000)

@@ -5,6 +5,7 @@ A starter is ``async def start(services) -> None``; it may append an async stopp
 """
 from __future__ import annotations
 
-from aigate.engine import jobs, retention
+from aigate import telemetry
+from aigate.engine import health, jobs, retention, webhooks
 
-STARTERS: list = [retention.start, jobs.start]
+STARTERS: list = [retention.start, jobs.start, health.start, webhooks.start, telemetry.start]
