@@ -273,6 +273,8 @@ class Deliverer:
             else:
                 values.update(next_attempt_ms=now + delay)
                 outcome = "retry"
+                if delay < IDLE_WAIT_S * 1000:  # due before the next idle tick
+                    asyncio.get_running_loop().call_later(delay / 1000 + 0.01, self.wake.set)
         metrics.WEBHOOK_DELIVERIES.labels(row["event"], outcome).inc()
         try:
             async with self.services.engine.begin() as conn:
