@@ -22,6 +22,7 @@ from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
+from aigate.engine import metering
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
 from aigate.services import Services
@@ -61,6 +62,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         queue_size=cfg.writer.queue_size,
     )
     register_sinks(writer)
+    metering.register_writer_kinds(writer)
     writer.start()
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300),

@@ -148,13 +148,10 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
     }
     row = ai_request_row(services, record)
     row.update(platform=platform.type, job=job, next_poll_ms=now, created_ms=record.started_ms, updated_ms=now)
-    try:
-        async with services.engine.begin() as conn:
-            row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
-            await conn.execute(insert(T).values(**row))
-    except BaseException:
-        await metering.release(services, reservation)
-        raise
+    # a failure here is the caller's to release (aigate.engine.calls)
+    async with services.engine.begin() as conn:
+        row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
+        await conn.execute(insert(T).values(**row))
     await services.writer.put("user", {"app_id": record.app_id, "user_id": record.user_id,
                                        "created_ms": record.started_ms})
     kick(services)
