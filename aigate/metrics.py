@@ -48,13 +48,15 @@ CALL_TTFB = Histogram(
 )
 
 
-def observe_call(row: dict) -> None:
-    """Count one call from its usage log row (the call path calls this once per row)."""
-    model = row.get("model") or ""
-    strategy = (row.get("metadata") or {}).get("strategy") or ""
-    CALLS.labels(model, strategy, str(row.get("code", 0))).inc()
-    CALL_TOKENS.labels(model, strategy, "input").inc(row.get("input_tokens") or 0)
-    CALL_TOKENS.labels(model, strategy, "output").inc(row.get("output_tokens") or 0)
-    CALL_USED_AMOUNT.labels(model, strategy).inc(float(row.get("used_amount") or 0))
-    if row.get("ttfb_ms"):
-        CALL_TTFB.labels(model, strategy).observe(row["ttfb_ms"] / 1000)
+def observe_call(*, model: str, strategy: str, code: int, input_tokens: int, output_tokens: int,
+                 used_amount, ttfb_ms: int) -> None:
+    """Count one ended call (``aigate.engine.observe.call_ended``)."""
+    CALLS.labels(model, strategy, str(code)).inc()
+    if input_tokens:
+        CALL_TOKENS.labels(model, strategy, "input").inc(input_tokens)
+    if output_tokens:
+        CALL_TOKENS.labels(model, strategy, "output").inc(output_tokens)
+    if used_amount:
+        CALL_USED_AMOUNT.labels(model, strategy).inc(float(used_amount))
+    if ttfb_ms:
+        CALL_TTFB.labels(model, strategy).observe(ttfb_ms / 1000)

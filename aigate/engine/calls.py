@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
-from aigate.engine import metering, routing
+from aigate.engine import metering, observe, routing
 from aigate.engine.detached import run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
@@ -169,6 +169,7 @@ class Call:
 
     async def _write(self) -> None:
         self.ai_row = await write_records(self.services, self.record, durable=self.durable)
+        observe.call_ended(self.services, self.record)  # ops: metrics per model/strategy, span attributes
 
     # --- routing
 
@@ -206,7 +207,8 @@ class CreditMeter:
         await metering.release(self.services, self.reservation)
 
     async def settle(self, record: CallRecord) -> None:
-        return None  # a flat per-request cost was taken whole at the reservation
+        # a flat per-request cost was taken whole at the reservation
+        await observe.charge_settled(self.services, self.reservation)  # ops: `asset.low` webhooks
 
 
 class _Cancelled(Exception):

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigate.clock import now_ms
 from aigate.config.schema import CostCfg, StrategyCfg
-from aigate.engine import metering, webhooks
+from aigate.engine import metering, observe, webhooks
 from aigate.engine.ai_requests import ACTIVE, custom_response, record_json
 from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
 from aigate.engine.routing import Attempt, Trace
@@ -286,6 +286,7 @@ async def settle(services: Services, claimer: str, row: dict[str, Any], job: dic
     webhooks.kick(services)
     rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
     await services.writer.put("usage_log", usage_log_row(services, rec))
+    observe.call_ended(services, rec)
     return True
 
 

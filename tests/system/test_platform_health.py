@@ -127,12 +127,12 @@ async def test_a_429_with_retry_after_keeps_the_platform_out_on_both_instances(p
         assert view["state"] == "up" and view["keys"][0]["state"] == "cooldown"
         mark = len(simulator.requests)
         calls = 0
-        while time.monotonic() - hit < 1.6 and calls < 30:
-            for gw in (gw1, gw2):
-                assert (await chat(gw))[0] == 200
-                calls += 1
-            await asyncio.sleep(0.05)
-        assert calls >= 6
+        for gw in (gw1, gw2) * 15:  # inside the 2 s: each instance leaves A out
+            if time.monotonic() - hit > 1.7 or calls >= 30:
+                break
+            assert (await chat(gw))[0] == 200
+            calls += 1
+        assert calls >= 2  # at least one call on each instance
         assert set(keys_seen(simulator, mark)) == {"sk-bbbbbbbbbbbb"}  # A out, on both instances
         await asyncio.sleep(max(0.0, 2.2 - (time.monotonic() - hit)))
         mark = len(simulator.requests)

@@ -212,3 +212,23 @@ async def test_names_that_resolve_to_private_addresses_are_refused_when_deliveri
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
+
+
+async def test_asset_low_is_sent_once_when_a_charge_crosses_the_threshold(tmp_path, simulator, receiver):
+    doc = config(f"sqlite:///{tmp_path}/l.db", simulator.url, receiver.url)
+    doc["apps"][0]["assets"][0]["low_quantity"] = 47  # 50 credits, 1 per chat
+    gw = await start_gateway(doc)
+    try:
+        body = {"strategy": "free-normal", "parameters": {"example_string": "x"},
+                "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(5):
+            async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=gw.user_headers("u7")) as resp:
+                assert resp.status == 200
+        delivered = await until(receiver.delivered)
+        await asyncio.sleep(0.5)
+        [payload] = receiver.delivered().values()  # 49, 48 no; 47 crosses; 46, 45 no
+        assert payload["type"] == "asset.low"
+        assert payload["data"] == {"user_id": "u7", "asset": "ai_credit", "quantity": 47.0, "low_quantity": 47}
+        assert len(delivered) == 1
+    finally:
+        await gw.close()
