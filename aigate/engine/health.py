@@ -101,9 +101,11 @@ class Board:
         self.down: dict[str, Down] = {}
         self.fails: dict[str, int] = {}  # failures in a row, per platform, this instance
         self._turn: dict[str, int] = {}  # key rotation, per platform
+        self._keyed: dict[tuple[str, str], tuple[Platform, Platform]] = {}  # platform copies per key
         self._tasks: list[asyncio.Task] = []
         self._owner = secrets.token_hex(8)
         self._scripts: dict[str, Any] = {}
+        self._refreshing = asyncio.Lock()
 
     @property
     def cfg(self):
@@ -140,7 +142,12 @@ class Board:
             if not self.is_out(key_target(platform.id, key)):
                 chosen = key
                 break
-        return platform if chosen == platform.api_key else replace(platform, api_key=chosen)
+        if chosen == platform.api_key:
+            return platform
+        cached = self._keyed.get((platform.id, chosen))
+        if cached is None or cached[0] is not platform:  # a new snapshot replaced the platform
+            cached = self._keyed[(platform.id, chosen)] = (platform, replace(platform, api_key=chosen))
+        return cached[1]
 
     # --- what the router reports
 
@@ -240,15 +247,20 @@ class Board:
         await self._redis(lambda r: r.publish(CHANNEL, self._owner))
 
     async def refresh(self) -> None:
-        """Mirror the shared state (Redis) into memory."""
-        cool, down = await asyncio.gather(self.redis.hgetall(COOL), self.redis.hgetall(DOWN))
-        now = now_ms()
-        fresh = {k.decode(): int(v) for k, v in cool.items()}
-        expired = [k for k, v in fresh.items() if v <= now]
-        if expired:
-            await self.redis.hdel(COOL, *expired)
-        self.cool = {k: v for k, v in fresh.items() if v > now}
-        self.down = {k.decode(): Down(**orjson.loads(v)) for k, v in down.items()}
+        """Mirror the shared state (Redis) into memory. Serialised: a slow read must not
+        overwrite the result of a later one."""
+        async with self._refreshing:
+            cool, down = await asyncio.gather(self.redis.hgetall(COOL), self.redis.hgetall(DOWN))
+            now = now_ms()
+            fresh = {k.decode(): int(v) for k, v in cool.items()}
+            expired = [k for k, v in fresh.items() if v <= now]
+            if expired:
+                await self.redis.hdel(COOL, *expired)
+            # cooldowns only ever lengthen: keep a local one Redis has not seen yet
+            merged = {k: max(v, fresh.get(k, 0)) for k, v in self.cool.items() if v > now}
+            merged.update({k: v for k, v in fresh.items() if v > now and v > merged.get(k, 0)})
+            self.cool = merged
+            self.down = {k.decode(): Down(**orjson.loads(v)) for k, v in down.items()}
 
     # --- probes
 
