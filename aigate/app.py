@@ -83,7 +83,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         from aigate.simulator.server import start_simulator
 
         host, port = _host_port(cfg.simulator.listen)
-        services.extras["simulator"] = await start_simulator(
+        services.simulator = await start_simulator(
             host=host, port=port, latency_ms=cfg.simulator.latency_ms
         )
     for starter in _background_starters():
@@ -100,12 +100,13 @@ def _background_starters():
 
 
 async def stop_services(services: Services) -> None:
-    for stopper in services.extras.pop("stoppers", []):
+    stoppers, services.stoppers = services.stoppers, []
+    for stopper in stoppers:
         await stopper()
     await services.cache.stop()
     await services.writer.stop()  # drain every queued row before the process exits
     await services.http.close()
-    sim = services.extras.pop("simulator", None)
+    sim, services.simulator = services.simulator, None
     if sim is not None:
         await sim.close()
     if services.redis is not None:

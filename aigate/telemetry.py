@@ -69,7 +69,7 @@ async def start(services: Any) -> None:
         async def stop() -> None:
             shutdown()
 
-        services.extras.setdefault("stoppers", []).append(stop)
+        services.stoppers.append(stop)
 
 
 # --- upstream attempts (called by aigate.engine.routing)

@@ -306,6 +306,9 @@ async def _complete(call: Call, state: StreamState, out: StreamOutput) -> Except
     call.record.usage = state.usage or out.estimate(state)
     try:
         await out.complete(state)
+    except asyncio.CancelledError:
+        await call.fail(_Cancelled())
+        raise
     except Exception as exc:
         return await call.fail(call.surface_error(exc))
     await call.succeed()

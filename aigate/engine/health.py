@@ -399,14 +399,13 @@ async def probe(session, platform: Platform, key: str) -> tuple[bool, str]:
 
 
 def board_of(services: Any) -> Board:
-    found = services.extras.get("health")
-    if found is None:
-        found = services.extras["health"] = Board(services)
-    return found
+    if services.cooldowns is None:
+        services.cooldowns = Board(services)
+    return services.cooldowns
 
 
 async def start(services: Any) -> None:
     """Background starter: mirror the shared state and run the probes."""
     board = board_of(services)
     await board.start()
-    services.extras.setdefault("stoppers", []).append(board.stop)
+    services.stoppers.append(board.stop)

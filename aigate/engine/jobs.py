@@ -57,6 +57,7 @@ from aigate.engine.upstream_errors import to_app_error
 from aigate.providers import http_job
 from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
 from aigate.providers.openai import parse_usage
+from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t
 from aigate.store.script import run_script
@@ -101,7 +102,7 @@ def step_timeout_s(platform: Platform) -> float:
 def lease_ms(services: Services) -> int:
     """The longest lease any job platform asks for (one value per claim statement)."""
     leases = [_seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values()
-              if p.type == "http_job"]
+              if p.type in JOB_TYPES]
     return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
 
 
@@ -159,7 +160,7 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
 
 
 def kick(services: Services) -> None:
-    poller = services.extras.get("job_poller")
+    poller = services.job_poller
     if poller is not None:
         poller.wake.set()
 
@@ -382,7 +383,7 @@ async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None
         seconds = (job["deadline_ms"] - row["created_ms"]) / 1000
         await settle(services, claimer, row, job, status="failed", code=504,
                      error=f"deadline exceeded: the job did not finish within {seconds:g} s")
-    elif platform is None or platform.type != "http_job" or (row["status"] != "processing" and not platform.enabled):
+    elif platform is None or platform.type not in JOB_TYPES or (row["status"] != "processing" and not platform.enabled):
         await settle(services, claimer, row, job, status="failed", code=400,
                      error=f"platform '{job.get('platform')}' is no longer available")
     elif row["status"] == "processing" and job.get("upstream_id"):
@@ -471,7 +472,7 @@ class Poller:
 async def start(services: Services) -> None:
     """Background starter (``aigate.engine.background.STARTERS``)."""
     poller = Poller(services)
-    services.extras["job_poller"] = poller
+    services.job_poller = poller
     poller.start()
-    services.extras.setdefault("stoppers", []).append(poller.stop)
+    services.stoppers.append(poller.stop)
 

@@ -90,7 +90,7 @@ class Refused(Exception):
         self.error = error
 
 
-class _Prepared:
+class PreparedAssets:
     """Which (app, user, asset) balances this process already created and recovered for
     the current boundary, so the hot path skips those statements. Bounded LRU."""
 
@@ -116,11 +116,10 @@ class _Prepared:
             del self._seen[key]
 
 
-def _prepared(services: Services) -> _Prepared:
-    found = services.extras.get("prepared_assets")
-    if found is None:
-        found = services.extras["prepared_assets"] = _Prepared()
-    return found
+def _prepared(services: Services) -> PreparedAssets:
+    if services.prepared_assets is None:
+        services.prepared_assets = PreparedAssets()
+    return services.prepared_assets
 
 
 @dataclass(slots=True)

@@ -55,11 +55,8 @@ from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError, invalid, not_found
 from aigate.providers import openai
 from aigate.providers.base import ChatRequest, Platform, Usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.registry import CHAT_TYPES, JOB_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
-
-OPENAI_FORMAT = frozenset({"openai", "azure_openai", "openai_compatible"})
-JOB_TYPE = "http_job"
 
 
 @dataclass(slots=True)
@@ -150,9 +147,9 @@ RUNNERS: dict[str, Runner] = {"image": _image, "embedding": _embedding, "audio":
 
 def _usable(strategy: StrategyCfg, cands: list[tuple[Platform, str]]) -> tuple[bool, list[tuple[Platform, str]]]:
     """(is it an async job, the candidates that can serve it)."""
-    is_job = strategy.module == "video" or any(p.type == JOB_TYPE for p, _ in cands)
+    is_job = strategy.module == "video" or any(p.type in JOB_TYPES for p, _ in cands)
     if is_job:
-        return True, [c for c in cands if c[0].type == JOB_TYPE]
+        return True, [c for c in cands if c[0].type in JOB_TYPES]
     types = CHAT_TYPES if strategy.module == "chat" else OPENAI_FORMAT
     return False, [c for c in cands if c[0].type in types]
 

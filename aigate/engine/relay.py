@@ -49,12 +49,11 @@ from aigate.providers.base import (
     Usage,
 )
 from aigate.providers.http import estimate_usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.registry import CHAT_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
 
 T = TypeVar("T")
 
-OPENAI_TYPES = frozenset({"openai", "openai_compatible", "azure_openai"})
 # Fields the Anthropic and Gemini adapters read from ChatRequest.params; OpenAI sends
 # params and extra alike, so the split changes nothing for it.
 SAMPLING = frozenset(
@@ -71,7 +70,7 @@ SAMPLING = frozenset(
     }
 )
 _NOT_EXTRA = frozenset({"model", "messages", "stream", "response_format"})
-ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_TYPES, "image": OPENAI_TYPES}
+ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENAI_FORMAT}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -381,7 +380,7 @@ def _candidates(rc: RelayCall) -> list[tuple[Platform, str]]:
 
 def _openai_format(rc: RelayCall) -> bool:
     last = rc.record.trace.last
-    return last is not None and last.platform.type in OPENAI_TYPES
+    return last is not None and last.platform.type in OPENAI_FORMAT
 
 
 # --- chat completions ------------------------------------------------------------------------

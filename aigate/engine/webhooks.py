@@ -87,7 +87,7 @@ def insert_script(db, rows: list[dict[str, Any]]) -> None:
 
 
 def kick(services: Any) -> None:
-    deliverer = services.extras.get("webhook_deliverer")
+    deliverer = services.webhook_deliverer
     if deliverer is not None:
         deliverer.wake.set()
 
@@ -322,6 +322,6 @@ async def resend(services: Any, msg_id: str) -> dict[str, Any] | None:
 async def start(services: Any) -> None:
     """Background starter."""
     deliverer = Deliverer(services)
-    services.extras["webhook_deliverer"] = deliverer
+    services.webhook_deliverer = deliverer
     deliverer.start()
-    services.extras.setdefault("stoppers", []).append(deliverer.stop)
+    services.stoppers.append(deliverer.stop)
