@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from aigate.engine import health
 from aigate.store import tables as t
 from tests.gateway import APP_ID, base_config, start_gateway
+from tests.system.test_webhooks import SECRET, Receiver, until
 
 PROBE = health.PROBE_TEXT
 
@@ -147,7 +148,11 @@ async def test_a_429_with_retry_after_keeps_the_platform_out_on_both_instances(p
 
 async def test_a_platform_failing_three_times_is_probed_and_returns_after_two_good_probes(tmp_path, simulator):
     plats = two_platforms(simulator.url, failures=3, probe_interval_s=0.3, recoveries=2)
-    gw = await start_gateway(config(f"sqlite:///{tmp_path}/h.db", simulator.url, platforms=plats))
+    doc = config(f"sqlite:///{tmp_path}/h.db", simulator.url, platforms=plats)
+    receiver = await Receiver().start()
+    doc["apps"][0]["webhooks"] = [{"url": receiver.url, "events": ["platform.down", "platform.up"],
+                                   "secret": SECRET, "allow_private": True}]
+    gw = await start_gateway(doc)
     try:
         simulator.key_switches({"sk-aaaaaaaaaaaa": {"status": 503}})
         for _ in range(3):  # A fails, B serves each call
@@ -177,5 +182,12 @@ async def test_a_platform_failing_three_times_is_probed_and_returns_after_two_go
         assert 'aigate_health_changes_total{platform="plat-a",scope="platform",state="up"} 1.0' in text
         assert 'aigate_platform_up{platform="plat-a"} 1.0' in text
         assert await billed(gw, "u1") == (50 - 7, 7)
+        # operators hear about it: one signed platform.down, then one platform.up
+        delivered = await until(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
+        events = sorted(delivered.values(), key=lambda p: p["data"]["time_ms"])
+        assert [(e["type"], e["data"]["platform"]) for e in events] == [
+            ("platform.down", "plat-a"), ("platform.up", "plat-a")]
+        assert "503" in events[0]["data"]["reason"] or "failures" in events[0]["data"]["reason"]
     finally:
         await gw.close()
+        await receiver.close()
