@@ -232,3 +232,34 @@ async def test_asset_low_is_sent_once_when_a_charge_crosses_the_threshold(tmp_pa
         assert len(delivered) == 1
     finally:
         await gw.close()
+
+
+async def test_endpoints_through_the_admin_api(tmp_path, simulator, receiver):
+    doc = config(f"sqlite:///{tmp_path}/e.db", simulator.url, receiver.url)
+    doc["apps"][0]["webhooks"] = []
+    gw = await start_gateway(doc)
+    url = gw.url + f"/api/apps/{APP_ID}/webhooks"
+    try:
+        private = {"url": receiver.url, "events": ["asset.low"], "secret": SECRET}
+        async with gw.session.put(url, json=[private], headers=gw.admin_headers()) as resp:
+            body = await resp.json()
+        assert resp.status == 400 and "allow_private" in body["message"] and body["message"].startswith("[0]")
+        async with gw.session.put(url, json=[{**private, "secret": "nope"}], headers=gw.admin_headers()) as resp:
+            assert resp.status == 400 and "[0].secret" in (await resp.json())["message"]
+        async with gw.session.put(url, json=[{**private, "allow_private": True}], headers=gw.admin_headers()) as resp:
+            assert resp.status == 200
+        async with gw.session.get(url, headers=gw.admin_headers()) as resp:
+            [shown] = (await resp.json())["data"]
+        assert shown["secret"] != SECRET and shown["secret"].endswith(SECRET[-4:])
+        # a read-edit-write round trip keeps the secret: the delivery still verifies with it
+        async with gw.session.put(url, json=[{**shown, "events": ["asset.low", "platform.up"]}],
+                                  headers=gw.admin_headers()) as resp:
+            assert resp.status == 200
+        await gw.services.cache.reload()
+        await webhooks.emit(gw.services, APP_ID, "platform.up", {"platform": "x"})
+        delivered = await until(receiver.delivered)  # verified with SECRET
+        assert [p["type"] for p in delivered.values()] == ["platform.up"]
+        async with gw.session.get(gw.url + "/api/apps/NOPE/webhooks", headers=gw.admin_headers()) as resp:
+            assert resp.status == 404
+    finally:
+        await gw.close()
