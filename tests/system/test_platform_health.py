@@ -191,3 +191,24 @@ async def test_a_platform_failing_three_times_is_probed_and_returns_after_two_go
     finally:
         await gw.close()
         await receiver.close()
+
+
+async def test_a_key_answering_429_cools_down_alone(tmp_path, simulator):
+    doc = config(f"sqlite:///{tmp_path}/k.db", simulator.url)
+    doc["platforms"][0]["api_keys"] = ["sk-busy-key-000004", "sk-calm-key-000005"]
+    doc["platforms"][0]["api_key"] = ""
+    simulator.key_switches({"sk-busy-key-000004": {"status": 429, "retry_after": 30}})
+    gw = await start_gateway(doc)
+    try:
+        for _ in range(6):
+            assert (await chat(gw))[0] == 200
+        seen = keys_seen(simulator)
+        assert seen.count("sk-busy-key-000004") == 1  # tried once, then left to cool
+        assert seen.count("sk-calm-key-000005") == 6
+        view = (await admin_health(gw))["sim-openai"]
+        assert view["state"] == "up"  # the platform stays in rotation on its other key
+        states = {k["key"]: k["state"] for k in view["keys"]}
+        assert states == {"sk-…0004": "cooldown", "sk-…0005": "up"}
+        assert await billed(gw, "u1") == (50 - 6, 6)
+    finally:
+        await gw.close()
