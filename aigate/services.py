@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.config.runtime import ConfigCache, Snapshot
 from aigate.config.schema import Config
-from aigate.engine.ids import Snowflake
 from aigate.store.writer import BatchWriter
 
 if TYPE_CHECKING:  # the engine's per-process state; the engine imports this module
+    from aigate.engine.ids import Snowflake
     from aigate.engine.jobs import Poller
     from aigate.engine.metering import PreparedAssets
     from aigate.engine.records import SeenUsers

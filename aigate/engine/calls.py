@@ -53,7 +53,9 @@ class Failure(Protocol):
 class Errors(Protocol):
     """How a surface speaks about failures."""
 
-    kind: type[Exception]  # the surface's own error class: raised as it is
+    @property
+    def kind(self) -> type[Exception]:
+        """The surface's own error class: raised as it is."""
 
     def upstream(self, exc: UpstreamError) -> Exception: ...
     def internal(self, ref: str) -> Exception: ...

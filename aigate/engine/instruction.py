@@ -31,7 +31,7 @@ def _image_url(source: str, parameters: dict[str, Any]) -> str:
 def render_message(msg: InstructionMessage, parameters: dict[str, Any], where: str) -> dict[str, Any]:
     if msg.content is not None:
         return {"role": msg.role, "content": render_text(msg.content, parameters, where)}
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in msg.multi_content or []:
         if part.type == "text":
             parts.append({"type": "text", "text": render_text(part.text or "", parameters, where)})

@@ -172,7 +172,7 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             if not cands:
                 kind = "http_job" if is_job else f"{strategy.module}-capable"
                 raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
-            prepared = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
+            prepared: Any = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
                 else upstream_body(strategy, parameters)
             reservation = await metering.reserve(services, caller, strategy.name, strategy.cost, strategy.limit,
                                                  str(record.request_id))
@@ -194,4 +194,5 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             raise
         raise AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status,
                        exc.headers) from None
+    assert call.ai_row is not None  # written by succeed()
     return record_json(call.ai_row)

@@ -251,7 +251,7 @@ def new_record(
 
 async def refuse(
     services: Services, token: RelayToken, module: str, endpoint: str, ip: str, exc: RelayError
-) -> RelayError:
+) -> Exception:
     """Record a request refused before its body could be read; the error to raise."""
     call = Call(services, new_record(services, token, module, endpoint, ip), RELAY_ERRORS)
     return await call.fail(exc)
