@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from aigate import metrics
+from aigate import metrics, telemetry
 from aigate.api import ops
 from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
@@ -153,7 +153,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     routes += relay_audio.routes
     routes += relay_fallback.routes  # last: OpenAI-shaped 404/405 for the rest of /v1
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
-    return metrics_middleware(app)
+    return metrics_middleware(telemetry.asgi_middleware(app))
 
 
 def metrics_middleware(app):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the engine's per-process state; the engine imports this mod
     from aigate.engine.records import SeenUsers
     from aigate.engine.relay_limits import Limits
     from aigate.engine.routing import Cooldowns
+    from aigate.engine.webhooks import Deliverer
     from aigate.simulator.server import SimulatorHandle
 
 log = logging.getLogger("aigate")
@@ -42,6 +43,7 @@ class Services:
     open_holds: dict[str, Reservation] | None = None  # aigate.engine.metering: holds whose leases it renews
     relay_limits: Limits | None = None  # aigate.engine.relay_limits
     job_poller: Poller | None = None  # aigate.engine.jobs
+    webhook_deliverer: Deliverer | None = None  # aigate.engine.webhooks
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.config import price_db
-from aigate.config.schema import AssetCfg, InstructionCfg, PlatformCfg, Price, StrategyCfg
+from aigate.config.schema import AssetCfg, InstructionCfg, PlatformCfg, Price, StrategyCfg, WebhookCfg
 from aigate.providers.base import Platform, Timeouts
 from aigate.store import tables as t
 
@@ -62,7 +62,7 @@ def to_platform(cfg: PlatformCfg, number: int) -> Platform:
         number=number,
         type=cfg.type,
         base_url=cfg.base_url,
-        api_key=cfg.api_key,
+        api_key=(cfg.all_keys() or ("",))[0],
         models=tuple(cfg.models),
         priority=cfg.priority,
         weight=cfg.weight,
@@ -70,6 +70,7 @@ def to_platform(cfg: PlatformCfg, number: int) -> Platform:
         model_mapping=dict(cfg.model_mapping),
         options={**cfg.options, "max_concurrency": cfg.max_concurrency},
         enabled=cfg.enabled,
+        api_keys=cfg.all_keys(),
     )
 
 
@@ -84,6 +85,7 @@ class Snapshot:
     prices: dict[str, Price] = field(default_factory=dict)
     # where each listed model's price comes from: "config", the price database, or "none"
     price_sources: dict[str, str] = field(default_factory=dict)
+    webhooks: dict[str, list[WebhookCfg]] = field(default_factory=dict)  # by app id
 
     @cached_property
     def _route_cache(self) -> dict[tuple[str, tuple[str, ...]], list[Platform]]:
@@ -146,6 +148,8 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         assets: dict[str, dict] = {}
         for row in await conn.execute(select(t.asset_policies)):
             assets.setdefault(row.app_id, {})[row.name] = AssetCfg.model_validate(row.spec)
+        for row in await conn.execute(select(t.app_webhooks).order_by(t.app_webhooks.c.id)):
+            snap.webhooks.setdefault(row.app_id, []).append(WebhookCfg.model_validate(row.spec))
         for row in await conn.execute(select(t.apps)):
             snap.apps[row.id] = AppRuntime(
                 id=row.id,

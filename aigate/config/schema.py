@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -124,6 +125,11 @@ class PlatformCfg(Strict):
     max_concurrency: int | None = Field(default=None, ge=1)  # async jobs beyond it wait in `queueing`
     options: dict[str, Any] = {}  # azure api_version, extra headers, http_job submit/poll
     enabled: bool = True
+    api_keys: list[str] = []  # several keys: calls rotate over the healthy ones (with api_key)
+
+    def all_keys(self) -> tuple[str, ...]:
+        """``api_key`` then ``api_keys``, without blanks or repeats."""
+        return tuple(dict.fromkeys(k for k in (self.api_key, *self.api_keys) if k))
 
     @field_validator("base_url")
     @classmethod
@@ -142,6 +148,8 @@ class AssetCfg(Strict):
     recovery_quantity: Quantity = Decimal(0)
     valid_seconds: int = Field(default=0, ge=0)
     precision: int = Field(default=0, ge=0, le=6)  # decimal places; charges are rounded up to it
+
+    low_quantity: Quantity | None = None  # `asset.low` when a balance drops to it
 
 
 class CostCfg(Strict):
@@ -252,6 +260,67 @@ class RelayTokenCfg(Strict):
     enabled: bool = True
 
 
+WebhookEvent = Literal[
+    "ai_request.succeeded", "ai_request.failed", "asset.low", "platform.down", "platform.up"
+]
+
+
+class WebhookCfg(Strict):
+    """One endpoint of an app; deliveries are signed per Standard Webhooks with ``secret``
+    (``whsec_`` + base64 of 24 to 64 random bytes, the spec's form)."""
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[WebhookEvent] = Field(min_length=1)
+    secret: str
+    allow_private: bool = False  # allow loopback / private / link-local targets
+    enabled: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        if not value.startswith("whsec_"):
+            raise ValueError("must start with whsec_ (then base64 of 24 to 64 random bytes)")
+        try:
+            raw = base64.b64decode(value[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64") from None
+        if not 24 <= len(raw) <= 64:
+            raise ValueError("must hold 24 to 64 bytes after whsec_")
+        return value
+
+    @model_validator(mode="after")
+    def _public_target(self) -> WebhookCfg:
+        if not self.allow_private and is_private_host(urlsplit(self.url).hostname or ""):
+            raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true "
+                             "to allow it")
+        return self
+
+
+def is_private_host(host: str) -> bool:
+    """A literal loopback / private / link-local / reserved address, or ``localhost``.
+    (Names are checked again when delivering: ``aigate.engine.webhooks``.)"""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not addr.is_global or addr.is_multicast
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class AppCfg(Strict):
     id: str = Field(pattern=APP_ID)
     name: str = ""
@@ -262,6 +331,7 @@ class AppCfg(Strict):
     instructions: list[InstructionCfg] = []
     relay_tokens: list[RelayTokenCfg] = []
     enabled: bool = True
+    webhooks: list[WebhookCfg] = []
 
 
 class SimulatorCfg(Strict):
@@ -285,6 +355,28 @@ class CreditsCfg(Strict):
     hold_lease_s: float = Field(default=60, gt=0)
     sweep_interval_s: float = Field(default=15, gt=0)
 
+class HealthCfg(Strict):
+    """When a platform (or one of its keys) leaves rotation, and how it comes back."""
+
+    failures: int = Field(default=3, ge=1)  # failures in a row that take it out
+    probe_interval_s: float = Field(default=30, gt=0)
+    recoveries: int = Field(default=2, ge=1)  # good probes in a row that bring it back
+    cooldown_s: float = Field(default=5, ge=0)  # a 429 without Retry-After cools a key this long
+
+
+class TelemetryCfg(Strict):
+    otlp_endpoint: str = ""  # e.g. http://127.0.0.1:4318/v1/traces; empty: no traces
+    capture_content: bool = False  # put prompts and replies on spans
+    service_name: str = "aigate"
+
+
+class WebhookDeliveryCfg(Strict):
+    """Retry schedule of webhook deliveries (Standard Webhooks' own by default)."""
+
+    retry_delays_s: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
+    give_up_after_s: float = Field(default=86400, gt=0)
+    timeout_s: float = Field(default=15, gt=0)
+
 
 class Config(Strict):
     server: ServerCfg = ServerCfg()
@@ -298,3 +390,7 @@ class Config(Strict):
     apps: list[AppCfg] = []
     relay: RelayCfg = RelayCfg()
     credits: CreditsCfg = CreditsCfg()
+
+    health: HealthCfg = HealthCfg()
+    telemetry: TelemetryCfg = TelemetryCfg()
+    webhook_delivery: WebhookDeliveryCfg = WebhookDeliveryCfg()

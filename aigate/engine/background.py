@@ -6,6 +6,7 @@ A starter is ``async def start(services) -> None``; it may append an async stopp
 """
 from __future__ import annotations
 
-from aigate.engine import hold_leases, jobs, retention
+from aigate import telemetry
+from aigate.engine import health, hold_leases, jobs, retention, webhooks
 
-STARTERS: list = [retention.start, jobs.start, hold_leases.start]
+STARTERS: list = [retention.start, jobs.start, hold_leases.start, health.start, webhooks.start, telemetry.start]

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
-from aigate.engine import metering, routing
+from aigate.engine import metering, observe, routing
 from aigate.engine.detached import run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
@@ -171,6 +171,7 @@ class Call:
 
     async def _write(self) -> None:
         self.ai_row = await write_records(self.services, self.record, durable=self.durable)
+        observe.call_ended(self.services, self.record)  # ops: metrics per model/strategy, span attributes
 
     # --- routing
 
@@ -214,6 +215,7 @@ class CreditMeter:
         if not res.holds:  # a flat per-request cost was taken whole at the reservation
             if res.cost is not None:
                 record.metadata["credits"] = metering.charge_summary(res, res.flat)
+                await observe.charge_settled(self.services, res, res.flat)  # `asset.low` webhooks
             return
         # usage-based: the actual charge from what was used (a client that left mid-stream
         # pays for what was generated); the response then shows the settled balance
@@ -222,6 +224,8 @@ class CreditMeter:
         record.metadata["credits"] = metering.charge_summary(res, charge if settled else 0)
         if not settled:
             record.metadata["credits"]["expired"] = True  # the sweep had released the hold
+        else:
+            await observe.charge_settled(self.services, res, charge)
 
 
 class _Cancelled(Exception):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
@@ -79,11 +81,44 @@ def error_message(raw: bytes) -> str:
     return ""
 
 
-def status_error(status: int, raw: bytes, platform: Platform) -> UpstreamError:
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an HTTP
+    date); None when absent or unreadable. Capped at an hour: a broken upstream must
+    not take itself out for days."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return min(max(float(value) / 1000, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def status_error(status: int, raw: bytes, platform: Platform,
+                 headers: Mapping[str, str] | None = None) -> UpstreamError:
     """An HTTP error status: 429 and 5xx (Anthropic's 529 included) are retryable."""
     message = redact(error_message(raw), platform) or f"upstream returned HTTP {status}"
     retryable = status == 429 or status >= 500
-    return UpstreamError(message, status=status, retryable=retryable, body=raw, kind="http")
+    return UpstreamError(message, status=status, retryable=retryable, body=raw, kind="http",
+                         retry_after=retry_after_s(headers))
 
 
 def protocol_error(message: str, raw: bytes = b"") -> UpstreamError:
@@ -150,7 +185,7 @@ async def open_response(
             raw = b""
         finally:
             resp.release()
-        raise status_error(resp.status, raw, platform)
+        raise status_error(resp.status, raw, platform, resp.headers)
     return resp
 
 

@@ -456,3 +456,48 @@ relay_responses = Table(
     Column("response", JSON, nullable=False),  # the Response object as answered
 )
 Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)
+
+Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
+      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
+      usage_logs.c.id,
+      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+
+# --- operating many platforms: webhook endpoints and their durable delivery queue
+
+app_webhooks = Table(
+    "app_webhooks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("spec", JSON, nullable=False),  # the validated WebhookCfg (secret included)
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "url"),
+    sqlite_autoincrement=True,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("msg_id", String(40), nullable=False, unique=True),  # the `webhook-id` header: one per delivery
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
+    Column("status", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claim_until_ms", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("round_ms", BigInteger, nullable=False),  # start of the retry schedule (creation or re-send)
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_ms"),
+    Index("ix_webhook_deliveries_app", "app_id", "status", "created_ms"),
+    sqlite_autoincrement=True,
+)
