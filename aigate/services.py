@@ -45,6 +45,7 @@ class Services:
     job_poller: Poller | None = None  # aigate.engine.jobs
     webhook_deliverer: Deliverer | None = None  # aigate.engine.webhooks
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
+    log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 
     @property

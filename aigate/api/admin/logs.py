@@ -135,13 +135,11 @@ def log_reader(services: Any) -> AsyncEngine:
     pool of its own whose connections plan every statement with its actual parameters
     (``db.READER_SETTINGS``), so the App API's pool keeps its plan cache; on SQLite the
     one engine."""
-    reader = services.extras.get("log_reader")
-    if reader is None:
-        reader = create_reader_engine(services.config.database.url) or services.engine
-        services.extras["log_reader"] = reader
-        if reader is not services.engine:
-            services.extras.setdefault("stoppers", []).append(reader.dispose)
-    return reader
+    if services.log_reader is None:
+        services.log_reader = create_reader_engine(services.config.database.url) or services.engine
+        if services.log_reader is not services.engine:
+            services.stoppers.append(services.log_reader.dispose)
+    return services.log_reader
 
 
 def _engine(request: Request) -> AsyncEngine:
