@@ -8,11 +8,14 @@ nothing is configured (no telemetry, no ``low_quantity``).
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from aigate import metrics, telemetry
 from aigate.engine.pricing import used_amount
 from aigate.engine.records import CallRecord
+
+MICROS = 1_000_000  # balances are kept in millionths of a credit (aigate.engine.metering)
 
 log = logging.getLogger("aigate.observe")
 
@@ -38,9 +41,10 @@ def call_ended(services: Any, record: CallRecord) -> None:
         })
 
 
-async def charge_settled(services: Any, reservation: Any, charge: Any) -> None:
-    """After a served call kept its charge: ``asset.low`` when this charge took the
-    balance to the asset's ``low_quantity`` or below (once per crossing)."""
+async def charge_settled(services: Any, reservation: Any, charge: int) -> None:
+    """After a served call kept its charge (millionths, as balances are kept): ``asset.low``
+    when this charge took the balance to the asset's ``low_quantity`` or below (once per
+    crossing)."""
     cost = reservation.cost
     if cost is None or not charge:
         return
@@ -51,7 +55,7 @@ async def charge_settled(services: Any, reservation: Any, charge: Any) -> None:
 
     try:
         await webhooks.balance_changed(services, reservation.app_id, reservation.user_id, cost.asset,
-                                       after + charge, after)
+                                       Decimal(after + charge) / MICROS, Decimal(after) / MICROS)
     except Exception:  # a webhook must never fail the call it reports on
         log.warning("could not queue asset.low for %s/%s", reservation.app_id, reservation.user_id,
                     exc_info=True)

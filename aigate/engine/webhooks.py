@@ -130,7 +130,7 @@ async def balance_changed(services: Any, app_id: str, user_id: str, asset: str,
     if low is None or not (before > low >= after):
         return
     await emit(services, app_id, "asset.low", {
-        "user_id": user_id, "asset": asset, "quantity": float(after), "low_quantity": low})
+        "user_id": user_id, "asset": asset, "quantity": float(after), "low_quantity": float(low)})
 
 
 # --- address checks
