@@ -22,6 +22,7 @@ from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
+from aigate.edge.gate import start_edge
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
 from aigate.services import Services
@@ -84,6 +85,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         services.extras["simulator"] = await start_simulator(
             host=host, port=port, latency_ms=cfg.simulator.latency_ms
         )
+    await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
     return services
@@ -112,7 +114,7 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import bp, bp_requests, relay
+    from aigate.api import bp, bp_requests, bp_tokens, relay
     from aigate.api.admin.app import create_admin_app
 
     admin_app = create_admin_app()
@@ -135,6 +137,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
         return error_response(exc)
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    routes += bp_tokens.routes
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
     return metrics_middleware(app)
 

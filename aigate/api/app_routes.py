@@ -3,7 +3,10 @@
 ``/bp/ai/...`` identifies the end user by a user token; ``/bp/server/user/{user_id}/ai/...``
 by the app server key plus the path's user id. A handler is written once as
 ``async def handler(request, caller, services) -> Response`` and cannot see a request
-without a resolved ``Caller``.
+without a resolved ``Caller``. Before the handler runs, the edge (``aigate.edge.gate``)
+has checked the credentials, attestation, revocation, the failed-authentication cap and
+the app's rate limits, so nothing is metered for a refused call. Client routes also
+answer CORS preflights and carry the CORS headers (``aigate.api.cors``).
 """
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigate.api import cors
 from aigate.api.errors import error_response
-from aigate.auth.caller import Caller, caller_from_server_key, caller_from_user_token
+from aigate.auth.caller import Caller
+from aigate.edge.gate import edge_of
 from aigate.errors import AppError
 from aigate.services import Services
 
@@ -31,16 +36,40 @@ def internal_error(services: Services, request: Request) -> Response:
     return error_response(AppError("internal_error", f"internal error (request_id: {ref})"))
 
 
-def _client_endpoint(handler: Handler):
+class _ReleaseAfterSending:
+    """Sends a response, then gives back the stream slot it held (also when the client
+    went away mid-stream or sending failed)."""
+
+    def __init__(self, response: Response, release: Callable[[], None]) -> None:
+        self.response = response
+        self.release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.release()
+
+
+def _client_endpoint(handler: Handler, methods: list[str], stream: bool):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
+        if request.method == "OPTIONS":
+            return cors.preflight(services.snapshot, request, methods)
+        app = release = None
         try:
-            caller = caller_from_user_token(services.snapshot, request.headers.get("authorization"))
-            return await handler(request, caller, services)
+            gate = edge_of(services)
+            caller = await gate.user_caller(request)
+            app = caller.app
+            if stream:
+                release = await gate.open_stream(caller)
+            response = await handler(request, caller, services)
         except AppError as exc:
-            return error_response(exc)
+            response = error_response(exc)
         except Exception:
-            return internal_error(services, request)
+            response = internal_error(services, request)
+        response = cors.decorate(response, request.headers.get("origin"), app)
+        return _ReleaseAfterSending(response, release) if release is not None else response
 
     return endpoint
 
@@ -49,9 +78,7 @@ def _server_endpoint(handler: Handler):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
-            caller = caller_from_server_key(
-                services.snapshot, request.headers.get("authorization"), request.path_params["user_id"]
-            )
+            caller = await edge_of(services).server_caller(request)
             return await handler(request, caller, services)
         except AppError as exc:
             return error_response(exc)
@@ -62,9 +89,11 @@ def _server_endpoint(handler: Handler):
 
 
 def both_prefixes(path: str, handler: Handler, methods: list[str]) -> list[Route]:
-    """``path`` is relative to ``/ai``, e.g. ``/chat``."""
+    """``path`` is relative to ``/ai``, e.g. ``/chat``. Paths ending in ``/stream`` hold a
+    stream slot of the user while their response is sent."""
+    stream = path.endswith("/stream")
     return [
-        Route(f"/bp/ai{path}", _client_endpoint(handler), methods=methods),
+        Route(f"/bp/ai{path}", _client_endpoint(handler, methods, stream), methods=[*methods, "OPTIONS"]),
         Route(f"/bp/server/user/{{user_id}}/ai{path}", _server_endpoint(handler), methods=methods),
     ]
 
