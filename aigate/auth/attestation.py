@@ -79,7 +79,12 @@ async def _verify(cfg, token: str | None, app_id: str, jwks: JwksCache, replay: 
     if not token:
         raise unauthorized(f"missing {what}")
     header, _ = unverified_parts(token, what)
-    claims = await verify_jwt(token, header, cfg, jwks, what, may_fetch=may_fetch)
+    try:
+        claims = await verify_jwt(token, header, cfg, jwks, what, may_fetch=may_fetch)
+    except AppError as exc:
+        if exc.status == 401 and what not in exc.message:  # the key look-up does not know the header
+            raise unauthorized(f"invalid {what}: {exc.message}") from None
+        raise
     if cfg.consume_once:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 1 <= len(jti) <= MAX_JTI_CHARS:
