@@ -17,11 +17,11 @@ LEEWAY_S = 60
 def unverified_parts(token: str, what: str) -> tuple[dict, dict]:
     """The header and claims, read without checking anything, to pick a verifier."""
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
+        parts = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})  # one parse for both
     except jwt.PyJWTError:
         raise unauthorized(f"invalid {what}: not a well-formed JWT") from None
-    if not isinstance(claims, dict):
+    header, claims = parts["header"], parts["payload"]
+    if not isinstance(claims, dict) or not isinstance(header, dict):
         raise unauthorized(f"invalid {what}: its claims are not a JSON object")
     return header, claims
 
