@@ -10,7 +10,8 @@ process, pinned to CPU 1) sends bad tokens from 127.0.0.1 to ``GET /bp/ai/assets
 * ``rs256-bad``: an identity-provider RS256 token signed by a stranger's key (the JWKS is
   served by this process on loopback and fetched once);
 * ``garbage``: not a JWT at all;
-* ``valid``: a valid user token, for reference (reads the user's assets from the database).
+* ``valid``: a valid user token, for reference (reads the user's assets from the database);
+* ``(healthz)``: ``GET /healthz`` without a token, the HTTP floor of this machine.
 
 It reports the gateway's CPU time per request (utime+stime from /proc) and the rate.
 
@@ -116,9 +117,10 @@ async def run_gateway(workdir: Path, cap: int, jwks_url: str, toks: dict, n: int
         url = f"{base}/bp/ai/assets"
         await flood(url, toks["rs256-good"], 50)  # fetch the JWKS once, warm every path
         await flood(url, toks["valid"], 200)
-        for name in ("valid", "garbage", "hs256-bad", "rs256-bad"):
+        for name in ("(healthz)", "valid", "garbage", "hs256-bad", "rs256-bad"):
             cpu0 = P.cpu_seconds(gw.pid)
-            statuses, seconds = await flood(url, toks[name], n)
+            target = f"{base}/healthz" if name == "(healthz)" else url
+            statuses, seconds = await flood(target, toks.get(name, ""), n)
             cpu = P.cpu_seconds(gw.pid) - cpu0
             rows.append({"cap": cap, "token": name, "statuses": statuses, "rps": n / seconds,
                          "cpu_us": cpu / n * 1e6})
