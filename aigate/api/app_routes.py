@@ -21,6 +21,7 @@ from aigate.api import cors
 from aigate.api.errors import error_response
 from aigate.auth.caller import Caller
 from aigate.edge.gate import edge_of
+from aigate.edge.streams import Slot
 from aigate.errors import AppError
 from aigate.services import Services
 
@@ -36,19 +37,25 @@ def internal_error(services: Services, request: Request) -> Response:
     return error_response(AppError("internal_error", f"internal error (request_id: {ref})"))
 
 
-class _ReleaseAfterSending:
-    """Sends a response, then gives back the stream slot it held (also when the client
-    went away mid-stream or sending failed)."""
+class _HoldingSlot:
+    """Sends a response while holding the user's stream slot: it is given back just before
+    the last bytes go out (so the client's next stream finds it free), or at the latest
+    when sending ends in any way (the client went away, sending failed)."""
 
-    def __init__(self, response: Response, release: Callable[[], None]) -> None:
+    def __init__(self, response: Response, slot: Slot) -> None:
         self.response = response
-        self.release = release
+        self.slot = slot
 
     async def __call__(self, scope, receive, send) -> None:
+        async def send_releasing(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.slot.release()
+            await send(message)
+
         try:
-            await self.response(scope, receive, send)
+            await self.response(scope, receive, send_releasing)
         finally:
-            self.release()
+            self.slot.release_soon()
 
 
 def _client_endpoint(handler: Handler, methods: list[str], stream: bool):
@@ -56,20 +63,20 @@ def _client_endpoint(handler: Handler, methods: list[str], stream: bool):
         services: Services = request.app.state.services
         if request.method == "OPTIONS":
             return cors.preflight(services.snapshot, request, methods)
-        app = release = None
+        app = slot = None
         try:
             gate = edge_of(services)
             caller = await gate.user_caller(request)
             app = caller.app
             if stream:
-                release = await gate.open_stream(caller)
+                slot = await gate.open_stream(caller)
             response = await handler(request, caller, services)
         except AppError as exc:
             response = error_response(exc)
         except Exception:
             response = internal_error(services, request)
         response = cors.decorate(response, request.headers.get("origin"), app)
-        return _ReleaseAfterSending(response, release) if release is not None else response
+        return _HoldingSlot(response, slot) if slot is not None else response
 
     return endpoint
 

@@ -12,7 +12,7 @@ import jwt
 
 from aigate import metrics
 from aigate.auth.index import client_index
-from aigate.auth.jwks import JwksCache
+from aigate.auth.jwks import JwksCache, may_change
 from aigate.auth.keys import hash_key, same_secret
 from aigate.auth.tokens import verify_user_token
 from aigate.auth.verify import audiences, unverified_parts, verify_jwt
@@ -96,7 +96,10 @@ async def caller_from_user_token(
         return _own_token(snapshot, token, header, claims)
     except AppError as exc:
         if exc.status == 401:
-            raise refuse("user", exc.message) from None
+            refusal = refuse("user", exc.message)
+            if getattr(exc, "may_change", False):
+                may_change(refusal)
+            raise refusal from None
         raise
 
 
@@ -134,7 +137,7 @@ def _own_token(snapshot: Snapshot, token: str, header: dict, claims: dict) -> Us
     except jwt.ExpiredSignatureError:
         raise unauthorized("user token expired") from None
     except jwt.ImmatureSignatureError:
-        raise unauthorized("user token is not yet valid (nbf or iat in the future)") from None
+        raise may_change(unauthorized("user token is not yet valid (nbf or iat in the future)")) from None
     except jwt.MissingRequiredClaimError as exc:
         raise unauthorized(f"invalid user token: missing claim '{exc.claim}'") from None
     except jwt.PyJWTError:

@@ -46,6 +46,13 @@ class FetchError(Exception):
     pass
 
 
+def may_change(err: AppError) -> AppError:
+    """Marks a refusal that the same token may pass later (its key is not fetched yet, or
+    it is not valid yet), so it is never remembered as a bad token."""
+    err.may_change = True  # type: ignore[attr-defined]
+    return err
+
+
 def max_age(cache_control: str | None) -> int:
     found = _MAX_AGE.search(cache_control or "")
     if not found:
@@ -102,7 +109,7 @@ class JwksCache:
             )
         data = keyset.find(kid)
         if data is None:
-            raise unauthorized(f"unknown signing key (kid {kid!r})" if kid else "token has no kid")
+            raise may_change(unauthorized(f"unknown signing key (kid {kid!r})" if kid else "token has no kid"))
         return self._parsed(keyset, data, kid, alg)
 
     @staticmethod

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import jwt
 
-from aigate.auth.jwks import JwksCache
+from aigate.auth.jwks import JwksCache, may_change
 from aigate.config.schema import TokenIssuerCfg
 from aigate.errors import unauthorized
 
@@ -58,7 +58,7 @@ async def verify_jwt(
     except jwt.ExpiredSignatureError:
         raise unauthorized(f"{what} expired") from None
     except jwt.ImmatureSignatureError:
-        raise unauthorized(f"{what} is not yet valid (nbf or iat in the future)") from None
+        raise may_change(unauthorized(f"{what} is not yet valid (nbf or iat in the future)")) from None
     except jwt.InvalidAudienceError:
         raise unauthorized(f"invalid {what}: wrong audience (expected '{cfg.audience}')") from None
     except jwt.InvalidIssuerError:

@@ -5,6 +5,10 @@
    ``auth.caller``), not revoked, with the app's attestation token when required; or the
    app server key;
 3. a failed authentication counts against ``server.unauthenticated_ip_rpm`` for that IP.
+   A user token refused for a reason that cannot change (bad signature, malformed,
+   expired, unknown issuer, ...) is remembered for a minute per configuration version,
+   so the same bad token sent again is refused with a dictionary look-up instead of
+   being parsed and verified again (floods mostly repeat one token).
    Once an IP is over it, its failures get 429 ``limit_exceeded`` and the IP is marked
    in memory until its window frees a place: while marked, its requests are checked
    without any JWKS fetch or shared-counter round trip, so a flood costs little. A
@@ -22,15 +26,17 @@ import time
 from starlette.requests import Request
 
 from aigate.auth.attestation import ReplayGuard, check_attestation
-from aigate.auth.caller import Caller, caller_from_server_key, caller_from_user_token, refuse
+from aigate.auth.caller import Caller, UserToken, caller_from_server_key, caller_from_user_token, refuse
 from aigate.auth.jwks import JwksCache
 from aigate.auth.revocations import Revocations
 from aigate.edge.client_ip import ClientIp
 from aigate.edge.rates import RateLimiter
-from aigate.edge.streams import StreamSlots
+from aigate.edge.streams import Slot, StreamSlots
 from aigate.errors import AppError
 
 MAX_BLOCKED_IPS = 100_000
+MAX_REMEMBERED_REFUSALS = 10_000
+REMEMBER_REFUSAL_S = 60
 
 
 def _limit_error(message: str, wait_ms: int) -> AppError:
@@ -50,6 +56,7 @@ class EdgeGate:
         self.failures = RateLimiter(services.redis, prefix="aigate:edge:authfail:")
         self.streams = StreamSlots(services.redis)
         self._blocked: dict[str, float] = {}  # IP -> monotonic time its failure window frees
+        self._refused: dict[str, tuple[int, float, str]] = {}  # Authorization -> (version, until, message)
 
     async def start(self) -> None:
         await self.revocations.start()
@@ -65,11 +72,9 @@ class EdgeGate:
     async def user_caller(self, request: Request) -> Caller:
         ip = self.client_ip(request)
         flooding = self._blocked_for(ip)
+        authorization = request.headers.get("authorization")
         try:
-            token = await caller_from_user_token(
-                self.services.snapshot, request.headers.get("authorization"), self.jwks,
-                may_fetch=flooding is None,
-            )
+            token = await self._user_token(authorization, may_fetch=flooding is None)
             caller = token.caller
             if self.revocations.refuses(caller.app.id, caller.user_id, token.issued_at):
                 raise refuse("user", "user token revoked: sign in again")
@@ -94,21 +99,36 @@ class EdgeGate:
                 raise
             raise await self._failed(ip, exc, flooding) from None
 
-    async def open_stream(self, caller: Caller):
-        """Take a stream slot of the caller's user: a release function, or None without a cap."""
+    async def open_stream(self, caller: Caller) -> Slot | None:
+        """Take a stream slot of the caller's user (None: the app has no cap)."""
         cap = caller.app.client.rate_limits.max_concurrent_streams_per_user
         if cap is None or caller.from_appserver:
             return None
-        release = await self.streams.acquire(f"{caller.app.id}:{caller.user_id}", cap)
-        if release is None:
+        slot = await self.streams.acquire(f"{caller.app.id}:{caller.user_id}", cap)
+        if slot is None:
             raise AppError(
                 "limit_exceeded",
                 f"rate_limits.max_concurrent_streams_per_user: {cap} streams of this user are open already",
                 headers={"Retry-After": "1"},
             )
-        return release
+        return slot
 
     # --- internals
+
+    async def _user_token(self, authorization: str | None, *, may_fetch: bool) -> UserToken:
+        snapshot = self.services.snapshot
+        key = authorization or ""
+        known = self._refused.get(key)
+        if known is not None and known[0] == snapshot.version and known[1] > time.monotonic():
+            raise refuse("user", known[2])
+        try:
+            return await caller_from_user_token(snapshot, authorization, self.jwks, may_fetch=may_fetch)
+        except AppError as exc:
+            if exc.status == 401 and not getattr(exc, "may_change", False) and len(key) <= 8192:
+                if len(self._refused) >= MAX_REMEMBERED_REFUSALS:
+                    self._refused.clear()
+                self._refused[key] = (snapshot.version, time.monotonic() + REMEMBER_REFUSAL_S, exc.message)
+            raise
 
     def _blocked_for(self, ip: str) -> float | None:
         until = self._blocked.get(ip)

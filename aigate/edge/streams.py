@@ -43,6 +43,36 @@ return 0
 """
 
 
+class Slot:
+    """One open stream's place. ``release`` (awaited, before the response's last bytes go
+    out, so a client that starts its next stream at once finds the place free) and
+    ``release_soon`` (from a ``finally``, never blocking) are idempotent."""
+
+    def __init__(self, slots: StreamSlots, key: str, slot_id: str | None) -> None:
+        self._slots, self._key, self._id = slots, key, slot_id
+        self._released = False
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._id is None:
+            self._slots._release_here(self._key)
+        elif self._slots._held.pop(self._id, None) is not None:
+            await self._slots._zrem(self._key, self._id)
+
+    def release_soon(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._id is None:
+            self._slots._release_here(self._key)
+        elif self._slots._held.pop(self._id, None) is not None:
+            task = asyncio.get_running_loop().create_task(self._slots._zrem(self._key, self._id))
+            self._slots._pending.add(task)  # not awaited: a cancelled response must not block on Redis
+            task.add_done_callback(self._slots._pending.discard)
+
+
 class StreamSlots:
     def __init__(self, redis=None, prefix: str = "aigate:edge:streams:") -> None:
         self.redis = redis
@@ -56,24 +86,24 @@ class StreamSlots:
         self._renewer: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
 
-    async def acquire(self, key: str, cap: int):
-        """A release function when a slot was free, else None."""
+    async def acquire(self, key: str, cap: int) -> Slot | None:
+        """A slot when one was free, else None."""
         if self._acquire is None:
             if self._open.get(key, 0) >= cap:
                 return None
             self._open[key] = self._open.get(key, 0) + 1
-            return lambda: self._release_here(key)
+            return Slot(self, key, None)
         slot = f"{self._me}:{next(self._ids)}"
         try:
             taken = await self._acquire(keys=[self.prefix + key], args=[cap, LEASE_MS, slot])
         except Exception:
             log.warning("stream cap: Redis unavailable, admitting", exc_info=True)
-            return lambda: None
+            return Slot(self, "", slot)  # holds nothing: releasing it does nothing
         if not taken:
             return None
         self._held[slot] = self.prefix + key
         self._start_renewer()
-        return lambda: self._release_shared(slot)
+        return Slot(self, self.prefix + key, slot)
 
     def _release_here(self, key: str) -> None:
         left = self._open.get(key, 0) - 1
@@ -81,14 +111,6 @@ class StreamSlots:
             self._open[key] = left
         else:
             self._open.pop(key, None)
-
-    def _release_shared(self, slot: str) -> None:
-        key = self._held.pop(slot, None)
-        if key is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._zrem(key, slot))
-        self._pending.add(task)  # not awaited: a cancelled response must not block on Redis
-        task.add_done_callback(self._pending.discard)
 
     async def _zrem(self, key: str, slot: str) -> None:
         try:

@@ -56,3 +56,18 @@ async def test_a_pair_another_app_uses_is_rejected(gw):
     async with gw.session.patch(f"{gw.url}/api/apps/APP2", json={"user_tokens": two},
                                 headers=gw.admin_headers()) as resp:
         assert resp.status == 400 and "user_tokens[1].user_prefix" in (await resp.json())["message"]
+
+
+async def test_a_refused_token_is_accepted_once_the_configuration_accepts_it(gw):
+    from tests.idp import claims, hs256_with
+
+    other = {"issuer": "https://new.example.com", "audience": "aud", "secret": SECRET, "user_prefix": "n:"}
+    token = hs256_with(SECRET.encode(), claims(other["issuer"], "aud"))
+    for _ in range(2):  # the second refusal comes from memory
+        async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 401 and "no app accepts issuer" in (await resp.json())["error"]["message"]
+    async with gw.session.patch(f"{gw.url}/api/apps/{APP_ID}", json={"user_tokens": [ISSUER, other]},
+                                headers=gw.admin_headers()) as resp:
+        assert resp.status == 200
+    async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200

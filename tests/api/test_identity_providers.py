@@ -226,3 +226,15 @@ async def test_own_tokens_carry_iat_and_jti(gw):
         token = (await resp.json())["token"]
     decoded = pyjwt.decode(token, options={"verify_signature": False})
     assert decoded["app_id"] == APP_ID and abs(decoded["iat"] - time.time()) < 5 and len(decoded["jti"]) >= 16
+
+
+async def test_user_ids_of_up_to_128_characters(gw):
+    long_id = "auth0|" + "a" * 100 + "@example.com" + "b" * 10  # 128 characters
+    assert len(long_id) == 128
+    async with gw.session.get(f"{gw.url}/bp/server/user/{long_id}/ai/assets", headers=gw.server_headers()) as resp:
+        assert resp.status == 200
+    async with gw.session.get(f"{gw.url}/bp/server/user/{long_id}x/ai/assets", headers=gw.server_headers()) as resp:
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["message"].startswith("user_id: must be 1-128 characters")
+    status, _ = await assets(gw, gw.user_token(long_id))
+    assert status == 200
