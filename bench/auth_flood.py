@@ -6,7 +6,9 @@ Serves aigate (SQLite, pinned to CPU 0) twice: with ``server.unauthenticated_ip_
 shared-counter round trips or JWKS fetches). The load (aiohttp, 32 connections, this
 process, pinned to CPU 1) sends bad tokens from 127.0.0.1 to ``GET /bp/ai/assets``:
 
-* ``hs256-bad``: an aigate-style HS256 token with a wrong signature;
+* ``hs256-bad``: an aigate-style HS256 token with a wrong signature, sent again and again
+  (refused from memory after the first time);
+* ``hs256-bad, all different``: a new bad token every request (each parsed and verified);
 * ``rs256-bad``: an identity-provider RS256 token signed by a stranger's key (the JWKS is
   served by this process on loopback and fetched once);
 * ``garbage``: not a JWT at all;
@@ -71,15 +73,22 @@ def tokens() -> dict[str, str]:
     }
 
 
-async def flood(url: str, token: str, n: int) -> tuple[dict[int, int], float]:
+def distinct_bad_tokens(n: int) -> list[str]:
+    now = int(time.time())
+    return [jwt.encode({"app_id": APP_ID, "sub": "u1", "iat": now, "exp": now + 3600, "jti": str(i)},
+                       "not-the-secret-0123456789abcdef-xyz", algorithm="HS256") for i in range(n)]
+
+
+async def flood(url: str, token: str | list[str], n: int) -> tuple[dict[int, int], float]:
     statuses: dict[int, int] = {}
-    headers = {"Authorization": f"Bearer {token}"}
+    tokens = token if isinstance(token, list) else [token]
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
         queue = iter(range(n))
 
         async def worker():
-            for _ in queue:
+            for i in queue:
+                headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
                 async with session.get(url, headers=headers) as resp:
                     await resp.read()
                     statuses[resp.status] = statuses.get(resp.status, 0) + 1
@@ -117,7 +126,8 @@ async def run_gateway(workdir: Path, cap: int, jwks_url: str, toks: dict, n: int
         url = f"{base}/bp/ai/assets"
         await flood(url, toks["rs256-good"], 50)  # fetch the JWKS once, warm every path
         await flood(url, toks["valid"], 200)
-        for name in ("(healthz)", "valid", "garbage", "hs256-bad", "rs256-bad"):
+        toks["hs256-bad, all different"] = distinct_bad_tokens(n)
+        for name in ("(healthz)", "valid", "garbage", "hs256-bad", "hs256-bad, all different", "rs256-bad"):
             cpu0 = P.cpu_seconds(gw.pid)
             target = f"{base}/healthz" if name == "(healthz)" else url
             statuses, seconds = await flood(target, toks.get(name, ""), n)

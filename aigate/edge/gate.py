@@ -88,8 +88,6 @@ class EdgeGate:
         return caller
 
     async def server_caller(self, request: Request) -> Caller:
-        ip = self.client_ip(request)
-        flooding = self._blocked_for(ip)
         try:
             return caller_from_server_key(
                 self.services.snapshot, request.headers.get("authorization"), request.path_params["user_id"]
@@ -97,7 +95,8 @@ class EdgeGate:
         except AppError as exc:
             if exc.status != 401:
                 raise
-            raise await self._failed(ip, exc, flooding) from None
+            ip = self.client_ip(request)  # a key look-up is cheap: the address matters only on failure
+            raise await self._failed(ip, exc, self._blocked_for(ip)) from None
 
     async def open_stream(self, caller: Caller) -> Slot | None:
         """Take a stream slot of the caller's user (None: the app has no cap)."""
