@@ -21,6 +21,7 @@ One ``EdgeGate`` per process, kept in ``services.extras["edge"]``.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 from starlette.requests import Request
@@ -56,7 +57,7 @@ class EdgeGate:
         self.failures = RateLimiter(services.redis, prefix="aigate:edge:authfail:")
         self.streams = StreamSlots(services.redis)
         self._blocked: dict[str, float] = {}  # IP -> monotonic time its failure window frees
-        self._refused: dict[str, tuple[int, float, str]] = {}  # Authorization -> (version, until, message)
+        self._refused: dict[bytes, tuple[int, float, str]] = {}  # hash(Authorization) -> (version, until, message)
 
     async def start(self) -> None:
         await self.revocations.start()
@@ -116,14 +117,14 @@ class EdgeGate:
 
     async def _user_token(self, authorization: str | None, *, may_fetch: bool) -> UserToken:
         snapshot = self.services.snapshot
-        key = authorization or ""
+        key = hashlib.blake2b((authorization or "").encode(), digest_size=16).digest()  # bounded memory
         known = self._refused.get(key)
         if known is not None and known[0] == snapshot.version and known[1] > time.monotonic():
             raise refuse("user", known[2])
         try:
             return await caller_from_user_token(snapshot, authorization, self.jwks, may_fetch=may_fetch)
         except AppError as exc:
-            if exc.status == 401 and not getattr(exc, "may_change", False) and len(key) <= 8192:
+            if exc.status == 401 and not getattr(exc, "may_change", False):
                 if len(self._refused) >= MAX_REMEMBERED_REFUSALS:
                     self._refused.clear()
                 self._refused[key] = (snapshot.version, time.monotonic() + REMEMBER_REFUSAL_S, exc.message)
