@@ -22,6 +22,7 @@ from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
+from aigate.edge.gate import start_edge
 from aigate.engine import metering
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
@@ -88,6 +89,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         services.simulator = await start_simulator(
             host=host, port=port, latency_ms=cfg.simulator.latency_ms
         )
+    await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
     return services
@@ -120,6 +122,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     from aigate.api import (
         bp,
         bp_requests,
+        bp_tokens,
         relay,
         relay_audio,
         relay_fallback,
@@ -148,6 +151,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
         return error_response(exc)
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    routes += bp_tokens.routes
     routes += relay_responses.routes
     routes += relay_messages.routes
     routes += relay_audio.routes

@@ -36,7 +36,8 @@ async def apply_app(conn: AsyncConnection, app: AppCfg, ts: int) -> None:
         conn,
         t.apps,
         [dict(id=app.id, name=app.name, user_token_secret=app.user_token_secret,
-              enabled=app.enabled, settings={}, updated_ms=ts)],
+              enabled=app.enabled, settings={}, updated_ms=ts,
+              client_trust=dump(app.client_trust()))],
         ["id"],
     )
     await upsert(

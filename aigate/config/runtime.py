@@ -16,7 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.config import price_db
-from aigate.config.schema import AssetCfg, InstructionCfg, PlatformCfg, Price, StrategyCfg, WebhookCfg
+from aigate.config.schema import (
+    AssetCfg,
+    ClientTrustCfg,
+    InstructionCfg,
+    PlatformCfg,
+    Price,
+    StrategyCfg,
+    WebhookCfg,
+)
 from aigate.providers.base import Platform, Timeouts
 from aigate.store import tables as t
 
@@ -34,6 +42,7 @@ class AppRuntime:
     strategies: dict[str, StrategyCfg]
     instructions: dict[str, InstructionCfg]
     assets: dict[str, AssetCfg]
+    client: ClientTrustCfg = ClientTrustCfg()  # SPEC §10 settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,7 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
                 strategies=strategies.get(row.id, {}),
                 instructions=instructions.get(row.id, {}),
                 assets=assets.get(row.id, {}),
+                client=ClientTrustCfg.model_validate(row.client_trust or {}),
             )
         for row in await conn.execute(select(t.server_keys)):
             snap.server_keys[row.key_hash] = ServerKey(row.app_id, row.name, row.enabled)

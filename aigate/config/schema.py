@@ -5,6 +5,7 @@ a setting silently ignored.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -49,6 +50,20 @@ class ServerCfg(Strict):
     worker_id: int | None = Field(default=None, ge=0, le=1023)  # snowflake worker; derived if unset
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     instance_name: str = ""
+    unauthenticated_ip_rpm: int = Field(default=120, ge=0)  # failed authentications per IP; 0: no cap
+    trusted_proxies: list[str] = []  # addresses/CIDRs whose X-Forwarded-For entry names the client
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
 
 class DatabaseCfg(Strict):
@@ -321,6 +336,125 @@ def is_private_host(host: str) -> bool:
         return value
 
 
+# --- clients in the wild (SPEC §10): browsers, identity providers, attestation, edge limits
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+USER_PREFIX = r"^[A-Za-z0-9_.:@|-]{0,64}$"
+HEADER_NAME = r"^[A-Za-z0-9-]{1,100}$"
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
+
+
+def is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CorsCfg(Strict):
+    """Browser origins allowed to call the client App API (``/bp/ai/...``) for this app."""
+
+    origins: list[str] = []
+    max_age_s: int = Field(default=600, ge=0, le=86_400)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            origin = origin.rstrip("/")
+            if not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, no path, "
+                    "no wildcard, not 'null'"
+                )
+            out.append(origin)
+        return out
+
+
+class TokenIssuerCfg(Strict):
+    """Who signs a JWT and how it is checked: a JWKS URL (asymmetric keys) or a shared secret
+    (HMAC). The verifier and its algorithms come from here, never from the token."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    jwks_url: str | None = None
+    secret: str | None = Field(default=None, min_length=32)
+    algorithms: list[str] | None = None  # default: [RS256, ES256] with jwks_url, [HS256] with secret
+
+    @model_validator(mode="after")
+    def _verifier(self):
+        if (self.jwks_url is None) == (self.secret is None):
+            raise ValueError("exactly one of jwks_url and secret is required")
+        if self.jwks_url is not None:
+            if not (self.jwks_url.startswith("https://")
+                    or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))):
+                raise ValueError("jwks_url: must be https:// (http:// only on a loopback address)")
+        allowed = ASYMMETRIC_ALGORITHMS if self.jwks_url is not None else HMAC_ALGORITHMS
+        for alg in self.algorithms or ():
+            if alg not in allowed:
+                kind = "a JWKS issuer" if self.jwks_url is not None else "a secret"
+                raise ValueError(f"algorithms: {alg!r} cannot be used with {kind} (allowed: {', '.join(allowed)})")
+        if self.algorithms is not None and not self.algorithms:
+            raise ValueError("algorithms: must not be empty")
+        return self
+
+    @property
+    def allowed_algorithms(self) -> tuple[str, ...]:
+        if self.algorithms:
+            return tuple(self.algorithms)
+        return ("RS256", "ES256") if self.jwks_url is not None else ("HS256",)
+
+
+class UserTokenIssuerCfg(TokenIssuerCfg):
+    """An identity provider whose tokens identify this app's end users."""
+
+    user_claim: str = Field(default="sub", min_length=1)
+    user_prefix: str = Field(default="", pattern=USER_PREFIX)
+    required_claims: dict[str, Any] = {}  # e.g. {email_verified: true}
+
+
+class AttestationCfg(TokenIssuerCfg):
+    """App attestation (Firebase App Check, or any JWT attestation service)."""
+
+    header: str = Field(default="X-Firebase-AppCheck", pattern=HEADER_NAME)
+    required: bool = True
+    monitor: bool = False  # with required: false, count what would have been refused
+    consume_once: bool = False  # refuse a token's jti seen before (until its exp)
+
+
+class RateLimitsCfg(Strict):
+    """Edge limits of client (user-token) calls, checked before any metering."""
+
+    per_user_rpm: int | None = Field(default=None, ge=1)
+    per_ip_rpm: int | None = Field(default=None, ge=1)
+    max_concurrent_streams_per_user: int | None = Field(default=None, ge=1)
+
+
+class PreviousSecretCfg(Strict):
+    """A user-token secret still accepted until ``expires_at`` (rotation without sign-outs)."""
+
+    secret: str = Field(min_length=32)
+    expires_at: datetime
+
+
+class ClientTrustCfg(Strict):
+    """The SPEC §10 settings of an app, stored together in the app's row."""
+
+    previous_user_token_secrets: list[PreviousSecretCfg] = []
+    cors: CorsCfg | None = None
+    user_tokens: list[UserTokenIssuerCfg] = []
+    attestation: AttestationCfg | None = None
+    rate_limits: RateLimitsCfg = RateLimitsCfg()
+
+
 class AppCfg(Strict):
     id: str = Field(pattern=APP_ID)
     name: str = ""
@@ -332,6 +466,14 @@ class AppCfg(Strict):
     relay_tokens: list[RelayTokenCfg] = []
     enabled: bool = True
     webhooks: list[WebhookCfg] = []
+    previous_user_token_secrets: list[PreviousSecretCfg] = []
+    cors: CorsCfg | None = None
+    user_tokens: list[UserTokenIssuerCfg] = []
+    attestation: AttestationCfg | None = None
+    rate_limits: RateLimitsCfg = RateLimitsCfg()
+
+    def client_trust(self) -> ClientTrustCfg:
+        return ClientTrustCfg(**{name: getattr(self, name) for name in ClientTrustCfg.model_fields})
 
 
 class SimulatorCfg(Strict):

@@ -56,6 +56,7 @@ apps = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("settings", JSON, nullable=False, default=dict),
     Column("updated_ms", BigInteger, nullable=False),
+    Column("client_trust", JSON, nullable=True),  # SPEC §10: CORS, identity providers, attestation, edge limits
 )
 
 server_keys = Table(
@@ -146,7 +147,7 @@ users = Table(
     "users",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("created_ms", BigInteger, nullable=False),
 )
 
@@ -154,7 +155,7 @@ user_assets = Table(
     "user_assets",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("name", String(100), primary_key=True),
     Column("quantity_micros", BigInteger, nullable=False),  # millionths of a credit: exact
     Column("last_recovery_ms", BigInteger, nullable=True),
@@ -166,7 +167,7 @@ asset_ledger = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("asset", String(100), nullable=False),
     Column("delta_micros", BigInteger, nullable=False),  # millionths of a credit
     Column("balance_micros", BigInteger, nullable=False),  # the balance after this entry
@@ -203,7 +204,7 @@ usage_counters = Table(
     "usage_counters",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("strategy", String(100), primary_key=True),  # or "instruction:<name>"
     Column("period", String(32), nullable=False),  # the limit period counted, e.g. "day:20261122"
     Column("count", BigInteger, nullable=False),  # calls in that period
@@ -217,7 +218,7 @@ chats = Table(
     metadata,
     Column("chat_id", String(18), primary_key=True),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("strategy", String(100), nullable=False),
     Column("title", UserString(100), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
@@ -231,7 +232,7 @@ chat_exchanges = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("chat_id", String(18), nullable=False),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("strategy", String(100), nullable=False),
     Column("messages", JSON, nullable=False),  # the user turn(s) and the assistant reply
     Column("tokens", Integer, nullable=False, default=0),
@@ -249,7 +250,7 @@ ai_requests = Table(
     metadata,
     Column("request_id", BigInteger, primary_key=True, autoincrement=False),  # snowflake
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("from_appserver", Boolean, nullable=False),
     Column("module", String(20), nullable=False),
     Column("strategy", String(100), nullable=False),
@@ -292,7 +293,7 @@ usage_logs = Table(
     Column("mode", Integer, nullable=False, default=0),
     Column("model", String(200), nullable=False, default=""),
     Column("ip", String(64), nullable=False, default=""),
-    Column("user", String(64), nullable=False, default=""),
+    Column("user", String(128), nullable=False, default=""),
     Column("token_id", BigInteger, nullable=False, default=0),
     Column("token_name", String(100), nullable=False, default=""),
     Column("ttfb_ms", Integer, nullable=False, default=0),
@@ -457,12 +458,6 @@ relay_responses = Table(
 )
 Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)
 
-Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
-Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
-      usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
-
 # --- operating many platforms: webhook endpoints and their durable delivery queue
 
 app_webhooks = Table(
@@ -500,4 +495,16 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_due", "status", "next_attempt_ms"),
     Index("ix_webhook_deliveries_app", "app_id", "status", "created_ms"),
     sqlite_autoincrement=True,
+)
+
+
+# --- revoked user tokens (SPEC §10): tokens of (app, user) issued at or before revoked_ms are refused
+
+token_revocations = Table(
+    "token_revocations",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("revoked_ms", BigInteger, nullable=False),
+    Index("ix_token_revocations_revoked", "revoked_ms"),
 )

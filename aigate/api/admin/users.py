@@ -26,7 +26,7 @@ from aigate.store.user_erase import erase_user
 
 router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERROR_RESPONSES)
 
-UserId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="end-user id")]
+UserId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:@|-]{1,128}$", description="end-user id")]
 Page = Annotated[int, Query(ge=1)]
 PerPage = Annotated[int, Query(ge=1, le=1000)]
 LATEST = 5  # chats and AI requests shown in the user view
