@@ -112,7 +112,7 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import bp, bp_requests, relay
+    from aigate.api import app_docs, bp, bp_requests, relay
     from aigate.api.admin.app import create_admin_app
 
     admin_app = create_admin_app()
@@ -135,6 +135,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
         return error_response(exc)
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    routes += app_docs.routes
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
     return metrics_middleware(app)
 

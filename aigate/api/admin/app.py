@@ -6,6 +6,7 @@ from fastapi.exceptions import RequestValidationError
 
 from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
+from aigate.api.app_docs import swagger_page
 from aigate.auth.caller import admin_ok
 
 
@@ -20,9 +21,15 @@ def create_admin_app() -> FastAPI:
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
         dependencies=[Depends(require_admin)],
-        docs_url="/docs",
+        docs_url=None,  # served below from the vendored Swagger UI, not a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+
+    async def docs(request: Request):
+        return swagger_page("/api/openapi.json", "aigate Admin API")
+
+    api.add_route("/docs", docs, include_in_schema=False)  # open, like the document itself
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
