@@ -25,8 +25,8 @@ CLIENT_ROOT = "/bp"
 SERVER_ROOT = "/bp/server/user/{user_id}"
 REF = "#/components/schemas/{model}"
 
-# Error types only a metered call (strategy, credits, upstream) can produce.
-CALL_ONLY = frozenset({"config_invalid", "insufficient_asset", "upstream_error", "upstream_timeout"})
+# Error types only a metered call (strategy, credits, limits, upstream) can produce.
+CALL_ONLY = frozenset({"config_invalid", "insufficient_asset", "limit_exceeded", "upstream_error", "upstream_timeout"})
 # ... and only a request with a body can be too large.
 BODY_ONLY = frozenset({"payload_too_large"})
 NO_BODY = CALL_ONLY | BODY_ONLY | {"item_not_found"}
