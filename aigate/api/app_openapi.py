@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import Route
 
 from aigate.api import app_schema as s
+from aigate.auth.caller import USER_ID
 from aigate.errors import STATUS
 
 CLIENT_ROOT = "/bp"
@@ -115,12 +116,13 @@ def route_key(path: str) -> tuple[str, str] | None:
     return None
 
 
-def error_types(op: Operation) -> list[str]:
-    return [t for t in STATUS if t not in op.impossible]
+def error_types(op: Operation, surface: str) -> list[str]:
+    impossible = op.impossible - {"invalid_parameter"} if surface == "server" else op.impossible  # a bad user_id
+    return [t for t in STATUS if t not in impossible]
 
 
 def _models() -> list[type[BaseModel]]:
-    found: list[type[BaseModel]] = [s.ErrorResponse, *s.STREAM_EVENTS]
+    found: list[type[BaseModel]] = [s.ErrorResponse, *(model for _, model, _ in s.STREAM_EVENTS)]
     for op in OPERATIONS.values():
         found += [m for m in (op.body, op.response) if m is not None]
     return list(dict.fromkeys(found))
@@ -131,10 +133,25 @@ def _components() -> dict[str, Any]:
     schemas = defs["$defs"]
     schemas["ErrorDetail"]["properties"]["error_type"]["enum"] = list(STATUS)
     schemas["ChatStreamEvent"] = {
-        "description": "One server-sent event of a chat stream, its `data` parsed as JSON.",
-        "oneOf": [{"$ref": REF.format(model=m.__name__)} for m in s.STREAM_EVENTS],
+        "description": ("One server-sent event of a chat stream: its `event` name and its `data`, "
+                        "a JSON document described by `contentSchema`."),
+        "anyOf": [_event_schema(*event) for event in s.STREAM_EVENTS],
     }
     return schemas
+
+
+def _event_schema(name: str, model: type[BaseModel], description: str) -> dict[str, Any]:
+    """One event as the SSE framing delivers it (the OpenAPI 3.2 way of describing a stream)."""
+    return {
+        "type": "object", "description": description, "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": {"$ref": REF.format(model=model.__name__)}},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -156,9 +173,9 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return params
 
 
-def _error_responses(op: Operation) -> dict[str, Any]:
+def _error_responses(op: Operation, surface: str) -> dict[str, Any]:
     by_status: dict[int, list[str]] = defaultdict(list)
-    for error_type in error_types(op):
+    for error_type in error_types(op, surface):
         by_status[STATUS[error_type]].append(error_type)
     out = {}
     for status, types in sorted(by_status.items()):
@@ -194,7 +211,7 @@ def _operation(surface: str, key: tuple[str, str], path: str, op: Operation) -> 
     params: list[dict[str, Any]] = []
     if surface == "server":
         params.append({"name": "user_id", "in": "path", "required": True, "description": "The end user",
-                       "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:@|-]{1,128}$"}})
+                       "schema": {"type": "string", "pattern": USER_ID.pattern}})
     if "{request_id}" in path:
         params.append({"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}})
     if op.query is not None:
@@ -204,7 +221,7 @@ def _operation(surface: str, key: tuple[str, str], path: str, op: Operation) -> 
         "summary": op.summary,
         "tags": [op.tag],
         "security": [{"userToken": []}] if surface == "client" else [{"serverKey": []}],
-        "responses": {"200": _success(op), **_error_responses(op)},
+        "responses": {"200": _success(op), **_error_responses(op, surface)},
     }
     if op.description:
         out["description"] = op.description

@@ -75,6 +75,10 @@ class Asset(Response):
 
 
 class ChatRequest(Request):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "strategy": "free-normal", "parameters": {"example_string": "a teacher"},
+        "messages": [{"role": "user", "content": "hello"}]}]})
+
     strategy: str = Field(min_length=1, description="The strategy's name")
     messages: list[Message] = Field(min_length=1)
     response_format: Literal["", "text", "json_object"] | None = Field(
@@ -122,25 +126,12 @@ class ErrorResponse(Response):
     error: ErrorDetail
 
 
-class ChatMessageEvent(Response):
-    """``event: ai_chat_msg`` with a delta."""
-    event: Literal["ai_chat_msg"]
-    data: ChatDelta
-
-
-class ChatFinishEvent(Response):
-    """``event: ai_chat_msg`` with ``is_finish: true``, the last event of a stream that ended well."""
-    event: Literal["ai_chat_msg"]
-    data: ChatFinish
-
-
-class ChatErrorEvent(Response):
-    """``event: ai_chat_error``: the stream failed after it started; the stream closes after it."""
-    event: Literal["ai_chat_error"]
-    data: ErrorResponse
-
-
-STREAM_EVENTS = (ChatMessageEvent, ChatFinishEvent, ChatErrorEvent)
+# The events of a chat stream: (event name, the JSON in its data, what it means).
+STREAM_EVENTS: tuple[tuple[str, type[BaseModel], str], ...] = (
+    ("ai_chat_msg", ChatDelta, "A piece of the reply."),
+    ("ai_chat_msg", ChatFinish, "The last event of a stream that ended well (is_finish: true)."),
+    ("ai_chat_error", ErrorResponse, "The stream failed after it started; it closes after this event."),
+)
 
 
 # --- chat history
@@ -195,6 +186,8 @@ class ChatDeleteRequest(Request):
 
 
 class InstructionRequest(Request):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"name": "test", "parameters": {"role": "doctor", "question": "H1N1"}}]})
+
     name: str = Field(min_length=1, description="The instruction's name")
     parameters: dict[str, Any] | None = Field(default=None, description="Variables of its message templates")
 
@@ -216,6 +209,8 @@ class AssetsResponse(Response):
 
 
 class GrantRequest(Request):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"asset": "ai_credit", "quantity": 100, "idempotency_key": "order-42"}]})
+
     asset: str = Field(min_length=1, description="The asset's name, e.g. ai_credit")
     quantity: int = Field(gt=0)
     idempotency_key: str = Field(min_length=1, max_length=200,
@@ -243,6 +238,8 @@ class TokenResponse(Response):
 
 
 class AiRequestSubmit(Request):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"strategy": "dell-3", "parameters": {"prompt": "a red fox"}}]})
+
     strategy: str = Field(min_length=1)
     parameters: dict[str, Any] | None = Field(default=None, description="Variables of the strategy's templates")
 

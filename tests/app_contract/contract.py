@@ -40,8 +40,18 @@ class Contract:
         self.seen.add((surface, method, rel, outcome))
         return data
 
-    def check_event(self, event: str, data: Any) -> None:
-        self.validator({"$ref": "#/components/schemas/ChatStreamEvent"}).validate({"event": event, "data": data})
+    def check_event(self, event: str, data: str) -> Any:
+        """One SSE event validates against exactly one documented event schema; returns its data."""
+        raw = {"event": event, "data": data}
+        self.validator({"$ref": "#/components/schemas/ChatStreamEvent"}).validate(raw)
+        parsed = orjson.loads(data)
+        matches = [
+            variant for variant in self.doc["components"]["schemas"]["ChatStreamEvent"]["anyOf"]
+            if variant["properties"]["event"]["const"] == event
+            and self.validator(variant["properties"]["data"]["contentSchema"]).is_valid(parsed)
+        ]
+        assert len(matches) == 1, f"event {event} {data!r} matches {len(matches)} documented events"
+        return parsed
 
     def documented(self) -> set[tuple[str, str, str, str]]:
         """Every (surface, method, rel, outcome) the document promises."""

@@ -52,8 +52,8 @@ class Client:
         return self.gw.user_headers(user) if self.surface == "client" else self.gw.server_headers()
 
     async def call(self, method: str, rel: str, *, json=None, params=None, data=None, auth=True,
-                   path: str | None = None, expect: str = "200"):
-        user = self.user
+                   path: str | None = None, expect: str = "200", user: str | None = None):
+        user = user or self.user
         async with self.gw.session.request(
             method, self.url(path or rel, user), json=json, params=params, data=data,
             headers=self.headers(user, auth),
@@ -76,15 +76,15 @@ class Client:
                 if line.startswith("event: "):
                     event = line[7:]
                 elif line.startswith("data: "):
-                    data = orjson.loads(line[6:])
-                    self.contract.check_event(event, data)
-                    events.append((event, data))
+                    events.append((event, self.contract.check_event(event, line[6:])))
         self.contract.seen.add((self.surface, "POST", "/ai/chat/stream", "200"))
         return events
 
 
 async def exercise_errors_common(c: Client, method: str, rel: str, body: dict | None, **kw) -> None:
     await c.call(method, rel, json=body, auth=False, expect="unauthorized", **kw)
+    if c.surface == "server":
+        await c.call(method, rel, json=body, user="not a user id!", expect="invalid_parameter", **kw)
     if body is not None:
         big = orjson.dumps({**body, "pad": "x" * (MAX_BODY_BYTES + 1)})
         await c.call(method, rel, data=big, expect="payload_too_large", **kw)
