@@ -12,6 +12,7 @@ test runner that dies takes it along.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -56,8 +57,12 @@ def main() -> None:
     config.write_text(yaml.safe_dump(doc))
     url = f"http://127.0.0.1:{port}"
     aigate = Path(sys.executable).parent / "aigate"
+    # The server's log goes to a file (the simulator logs every stream a test cuts short);
+    # its tail is shown if the server stops on its own. AIGATE_LAUNCH_LOG=- shows it all.
+    log_path = tmp / "aigate.log"
+    log = sys.stderr if os.environ.get("AIGATE_LAUNCH_LOG") == "-" else open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen([str(aigate), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                             "--log-level", "WARNING"], stdin=subprocess.DEVNULL)
+                             "--log-level", "WARNING"], stdin=subprocess.DEVNULL, stderr=log)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -71,6 +76,13 @@ def main() -> None:
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         while not stop.wait(0.2) and proc.poll() is None:
             pass
+        if proc.poll() is not None:
+            print(f"aigate stopped on its own ({proc.returncode})", file=sys.stderr)
+    except BaseException:
+        if log is not sys.stderr:
+            log.flush()
+            sys.stderr.write(log_path.read_text()[-4000:])
+        raise
     finally:
         proc.terminate()
         try:
