@@ -54,3 +54,8 @@ swagger-ui:
 	  && for f in swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png LICENSE NOTICE; do \
 	       cp $$tmp/package/$$f $(SWAGGER_UI_DIR)/; done && rm -rf $$tmp
 	echo $(SWAGGER_UI_VERSION) > $(SWAGGER_UI_DIR)/VERSION
+
+# The TypeScript client (clients/typescript): install its build tools from the lock file and build it.
+.PHONY: clients
+clients:
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run build

@@ -95,6 +95,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         impossible=CALL_ONLY | BODY_ONLY | {"invalid_parameter"}),
 }
 
+TAGS = ("chat", "instruction", "assets", "ai requests", "app server")
+
 SECURITY_SCHEMES = {
     "userToken": {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -261,6 +263,7 @@ def build_document(routes: Iterable[Route], version: str) -> dict[str, Any]:
                 "(`/bp/server/user/{user_id}/...`, the app server key) call. Every error is "
                 "`{\"error\": {\"error_type\", \"message\"}}` with the status of its type."),
         },
+        "tags": [{"name": tag} for tag in TAGS],
         "paths": paths,
         "components": {"schemas": _components(), "securitySchemes": SECURITY_SCHEMES},
     }
