@@ -9,14 +9,14 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from aigate.api.errors import error_response
-from aigate.errors import STATUS, AppError
+from aigate.api.app_openapi import SERVER_ROOT
+from aigate.errors import STATUS
 from tests.app_contract.config import MAX_BODY_BYTES, contract_config
 from tests.app_contract.contract import Contract
 from tests.gateway import start_gateway
 
-# Error types that need a fault inside aigate (a bug, a database outage): not produced
-# live here; their rendered shape is checked against every operation instead.
+# Error types that need a fault inside aigate (a bug, a database outage): produced by
+# fault injection in their own test below.
 FAULT_ONLY = {"internal_error", "service_unavailable"}
 HI = [{"role": "user", "content": "hi"}]
 
@@ -216,19 +216,41 @@ async def test_live_responses_match_the_document(gw):
     assert {d[3] for d in documented} == {"200", *STATUS}
 
 
-def test_fault_errors_render_as_documented():
-    """internal_error and service_unavailable, as the API renders them, fit every operation."""
-    from aigate.api import bp, bp_requests
-    from aigate.api.app_openapi import build_document
+async def test_faults_answer_as_documented_on_every_operation(gw, monkeypatch):
+    """A database outage (503 with Retry-After) and a bug (500), injected where every App API
+    request starts (authentication), answer as the document says on every operation."""
+    import sqlalchemy.exc
 
-    doc = build_document([*bp.routes, *bp_requests.routes], "test")
-    contract = Contract(doc)
-    for error_type in FAULT_ONLY:
-        resp = error_response(AppError(error_type, "the database is unavailable (request_id: 1)"))
-        for item in doc["paths"].values():
-            for op in item.values():
-                schema = op["responses"][str(resp.status_code)]["content"]["application/json"]["schema"]
-                contract.validator(schema).validate(orjson.loads(resp.body))
+    from aigate.api import app_routes
+
+    faults = {
+        "service_unavailable": lambda: sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError()),
+        "internal_error": lambda: RuntimeError("an injected bug"),
+    }
+    current = {}
+
+    def broken(*args, **kwargs):
+        raise current["fault"]()
+
+    monkeypatch.setattr(app_routes, "caller_from_user_token", broken)
+    monkeypatch.setattr(app_routes, "caller_from_server_key", broken)
+    async with gw.session.get(gw.url + "/bp/openapi.json") as resp:
+        contract = Contract(await resp.json())
+    for error_type, make in faults.items():
+        current["fault"] = make
+        for path, item in contract.doc["paths"].items():
+            surface, root = ("server", SERVER_ROOT) if path.startswith(SERVER_ROOT) else ("client", "/bp")
+            url = gw.url + path.replace("{user_id}", "u1").replace("{request_id}", "1")
+            for method in item:
+                async with gw.session.request(method.upper(), url, json={} if method == "post" else None) as resp:
+                    body = await resp.read()
+                    data = contract.check(surface, method.upper(), path[len(root):], resp.status,
+                                          resp.headers.get("content-type", ""), body)
+                    assert data["error"]["error_type"] == error_type
+                    if error_type == "service_unavailable":
+                        assert int(resp.headers["Retry-After"]) > 0
+    documented = {d for d in contract.documented() if d[3] in FAULT_ONLY}
+    assert documented and documented == {d for d in contract.seen if d[3] in FAULT_ONLY}
 
 
 def test_the_document_is_valid_openapi_with_2020_12_schemas():
