@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,6 +80,41 @@ window.__result = out;
 """
 
 
+XHR_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>chatStreamXHR from the client's README</title>
+<pre id="log"></pre>
+<script type="module">
+import { chatStreamXHR } from "./readme_xhr.js";
+const token = new URLSearchParams(location.search).get("token");
+const chat = (content) => ({ strategy: "free-normal", parameters: { example_string: "x" },
+                              messages: [{ role: "user", content }] });
+const run = (content) => new Promise((resolve) => {
+  const items = [];
+  chatStreamXHR(location.origin, token, chat(content), (item) => {
+    items.push(item);
+    if (item.isFinish) resolve({ items });
+  }, (err) => resolve({ items, error: { type: err.errorType, status: err.status } }));
+});
+const whole = await run("tell me a story");
+const cut = await run("[[sim error_after=2]] go");
+document.getElementById("log").textContent = JSON.stringify({ whole, cut }, null, 1);
+window.__result = { whole, cut };
+</script>
+"""
+
+
+def readme_xhr_module(tmp_path: Path) -> Path:
+    """The client README's React Native XHR example, compiled to a module of this page."""
+    readme = (CLIENT / "README.md").read_text()
+    block = next(b for b in re.findall(r"^```ts\n(.*?)^```$", readme, re.S | re.M) if "chatStreamXHR" in b)
+    source = tmp_path / "readme_xhr.ts"
+    source.write_text(block.replace('from "aigate-client"', 'from "./dist/index.js"') + "\nexport { chatStreamXHR };\n")
+    subprocess.run([str(CLIENT / "node_modules" / ".bin" / "tsc"), "--noCheck", "--target", "ES2022", "--module",
+                    "ES2022", "--outDir", str(tmp_path), str(source)], check=True, timeout=300)
+    return tmp_path / "readme_xhr.js"
+
+
 def browser_ready() -> None:
     require_client_tools()
     if not Path(CHROMIUM).exists():
@@ -114,29 +150,35 @@ def screenshot(page, name: str) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_the_built_client_works_in_chromium(launched, built_client, browser):
-    base = launched["url"]
+def run_page(browser, base: str, token: str, built_client: Path, html: str, extra: dict[str, Path],
+             shot: str) -> tuple[dict, list[str]]:
+    """Serves ``html`` and the client's files at aigate's own origin (same origin: no CORS
+    needed) and returns what the page left in ``window.__result``."""
     page = browser.new_page()
     try:
-        # the page and the client's files are served at aigate's own origin (same origin, no CORS)
         def serve(route):
             path = urlsplit(route.request.url).path.removeprefix("/__client__/")
             if path == "index.html":
-                return route.fulfill(status=200, content_type="text/html", body=PAGE)
-            file = built_client / path.removeprefix("dist/")
-            if path.startswith("dist/") and file.is_file():
+                return route.fulfill(status=200, content_type="text/html", body=html)
+            file = extra.get(path) or built_client / path.removeprefix("dist/")
+            if (path in extra or path.startswith("dist/")) and file.is_file():
                 return route.fulfill(status=200, content_type="text/javascript", body=file.read_text())
             return route.fulfill(status=404, body="not found")
 
         page.route(f"{base}/__client__/**", serve)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{base}/__client__/index.html?token={launched['userToken']}")
+        page.goto(f"{base}/__client__/index.html?token={token}")
         page.wait_for_function("window.__result !== undefined", timeout=60_000)
         result = page.evaluate("window.__result")
-        screenshot(page, "client")
+        screenshot(page, shot)
     finally:
         page.close()
+    return result, errors
+
+
+def test_the_built_client_works_in_chromium(launched, built_client, browser):
+    result, errors = run_page(browser, launched["url"], launched["userToken"], built_client, PAGE, {}, "client")
     assert not errors and "error" not in result, json.dumps(result)[:2000] + str(errors)
     assert "Simulated" in result["reply"]
     items = result["items"]
@@ -146,6 +188,18 @@ def test_the_built_client_works_in_chromium(launched, built_client, browser):
     assert result["cut"] == {"isAigateError": True, "errorType": "upstream_error", "status": 502}
     assert result["abortedItems"] == 2 and result["aborted"] == "AbortError"
     assert "never in a browser" in result["serverEntry"]
+
+
+def test_the_readme_xhr_stream_works_in_chromium(launched, built_client, browser, tmp_path):
+    """React Native is not tested here, but its XHR streaming example runs as written."""
+    module = readme_xhr_module(tmp_path)
+    result, errors = run_page(browser, launched["url"], launched["userToken"], built_client, XHR_PAGE,
+                              {"readme_xhr.js": module}, "readme-xhr")
+    assert not errors, errors
+    whole, cut = result["whole"], result["cut"]
+    assert "error" not in whole and whole["items"][-1]["isFinish"] and len(whole["items"]) >= 3
+    assert "Simulated" in "".join(i["content"] for i in whole["items"])
+    assert len(cut["items"]) == 2 and cut["error"]["type"] == "upstream_error"
 
 
 @pytest.mark.parametrize("path, title", [("/bp/docs", "aigate App API"), ("/api/docs", "aigate Admin API")])
