@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from aigate import metrics
+from aigate import metrics, telemetry
 from aigate.api import ops
 from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
@@ -60,6 +60,8 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         flush_interval_s=cfg.writer.flush_interval_ms / 1000,
         batch_size=cfg.writer.batch_size,
         queue_size=cfg.writer.queue_size,
+        journal_dir=cfg.writer.journal_dir,
+        wait_timeout_s=cfg.writer.wait_timeout_ms / 1000,
     )
     register_sinks(writer)
     metering.register_writer_kinds(writer)
@@ -115,7 +117,16 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import app_docs, bp, bp_requests, relay
+    from aigate.api import (
+        app_docs,
+        bp,
+        bp_requests,
+        relay,
+        relay_audio,
+        relay_fallback,
+        relay_messages,
+        relay_responses,
+    )
     from aigate.api.admin.app import create_admin_app
 
     admin_app = create_admin_app()
@@ -139,8 +150,12 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
     routes += app_docs.routes
+    routes += relay_responses.routes
+    routes += relay_messages.routes
+    routes += relay_audio.routes
+    routes += relay_fallback.routes  # last: OpenAI-shaped 404/405 for the rest of /v1
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
-    return metrics_middleware(app)
+    return metrics_middleware(telemetry.asgi_middleware(app))
 
 
 def metrics_middleware(app):

@@ -91,6 +91,33 @@ def config_check(path: Path) -> None:
     )
 
 
+@app.command()
+def prices(config: Path | None = ConfigOption) -> None:
+    """List every model's price (per million tokens) and where it comes from: the
+    configuration, or the price database shipped with aigate (genai-prices)."""
+    from rich.table import Table
+
+    from aigate.config.price_db import listing
+
+    table = Table("model", "input /1M", "output /1M", "cached /1M", "per request", "source")
+    for name, price, source in listing(_load(config)):
+        if price is None:
+            table.add_row(name, "-", "-", "-", "-", source)
+            continue
+        table.add_row(name, *(_per_million(getattr(price, f), getattr(price, f + "_unit"))
+                              for f in ("input_price", "output_price", "cached_price")),
+                      _plain(price.per_request_price), source)
+    Console(width=200).print(table)
+
+
+def _per_million(price, unit: int) -> str:
+    return _plain(price * 1_000_000 / unit)
+
+
+def _plain(value) -> str:
+    return format(value.normalize(), "f")
+
+
 @token_app.command("mint")
 def token_mint(
     app_id: str = typer.Option(..., "--app"),

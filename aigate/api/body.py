@@ -6,6 +6,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from aigate.api.json_bounds import INT64_MAX, INT64_MIN
 from aigate.errors import AppError, invalid
 
 
@@ -33,4 +34,11 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         raise invalid(f"body: malformed JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(data, dict):
         raise invalid("body: must be a JSON object")
+    # orjson already refuses NaN, infinities and lone surrogates, and turns integers
+    # beyond 2**64 into floats; an integer field between int64 and 2**64 would overflow
+    # its column, so it is a 400. (Deeper values, e.g. template parameters, are data
+    # that round-trips as it is; text is the user's: any character is kept.)
+    for name, value in data.items():
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise invalid(f"{name}: integer out of range (must fit in 64 bits)")
     return data

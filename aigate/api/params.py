@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from starlette.datastructures import QueryParams
 
+from aigate.api.json_bounds import INT64_MAX, INT64_MIN
 from aigate.errors import invalid
 
 
@@ -17,7 +18,11 @@ def int_param(query: QueryParams, name: str, default: int | None, lo: int | None
         value = int(raw)
     except ValueError:
         raise invalid(f"{name}: must be an integer") from None
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
+    # every integer ends up in a 64-bit column or parameter: bound it even when the
+    # caller sets no bound of its own
+    lo = INT64_MIN if lo is None else lo
+    hi = INT64_MAX if hi is None else hi
+    if not lo <= value <= hi:
         raise invalid(f"{name}: must be between {lo} and {hi}")
     return value
 

@@ -128,6 +128,10 @@ def strategy_errors(
             errors.append(f"{path}.fallback_models[{i}]: unknown model '{model}'")
     if s.cost and s.cost.asset not in assets:
         errors.append(f"{path}.cost.asset: unknown asset '{s.cost.asset}'")
+    if s.cost and s.cost.usage_based and s.cost.hold is None and (
+            s.module != "chat" or not isinstance(s.params.get("max_tokens"), int)):
+        errors.append(f"{path}.cost.hold: a usage-based cost needs a hold, or params.max_tokens "
+                      f"to compute it from (chat strategies)")
     if s.module != "chat" and s.request is None:
         errors.append(f"{path}.request: required for module '{s.module}'")
     errors += _template_errors(f"{path}.system_prompt", s.system_prompt)

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -18,6 +27,16 @@ Module = Literal["chat", "image", "video", "audio", "embedding"]
 PlatformType = Literal[
     "openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "http_job"
 ]
+
+
+def _json_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# A credit quantity: exact, at most 6 decimal places (the store keeps millionths), never
+# negative, a JSON number in dumps (``50`` stays ``50``); one JSON schema for input and output.
+Quantity = Annotated[Decimal, Field(ge=0, decimal_places=6), PlainSerializer(_json_number, when_used="json"),
+                     WithJsonSchema({"type": "number", "minimum": 0})]
 
 
 class Strict(BaseModel):
@@ -51,6 +70,8 @@ class WriterCfg(Strict):
     flush_interval_ms: int = Field(default=100, ge=1)
     batch_size: int = Field(default=500, ge=1)
     queue_size: int = Field(default=20_000, ge=1)
+    journal_dir: str = "./data/journal"  # rows spilled during an outage (one file per process)
+    wait_timeout_ms: int = Field(default=10_000, ge=1)  # longest group-commit wait, then 503
 
 
 class Price(Strict):
@@ -82,7 +103,7 @@ class Price(Strict):
 
 class ModelCfg(Strict):
     name: str = Field(min_length=1, max_length=200)
-    price: Price = Price()
+    price: Price | None = None  # None: from the price database (aigate.config.price_db)
 
 
 class TimeoutCfg(Strict):
@@ -104,6 +125,11 @@ class PlatformCfg(Strict):
     max_concurrency: int | None = Field(default=None, ge=1)  # async jobs beyond it wait in `queueing`
     options: dict[str, Any] = {}  # azure api_version, extra headers, http_job submit/poll
     enabled: bool = True
+    api_keys: list[str] = []  # several keys: calls rotate over the healthy ones (with api_key)
+
+    def all_keys(self) -> tuple[str, ...]:
+        """``api_key`` then ``api_keys``, without blanks or repeats."""
+        return tuple(dict.fromkeys(k for k in (self.api_key, *self.api_keys) if k))
 
     @field_validator("base_url")
     @classmethod
@@ -116,16 +142,51 @@ class PlatformCfg(Strict):
 class AssetCfg(Strict):
     name: str = Field(pattern=NAME)
     type: str = "consumable"
-    initial_quantity: int = Field(default=0, ge=0)
+    initial_quantity: Quantity = Decimal(0)
     recoverable: bool = False
     recovery_period: int = Field(default=1, ge=1)  # days, aligned to 00:00 UTC
-    recovery_quantity: int = Field(default=0, ge=0)
+    recovery_quantity: Quantity = Decimal(0)
     valid_seconds: int = Field(default=0, ge=0)
+    precision: int = Field(default=0, ge=0, le=6)  # decimal places; charges are rounded up to it
+
+    low_quantity: Quantity | None = None  # `asset.low` when a balance drops to it
 
 
 class CostCfg(Strict):
+    """What a call costs (SPEC 12). One of three forms:
+
+    * ``{asset, per_request}``: a flat charge, taken before the call, refunded on failure;
+    * ``{asset, per_1k_input_tokens, per_1k_output_tokens, per_request?, hold?}``: by tokens;
+    * ``{asset, per_used_amount, hold?}``: credits per unit of the call's ``used_amount``.
+
+    The last two are usage-based: a hold is reserved before the call and settled after it.
+    """
+
     asset: str
-    per_request: int = Field(ge=0)
+    per_request: Quantity | None = None
+    per_1k_input_tokens: Quantity | None = None
+    per_1k_output_tokens: Quantity | None = None
+    per_used_amount: Quantity | None = None
+    hold: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CostCfg:
+        tokens = self.per_1k_input_tokens is not None or self.per_1k_output_tokens is not None
+        if self.per_used_amount is not None:
+            if tokens or self.per_request is not None:
+                raise ValueError("per_used_amount cannot be combined with per_request or per_1k_* prices")
+        elif not tokens:
+            if self.per_request is None:
+                raise ValueError("one of per_request, per_1k_input_tokens/per_1k_output_tokens "
+                                 "or per_used_amount is required")
+            if self.hold is not None:
+                raise ValueError("hold applies only to usage-based costs (per_1k_* or per_used_amount)")
+        return self
+
+    @property
+    def usage_based(self) -> bool:
+        return (self.per_used_amount is not None or self.per_1k_input_tokens is not None
+                or self.per_1k_output_tokens is not None)
 
 
 class LimitCfg(Strict):
@@ -199,6 +260,67 @@ class RelayTokenCfg(Strict):
     enabled: bool = True
 
 
+WebhookEvent = Literal[
+    "ai_request.succeeded", "ai_request.failed", "asset.low", "platform.down", "platform.up"
+]
+
+
+class WebhookCfg(Strict):
+    """One endpoint of an app; deliveries are signed per Standard Webhooks with ``secret``
+    (``whsec_`` + base64 of 24 to 64 random bytes, the spec's form)."""
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[WebhookEvent] = Field(min_length=1)
+    secret: str
+    allow_private: bool = False  # allow loopback / private / link-local targets
+    enabled: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        if not value.startswith("whsec_"):
+            raise ValueError("must start with whsec_ (then base64 of 24 to 64 random bytes)")
+        try:
+            raw = base64.b64decode(value[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64") from None
+        if not 24 <= len(raw) <= 64:
+            raise ValueError("must hold 24 to 64 bytes after whsec_")
+        return value
+
+    @model_validator(mode="after")
+    def _public_target(self) -> WebhookCfg:
+        if not self.allow_private and is_private_host(urlsplit(self.url).hostname or ""):
+            raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true "
+                             "to allow it")
+        return self
+
+
+def is_private_host(host: str) -> bool:
+    """A literal loopback / private / link-local / reserved address, or ``localhost``.
+    (Names are checked again when delivering: ``aigate.engine.webhooks``.)"""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not addr.is_global or addr.is_multicast
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class AppCfg(Strict):
     id: str = Field(pattern=APP_ID)
     name: str = ""
@@ -209,6 +331,7 @@ class AppCfg(Strict):
     instructions: list[InstructionCfg] = []
     relay_tokens: list[RelayTokenCfg] = []
     enabled: bool = True
+    webhooks: list[WebhookCfg] = []
 
 
 class SimulatorCfg(Strict):
@@ -217,6 +340,42 @@ class SimulatorCfg(Strict):
     enabled: bool = False
     listen: str = "127.0.0.1:8090"
     latency_ms: int = Field(default=0, ge=0)
+
+
+class RelayCfg(Strict):
+    # /v1/audio/transcriptions uploads: larger bodies are refused with 413; parts over
+    # 1 MiB are spooled to disk, never held whole in memory
+    audio_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
+
+class CreditsCfg(Strict):
+    """Holds of usage-based costs: how long a hold's lease lasts without renewal, and how
+    often each instance sweeps holds whose lease lapsed (their instance died)."""
+
+    hold_lease_s: float = Field(default=60, gt=0)
+    sweep_interval_s: float = Field(default=15, gt=0)
+
+class HealthCfg(Strict):
+    """When a platform (or one of its keys) leaves rotation, and how it comes back."""
+
+    failures: int = Field(default=3, ge=1)  # failures in a row that take it out
+    probe_interval_s: float = Field(default=30, gt=0)
+    recoveries: int = Field(default=2, ge=1)  # good probes in a row that bring it back
+    cooldown_s: float = Field(default=5, ge=0)  # a 429 without Retry-After cools a key this long
+
+
+class TelemetryCfg(Strict):
+    otlp_endpoint: str = ""  # e.g. http://127.0.0.1:4318/v1/traces; empty: no traces
+    capture_content: bool = False  # put prompts and replies on spans
+    service_name: str = "aigate"
+
+
+class WebhookDeliveryCfg(Strict):
+    """Retry schedule of webhook deliveries (Standard Webhooks' own by default)."""
+
+    retry_delays_s: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
+    give_up_after_s: float = Field(default=86400, gt=0)
+    timeout_s: float = Field(default=15, gt=0)
 
 
 class Config(Strict):
@@ -229,3 +388,9 @@ class Config(Strict):
     models: list[ModelCfg] = []
     platforms: list[PlatformCfg] = []
     apps: list[AppCfg] = []
+    relay: RelayCfg = RelayCfg()
+    credits: CreditsCfg = CreditsCfg()
+
+    health: HealthCfg = HealthCfg()
+    telemetry: TelemetryCfg = TelemetryCfg()
+    webhook_delivery: WebhookDeliveryCfg = WebhookDeliveryCfg()

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigate.clock import now_ms
 from aigate.config.schema import CostCfg, StrategyCfg
-from aigate.engine import metering
+from aigate.engine import metering, observe, webhooks
 from aigate.engine.ai_requests import ACTIVE, custom_response, record_json
 from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
 from aigate.engine.routing import Attempt, Trace
@@ -137,7 +137,7 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
         "upstream_id": None,
         "deadline_ms": now + int(_seconds(platform, "deadline_s", DEFAULT_DEADLINE_S) * 1000),
         "reservation": {"counter": res.counter_name, "period": res.period,
-                        "cost": res.cost.model_dump() if res.cost else None},
+                        "cost": res.cost.model_dump(mode="json") if res.cost else None},
         "custom_response": dict(strategy.custom_response),
         "attempts": [],
         "polls": 0,
@@ -256,12 +256,15 @@ SETTLE = (
 )
 
 
-def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None) -> bool:
-    """One transaction: the refund of a failed job commits with its transition or not at all."""
+def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None,
+                   deliveries: list[dict[str, Any]]) -> bool:
+    """One transaction: the refund of a failed job and its webhooks commit with its
+    transition or not at all."""
     if not db.rows(SETTLE, values):
         return False  # settled already, or the lease passed to another instance
     if refund is not None:  # metering's own refund statements, run in this transaction
         metering.release_script(db, {"app": refund.app_id, "user": refund.user_id}, refund, values["ts"])
+    webhooks.insert_script(db, deliveries)
     return True
 
 
@@ -278,10 +281,13 @@ async def settle(services: Services, claimer: str, row: dict[str, Any], job: dic
         "job": orjson.dumps(job).decode(), "ts": now_ms(), "id": row["request_id"], "me": claimer,
     }
     refund = _reservation(row, job) if status == "failed" else None
-    if not await run_script(services.engine, _settle_script, values, refund):
+    deliveries = webhooks.rows_for(services.snapshot, row["app_id"], *webhooks.ai_request_event(row, status, error))
+    if not await run_script(services.engine, _settle_script, values, refund, deliveries):
         return False
+    webhooks.kick(services)
     rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
     await services.writer.put("usage_log", usage_log_row(services, rec))
+    observe.call_ended(services, rec)
     return True
 
 

@@ -172,10 +172,16 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             if not cands:
                 kind = "http_job" if is_job else f"{strategy.module}-capable"
                 raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
-            prepared = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
+            prepared: Any = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
                 else upstream_body(strategy, parameters)
-            reservation = await metering.reserve(services, caller, strategy.name, strategy.cost, strategy.limit,
-                                                 str(record.request_id))
+            if is_job:  # a job settles itself when it ends: flat costs only (a hold is refused)
+                reservation = await metering.reserve(services, caller, strategy.name, strategy.cost,
+                                                     strategy.limit, str(record.request_id))
+            else:
+                reservation = await metering.reserve_call(
+                    services, caller, strategy.name, strategy.cost, strategy.limit, str(record.request_id),
+                    model=strategy.model, messages=prepared if isinstance(prepared, list) else None,
+                    max_tokens=strategy.params.get("max_tokens"))
             call.meter = CreditMeter(services, reservation)
             if is_job:  # the job records and settles itself when it ends (aigate.engine.jobs)
                 accepted = await jobs.enqueue(services, record, strategy, cands, prepared, reservation)
@@ -194,4 +200,5 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             raise
         raise AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status,
                        exc.headers) from None
+    assert call.ai_row is not None  # written by succeed()
     return record_json(call.ai_row)

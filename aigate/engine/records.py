@@ -162,6 +162,7 @@ def ai_request_row(services: Services, rec: CallRecord) -> dict[str, Any]:
         next_poll_ms=None,
         claimed_by=None,
         claim_until_ms=None,
+        credits=rec.metadata.get("credits"),  # the call's charge, once settled or released
     )
 
 

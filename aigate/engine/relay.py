@@ -251,7 +251,7 @@ def new_record(
 
 async def refuse(
     services: Services, token: RelayToken, module: str, endpoint: str, ip: str, exc: RelayError
-) -> RelayError:
+) -> Exception:
     """Record a request refused before its body could be read; the error to raise."""
     call = Call(services, new_record(services, token, module, endpoint, ip), RELAY_ERRORS)
     return await call.fail(exc)
@@ -486,7 +486,7 @@ class RelayStream:
         return None
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.rc.body["messages"], len(state.text))
+        return estimate_usage(self.rc.body["messages"], state.text, self.rc.record.model)
 
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record

@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import JSON, Numeric, Table
 
 from aigate.store import tables as t
+from aigate.store.text import UserString, UserText, bind_user_text
 from aigate.store.writer import BatchWriter
 
 DETAIL_FIELDS = (
@@ -32,7 +33,7 @@ DAY_MS = 86_400_000
 
 
 @cache
-def _layout(table: Table) -> tuple[tuple[str, ...], dict[str, Any], frozenset, frozenset]:
+def _layout(table: Table) -> tuple[tuple[str, ...], dict[str, Any], frozenset, frozenset, dict[str, Any]]:
     """Insertable columns, their defaults, and which need encoding."""
     cols = tuple(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True))
     defaults = {}
@@ -43,7 +44,8 @@ def _layout(table: Table) -> tuple[tuple[str, ...], dict[str, Any], frozenset, f
             defaults[c.name] = c.default.arg.__wrapped__()
     json_cols = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
     num_cols = frozenset(c.name for c in table.columns if isinstance(c.type, Numeric))
-    return cols, defaults, json_cols, num_cols
+    user_text = {c.name: c.type for c in table.columns if isinstance(c.type, (UserText, UserString))}
+    return cols, defaults, json_cols, num_cols, user_text
 
 
 @cache
@@ -63,7 +65,7 @@ def _add_on_conflict(table: Table, keys: tuple[str, ...], sums: tuple[str, ...])
 def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """A row as the driver takes it: defaults filled, JSON encoded, decimals bound as the
     database stores them."""
-    cols, defaults, json_cols, num_cols = _layout(table)
+    cols, defaults, json_cols, num_cols, user_text = _layout(table)
     sqlite = db.dialect == "sqlite"
     out = {}
     for c in cols:
@@ -72,6 +74,8 @@ def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
             v = orjson.dumps(v).decode()
         elif c in num_cols and v is not None:
             v = str(v) if sqlite else Decimal(v)
+        elif c in user_text:  # NUL kept on PostgreSQL too (aigate.store.text)
+            v = bind_user_text(user_text[c], v, db.dialect)
         out[c] = v
     return out
 
@@ -103,21 +107,25 @@ def _sums() -> dict[str, Any]:
 
 
 def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
-    """Add the rows to the dashboard sums (per minute; per hour as series per group and for
-    all groups, in total, per model and per strategy) and to the per-hour and per-day log
-    counts behind the log search's totals and facets, all in the rows' own transaction."""
+    """Add the rows to the dashboard sums (per minute; per hour and per day as series per
+    group and for all groups, in total, per model and per strategy) and to the per-hour and
+    per-day log counts behind the log search's totals and facets, all in the rows' own
+    transaction."""
     minute: dict[tuple, dict[str, Any]] = {}
     hourly: dict[tuple, dict[str, Any]] = {}
+    daily: dict[tuple, dict[str, Any]] = {}
     counts: dict[tuple, int] = {}
     for row in rows:
         meta = row.get("metadata") or {}
         strategy = meta.get("strategy", "")
         created, app, model = row["created_ms"], row["app_id"], row["model"]
         hour = created // HOUR_MS * HOUR_MS
+        day = created // DAY_MS * DAY_MS
         keys = [(minute, (created // MINUTE_MS * MINUTE_MS, app, model, strategy))]
         for group in (app, "*"):
-            keys += [(hourly, (group, "total", hour, "")), (hourly, (group, "model", hour, model)),
-                     (hourly, (group, "strategy", hour, strategy))]
+            for sums, bucket in ((hourly, hour), (daily, day)):
+                keys += [(sums, (group, "total", bucket, "")), (sums, (group, "model", bucket, model)),
+                         (sums, (group, "strategy", bucket, strategy))]
         for sums, key in keys:
             acc = sums.get(key)
             if acc is None:
@@ -136,6 +144,7 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
     for table, sums, names in (
         (t.usage_rollups, minute, ("bucket_ms", "app_id", "model", "strategy")),
         (t.usage_rollups_hourly, hourly, ("app_id", "dim", "bucket_ms", "value")),
+        (t.usage_rollups_daily, daily, ("app_id", "dim", "bucket_ms", "value")),
     ):
         # a fixed order avoids deadlocks between instances
         db.many(_add_on_conflict(table, names, ROLLUP_SUMS),

@@ -22,6 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from aigate.store.text import UserString, UserText
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -154,7 +156,7 @@ user_assets = Table(
     Column("app_id", String(64), primary_key=True),
     Column("user_id", String(64), primary_key=True),
     Column("name", String(100), primary_key=True),
-    Column("quantity", BigInteger, nullable=False),
+    Column("quantity_micros", BigInteger, nullable=False),  # millionths of a credit: exact
     Column("last_recovery_ms", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
 )
@@ -166,9 +168,11 @@ asset_ledger = Table(
     Column("app_id", String(64), nullable=False),
     Column("user_id", String(64), nullable=False),
     Column("asset", String(100), nullable=False),
-    Column("delta", BigInteger, nullable=False),
-    Column("balance_after", BigInteger, nullable=False),
-    Column("reason", String(20), nullable=False),  # initial|reserve|refund|grant|recovery|adjust
+    Column("delta_micros", BigInteger, nullable=False),  # millionths of a credit
+    Column("balance_micros", BigInteger, nullable=False),  # the balance after this entry
+    Column("charge_micros", BigInteger, nullable=True),  # settle: the call's actual charge
+    # initial|reserve|refund|settle|release|grant|recovery|adjust
+    Column("reason", String(20), nullable=False),
     Column("request_id", String(24), nullable=True),
     Column("idempotency_key", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
@@ -176,6 +180,23 @@ asset_ledger = Table(
     UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
     Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
     sqlite_autoincrement=True,
+)
+
+# Open holds of usage-based costs: reserved before the call, deleted by exactly one of its
+# settlement, its release or the sweep of lapsed leases (whoever deletes the row wins).
+asset_holds = Table(
+    "asset_holds",
+    metadata,
+    Column("request_id", String(24), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("asset", String(100), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("holder", String(100), nullable=False),  # the instance running the call
+    Column("lease_until_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_asset_holds_lease", "lease_until_ms"),
+    Index("ix_asset_holds_user", "app_id", "user_id"),
 )
 
 usage_counters = Table(
@@ -198,7 +219,7 @@ chats = Table(
     Column("app_id", String(64), nullable=False),
     Column("user_id", String(64), nullable=False),
     Column("strategy", String(100), nullable=False),
-    Column("title", String(100), nullable=False, default=""),
+    Column("title", UserString(100), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_chats_user", "app_id", "user_id", "updated_ms"),
@@ -235,8 +256,8 @@ ai_requests = Table(
     Column("platform", String(32), nullable=False, default=""),  # platform type
     Column("platform_id", String(24), nullable=False, default=""),  # the usage log's request_id
     Column("status", String(12), nullable=False),
-    Column("response", Text, nullable=True),
-    Column("error", Text, nullable=False, default=""),
+    Column("response", UserText, nullable=True),
+    Column("error", UserText, nullable=False, default=""),
     Column("unit_price", JSON, nullable=True),
     Column("custom_response", JSON, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
@@ -246,6 +267,8 @@ ai_requests = Table(
     Column("next_poll_ms", BigInteger, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claim_until_ms", BigInteger, nullable=True),
+    # what the call cost the user: {asset, charge[, hold]} (usage-based costs settle it)
+    Column("credits", JSON, nullable=True),
     Index("ix_ai_requests_user_time", "app_id", "user_id", "created_ms"),
     Index("ix_ai_requests_poll", "status", "next_poll_ms"),
 )
@@ -262,7 +285,7 @@ usage_logs = Table(
     Column("retry_ms", BigInteger, nullable=True),
     Column("retry_times", Integer, nullable=False, default=0),
     Column("code", Integer, nullable=False),
-    Column("content", Text, nullable=False, default=""),
+    Column("content", UserText, nullable=False, default=""),
     Column("endpoint", String(200), nullable=False, default=""),
     Column("app_id", String(64), nullable=False, default=""),  # the log's group
     Column("channel", Integer, nullable=False, default=0),
@@ -285,11 +308,13 @@ usage_logs = Table(
     Column("usage_estimated", Boolean, nullable=False, default=False),
     Column("price", JSON, nullable=False, default=dict),
     Column("used_amount", Money, nullable=False, default=0),
-    Index("ix_usage_logs_created", "created_ms", "id"),
-    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id"),
-    Index("ix_usage_logs_model_created", "model", "created_ms"),
+    # The ordering indexes (newest first: created_ms, id) carry every column the log
+    # search filters on after them, so a page, deep or not, is an index-only walk.
+    Index("ix_usage_logs_created", "created_ms", "id", "code", "app_id", "model", "token_name", "channel"),
+    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id", "code", "model", "token_name", "channel"),
+    Index("ix_usage_logs_model_created", "model", "created_ms", "id", "code", "app_id", "token_name", "channel"),
     Index("ix_usage_logs_request_id", "request_id"),
-    Index("ix_usage_logs_user_created", "user", "created_ms"),
+    Index("ix_usage_logs_user_created", "user", "created_ms", "id"),
     sqlite_autoincrement=True,
 )
 
@@ -297,9 +322,9 @@ request_details = Table(
     "request_details",
     metadata,
     Column("log_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("request_body", Text, nullable=False, default=""),
+    Column("request_body", UserText, nullable=False, default=""),
     Column("request_body_truncated", Boolean, nullable=False, default=False),
-    Column("response_body", Text, nullable=False, default=""),
+    Column("response_body", UserText, nullable=False, default=""),
     Column("response_body_truncated", Boolean, nullable=False, default=False),
 )
 
@@ -353,15 +378,126 @@ usage_log_counts = Table(
 )
 
 # Log search orderings (newest first) for the filters seed 001 combines.
-Index("ix_usage_logs_app_model_created", usage_logs.c.app_id, usage_logs.c.model,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_app_token_created", usage_logs.c.app_id, usage_logs.c.token_name,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_channel_created", usage_logs.c.channel, usage_logs.c.created_ms,
-      usage_logs.c.id)
+_L = usage_logs.c
+Index("ix_usage_logs_app_model_created", _L.app_id, _L.model, _L.created_ms, _L.id, _L.code,
+      _L.token_name, _L.channel)
+Index("ix_usage_logs_app_token_created", _L.app_id, _L.token_name, _L.created_ms, _L.id, _L.code,
+      _L.model, _L.channel)
+Index("ix_usage_logs_channel_created", _L.channel, _L.created_ms, _L.id, _L.code, _L.app_id,
+      _L.model, _L.token_name)
 # Errors are a small share of the log: partial indexes keep "code_type=error" pages cheap.
+Index("ix_usage_logs_errors_created", _L.created_ms, _L.id, _L.code, _L.app_id, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+Index("ix_usage_logs_app_errors_created", _L.app_id, _L.created_ms, _L.id, _L.code, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+
+# Keyword search (a case-insensitive substring of these columns). PostgreSQL: a pg_trgm GIN
+# index per column (migration 0012 qualifies the operator class with pg_trgm's schema).
+# SQLite: the FTS5 table usage_logs_fts (trigram tokenizer, external content, kept by
+# triggers), which Core cannot declare; migration_filter() hides it from comparisons.
+KEYWORD_COLUMNS = ("request_id", "user", "model", "token_name", "content")
+for _name in KEYWORD_COLUMNS:
+    Index(f"ix_usage_logs_trgm_{_name}", usage_logs.c[_name], postgresql_using="gin",
+          postgresql_ops={_name: "gin_trgm_ops"}, info={"dialect": "postgresql"})
+SQLITE_FTS_TABLE = "usage_logs_fts"
+
+# Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC
+# day): a dashboard by day reads one row per series and day.
+usage_rollups_daily = Table(
+    "usage_rollups_daily",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),
+    Column("value", String(200), primary_key=True),
+    *_rollup_sums(),
+)
+
+
+def migration_filter(dialect: str):
+    """An Alembic ``include_object`` hook for comparing this metadata with a database:
+    indexes that exist on one database only, and SQLite's FTS5 tables, are left out."""
+
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "table" and name and name.startswith(SQLITE_FTS_TABLE):
+            return False
+        if type_ == "index":
+            declared = obj if not reflected else compare_to
+            only = declared.info.get("dialect") if declared is not None else None
+            return only is None or only == dialect
+        return True
+
+    return include_object
+
+
+# The batched writer's local journals (aigate.store.journal): the highest row sequence of
+# each journal file already replayed, committed with the rows so a replay is idempotent.
+writer_journal = Table(
+    "writer_journal",
+    metadata,
+    Column("name", String(200), primary_key=True),  # the journal file's name
+    Column("replayed_through", BigInteger, nullable=False),
+)
+
+# --- Responses API (relay): what aigate stores itself, so previous_response_id rebuilds a
+# thread on any platform. ``id`` is the unguessable id the client saw (``resp_`` + 32 random
+# bytes); rows are scoped to the relay token's app.
+relay_responses = Table(
+    "relay_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("conversation", JSON, nullable=False),  # input items + output items, in order
+    Column("response", JSON, nullable=False),  # the Response object as answered
+)
+Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)
+
 Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
       postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
 Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
       usage_logs.c.id,
       postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+
+# --- operating many platforms: webhook endpoints and their durable delivery queue
+
+app_webhooks = Table(
+    "app_webhooks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("spec", JSON, nullable=False),  # the validated WebhookCfg (secret included)
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "url"),
+    sqlite_autoincrement=True,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("msg_id", String(40), nullable=False, unique=True),  # the `webhook-id` header: one per delivery
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
+    Column("status", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claim_until_ms", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("round_ms", BigInteger, nullable=False),  # start of the retry schedule (creation or re-send)
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_ms"),
+    Index("ix_webhook_deliveries_app", "app_id", "status", "created_ms"),
+    sqlite_autoincrement=True,
+)

@@ -45,6 +45,7 @@ async def erase_user(engine: AsyncEngine, app_id: str, user_id: str) -> dict[str
             ("chats", t.chats),
             ("ai_requests", t.ai_requests),
             ("user_assets", t.user_assets),
+            ("asset_holds", t.asset_holds),  # a running call's settlement then finds no hold
             ("usage_counters", t.usage_counters),
             ("users", t.users),
         ):

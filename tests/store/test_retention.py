@@ -69,7 +69,7 @@ async def test_old_rows_details_and_rollups_are_deleted_in_batches(engine):
     assert await count(engine, t.usage_logs, t.usage_logs.c.created_ms < cutoff) == 0
     # details of the deleted rows went with them; the kept rows keep theirs
     assert await count(engine, t.request_details) == sum(1 for r in new if r["request_body"])
-    for table in (t.usage_rollups, t.usage_rollups_hourly, t.usage_log_counts):
+    for table in (t.usage_rollups, t.usage_rollups_hourly, t.usage_rollups_daily, t.usage_log_counts):
         assert await count(engine, table, table.c.bucket_ms < cutoff) == 0
         assert await count(engine, table) > 0
     # the counts behind search totals still match the log exactly

@@ -27,6 +27,12 @@ def log_row(i: int, **extra) -> dict:
     return row
 
 
+def _journal_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="aigate-journal-")
+
+
 async def count(engine, table=t.usage_logs) -> int:
     async with engine.connect() as conn:
         return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
@@ -40,8 +46,8 @@ async def engine(db_url):
     await engine.dispose()
 
 
-def make_writer(engine, **kw) -> BatchWriter:
-    writer = BatchWriter(engine, **kw)
+def make_writer(engine, journal_dir=None, **kw) -> BatchWriter:
+    writer = BatchWriter(engine, journal_dir=journal_dir or _journal_dir(), **kw)
     register_sinks(writer)
     writer.start()
     return writer
@@ -190,7 +196,7 @@ async def test_database_outage_is_retried_and_no_row_is_lost(pg_url):
     assert writer.outage_retries > 0
     assert await count(direct) == 50
     await proxy.start()  # it comes back on the same port
-    await asyncio.wait_for(writer.flush(), 15)
+    await asyncio.wait_for(writer.flush(through_outage=True), 15)
     assert await count(direct) == 150
     await writer.stop()
     await engine.dispose()

@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
+from aigate.store.db import create_reader_engine
 from aigate.store.logs_query import (
     LogFilter,
     counts_query,
@@ -60,11 +61,21 @@ def opt_int(ge: int | None = None, le: int | None = None, description: str | Non
     ]
 
 
+def no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL, so no stored value contains one: a 400, not a 500."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def opt_str(max_length: int, description: str | None = None) -> Any:
     return Annotated[
-        Annotated[str, Field(max_length=max_length)] | None, BeforeValidator(blank_to_none),
-        Query(description=description),
+        Annotated[str, Field(max_length=max_length), AfterValidator(no_nul)] | None,
+        BeforeValidator(blank_to_none), Query(description=description),
     ]
+
+
+GroupPath = Annotated[str, Path(description="the group (app id)"), AfterValidator(no_nul)]
 
 
 INT32_MAX = 2**31 - 1  # channel and code are 32-bit columns
@@ -119,8 +130,22 @@ Params = Annotated[LogParams, Depends()]
 GroupQuery = opt_str(64, "only this app's logs")
 
 
+def log_reader(services: Any) -> AsyncEngine:
+    """The engine the log search, export and dashboard read with: on PostgreSQL a small
+    pool of its own whose connections plan every statement with its actual parameters
+    (``db.READER_SETTINGS``), so the App API's pool keeps its plan cache; on SQLite the
+    one engine."""
+    reader = services.extras.get("log_reader")
+    if reader is None:
+        reader = create_reader_engine(services.config.database.url) or services.engine
+        services.extras["log_reader"] = reader
+        if reader is not services.engine:
+            services.extras.setdefault("stoppers", []).append(reader.dispose)
+    return reader
+
+
 def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.services.engine
+    return log_reader(request.app.state.services)
 
 
 async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
@@ -156,7 +181,7 @@ async def search_all_logs(request: Request, params: Params, group: GroupQuery = 
 
 
 @router.get("/log/{group}/search", response_model=None)
-async def search_group_logs(request: Request, group: str, params: Params) -> Response:
+async def search_group_logs(request: Request, group: GroupPath, params: Params) -> Response:
     """One group's logs, newest first, with the channel, model and token name facets."""
     return json_response(await _search(_engine(request), params, params.filter(group), token_names=True))
 
@@ -177,7 +202,7 @@ async def log_detail(request: Request, id: LogId) -> Response:
 
 
 @router.get("/log/{group}/detail/{id}", response_model=None)
-async def group_log_detail(request: Request, group: str, id: LogId) -> Response:
+async def group_log_detail(request: Request, group: GroupPath, id: LogId) -> Response:
     """404 as well when the log belongs to another group."""
     return await _detail(_engine(request), id, group)
 
@@ -212,5 +237,5 @@ async def export_all_logs(request: Request, params: Params, group: GroupQuery = 
 
 
 @router.get("/log/{group}/export", response_class=StreamingResponse)
-async def export_group_logs(request: Request, group: str, params: Params):
+async def export_group_logs(request: Request, group: GroupPath, params: Params):
     return _csv_response(_engine(request), params.filter(group), group)

@@ -7,6 +7,7 @@ from aigate.api.admin import (
     keys,
     logs,
     models,
+    operations,
     platforms,
     specs,
     users,
@@ -22,4 +23,5 @@ ROUTERS: list = [
     models.router,
     logs.router,
     dashboard.router,
+    operations.router,
 ]
