@@ -120,6 +120,7 @@ async def stop_services(services: Services) -> None:
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     from aigate.api import (
+        app_docs,
         bp,
         bp_requests,
         bp_tokens,
@@ -152,6 +153,7 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
 
     routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
     routes += bp_tokens.routes
+    routes += app_docs.routes
     routes += relay_responses.routes
     routes += relay_messages.routes
     routes += relay_audio.routes

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
+from aigate.api.app_docs import swagger_page
 from aigate.api.json_bounds import bounds_error
 from aigate.auth.caller import admin_ok
 from aigate.engine.calls import RETRY_AFTER_S
@@ -56,9 +57,15 @@ def create_admin_app() -> FastAPI:
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
         dependencies=[Depends(require_admin), Depends(check_input_bounds)],
-        docs_url="/docs",
+        docs_url=None,  # served below from the vendored Swagger UI, not a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+
+    async def docs(request: Request):
+        return swagger_page("/api/openapi.json", "aigate Admin API")
+
+    api.add_route("/docs", docs, include_in_schema=False)  # open, like the document itself
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
