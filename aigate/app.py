@@ -134,7 +134,10 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     async def app_error(request: Request, exc: AppError) -> Response:
         return error_response(exc)
 
-    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    from aigate.console import web as console
+
+    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, *console.routes,
+              Mount("/api", app=admin_app)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
     return metrics_middleware(app)
 

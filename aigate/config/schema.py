@@ -30,6 +30,7 @@ class ServerCfg(Strict):
     worker_id: int | None = Field(default=None, ge=0, le=1023)  # snowflake worker; derived if unset
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     instance_name: str = ""
+    trusted_proxies: list[str] = []  # proxies whose X-Forwarded-For/-Proto are believed (IPs or CIDRs)
 
 
 class DatabaseCfg(Strict):

@@ -4,23 +4,17 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from aigate.api.admin.access import AuditMiddleware, require_operator
 from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
-from aigate.auth.caller import admin_ok
-
-
-async def require_admin(request: Request) -> None:
-    services = request.app.state.services
-    if not admin_ok(services.config.server.admin_key, request.headers.get("authorization")):
-        raise HTTPException(status_code=401, detail="invalid or missing admin key")
 
 
 def create_admin_app() -> FastAPI:
     api = FastAPI(
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
-        dependencies=[Depends(require_admin)],
-        docs_url="/docs",
+        dependencies=[Depends(require_operator)],
+        docs_url=None,  # served offline by the console package (no CDN)
         openapi_url="/openapi.json",
     )
 
@@ -38,4 +32,5 @@ def create_admin_app() -> FastAPI:
 
     for router in ROUTERS:
         api.include_router(router)
+    api.add_middleware(AuditMiddleware)
     return api

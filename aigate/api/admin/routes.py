@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aigate.api.admin import (
     apps,
+    console_api,
     dashboard,
     keys,
     logs,
@@ -22,4 +23,5 @@ ROUTERS: list = [
     models.router,
     logs.router,
     dashboard.router,
+    console_api.router,
 ]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigate.api.admin.checks import require_app
@@ -62,6 +62,7 @@ class LedgerEntry(Strict):
     request_id: str | None
     idempotency_key: str | None
     created_at: str
+    note: str | None = None
 
 
 class LedgerPage(Strict):
@@ -166,7 +167,7 @@ async def _ledger(
     return [
         LedgerEntry(id=r.id, asset=r.asset, delta=r.delta, balance_after=r.balance_after,
                     reason=r.reason, request_id=r.request_id, idempotency_key=r.idempotency_key,
-                    created_at=iso_ms(r.created_ms))
+                    created_at=iso_ms(r.created_ms), note=r.note)
         for r in rows
     ]
 
@@ -204,16 +205,17 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
 
 
 async def _usage(conn: AsyncConnection, app_id: str, user_id: str) -> UsageTotals:
-    lg = t.usage_logs
+    """Summed from the per-user daily rollup the writer keeps (never a scan of the log)."""
+    d = t.user_usage_daily
     row = (await conn.execute(
         select(
-            func.count(),
-            func.coalesce(func.sum(case((lg.c.code != 200, 1), else_=0)), 0),
-            func.coalesce(func.sum(lg.c.input_tokens), 0),
-            func.coalesce(func.sum(lg.c.output_tokens), 0),
-            func.coalesce(func.sum(lg.c.total_tokens), 0),
-            func.sum(lg.c.used_amount),
-        ).where((lg.c.app_id == app_id) & (lg.c.user == user_id))
+            func.coalesce(func.sum(d.c.requests), 0),
+            func.coalesce(func.sum(d.c.errors), 0),
+            func.coalesce(func.sum(d.c.input_tokens), 0),
+            func.coalesce(func.sum(d.c.output_tokens), 0),
+            func.coalesce(func.sum(d.c.total_tokens), 0),
+            func.sum(d.c.used_amount),
+        ).where((d.c.app_id == app_id) & (d.c.user_id == user_id))
     )).one()
     return UsageTotals(requests=row[0], errors=row[1], input_tokens=row[2], output_tokens=row[3],
                        total_tokens=row[4], used_amount=_amount(row[5]))
