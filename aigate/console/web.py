@@ -113,6 +113,9 @@ async def signin(request: Request) -> Response:
         sid, _ = await sessions.create(services.engine, op.name, op.role, sessions.operator_stamp(op.auth_version))
     else:
         return _signin_page(request, {"form": "Enter the admin key, or a username and password."}, 400, username)
+    old = request.cookies.get(sessions.COOKIE)
+    if old:  # the session this browser had before is replaced, not kept alongside
+        await sessions.end(services.engine, old)
     response = RedirectResponse("/console/dashboard", status_code=303)
     response.set_cookie(sessions.COOKIE, sid, httponly=True, samesite="strict", path="/",
                         secure=_secure(request), max_age=sessions.ABSOLUTE_MS // 1000)

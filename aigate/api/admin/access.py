@@ -31,8 +31,8 @@ CSRF_HEADER = "x-csrf-token"
 # Routes a viewer may call (by module and function name): reads without bodies or chats.
 VIEWER_READS = frozenset({
     "aigate.api.admin.apps.list_apps", "aigate.api.admin.apps.get_app",
-    "aigate.api.admin.specs.spec_router.<locals>.list_specs",
-    "aigate.api.admin.specs.spec_router.<locals>.get_spec",
+    "aigate.api.admin.specs.spec_router.<locals>.list_all",
+    "aigate.api.admin.specs.spec_router.<locals>.get_one",
     "aigate.api.admin.keys.list_server_keys", "aigate.api.admin.keys.list_relay_tokens",
     "aigate.api.admin.keys.get_relay_token",
     "aigate.api.admin.users.list_users", "aigate.api.admin.users.get_user",
