@@ -61,8 +61,9 @@ function readValue(el, form) {
   if (type === "bool") return el.checked;
   const raw = el.value.trim();
   if (raw === "" && el.hasAttribute("data-optional")) return undefined;
-  if (type === "int") return raw === "" ? null : Number.parseInt(raw, 10);
-  if (type === "float") return raw === "" ? null : Number.parseFloat(raw);
+  // not a number: sent as typed, so the Admin API's message names the field
+  if (type === "int") return raw === "" ? null : (/^-?\d+$/.test(raw) ? Number.parseInt(raw, 10) : raw);
+  if (type === "float") return raw === "" ? null : (Number.isFinite(Number(raw)) ? Number(raw) : raw);
   if (type === "list") return raw ? raw.split(",").map((s) => s.trim()).filter(Boolean) : [];
   if (type === "json") {
     try { return raw ? JSON.parse(raw) : {}; } catch (e) { throw {field: el.name, message: `${el.name}: not valid JSON (${e.message})`}; }

@@ -6,6 +6,11 @@ const RANGES = {"1h": [3600e3, "minute"], "24h": [86400e3, "hour"], "7d": [7 * 8
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 const fmt = (field, v) => v == null ? "–" : field === "used_amount" ? Number(v).toFixed(6) : Number(v).toLocaleString();
 
+function axisLabel(field, v) {
+  if (field !== "used_amount") return Number(v).toLocaleString();
+  return v === 0 ? "0" : Number(v).toPrecision(2);
+}
+
 function cell(row, text) { const td = document.createElement("td"); td.textContent = text; row.appendChild(td); }
 
 function fillTable(id, entries, key) {
@@ -33,7 +38,7 @@ function draw(el, data, charts) {
   })));
   const opts = {
     width: Math.max(280, el.clientWidth || 300), height: 200, series,
-    axes: [{}, {size: 60, values: (u, vals) => vals.map((v) => fmt(field, v))}],
+    axes: [{}, {size: field === "used_amount" ? 80 : 60, values: (u, vals) => vals.map((v) => axisLabel(field, v))}],
     scales: {x: {time: true}},
     cursor: {focus: {prox: 16}},
   };
