@@ -141,7 +141,7 @@ async def users(request: Request, services, session: Session) -> Data:
         out["recent"] = (await users_api.list_users(app_id, services, 1, 20))["data"] if app_id else None
         return out
     try:
-        out["view"] = (await users_api.get_user(app_id, user_id, services))["data"]
+        out["view"] = (await users_api.get_user(app_id, user_id, services, request))["data"]
     except HTTPException as exc:
         out["error"] = str(exc.detail)
         return out

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from aigate.api.admin.access import client_ip, is_https
+from aigate.api.admin.access import Principal, client_ip, is_https
 from aigate.auth import operators, sessions
 from aigate.auth.caller import admin_ok
 from aigate.auth.signin_limit import SigninLimiter
@@ -145,6 +145,8 @@ def page(template: str, loader, title: str):
         session = await current_session(request)
         if session is None:
             return secure_headers(RedirectResponse("/console/signin", status_code=303))
+        # the Admin API functions a page calls see the same principal as over HTTP
+        request.state.principal = Principal(session.actor, session.role, session.operator, session)
         try:
             data = await loader(request, _services(request), session)
         except HTTPException as exc:

@@ -151,6 +151,12 @@ async def test_viewer_reads_but_cannot_write_see_bodies_or_spend(gw, console):
             assert doc["message"].startswith("role:")
         status, text, _ = await viewer.page(f"/console/logs/{log_id}")
         assert status == 200 and "shown to admins only" in text
+        status, doc = await viewer.api("GET", f"/apps/{APP_ID}/users/u1")
+        assert doc["data"]["chats"]["count"] == 1 and doc["data"]["chats"]["latest"][0]["title"] == ""
+        status, text, _ = await viewer.page(f"/console/users?app={APP_ID}&user=u1")
+        assert "hi" not in re.findall(r"<summary>(.*?)</summary>", text)[0]
+        status, doc = await console.api("GET", f"/apps/{APP_ID}/users/u1")
+        assert doc["data"]["chats"]["latest"][0]["title"] == "hi"
         # a preview changes nothing and costs nothing: allowed
         status, doc = await viewer.api("POST", f"/apps/{APP_ID}/preview", {"template": "hi {{ .a }}",
                                                                           "parameters": {"a": "b"}})
@@ -371,3 +377,20 @@ async def test_a_new_admin_key_ends_admin_key_sessions(db_url, simulator):
     finally:
         await client.close()
         await gw2.close()
+
+
+async def test_signin_limit_is_shared_through_redis(db_url, simulator, redis_url):
+    doc = base_config(db_url, simulator.url, redis_url=redis_url)
+    a = await start_gateway(doc)
+    b = await start_gateway(doc)
+    ca, cb = ConsoleClient(a.url), ConsoleClient(b.url)
+    try:
+        for _ in range(5):
+            assert (await ca.signin_response(admin_key="wrong")).status == 401
+            assert (await cb.signin_response(admin_key="wrong")).status == 401
+        assert (await ca.signin_response(admin_key=ADMIN_KEY)).status == 429  # 11th attempt, either instance
+    finally:
+        await ca.close()
+        await cb.close()
+        await a.close()
+        await b.close()

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from aigate.simulator.server import start_simulator
 from tests.browser.conftest import SCREENSHOTS
-from tests.gateway import ADMIN_KEY, APP_ID, base_config, start_gateway
+from tests.gateway import ADMIN_KEY, base_config, start_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -99,7 +99,12 @@ async def env(browser, tmp_path_factory):
     gw = await start_gateway(_config(f"sqlite:///{tmp}/aigate.db", sim.url, evil_url))
     try:
         await _seed(gw)
-        yield Env(gw, tmp)
+        env = Env(gw, tmp)
+        context = await browser.new_context()
+        await signin(await context.new_page(), env)
+        env.admin_state = await context.storage_state()
+        await context.close()
+        yield env
     finally:
         await gw.close()
         await evil.cleanup()
@@ -108,7 +113,8 @@ async def env(browser, tmp_path_factory):
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser, env):
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    """A page of a fresh browser context, signed in as admin (the module's one session)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, storage_state=env.admin_state)
     page = await context.new_page()
     page.set_default_timeout(10_000)
     dialogs: list[str] = []
@@ -134,6 +140,10 @@ async def signin(page, env, *, admin_key: str = ADMIN_KEY, username: str = "", p
     await page.wait_for_url("**/console/dashboard")
 
 
+async def open_console(page, env) -> None:
+    await page.goto(env.url + "/console/dashboard")
+
+
 async def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -149,6 +159,7 @@ async def admin_api(env, method: str, path: str, body=None) -> dict:
 
 
 async def test_sign_in_and_the_dashboard_shows_what_the_admin_api_returns(page, env):
+    await page.context.clear_cookies()
     await page.goto(env.url + "/")
     await page.wait_for_url("**/console/signin")
     await shot(page, "signin")
@@ -182,7 +193,7 @@ async def test_sign_in_and_the_dashboard_shows_what_the_admin_api_returns(page, 
 
 
 async def test_every_page_is_reachable_from_its_nav_link(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     for name in ("Dashboard", "Logs", "Strategies", "Platforms", "Users", "Keys", "Playground", "Audit"):
         await page.get_by_role("navigation", name="Console").get_by_role("link", name=name, exact=True).click()
         await page.wait_for_url(f"**/console/{name.lower()}**")
@@ -191,7 +202,7 @@ async def test_every_page_is_reachable_from_its_nav_link(page, env):
 
 
 async def test_a_changed_system_prompt_is_served_by_the_app_api_within_a_second(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Strategies", exact=True).click()
     await page.get_by_role("link", name="free-normal").click()
     await page.wait_for_selector("#preview-output:not(:empty)")
@@ -216,7 +227,7 @@ async def test_a_changed_system_prompt_is_served_by_the_app_api_within_a_second(
 
 
 async def test_preview_with_a_missing_variable_names_it(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.goto(env.url + "/console/strategies/APPTEST/instruction/test")
     await page.wait_for_selector("#preview-output:not(:empty), #preview-error:not(:empty)")
     await page.get_by_label("Sample parameters (JSON)").fill('{"role": "doctor"}')
@@ -229,7 +240,7 @@ async def test_preview_with_a_missing_variable_names_it(page, env):
 
 
 async def test_create_a_relay_token_and_call_v1_with_it(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Keys", exact=True).click()
     form = page.locator("form", has=page.get_by_role("button", name="Create relay token"))
     await form.get_by_label("Name").fill("browser-token")
@@ -253,7 +264,7 @@ async def test_create_a_relay_token_and_call_v1_with_it(page, env):
 
 
 async def test_grant_credits_and_see_the_balance_and_ledger_row(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Users", exact=True).click()
     await page.get_by_label("User id").fill("u2")
     await page.get_by_role("button", name="Find").click()
@@ -269,7 +280,7 @@ async def test_grant_credits_and_see_the_balance_and_ledger_row(page, env):
 
 
 async def test_filter_logs_by_model_and_open_a_detail(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Logs", exact=True).click()
     await shot(page, "logs")
     await page.locator(".facets").get_by_role("link", name="claude-3-5-haiku").click()
@@ -292,7 +303,7 @@ async def test_filter_logs_by_model_and_open_a_detail(page, env):
 
 
 async def test_playground_chat_streams(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Playground", exact=True).click()
     await page.get_by_label("Strategy").select_option("assistant")
     # the simulator sends the reply in 8 deltas 150 ms apart: the page shows it growing
@@ -316,7 +327,7 @@ async def test_playground_chat_streams(page, env):
 
 
 async def test_platform_test_button_and_masked_keys(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     await page.get_by_role("link", name="Platforms", exact=True).click()
     assert "sk-sim" not in await page.content() or "…" in await page.inner_text("table")
     row = page.locator("tr", has_text="sim-openai")
@@ -332,8 +343,10 @@ async def test_platform_test_button_and_masked_keys(page, env):
 
 async def test_a_viewer_cannot_save_and_the_admin_api_answers_403(page, env):
     await admin_api(env, "POST", "/operators", {"name": "viewer1", "password": "viewer-pass-123", "role": "viewer"})
+    await page.context.clear_cookies()
     await signin(page, env, username="viewer1", password="viewer-pass-123")
     await page.goto(env.url + "/console/strategies/APPTEST/strategy/free-normal")
+    assert await page.locator("meta[name=csrf-token]").count() == 1, await page.content()
     assert await page.get_by_role("button", name="Save").count() == 0
     assert await page.get_by_label("System prompt (Go template)").is_disabled()
     status = await page.evaluate("""async () => {
@@ -355,7 +368,7 @@ async def test_a_viewer_cannot_save_and_the_admin_api_answers_403(page, env):
 
 
 async def test_attacker_text_renders_inert_on_every_page_that_shows_it(page, env):
-    await signin(page, env)
+    await open_console(page, env)
     logs = await admin_api(env, "GET", "/logs/search?per_page=100")
     ids = {r["id"] for r in logs["data"]["logs"] if "<script>" in (r["user"] + r["content"]
                                                                   + r["request_detail"]["request_body"])}
@@ -379,7 +392,8 @@ async def test_attacker_text_renders_inert_on_every_page_that_shows_it(page, env
 
 
 async def test_audit_page_and_sign_out(page, env):
-    await signin(page, env)
+    await page.context.clear_cookies()
+    await signin(page, env)  # its own session: signing out must not end the module's
     await page.get_by_role("link", name="Audit", exact=True).click()
     first = await page.locator("#audit tbody tr").first.inner_text()
     assert "admin-key" in first or "operator:" in first
@@ -393,3 +407,13 @@ async def test_audit_page_and_sign_out(page, env):
         assert not any(c["name"] == "aigate_session" for c in cookies)
         async with s.get(env.url + "/api/apps") as r:
             assert r.status == 401
+
+
+async def test_api_docs_work_offline_under_the_csp(page, env):
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    await page.goto(env.url + "/api/docs")
+    await page.locator(".opblock").first.wait_for()
+    assert await page.locator(".opblock").count() > 20  # every Admin API route listed
+    assert all(u.startswith(env.url) for u in requested), [u for u in requested if not u.startswith(env.url)]
+    assert page.js_errors == []

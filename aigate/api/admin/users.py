@@ -9,10 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.checks import require_app
 from aigate.api.admin.common import ERROR_RESPONSES, Envelope, ServicesDep, not_found, ok
 from aigate.clock import iso_ms
@@ -243,7 +244,7 @@ async def list_users(
 @router.get("/{user_id}", summary="One end user: assets, ledger, chats, AI requests, usage",
             response_model=Envelope[UserView])
 async def get_user(
-    app_id: str, user_id: UserId, services: ServicesDep
+    app_id: str, user_id: UserId, services: ServicesDep, request: Request
 ):
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
@@ -262,6 +263,9 @@ async def get_user(
     if created is None and not (view.assets or view.ledger or view.chats.count
                                 or view.ai_requests.count or view.usage.requests):
         raise not_found(f"unknown user '{user_id}' in app '{app_id}'")
+    if not may_see_bodies(request):  # a viewer sees no chat content (titles are user text)
+        latest = [c.model_copy(update={"title": ""}) for c in view.chats.latest]
+        view = view.model_copy(update={"chats": view.chats.model_copy(update={"latest": latest})})
     return ok(view)
 
 
