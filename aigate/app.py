@@ -22,6 +22,7 @@ from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
+from aigate.engine import metering
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
 from aigate.services import Services
@@ -61,6 +62,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         queue_size=cfg.writer.queue_size,
     )
     register_sinks(writer)
+    metering.register_writer_kinds(writer)
     writer.start()
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300),
@@ -81,7 +83,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         from aigate.simulator.server import start_simulator
 
         host, port = _host_port(cfg.simulator.listen)
-        services.extras["simulator"] = await start_simulator(
+        services.simulator = await start_simulator(
             host=host, port=port, latency_ms=cfg.simulator.latency_ms
         )
     for starter in _background_starters():
@@ -98,12 +100,13 @@ def _background_starters():
 
 
 async def stop_services(services: Services) -> None:
-    for stopper in services.extras.pop("stoppers", []):
+    stoppers, services.stoppers = services.stoppers, []
+    for stopper in stoppers:
         await stopper()
     await services.cache.stop()
     await services.writer.stop()  # drain every queued row before the process exits
     await services.http.close()
-    sim = services.extras.pop("simulator", None)
+    sim, services.simulator = services.simulator, None
     if sim is not None:
         await sim.close()
     if services.redis is not None:

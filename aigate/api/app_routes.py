@@ -16,19 +16,26 @@ from starlette.routing import Route
 
 from aigate.api.errors import error_response
 from aigate.auth.caller import Caller, caller_from_server_key, caller_from_user_token
+from aigate.engine.calls import RETRY_AFTER_S
+from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError
 from aigate.services import Services
+from aigate.store.outage import is_outage
 
 Handler = Callable[[Request, Caller, Services], Awaitable[Response]]
 
 log = logging.getLogger("aigate.api")
 
 
-def internal_error(services: Services, request: Request) -> Response:
-    """A bug: logged with its traceback under a fresh id; the client gets only the id."""
+def internal_error(services: Services, request: Request, exc: Exception) -> Response:
+    """A database outage is a 503 the client may retry; anything else is a bug, logged with
+    its traceback under a fresh id, and the client gets only the id."""
+    if is_outage(exc):
+        log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+        return error_response(APP_ERRORS.unavailable(RETRY_AFTER_S))
     ref = services.ids.next()
     log.exception("unhandled error in %s %s", request.method, request.url.path, extra={"request_id": str(ref)})
-    return error_response(AppError("internal_error", f"internal error (request_id: {ref})"))
+    return error_response(APP_ERRORS.internal(str(ref)))
 
 
 def _client_endpoint(handler: Handler):
@@ -39,8 +46,8 @@ def _client_endpoint(handler: Handler):
             return await handler(request, caller, services)
         except AppError as exc:
             return error_response(exc)
-        except Exception:
-            return internal_error(services, request)
+        except Exception as exc:
+            return internal_error(services, request, exc)
 
     return endpoint
 
@@ -55,8 +62,8 @@ def _server_endpoint(handler: Handler):
             return await handler(request, caller, services)
         except AppError as exc:
             return error_response(exc)
-        except Exception:
-            return internal_error(services, request)
+        except Exception as exc:
+            return internal_error(services, request, exc)
 
     return endpoint
 

@@ -35,6 +35,7 @@ Handler = Callable[[Request, Services, RelayToken], Awaitable[Response]]
 
 log = logging.getLogger("aigate.relay")
 
+
 def _refuse(message: str) -> RelayError:
     metrics.UNAUTHENTICATED.labels("relay").inc()
     return RelayError(401, message, code="invalid_api_key")
@@ -94,9 +95,8 @@ async def _begin(
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:  # too large: refused, and logged like every refusal
-        record = relay.new_record(services, token, module, endpoint, ip)
-        raise await relay.fail(
-            services, token, record, RelayError(exc.status, exc.message)
+        raise await relay.refuse(
+            services, token, module, endpoint, ip, RelayError(exc.status, exc.message)
         ) from None
     return await relay.begin(services, token, raw, module, endpoint, ip)
 

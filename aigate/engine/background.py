@@ -1,7 +1,7 @@
 """Background workers started with every instance: log retention and the async-job poller.
 
 A starter is ``async def start(services) -> None``; it may append an async stopper to
-``services.extras["stoppers"]``.
+``services.stoppers``.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The chat flow of SPEC §5.1–5.2.
+"""The chat flow of SPEC §5.1–5.2, on the shared call lifecycle (``aigate.engine.calls``).
 
 resolve strategy → render system prompt → load the chat's recent history → reserve
-limit and cost (atomic) → call platforms (retry/fallback) → refund on failure → save the
-exchange → write the AI request record and the usage log row.
+limit and cost (atomic) → call platforms (retry/fallback) → save the exchange → settle;
+any failure on the way releases the reservation; the lifecycle writes the AI request
+record and the usage log row.
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from aigate.auth.caller import Caller
 from aigate.clock import now_ms
 from aigate.config.schema import StrategyCfg
 from aigate.engine import metering, routing
+from aigate.engine.calls import Call, CreditMeter, StreamState, app_record, pump
 from aigate.engine.chat_input import ChatInput, first_user_text, parse_chat_input
-from aigate.engine.detached import run_detached
 from aigate.engine.ids import new_chat_id
 from aigate.engine.prompts import render_text
-from aigate.engine.records import CallRecord, write_records
-from aigate.engine.upstream_errors import to_app_error
+from aigate.engine.records import CallRecord
+from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError, invalid, not_found
-from aigate.providers.base import ChatRequest, ChatResult, StreamEvent, UpstreamError, Usage
+from aigate.providers.base import ChatRequest, ChatResult, StreamEvent, Usage
 from aigate.providers.http import estimate_usage
 from aigate.providers.registry import chat_provider
 from aigate.services import Services
@@ -33,43 +34,22 @@ from aigate.store.sinks import write_chat_exchanges
 
 @dataclass(slots=True)
 class ChatCall:
-    services: Services
+    call: Call
     caller: Caller
-    record: CallRecord
-    strategy: StrategyCfg | None = None
-    input: ChatInput | None = None
+    strategy: StrategyCfg
+    input: ChatInput
+    reservation: metering.Reservation
     chat_id: str = ""
     new_chat: bool = False
     upstream_messages: list[dict[str, Any]] = field(default_factory=list)
-    reservation: metering.Reservation | None = None
 
+    @property
+    def services(self) -> Services:
+        return self.call.services
 
-def new_record(services: Services, caller: Caller, module: str, endpoint: str, ip: str,
-               strategy: str = "") -> CallRecord:
-    return CallRecord(
-        request_id=services.ids.next(),
-        log_request_id=str(services.ids.next()),
-        app_id=caller.app.id,
-        user_id=caller.user_id,
-        module=module,
-        strategy=strategy,
-        endpoint=endpoint,
-        started_ms=now_ms(),
-        from_appserver=caller.from_appserver,
-        ip=ip,
-    )
-
-
-async def fail(services: Services, record: CallRecord, exc: AppError,
-               reservation: metering.Reservation | None = None) -> AppError:
-    """Refund, record the failed call, and hand back the error to raise."""
-    if reservation is not None:
-        await metering.release(services, reservation)
-    record.code = exc.status
-    record.status = "failed"
-    record.error = exc.message
-    await write_records(services, record)
-    return exc
+    @property
+    def record(self) -> CallRecord:
+        return self.call.record
 
 
 def resolve_strategy(caller: Caller, name: str, module: str = "chat") -> StrategyCfg:
@@ -102,45 +82,45 @@ async def load_history(services: Services, caller: Caller, chat_id: str, limit: 
 
 
 async def prepare(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> ChatCall:
-    """Everything before the upstream call. Failures are recorded and raised as AppError."""
-    call = ChatCall(services, caller, new_record(services, caller, "chat", endpoint, ip))
+    """Everything before the upstream call, the reservation last."""
+    call = Call(services, app_record(services, caller, "chat", endpoint, ip), APP_ERRORS)
     call.record.request_body = body
-    try:
-        call.input = inp = parse_chat_input(body)
+    async with call.ending():
+        inp = parse_chat_input(body)
         call.record.strategy = inp.strategy
-        call.strategy = strategy = resolve_strategy(caller, inp.strategy)
+        strategy = resolve_strategy(caller, inp.strategy)
         call.record.model = strategy.model
         system = render_text(strategy.system_prompt, inp.parameters, f"strategy '{strategy.name}'")
         history: list[dict[str, Any]] = []
+        chat_id, new_chat = "", False
         if strategy.history.save:
             if inp.chat_id:
                 history = await load_history(services, caller, inp.chat_id, strategy.history.context_messages)
-                call.chat_id = inp.chat_id
+                chat_id = inp.chat_id
             else:
-                call.chat_id, call.new_chat = new_chat_id(), True
-        call.upstream_messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
-        call.record.metadata["chat_id"] = call.chat_id
-        call.reservation = await metering.reserve(
+                chat_id, new_chat = new_chat_id(), True
+        call.record.metadata["chat_id"] = chat_id
+        reservation = await metering.reserve(
             services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id))
-    except AppError as exc:
-        raise await fail(services, call.record, exc) from None
-    return call
+        call.meter = CreditMeter(services, reservation)
+    messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
+    return ChatCall(call, caller, strategy, inp, reservation, chat_id, new_chat, messages)
 
 
-def _chat_request(call: ChatCall, model: str) -> ChatRequest:
-    strategy, inp = call.strategy, call.input
+def _chat_request(chat: ChatCall, model: str) -> ChatRequest:
+    strategy, inp = chat.strategy, chat.input
     fmt = inp.response_format or strategy.response_format
     return ChatRequest(
         model=model,
-        messages=call.upstream_messages,
+        messages=chat.upstream_messages,
         params=dict(strategy.params),
         response_format={"type": fmt} if fmt == "json_object" else None,
     )
 
 
-def _candidates(call: ChatCall):
-    s = call.strategy
-    return routing.candidates(call.services.snapshot, routing.cooldowns_of(call.services), s.model,
+def _candidates(chat: ChatCall):
+    s = chat.strategy
+    return routing.candidates(chat.services.snapshot, routing.cooldowns_of(chat.services), s.model,
                               s.fallback_models, s.platforms)
 
 
@@ -149,24 +129,24 @@ def _tokens(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.total_tokens}
 
 
-async def _save_exchange(call: ChatCall, reply: str, usage: Usage) -> None:
-    if not call.chat_id:
+async def _save_exchange(chat: ChatCall, reply: str, usage: Usage) -> None:
+    if not chat.chat_id:
         return
     # Committed before the response (the client's next turn must see it), in a short
     # transaction of its own; concurrent saves share one commit on SQLite.
-    await run_script(call.services.engine, write_chat_exchanges, [dict(
-        chat_id=call.chat_id, app_id=call.caller.app.id, user_id=call.caller.user_id,
-        strategy=call.strategy.name, title=first_user_text(call.input.messages)[:100] if call.new_chat else "",
-        messages=[*call.input.messages, {"role": "assistant", "content": reply}],
-        tokens=usage.total_tokens, request_id=str(call.record.request_id), created_ms=now_ms(),
+    await run_script(chat.services.engine, write_chat_exchanges, [dict(
+        chat_id=chat.chat_id, app_id=chat.caller.app.id, user_id=chat.caller.user_id,
+        strategy=chat.strategy.name, title=first_user_text(chat.input.messages)[:100] if chat.new_chat else "",
+        messages=[*chat.input.messages, {"role": "assistant", "content": reply}],
+        tokens=usage.total_tokens, request_id=str(chat.record.request_id), created_ms=now_ms(),
     )])
 
 
-def _summary(call: ChatCall, usage: Usage) -> dict[str, Any]:
-    res = call.reservation
+def _summary(chat: ChatCall, usage: Usage) -> dict[str, Any]:
+    res = chat.reservation
     return {
-        "asset": metering.assets_json(call.caller, res.balances, res.recovered),
-        "chat_id": call.chat_id,
+        "asset": metering.assets_json(chat.caller, res.balances, res.recovered),
+        "chat_id": chat.chat_id,
         "current_count": res.current_count,
         "current_total_count": res.current_total_count,
         "tokens": _tokens(usage),
@@ -174,25 +154,21 @@ def _summary(call: ChatCall, usage: Usage) -> dict[str, Any]:
     }
 
 
-async def complete(call: ChatCall) -> dict[str, Any]:
+async def complete(chat: ChatCall) -> dict[str, Any]:
     """Non-stream chat: the seed 002 response object."""
-    services, record = call.services, call.record
+    services, call, record = chat.services, chat.call, chat.record
 
     async def attempt(platform, model) -> ChatResult:
         record.model = model
-        req = _chat_request(call, platform.upstream_model(model))
+        req = _chat_request(chat, platform.upstream_model(model))
         return await chat_provider(platform.type).chat(services.http, platform, req)
 
-    try:
-        result = await routing.call_with_retries(_candidates(call), attempt, record.trace,
-                                                 routing.cooldowns_of(services))
-    except UpstreamError as exc:
-        record.response_raw = exc.body
-        raise await fail(services, record, to_app_error(exc), call.reservation) from None
-    record.usage, record.response_raw = result.usage, result.raw
-    await _save_exchange(call, result.content, result.usage)
-    await write_records(services, record)
-    return {**_summary(call, result.usage), "reply": {"role": "assistant", "content": result.content}}
+    async with call.ending():
+        result = await call.route(_candidates(chat), attempt)
+        record.usage, record.response_raw = result.usage, result.raw
+        await _save_exchange(chat, result.content, result.usage)
+        await call.succeed()
+    return {**_summary(chat, result.usage), "reply": {"role": "assistant", "content": result.content}}
 
 
 # --- streaming
@@ -202,90 +178,59 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def open_stream(call: ChatCall) -> AsyncIterator[bytes]:
+async def open_stream(chat: ChatCall) -> AsyncIterator[bytes]:
     """Start the upstream stream, failing over only until its first event arrives.
     Errors up to here are raised (the client gets an ordinary JSON error)."""
-    services, record = call.services, call.record
+    services, call, record = chat.services, chat.call, chat.record
 
-    async def attempt(platform, model):
+    def start(platform, model) -> AsyncIterator[StreamEvent]:
         record.model = model
-        req = _chat_request(call, platform.upstream_model(model))
-        events = chat_provider(platform.type).chat_stream(services.http, platform, req).__aiter__()
-        try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            raise UpstreamError("the upstream stream ended before any event", retryable=True, kind="protocol") from None
-        return events, first
+        req = _chat_request(chat, platform.upstream_model(model))
+        return chat_provider(platform.type).chat_stream(services.http, platform, req)
 
-    try:
-        events, first = await routing.call_with_retries(_candidates(call), attempt, record.trace,
-                                                        routing.cooldowns_of(services))
-    except UpstreamError as exc:
-        record.response_raw = exc.body
-        raise await fail(services, record, to_app_error(exc), call.reservation) from None
-    return _relay_stream(call, events, first)
+    async with call.ending():
+        events, first = await call.open_stream(_candidates(chat), start)
+    return pump(call, events, first, ChatStream(chat))
 
 
-async def _relay_stream(call: ChatCall, events: AsyncIterator[StreamEvent], first: StreamEvent) -> AsyncIterator[bytes]:
-    services, record = call.services, call.record
-    parts: list[str] = []
-    usage: Usage | None = None
-    chat_id = call.chat_id
-    finished = False
-    try:
-        event: StreamEvent | None = first
-        while event is not None:
-            if event.usage is not None:
-                usage = event.usage
-            if event.delta:
-                parts.append(event.delta)
-                yield sse("ai_chat_msg", {"chat_id": chat_id, "content": event.delta, "is_finish": False})
-            try:
-                event = await events.__anext__()
-            except StopAsyncIteration:
-                event = None
-        finished = True
-    except UpstreamError as exc:
-        finished = True
-        record.response_raw = exc.body
-        err = to_app_error(exc)
-        await fail(services, record, err, call.reservation)
-        yield sse("ai_chat_error", err.body())
-        return
-    finally:
-        if not finished:
-            # The client went away: the upstream read was cancelled with us. What was
-            # generated is saved and billed, in a task of its own (this one is cancelled).
-            reply = "".join(parts)
-            run_detached(_finish(call, reply, usage, disconnected=True, events=events))
-    reply = "".join(parts)
-    usage = await _finish(call, reply, usage, disconnected=False)
-    yield sse("ai_chat_msg", {"chat_id": chat_id, "content": "", "is_finish": True, **_summary(call, usage)})
+@dataclass(slots=True)
+class ChatStream:
+    """The App API's stream (``ai_chat_msg`` events, one ``ai_chat_error`` on failure)."""
 
+    chat: ChatCall
 
-async def _finish(call: ChatCall, reply: str, usage: Usage | None, *, disconnected: bool,
-                  events: AsyncIterator[StreamEvent] | None = None) -> Usage:
-    record = call.record
-    if events is not None:
-        try:
-            await events.aclose()  # stop reading the upstream (closes its connection)
-        except Exception:  # already broken or finished: nothing left to stop
-            pass
-    if usage is None:  # cut short before the upstream reported usage
-        usage = estimate_usage(call.upstream_messages, len(reply))
-    record.usage = usage
-    record.response_raw = orjson.dumps({"content": reply, "usage": _tokens(usage)})
-    if disconnected:
-        record.code = 499  # the client closed the request (the partial reply is billed)
-        record.error = f"client disconnected after {len(reply)} characters"
-    await _save_exchange(call, reply, usage)
-    await write_records(call.services, record)
-    return usage
+    def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
+        if not event.delta:
+            return None
+        return sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": event.delta, "is_finish": False})
+
+    def estimate(self, state: StreamState) -> Usage:
+        return estimate_usage(self.chat.upstream_messages, len(state.text))
+
+    async def complete(self, state: StreamState) -> None:
+        await self._keep(state)
+
+    async def abandoned(self, state: StreamState) -> None:
+        await self._keep(state)
+
+    async def _keep(self, state: StreamState) -> None:
+        record = self.chat.record
+        reply = state.text
+        record.response_raw = orjson.dumps({"content": reply, "usage": _tokens(record.usage)})
+        await _save_exchange(self.chat, reply, record.usage)
+
+    def closing(self, state: StreamState) -> list[bytes]:
+        summary = _summary(self.chat, self.chat.record.usage)
+        return [sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": "", "is_finish": True, **summary})]
+
+    def error_frame(self, err: Exception) -> bytes:
+        body = err.body() if isinstance(err, AppError) else APP_ERRORS.internal(self.chat.record.log_request_id).body()
+        return sse("ai_chat_error", body)
 
 
 async def start(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str,
                 *, stream: bool):
-    call = await prepare(services, caller, body, endpoint, ip)
+    chat = await prepare(services, caller, body, endpoint, ip)
     if stream:
-        return await open_stream(call)
-    return await complete(call)
+        return await open_stream(chat)
+    return await complete(chat)

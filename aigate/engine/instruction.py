@@ -6,13 +6,12 @@ from typing import Any
 from aigate.auth.caller import Caller
 from aigate.config.schema import InstructionCfg, InstructionMessage
 from aigate.engine import metering, routing
-from aigate.engine.chat import fail, new_record
+from aigate.engine.calls import Call, CreditMeter, app_record
 from aigate.engine.prompts import render_text
-from aigate.engine.records import write_records
-from aigate.engine.upstream_errors import to_app_error
-from aigate.errors import AppError, invalid, not_found
+from aigate.engine.upstream_errors import APP_ERRORS
+from aigate.errors import invalid, not_found
 from aigate.gotemplate import MissingVariable, TemplateError, compile_template
-from aigate.providers.base import ChatRequest, UpstreamError
+from aigate.providers.base import ChatRequest
 from aigate.providers.registry import chat_provider
 from aigate.services import Services
 
@@ -32,7 +31,7 @@ def _image_url(source: str, parameters: dict[str, Any]) -> str:
 def render_message(msg: InstructionMessage, parameters: dict[str, Any], where: str) -> dict[str, Any]:
     if msg.content is not None:
         return {"role": msg.role, "content": render_text(msg.content, parameters, where)}
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in msg.multi_content or []:
         if part.type == "text":
             parts.append({"type": "text", "text": render_text(part.text or "", parameters, where)})
@@ -54,10 +53,10 @@ def parse_body(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 async def run_instruction(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> dict:
-    record = new_record(services, caller, "chat", endpoint, ip)
+    call = Call(services, app_record(services, caller, "chat", endpoint, ip), APP_ERRORS)
+    record = call.record
     record.request_body = body
-    reservation = None
-    try:
+    async with call.ending():
         name, parameters = parse_body(body)
         record.strategy = f"instruction:{name}"
         ins: InstructionCfg | None = caller.app.instructions.get(name)
@@ -67,27 +66,20 @@ async def run_instruction(services: Services, caller: Caller, body: dict[str, An
         messages = [render_message(m, parameters, f"instruction '{name}'") for m in ins.messages]
         reservation = await metering.reserve(services, caller, record.strategy, ins.cost, ins.limit,
                                              str(record.request_id))
-    except AppError as exc:
-        raise await fail(services, record, exc) from None
+        call.meter = CreditMeter(services, reservation)
 
-    params: dict[str, Any] = {"max_tokens": ins.max_token, "temperature": ins.temperature}
-    fmt = {"type": "json_object"} if ins.response_format == "json_object" else None
+        params: dict[str, Any] = {"max_tokens": ins.max_token, "temperature": ins.temperature}
+        fmt = {"type": "json_object"} if ins.response_format == "json_object" else None
 
-    async def attempt(platform, model):
-        req = ChatRequest(model=platform.upstream_model(model), messages=messages, params=params,
-                          response_format=fmt)
-        return await chat_provider(platform.type).chat(services.http, platform, req)
+        async def attempt(platform, model):
+            req = ChatRequest(model=platform.upstream_model(model), messages=messages, params=params,
+                              response_format=fmt)
+            return await chat_provider(platform.type).chat(services.http, platform, req)
 
-    cooldowns = routing.cooldowns_of(services)
-    try:
-        result = await routing.call_with_retries(
-            routing.candidates(services.snapshot, cooldowns, ins.model, [], ins.platforms),
-            attempt, record.trace, cooldowns)
-    except UpstreamError as exc:
-        record.response_raw = exc.body
-        raise await fail(services, record, to_app_error(exc), reservation) from None
-    record.usage, record.response_raw = result.usage, result.raw
-    await write_records(services, record)
+        cands = routing.candidates(services.snapshot, routing.cooldowns_of(services), ins.model, [], ins.platforms)
+        result = await call.route(cands, attempt)
+        record.usage, record.response_raw = result.usage, result.raw
+        await call.succeed()
     u = result.usage
     return {
         "instruction": {"content": result.content},

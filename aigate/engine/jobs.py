@@ -57,6 +57,7 @@ from aigate.engine.upstream_errors import to_app_error
 from aigate.providers import http_job
 from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
 from aigate.providers.openai import parse_usage
+from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t
 from aigate.store.script import run_script
@@ -101,7 +102,7 @@ def step_timeout_s(platform: Platform) -> float:
 def lease_ms(services: Services) -> int:
     """The longest lease any job platform asks for (one value per claim statement)."""
     leases = [_seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values()
-              if p.type == "http_job"]
+              if p.type in JOB_TYPES]
     return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
 
 
@@ -148,13 +149,10 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
     }
     row = ai_request_row(services, record)
     row.update(platform=platform.type, job=job, next_poll_ms=now, created_ms=record.started_ms, updated_ms=now)
-    try:
-        async with services.engine.begin() as conn:
-            row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
-            await conn.execute(insert(T).values(**row))
-    except BaseException:
-        await metering.release(services, reservation)
-        raise
+    # a failure here is the caller's to release (aigate.engine.calls)
+    async with services.engine.begin() as conn:
+        row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
+        await conn.execute(insert(T).values(**row))
     await services.writer.put("user", {"app_id": record.app_id, "user_id": record.user_id,
                                        "created_ms": record.started_ms})
     kick(services)
@@ -162,7 +160,7 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
 
 
 def kick(services: Services) -> None:
-    poller = services.extras.get("job_poller")
+    poller = services.job_poller
     if poller is not None:
         poller.wake.set()
 
@@ -379,7 +377,7 @@ async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None
         seconds = (job["deadline_ms"] - row["created_ms"]) / 1000
         await settle(services, claimer, row, job, status="failed", code=504,
                      error=f"deadline exceeded: the job did not finish within {seconds:g} s")
-    elif platform is None or platform.type != "http_job" or (row["status"] != "processing" and not platform.enabled):
+    elif platform is None or platform.type not in JOB_TYPES or (row["status"] != "processing" and not platform.enabled):
         await settle(services, claimer, row, job, status="failed", code=400,
                      error=f"platform '{job.get('platform')}' is no longer available")
     elif row["status"] == "processing" and job.get("upstream_id"):
@@ -468,7 +466,7 @@ class Poller:
 async def start(services: Services) -> None:
     """Background starter (``aigate.engine.background.STARTERS``)."""
     poller = Poller(services)
-    services.extras["job_poller"] = poller
+    services.job_poller = poller
     poller.start()
-    services.extras.setdefault("stoppers", []).append(poller.stop)
+    services.stoppers.append(poller.stop)
 

@@ -25,6 +25,7 @@ from aigate.config.schema import AssetCfg, CostCfg, LimitCfg
 from aigate.engine.periods import period_key, recovery_boundary
 from aigate.errors import AppError
 from aigate.services import Services
+from aigate.store.outage import is_outage
 from aigate.store.script import run_script
 
 NO_LIMIT = 2**62
@@ -89,7 +90,7 @@ class Refused(Exception):
         self.error = error
 
 
-class _Prepared:
+class PreparedAssets:
     """Which (app, user, asset) balances this process already created and recovered for
     the current boundary, so the hot path skips those statements. Bounded LRU."""
 
@@ -115,11 +116,10 @@ class _Prepared:
             del self._seen[key]
 
 
-def _prepared(services: Services) -> _Prepared:
-    found = services.extras.get("prepared_assets")
-    if found is None:
-        found = services.extras["prepared_assets"] = _Prepared()
-    return found
+def _prepared(services: Services) -> PreparedAssets:
+    if services.prepared_assets is None:
+        services.prepared_assets = PreparedAssets()
+    return services.prepared_assets
 
 
 @dataclass(slots=True)
@@ -202,14 +202,43 @@ def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, ts: int
 
 def release_script(db, who: dict, res: Reservation, ts: int) -> None:
     """Give back a reservation inside a caller's transaction (e.g. with an async job's final
-    status change, so the two commit together). Callers guard against running it twice."""
+    status change, so the two commit together). Callers guard against running it twice;
+    the refund's ledger row carries the key ``refund:<request_id>``, so a release replayed
+    by the writer after a database outage can tell it already happened."""
     db.rows(UNCOUNT, {**who, "strategy": res.counter_name, "period": res.period})
     cost = res.cost
     if cost is not None and cost.per_request > 0:
         added = db.rows(ADD, {**who, "asset": cost.asset, "amount": cost.per_request, "ts": ts})
         if added:
             res.balances[cost.asset] = added[0][0]
-            db.rows(LEDGER, _ledger(who, cost.asset, cost.per_request, added[0][0], "refund", ts, res.request_id))
+            db.rows(LEDGER, _ledger(who, cost.asset, cost.per_request, added[0][0], "refund", ts, res.request_id,
+                                    _refund_key(res.request_id)))
+
+
+def _refund_key(request_id: str) -> str:
+    return f"refund:{request_id}"
+
+
+REFUNDED = """
+SELECT 1 FROM asset_ledger
+WHERE app_id = :app AND user_id = :user AND asset = :asset AND idempotency_key = :key"""
+
+
+def queued_release_script(db, rows: list[dict[str, Any]]) -> None:
+    """The writer's handler for releases that could not run during a database outage.
+    A release whose refund is already in the ledger is skipped (no double refund); a
+    reservation without a cost only gives back its limit slot."""
+    for row in rows:
+        who = {"app": row["app"], "user": row["user"]}
+        cost = CostCfg(asset=row["asset"], per_request=row["amount"]) if row["asset"] else None
+        if cost and db.rows(REFUNDED, {**who, "asset": cost.asset, "key": _refund_key(row["request_id"])}):
+            continue
+        res = Reservation(row["app"], row["user"], row["strategy"], row["period"], row["request_id"], cost, None)
+        release_script(db, who, res, row["ts"])
+
+
+def register_writer_kinds(writer) -> None:
+    writer.register("release", queued_release_script)
 
 
 def _grant_script(db, who: dict, asset: str, quantity: int, key: str, ts: int) -> bool:
@@ -277,11 +306,24 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
 
 
 async def release(services: Services, res: Reservation) -> None:
-    """Give back what ``reserve`` took (the call failed). Runs at most once."""
+    """Give back what ``reserve`` took (the call failed). Runs at most once. During a
+    database outage the release is queued through the writer and applied once the
+    database is back."""
     if res.released:
         return
     res.released = True
-    await run_script(services.engine, release_script, {"app": res.app_id, "user": res.user_id}, res, now_ms())
+    ts = now_ms()
+    try:
+        await run_script(services.engine, release_script, {"app": res.app_id, "user": res.user_id}, res, ts)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        cost = res.cost if res.cost is not None and res.cost.per_request > 0 else None
+        await services.writer.put("release", {
+            "app": res.app_id, "user": res.user_id, "strategy": res.counter_name, "period": res.period,
+            "request_id": res.request_id, "asset": cost.asset if cost else "",
+            "amount": cost.per_request if cost else 0, "ts": ts})
+        return
     res.current_count -= 1
     res.current_total_count -= 1
 

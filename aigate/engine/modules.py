@@ -30,14 +30,14 @@ answer in OpenAI ``chat.completion`` shape, whatever the platform's wire format;
 configured fields it is ``{"content": "<the reply>"}``. ``response`` is the upstream's
 raw body.
 
-The record of a sync call is written with a group commit (``wait=True``), so a GET right
+The record of a sync call is written with a group commit (``durable``), so a GET right
 after the POST finds it; rejected calls (bad input, limits, upstream failure) are
 recorded as ``failed`` and answered with the error, whose message names the request_id.
+The lifecycle (reserve, route, settle or release, records) is ``aigate.engine.calls``.
 """
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,21 +48,15 @@ from aigate.auth.caller import Caller
 from aigate.config.schema import StrategyCfg
 from aigate.engine import jobs, metering, routing
 from aigate.engine.ai_requests import custom_response, record_json
-from aigate.engine.chat import fail, new_record
+from aigate.engine.calls import Call, CreditMeter, app_record
 from aigate.engine.chat_input import validate_messages
 from aigate.engine.prompts import render_request, render_text
-from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
-from aigate.engine.upstream_errors import to_app_error
+from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError, invalid, not_found
 from aigate.providers import openai
-from aigate.providers.base import ChatRequest, Platform, UpstreamError, Usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.base import ChatRequest, Platform, Usage
+from aigate.providers.registry import CHAT_TYPES, JOB_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
-
-log = logging.getLogger("aigate.ai_request")
-
-OPENAI_FORMAT = frozenset({"openai", "azure_openai", "openai_compatible"})
-JOB_TYPE = "http_job"
 
 
 @dataclass(slots=True)
@@ -153,66 +147,52 @@ RUNNERS: dict[str, Runner] = {"image": _image, "embedding": _embedding, "audio":
 
 def _usable(strategy: StrategyCfg, cands: list[tuple[Platform, str]]) -> tuple[bool, list[tuple[Platform, str]]]:
     """(is it an async job, the candidates that can serve it)."""
-    is_job = strategy.module == "video" or any(p.type == JOB_TYPE for p, _ in cands)
+    is_job = strategy.module == "video" or any(p.type in JOB_TYPES for p, _ in cands)
     if is_job:
-        return True, [c for c in cands if c[0].type == JOB_TYPE]
+        return True, [c for c in cands if c[0].type in JOB_TYPES]
     types = CHAT_TYPES if strategy.module == "chat" else OPENAI_FORMAT
     return False, [c for c in cands if c[0].type in types]
 
 
-async def _failed(services: Services, record: CallRecord, exc: AppError,
-                  reservation: metering.Reservation | None = None) -> AppError:
-    """Refund, record the failed call durably, and the error to answer with."""
-    await fail(services, record, exc, reservation)
-    await services.writer.flush()  # the failed record is readable once the client hears of it
-    return AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status)
-
-
-async def _write(services: Services, record: CallRecord) -> dict[str, Any]:
-    row = ai_request_row(services, record)
-    writer = services.writer
-    await writer.put("usage_log", usage_log_row(services, record))
-    await writer.put("user", {"app_id": record.app_id, "user_id": record.user_id, "created_ms": record.started_ms})
-    await writer.put("ai_request", row, wait=True)  # group commit: a GET right after finds it
-    return record_json(row)
-
-
 async def submit(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> dict[str, Any]:
     """Run (or, for async modules, enqueue) the call; the record as seed 000 shows it."""
-    record = new_record(services, caller, "", endpoint, ip)
+    # durable: the record is committed before the answer, so a GET right after finds it
+    call = Call(services, app_record(services, caller, "", endpoint, ip), APP_ERRORS, durable=True)
+    record = call.record
     record.request_body = orjson.dumps(body)
     try:
-        name, parameters = parse_body(body)
-        record.strategy = name
-        strategy = resolve(caller, name)
-        record.module, record.model = strategy.module, strategy.model
-        cooldowns = routing.cooldowns_of(services)
-        is_job, cands = _usable(strategy, routing.candidates(
-            services.snapshot, cooldowns, strategy.model, strategy.fallback_models, strategy.platforms))
-        if not cands:
-            kind = "http_job" if is_job else f"{strategy.module}-capable"
-            raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
-        prepared = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
-            else upstream_body(strategy, parameters)
-        reservation = await metering.reserve(services, caller, strategy.name, strategy.cost, strategy.limit,
-                                             str(record.request_id))
+        async with call.ending():
+            name, parameters = parse_body(body)
+            record.strategy = name
+            strategy = resolve(caller, name)
+            record.module, record.model = strategy.module, strategy.model
+            is_job, cands = _usable(strategy, routing.candidates(
+                services.snapshot, routing.cooldowns_of(services), strategy.model, strategy.fallback_models,
+                strategy.platforms))
+            if not cands:
+                kind = "http_job" if is_job else f"{strategy.module}-capable"
+                raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
+            prepared: Any = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
+                else upstream_body(strategy, parameters)
+            reservation = await metering.reserve(services, caller, strategy.name, strategy.cost, strategy.limit,
+                                                 str(record.request_id))
+            call.meter = CreditMeter(services, reservation)
+            if is_job:  # the job records and settles itself when it ends (aigate.engine.jobs)
+                accepted = await jobs.enqueue(services, record, strategy, cands, prepared, reservation)
+                call.hand_off()
+                return accepted
+
+            async def attempt(platform: Platform, model: str) -> Outcome:
+                record.model = model
+                return await RUNNERS[strategy.module](services, strategy, platform, model, prepared)
+
+            out = await call.route(cands, attempt)
+            record.usage, record.response_raw, record.custom_response = out.usage, out.raw, out.custom
+            await call.succeed()
     except AppError as exc:
-        raise await _failed(services, record, exc) from None
-
-    if is_job:
-        return await jobs.enqueue(services, record, strategy, cands, prepared, reservation)
-
-    async def attempt(platform: Platform, model: str) -> Outcome:
-        record.model = model
-        return await RUNNERS[strategy.module](services, strategy, platform, model, prepared)
-
-    try:
-        out = await routing.call_with_retries(cands, attempt, record.trace, cooldowns)
-    except UpstreamError as exc:
-        record.response_raw = exc.body
-        raise await _failed(services, record, to_app_error(exc), reservation) from None
-    except Exception:  # a bug must not cost the user their credits
-        log.exception("ai_request %s failed unexpectedly", record.request_id)
-        raise await _failed(services, record, AppError("internal_error", "internal error"), reservation) from None
-    record.usage, record.response_raw, record.custom_response = out.usage, out.raw, out.custom
-    return await _write(services, record)
+        if exc.error_type == "internal_error":  # its message already names the call
+            raise
+        raise AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status,
+                       exc.headers) from None
+    assert call.ai_row is not None  # written by succeed()
+    return record_json(call.ai_row)

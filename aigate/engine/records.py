@@ -3,6 +3,7 @@ calls, an AI request record (the end user's view). Both leave through the batche
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -16,6 +17,8 @@ from aigate.engine.pricing import price_snapshot, unit_price, used_amount
 from aigate.engine.routing import Trace
 from aigate.providers.base import Usage
 from aigate.services import Services
+
+log = logging.getLogger("aigate.records")
 
 ERROR_CONTENT_MAX = 2000
 
@@ -66,7 +69,7 @@ def clip(value: bytes | str | dict[str, Any], limit: int) -> tuple[str, bool]:
     return raw[:limit].decode("utf-8", "ignore"), True
 
 
-class _SeenUsers:
+class SeenUsers:
     """Users this process already recorded, so the users table gets one write per user."""
 
     def __init__(self, size: int = 100_000) -> None:
@@ -83,11 +86,10 @@ class _SeenUsers:
         return True
 
 
-def _seen_users(services: Services) -> _SeenUsers:
-    found = services.extras.get("seen_users")
-    if found is None:
-        found = services.extras["seen_users"] = _SeenUsers()
-    return found
+def _seen_users(services: Services) -> SeenUsers:
+    if services.seen_users is None:
+        services.seen_users = SeenUsers()
+    return services.seen_users
 
 
 def usage_log_row(services: Services, rec: CallRecord) -> dict[str, Any]:
@@ -163,11 +165,22 @@ def ai_request_row(services: Services, rec: CallRecord) -> dict[str, Any]:
     )
 
 
-async def write_records(services: Services, rec: CallRecord) -> None:
-    """Queue the call's rows; waits only when the writer's queue is full (back-pressure)."""
+async def write_records(services: Services, rec: CallRecord, *, durable: bool = False) -> dict[str, Any] | None:
+    """Queue the call's rows; waits only when the writer's queue is full (back-pressure),
+    or, when ``durable``, until the AI request record is committed (group commit), so a
+    read right after the answer finds it. Returns the AI request row."""
     writer = services.writer
     await writer.put("usage_log", usage_log_row(services, rec))
-    if rec.ai_record:
-        await writer.put("ai_request", ai_request_row(services, rec))
-        if _seen_users(services).first_time((rec.app_id, rec.user_id)):
-            await writer.put("user", {"app_id": rec.app_id, "user_id": rec.user_id, "created_ms": rec.started_ms})
+    if not rec.ai_record:
+        return None
+    if _seen_users(services).first_time((rec.app_id, rec.user_id)):
+        await writer.put("user", {"app_id": rec.app_id, "user_id": rec.user_id, "created_ms": rec.started_ms})
+    row = ai_request_row(services, rec)
+    if not durable:
+        await writer.put("ai_request", row)
+        return row
+    try:
+        await writer.put("ai_request", row, wait=True)
+    except Exception:  # queued (the writer keeps it through an outage); only the wait failed
+        log.warning("AI request %s queued, not yet committed", rec.request_id, exc_info=True)
+    return row

@@ -19,12 +19,12 @@ Streams always ask the upstream for usage (metering needs it); the usage-only ch
 include_usage on, OpenAI chunks carry ``"usage": null``, exactly as OpenAI sends them.
 
 Every call made with a valid token leaves a usage log row — answered, failed upstream,
-or refused here (bad body, model not allowed, limits) — through the batched writer.
+or refused here (bad body, model not allowed, limits) — through the batched writer; the
+lifecycle (route, count against the token's limits, records) is ``aigate.engine.calls``.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,9 +36,9 @@ import orjson
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken, Snapshot
 from aigate.engine import relay_limits, routing
-from aigate.engine.detached import run_detached
+from aigate.engine.calls import Call, StreamState, pump
 from aigate.engine.pricing import used_amount
-from aigate.engine.records import CallRecord, write_records
+from aigate.engine.records import CallRecord
 from aigate.providers import openai as oa
 from aigate.providers.base import (
     ChatRequest,
@@ -49,12 +49,11 @@ from aigate.providers.base import (
     Usage,
 )
 from aigate.providers.http import estimate_usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.registry import CHAT_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
 
 T = TypeVar("T")
 
-OPENAI_TYPES = frozenset({"openai", "openai_compatible", "azure_openai"})
 # Fields the Anthropic and Gemini adapters read from ChatRequest.params; OpenAI sends
 # params and extra alike, so the split changes nothing for it.
 SAMPLING = frozenset(
@@ -71,7 +70,7 @@ SAMPLING = frozenset(
     }
 )
 _NOT_EXTRA = frozenset({"model", "messages", "stream", "response_format"})
-ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_TYPES, "image": OPENAI_TYPES}
+ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENAI_FORMAT}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -167,18 +166,63 @@ def from_upstream(exc: UpstreamError) -> RelayError:
     )
 
 
+class RelayErrors:
+    """How the relay speaks about a failed call (``aigate.engine.calls.Errors``)."""
+
+    kind = RelayError
+
+    def upstream(self, exc: UpstreamError) -> RelayError:
+        return from_upstream(exc)
+
+    def internal(self, ref: str) -> RelayError:
+        return RelayError(500, f"internal error (request_id: {ref})", "server_error", "internal_error")
+
+    def unavailable(self, retry_after_s: int) -> RelayError:
+        return RelayError(503, "The service is temporarily unavailable; retry later.", "server_error",
+                          "service_unavailable", headers={"retry-after": str(retry_after_s)})
+
+
+RELAY_ERRORS = RelayErrors()
+
+
 # --- one call ------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class RelayCall:
+class RelayMeter:
+    """A relay token's limits: tokens and spend are counted after the call, answered or not."""
+
     services: Services
     token: RelayToken
-    record: CallRecord
+
+    async def release(self, record: CallRecord) -> None:
+        await self.settle(record)
+
+    async def settle(self, record: CallRecord) -> None:
+        limits = relay_limits.limits_of(self.services)
+        if not limits.tracks(self.token):
+            return  # no limit to count against: skip pricing the call twice
+        price = self.services.snapshot.price(record.model) if record.model else None
+        amount = used_amount(record.usage, price, succeeded=record.succeeded) if price else Decimal(0)
+        await limits.settle(self.token, record.usage.total_tokens, amount)
+
+
+@dataclass(slots=True)
+class RelayCall:
+    call: Call
+    token: RelayToken
     body: dict[str, Any] = field(default_factory=dict)
     platforms: list[Platform] = field(default_factory=list)  # serving the model, by priority
     stream: bool = False
     include_usage: bool = False
+
+    @property
+    def services(self) -> Services:
+        return self.call.services
+
+    @property
+    def record(self) -> CallRecord:
+        return self.call.record
 
     @property
     def request_id(self) -> str:
@@ -205,30 +249,12 @@ def new_record(
     )
 
 
-async def _settle(services: Services, token: RelayToken, record: CallRecord) -> None:
-    limits = relay_limits.limits_of(services)
-    if not limits.tracks(token):
-        return  # no limit to count against: skip pricing the call twice
-    price = services.snapshot.price(record.model) if record.model else None
-    amount = used_amount(record.usage, price, succeeded=record.succeeded) if price else Decimal(0)
-    await limits.settle(token, record.usage.total_tokens, amount)
-
-
-async def finish(services: Services, token: RelayToken, record: CallRecord) -> None:
-    """Queue the log row and count the call against the token's limits."""
-    await write_records(services, record)
-    await _settle(services, token, record)
-
-
-async def fail(
-    services: Services, token: RelayToken, record: CallRecord, exc: RelayError
-) -> RelayError:
-    """Record a refused or failed call; hands back the error to raise."""
-    record.code = exc.status
-    record.status = "failed"
-    record.error = exc.message
-    await finish(services, token, record)
-    return exc
+async def refuse(
+    services: Services, token: RelayToken, module: str, endpoint: str, ip: str, exc: RelayError
+) -> Exception:
+    """Record a request refused before its body could be read; the error to raise."""
+    call = Call(services, new_record(services, token, module, endpoint, ip), RELAY_ERRORS)
+    return await call.fail(exc)
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -273,8 +299,8 @@ def _platforms(snapshot: Snapshot, token: RelayToken, model: str, module: str) -
     return usable
 
 
-def _check_chat(call: RelayCall) -> None:
-    body = call.body
+def _check_chat(rc: RelayCall) -> None:
+    body = rc.body
     messages = body.get("messages")
     if (
         not isinstance(messages, list)
@@ -285,10 +311,10 @@ def _check_chat(call: RelayCall) -> None:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise invalid("'stream' must be a boolean.", "stream")
-    call.stream = bool(stream)
+    rc.stream = bool(stream)
     options = body.get("stream_options")
-    call.include_usage = (
-        call.stream and isinstance(options, dict) and options.get("include_usage") is True
+    rc.include_usage = (
+        rc.stream and isinstance(options, dict) and options.get("include_usage") is True
     )
 
 
@@ -302,10 +328,11 @@ async def begin(
     services: Services, token: RelayToken, raw: bytes, module: str, endpoint: str, ip: str
 ) -> RelayCall:
     """Parse, check the model and the token's limits. Refusals are recorded and raised."""
-    record = new_record(services, token, module, endpoint, ip, raw)
-    call = RelayCall(services, token, record)
-    try:
-        call.body = body = _parse(raw)
+    call = Call(services, new_record(services, token, module, endpoint, ip, raw), RELAY_ERRORS)
+    rc = RelayCall(call, token)
+    record = call.record
+    async with call.ending():
+        rc.body = body = _parse(raw)
         user = body.get("user")
         if isinstance(user, str):
             record.user_id = user[:64]
@@ -316,17 +343,16 @@ async def begin(
             )
         record.model = model
         if module == "chat":
-            _check_chat(call)
+            _check_chat(rc)
         else:
             _check_required(body, "input" if module == "embedding" else "prompt")
-        call.platforms = _platforms(services.snapshot, token, model, module)
+        rc.platforms = _platforms(services.snapshot, token, model, module)
         if relay_limits.has_limits(token):
             refusal = await relay_limits.limits_of(services).admit(token)
             if refusal is not None:
                 raise _refused(refusal)
-    except RelayError as exc:
-        raise await fail(services, token, record, exc) from None
-    return call
+        call.meter = RelayMeter(services, token)
+    return rc
 
 
 def _refused(refusal: relay_limits.Refusal) -> RelayError:
@@ -347,21 +373,14 @@ def _refused(refusal: relay_limits.Refusal) -> RelayError:
     )
 
 
-async def _route(call: RelayCall, attempt: Callable[[Platform, str], Awaitable[T]]) -> T:
-    """Run ``attempt`` over the platforms with retries; upstream failures are recorded."""
-    services, record = call.services, call.record
-    cooldowns = routing.cooldowns_of(services)
-    cands = [(p, record.model) for p in routing.order(call.platforms, cooldowns)]
-    try:
-        return await routing.call_with_retries(cands, attempt, record.trace, cooldowns)
-    except UpstreamError as exc:
-        record.response_raw = exc.body
-        raise await fail(services, call.token, record, from_upstream(exc)) from None
+def _candidates(rc: RelayCall) -> list[tuple[Platform, str]]:
+    cooldowns = routing.cooldowns_of(rc.services)
+    return [(p, rc.record.model) for p in routing.order(rc.platforms, cooldowns)]
 
 
-def _openai_format(call: RelayCall) -> bool:
-    last = call.record.trace.last
-    return last is not None and last.platform.type in OPENAI_TYPES
+def _openai_format(rc: RelayCall) -> bool:
+    last = rc.record.trace.last
+    return last is not None and last.platform.type in OPENAI_FORMAT
 
 
 # --- chat completions ------------------------------------------------------------------------
@@ -385,9 +404,9 @@ def _chat_parts(
     return params, extra, fmt
 
 
-def _requester(call: RelayCall) -> Callable[[Platform, str], ChatRequest]:
-    params, extra, fmt = _chat_parts(call.body)
-    messages = call.body["messages"]
+def _requester(rc: RelayCall) -> Callable[[Platform, str], ChatRequest]:
+    params, extra, fmt = _chat_parts(rc.body)
+    messages = rc.body["messages"]
 
     def request(platform: Platform, model: str) -> ChatRequest:
         return ChatRequest(
@@ -401,43 +420,36 @@ def _requester(call: RelayCall) -> Callable[[Platform, str], ChatRequest]:
     return request
 
 
-async def complete(call: RelayCall) -> bytes:
+async def complete(rc: RelayCall) -> bytes:
     """A non-stream chat completion: the answer's bytes."""
-    services, record = call.services, call.record
-    request = _requester(call)
+    services, call, record = rc.services, rc.call, rc.record
+    request = _requester(rc)
 
     async def attempt(platform: Platform, model: str):
         return await chat_provider(platform.type).chat(
             services.http, platform, request(platform, model)
         )
 
-    result = await _route(call, attempt)
-    record.usage, record.response_raw = result.usage, result.raw
-    await finish(services, call.token, record)
-    return result.raw if _openai_format(call) else orjson.dumps(result.openai)
+    async with call.ending():
+        result = await call.route(_candidates(rc), attempt)
+        record.usage, record.response_raw = result.usage, result.raw
+        answer = result.raw if _openai_format(rc) else orjson.dumps(result.openai)
+        await call.succeed()
+    return answer
 
 
-async def open_stream(call: RelayCall) -> AsyncIterator[bytes]:
+async def open_stream(rc: RelayCall) -> AsyncIterator[bytes]:
     """Start the upstream stream, failing over only until its first event arrives; errors
     up to here are raised (the client gets an ordinary JSON error with its status)."""
-    services = call.services
-    request = _requester(call)
+    services, call = rc.services, rc.call
+    request = _requester(rc)
 
-    async def attempt(platform: Platform, model: str):
-        events = chat_provider(platform.type).chat_stream(
-            services.http, platform, request(platform, model)
-        )
-        events = events.__aiter__()
-        try:
-            first = await events.__anext__()
-        except StopAsyncIteration:
-            raise UpstreamError(
-                "the upstream stream ended before any event", retryable=True, kind="protocol"
-            ) from None
-        return events, first
+    def start(platform: Platform, model: str) -> AsyncIterator[StreamEvent]:
+        return chat_provider(platform.type).chat_stream(services.http, platform, request(platform, model))
 
-    events, first = await _route(call, attempt)
-    return _relay_stream(call, events, first)
+    async with call.ending():
+        events, first = await call.open_stream(_candidates(rc), start)
+    return pump(call, events, first, RelayStream(rc))
 
 
 def _frame(data: bytes) -> bytes:
@@ -456,74 +468,46 @@ def _usage_only(event: StreamEvent, chunk: bytes) -> bool:
 
 
 @dataclass(slots=True)
-class _StreamState:
-    chars: int = 0
-    usage: Usage | None = None
-    chunk_id: str = ""
+class RelayStream:
+    """OpenAI chunk SSE: the upstream's chunks (or the adapter's), then ``[DONE]``."""
+
+    rc: RelayCall
     usage_sent: bool = False
 
+    def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
+        chunk = event.openai_chunk
+        if chunk is None:
+            return None
+        if not _usage_only(event, chunk):
+            return _frame(chunk)
+        if self.rc.include_usage:
+            self.usage_sent = True
+            return _frame(chunk)
+        return None
 
-async def _relay_stream(
-    call: RelayCall, events: AsyncIterator[StreamEvent], first: StreamEvent
-) -> AsyncIterator[bytes]:
-    services, record = call.services, call.record
-    state = _StreamState()
-    finished = False
-    try:
-        event: StreamEvent | None = first
-        while event is not None:
-            if event.usage is not None:
-                state.usage = event.usage
-            state.chars += len(event.delta)
-            state.chunk_id = state.chunk_id or event.upstream_id
-            chunk = event.openai_chunk
-            if chunk is not None:
-                if not _usage_only(event, chunk):
-                    yield _frame(chunk)
-                elif call.include_usage:
-                    state.usage_sent = True
-                    yield _frame(chunk)
-            event = await anext(events, None)
-        finished = True
-    except UpstreamError as exc:
-        finished = True
-        _close_usage(call, state)
-        record.response_raw = exc.body
-        err = from_upstream(exc)
-        await fail(services, call.token, record, err)
-        yield _frame(err.body())  # the SDK raises APIError on an in-stream error object
-        return
-    finally:
-        if not finished:
-            # The client went away: the upstream read was cancelled with us. What was
-            # generated is logged and billed, in a task of its own (this one is cancelled).
-            run_detached(_abandon(call, state, events))
-    usage = _close_usage(call, state)
-    await finish(services, call.token, record)
-    if call.include_usage and not state.usage_sent:  # the upstream reported none: ours, estimated
-        yield _frame(oa.usage_chunk_bytes(state.chunk_id, record.model, now_ms() // 1000, usage))
-    yield DONE
+    def estimate(self, state: StreamState) -> Usage:
+        return estimate_usage(self.rc.body["messages"], len(state.text))
 
+    async def complete(self, state: StreamState) -> None:
+        record = self.rc.record
+        record.response_raw = orjson.dumps(
+            {"streamed_chars": len(state.text), "usage": oa.usage_document(record.usage)}
+        )
 
-def _close_usage(call: RelayCall, state: _StreamState) -> Usage:
-    usage = state.usage or estimate_usage(call.body["messages"], state.chars)
-    call.record.usage = usage
-    call.record.response_raw = orjson.dumps(
-        {"streamed_chars": state.chars, "usage": oa.usage_document(usage)}
-    )
-    return usage
+    async def abandoned(self, state: StreamState) -> None:
+        await self.complete(state)
 
+    def closing(self, state: StreamState) -> list[bytes]:
+        record = self.rc.record
+        if self.rc.include_usage and not self.usage_sent:  # the upstream reported none: ours, estimated
+            return [_frame(oa.usage_chunk_bytes(state.chunk_id, record.model, now_ms() // 1000, record.usage)), DONE]
+        return [DONE]
 
-async def _abandon(
-    call: RelayCall, state: _StreamState, events: AsyncIterator[StreamEvent]
-) -> None:
-    # stop reading the upstream (closes its connection); a broken one has nothing to stop
-    with contextlib.suppress(UpstreamError, OSError, RuntimeError):
-        await events.aclose()
-    _close_usage(call, state)
-    call.record.code = 499  # the client closed the request (the partial answer is billed)
-    call.record.error = f"client disconnected after {state.chars} characters"
-    await finish(call.services, call.token, call.record)
+    def error_frame(self, err: Exception) -> bytes:
+        # the SDK raises APIError on an in-stream error object
+        if not isinstance(err, RelayError):
+            err = RELAY_ERRORS.internal(self.rc.request_id)
+        return _frame(err.body())
 
 
 # --- embeddings and images -------------------------------------------------------------------
@@ -532,8 +516,8 @@ async def _abandon(
 Send = Callable[[aiohttp.ClientSession, Platform, dict[str, Any]], Awaitable[JsonResult]]
 
 
-async def _json_call(call: RelayCall, send: Send) -> bytes:
-    services, record, body = call.services, call.record, call.body
+async def _json_call(rc: RelayCall, send: Send) -> bytes:
+    services, call, record, body = rc.services, rc.call, rc.record, rc.body
 
     async def attempt(platform: Platform, model: str):
         upstream = platform.upstream_model(model)
@@ -541,18 +525,19 @@ async def _json_call(call: RelayCall, send: Send) -> bytes:
             services.http, platform, body if upstream == model else {**body, "model": upstream}
         )
 
-    result = await _route(call, attempt)
-    record.usage, record.response_raw = result.usage, result.raw
-    await finish(services, call.token, record)
+    async with call.ending():
+        result = await call.route(_candidates(rc), attempt)
+        record.usage, record.response_raw = result.usage, result.raw
+        await call.succeed()
     return result.raw
 
 
-async def embeddings(call: RelayCall) -> bytes:
-    return await _json_call(call, oa.embeddings)
+async def embeddings(rc: RelayCall) -> bytes:
+    return await _json_call(rc, oa.embeddings)
 
 
-async def images(call: RelayCall) -> bytes:
-    return await _json_call(call, oa.images)
+async def images(rc: RelayCall) -> bytes:
+    return await _json_call(rc, oa.images)
 
 
 # --- models ------------------------------------------------------------------------------------

@@ -122,4 +122,4 @@ async def start(services: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    services.extras.setdefault("stoppers", []).append(stop)
+    services.stoppers.append(stop)

@@ -81,10 +81,9 @@ class Cooldowns:
 
 def cooldowns_of(services) -> Cooldowns:
     """Each instance keeps its own view of which platforms are failing."""
-    found = services.extras.get("cooldowns")
-    if found is None:
-        found = services.extras["cooldowns"] = Cooldowns()
-    return found
+    if services.cooldowns is None:
+        services.cooldowns = Cooldowns()
+    return services.cooldowns
 
 
 def _weighted_order(group: list[Platform]) -> list[Platform]:

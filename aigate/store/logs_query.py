@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, or_, select, union_all
 
 from aigate.clock import iso_ms
-from aigate.engine.pricing import PRICE_FIELDS
 from aigate.store import tables as t
+from aigate.store.price_fields import PRICE_FIELDS
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000

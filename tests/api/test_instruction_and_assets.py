@@ -86,7 +86,7 @@ async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simu
         yesterday = now_ms() // DAY_MS * DAY_MS - DAY_MS
         async with gw.services.engine.begin() as conn:
             await conn.execute(update(t.user_assets).values(last_recovery_ms=yesterday))
-        gw.services.extras.pop("prepared_assets", None)
+        gw.services.prepared_assets = None
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=headers) as r:
             [credit] = (await r.json())["asset"]
         assert credit["quantity"] == 50 and credit["last_recovery_time"].endswith("T00:00:00Z")
@@ -101,7 +101,7 @@ async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simu
             assert r.status == 200
         async with gw.services.engine.begin() as conn:
             await conn.execute(update(t.user_assets).values(last_recovery_ms=yesterday))
-        gw.services.extras.pop("prepared_assets", None)
+        gw.services.prepared_assets = None
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=headers) as r:
             assert (await r.json())["asset"][0]["quantity"] == 75
     finally:

@@ -29,7 +29,7 @@ async def test_readyz_reports_a_database_that_does_not_answer(gw):
         gw.services.engine = good
 
 
-async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trace(gw):
+async def test_a_database_that_does_not_answer_is_a_503_with_retry_after(gw):
     from aigate.store.db import create_engine
 
     good = gw.services.engine
@@ -37,8 +37,22 @@ async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trac
     try:
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("u1")) as resp:
             body = await resp.json()
-        assert resp.status == 500 and body["error"]["error_type"] == "internal_error"
-        assert "request_id:" in body["error"]["message"] and "Traceback" not in body["error"]["message"]
+        assert resp.status == 503 and body["error"]["error_type"] == "service_unavailable"
+        assert int(resp.headers["Retry-After"]) > 0
     finally:
         await gw.services.engine.dispose()
         gw.services.engine = good
+
+
+async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trace(gw, monkeypatch):
+    from aigate.engine import metering
+
+    async def broken(services, caller):
+        raise RuntimeError("a bug with a secret detail")
+
+    monkeypatch.setattr(metering, "read_assets", broken)
+    async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("u1")) as resp:
+        body = await resp.json()
+    assert resp.status == 500 and body["error"]["error_type"] == "internal_error"
+    assert "request_id:" in body["error"]["message"] and "Traceback" not in body["error"]["message"]
+    assert "secret detail" not in body["error"]["message"]
