@@ -57,10 +57,11 @@ def _services(request: Request):
 
 
 def _limiter(request: Request) -> SigninLimiter:
-    services = _services(request)
-    limiter = services.extras.get("signin_limiter")
+    """One per process (kept on the application's state), counting in Redis when configured."""
+    state = request.app.state
+    limiter = getattr(state, "signin_limiter", None)
     if limiter is None:
-        limiter = services.extras["signin_limiter"] = SigninLimiter(services.redis)
+        limiter = state.signin_limiter = SigninLimiter(_services(request).redis)
     return limiter
 
 
