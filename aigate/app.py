@@ -151,7 +151,10 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     async def app_error(request: Request, exc: AppError) -> Response:
         return error_response(exc)
 
-    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    from aigate.console import web as console
+
+    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, *console.routes,
+              Mount("/api", app=admin_app)]
     routes += bp_tokens.routes
     routes += app_docs.routes
     routes += relay_responses.routes

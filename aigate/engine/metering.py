@@ -395,6 +395,25 @@ def _grant_script(db, who: dict, asset: str, amount: int, key: str, ts: int) -> 
     return True
 
 
+ADJUST_LEDGER = """
+INSERT INTO asset_ledger (app_id, user_id, asset, delta, balance_after, reason, request_id,
+                          idempotency_key, created_ms, note)
+VALUES (:app, :user, :asset, :delta, :balance, 'adjust', NULL, :key, :ts, :note)
+ON CONFLICT (app_id, user_id, asset, idempotency_key) DO NOTHING
+RETURNING id"""
+
+
+def _adjust_script(db, who: dict, asset: str, delta: int, note: str, key: str, ts: int) -> int:
+    amount = {**who, "asset": asset, "amount": abs(delta), "ts": ts}
+    changed = db.rows(ADD if delta >= 0 else TAKE, amount)
+    if not changed:
+        raise Refused(AppError("insufficient_asset", f"delta: the balance is below {abs(delta)}"))
+    if not db.rows(ADJUST_LEDGER, {**who, "asset": asset, "delta": delta, "balance": changed[0][0],
+                                   "key": key, "ts": ts, "note": note}):
+        raise Refused(AppError("invalid_parameter", "duplicate"))  # roll the change back
+    return changed[0][0]
+
+
 # --- the async API
 
 
@@ -531,6 +550,23 @@ async def grant(services: Services, caller: Caller, asset: str, quantity: Decima
                                 asset, micros(quantity), idempotency_key, ts)
     except Refused:
         return False
+
+
+async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg, delta: int, note: str,
+                 idempotency_key: str) -> tuple[bool, int]:
+    """An operator's grant (delta > 0) or deduction (delta < 0) with a reason, once per
+    idempotency key; never below zero. Returns (applied, balance)."""
+    ts = now_ms()
+    who = {"app": app_id, "user": user_id}
+    await ensure_assets(services, app_id, user_id, [policy], ts)
+    try:
+        return True, await run_script(services.engine, _adjust_script, who, policy.name, delta, note,
+                                      idempotency_key, ts)
+    except Refused as exc:
+        if exc.error.error_type != "invalid_parameter":
+            raise exc.error from None
+    rows = await run_script(services.engine, lambda db: db.rows(BALANCE, {**who, "asset": policy.name}))
+    return False, rows[0][0]
 
 
 async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:

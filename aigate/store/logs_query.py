@@ -182,12 +182,21 @@ def csv_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     for r in rows:
         writer.writerow((
             r["id"], r["request_id"], iso_ms(r["created_ms"]), r["app_id"], r["channel"],
-            r["mode"], r["model"], r["user"], r["token_name"], r["code"], r["retry_times"],
-            r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
+            r["mode"], _inert(r["model"]), _inert(r["user"]), _inert(r["token_name"]), r["code"],
+            r["retry_times"], r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
             r["reasoning_tokens"], r["total_tokens"], _plain_decimal(r["used_amount"]),
-            r["content"],
+            _inert(r["content"]),
         ))
     return buf.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula (text from end users and upstreams
+    lands here): a leading ``= + - @`` gets an apostrophe in front."""
+    return "'" + text if text and text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_line(values: Iterable[Any]) -> str:

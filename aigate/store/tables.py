@@ -177,6 +177,7 @@ asset_ledger = Table(
     Column("request_id", String(24), nullable=True),
     Column("idempotency_key", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
+    Column("note", String(200), nullable=True),  # an operator's reason for an adjustment
     # NULL keys never collide, so only grants (which carry a key) are deduplicated
     UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
     Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
@@ -507,4 +508,63 @@ token_revocations = Table(
     Column("user_id", String(128), primary_key=True),
     Column("revoked_ms", BigInteger, nullable=False),
     Index("ix_token_revocations_revoked", "revoked_ms"),
+)
+
+
+# --- the web console: operators, their sessions, the audit log, per-user daily usage
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("role", String(10), nullable=False),  # admin | viewer
+    Column("auth_version", Integer, nullable=False, default=1),  # bumped on role/password change
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Server-side console sessions, shared by every instance. The cookie holds the session id;
+# only its SHA-256 is stored. ``stamp`` ties the session to the credential it was made
+# from (the admin key's digest, or the operator's auth_version): when that changes, it ends.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("operator", String(64), nullable=False, index=True),  # "" when signed in with the admin key
+    Column("role", String(10), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("stamp", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("seen_ms", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("created_ms", BigInteger, nullable=False, index=True),
+    Column("actor", String(100), nullable=False),  # "admin-key" or "operator:<name>"
+    Column("action", String(10), nullable=False),  # the HTTP method
+    Column("object", String(500), nullable=False),  # the Admin API path written
+    Column("status", Integer, nullable=False),
+    Column("before", JSON, nullable=True),  # secrets masked
+    Column("after", JSON, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Per-user daily sums, added by the writer in the log rows' own transaction, so a user's
+# usage totals never scan the log.
+user_usage_daily = Table(
+    "user_usage_daily",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("day_ms", BigInteger, primary_key=True),  # start of the UTC day
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("used_amount", Money, nullable=False, default=0),
 )

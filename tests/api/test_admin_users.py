@@ -159,7 +159,8 @@ async def test_erase_removes_content_and_keeps_billing(api):
     assert status == 200 and doc["success"] is True, doc
     assert doc["data"] == {"chat_exchanges": 3, "chats": 2, "ai_requests": 3, "user_assets": 1, "asset_holds": 1,
                            "usage_counters": 1, "users": 1, "request_details": 1,
-                           "usage_logs_anonymised": 3, "ledger_anonymised": 4}
+                           "usage_logs_anonymised": 3, "ledger_anonymised": 4,
+                           "usage_totals_anonymised": 1}
 
     gone = await snapshot_of(api, *ERASED)
     assert all(rows == [] for rows in gone.values()), gone

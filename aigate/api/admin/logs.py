@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
 from aigate.store.db import create_reader_engine
@@ -175,13 +176,22 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
 @router.get("/logs/search", response_model=None)
 async def search_all_logs(request: Request, params: Params, group: GroupQuery = None) -> Response:
     """Every group's logs, newest first, with the total and the channel and model facets."""
-    return json_response(await _search(_engine(request), params, params.filter(group), token_names=False))
+    data = await _search(_engine(request), params, params.filter(group), token_names=False)
+    return json_response(data if may_see_bodies(request) else without_bodies(data))
 
 
 @router.get("/log/{group}/search", response_model=None)
 async def search_group_logs(request: Request, group: GroupPath, params: Params) -> Response:
     """One group's logs, newest first, with the channel, model and token name facets."""
-    return json_response(await _search(_engine(request), params, params.filter(group), token_names=True))
+    data = await _search(_engine(request), params, params.filter(group), token_names=True)
+    return json_response(data if may_see_bodies(request) else without_bodies(data))
+
+
+def without_bodies(data: dict) -> dict:
+    """A viewer's search result: no request or response bodies."""
+    for row in data["logs"]:
+        row["request_detail"] = {**row["request_detail"], "request_body": "", "response_body": ""}
+    return data
 
 
 async def _detail(engine: AsyncEngine, log_id: int, group: str | None) -> Response:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aigate.api.admin import (
     apps,
+    console_api,
     dashboard,
     keys,
     logs,
@@ -24,4 +25,5 @@ ROUTERS: list = [
     logs.router,
     dashboard.router,
     operations.router,
+    console_api.router,
 ]

@@ -12,10 +12,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
-from sqlalchemy import case, func, select
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.checks import require_app
 from aigate.api.admin.common import ERROR_RESPONSES, Envelope, ServicesDep, not_found, ok
 from aigate.clock import iso_ms
@@ -69,6 +70,7 @@ class LedgerEntry(Strict):
     request_id: str | None
     idempotency_key: str | None
     created_at: str
+    note: str | None = None
 
 
 class HoldEntry(Strict):
@@ -204,7 +206,7 @@ async def _ledger(
     return [
         LedgerEntry(id=r.id, asset=r.asset, delta=_exact(r.delta_micros), balance_after=_exact(r.balance_micros),
                     reason=r.reason, request_id=r.request_id, idempotency_key=r.idempotency_key,
-                    created_at=iso_ms(r.created_ms),
+                    created_at=iso_ms(r.created_ms), note=r.note,
                     charge=None if r.charge_micros is None else _exact(r.charge_micros))
         for r in rows
     ]
@@ -243,16 +245,17 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
 
 
 async def _usage(conn: AsyncConnection, app_id: str, user_id: str) -> UsageTotals:
-    lg = t.usage_logs
+    """Summed from the per-user daily rollup the writer keeps (never a scan of the log)."""
+    d = t.user_usage_daily
     row = (await conn.execute(
         select(
-            func.count(),
-            func.coalesce(func.sum(case((lg.c.code != 200, 1), else_=0)), 0),
-            func.coalesce(func.sum(lg.c.input_tokens), 0),
-            func.coalesce(func.sum(lg.c.output_tokens), 0),
-            func.coalesce(func.sum(lg.c.total_tokens), 0),
-            func.sum(lg.c.used_amount),
-        ).where((lg.c.app_id == app_id) & (lg.c.user == user_id))
+            func.coalesce(func.sum(d.c.requests), 0),
+            func.coalesce(func.sum(d.c.errors), 0),
+            func.coalesce(func.sum(d.c.input_tokens), 0),
+            func.coalesce(func.sum(d.c.output_tokens), 0),
+            func.coalesce(func.sum(d.c.total_tokens), 0),
+            func.sum(d.c.used_amount),
+        ).where((d.c.app_id == app_id) & (d.c.user_id == user_id))
     )).one()
     return UsageTotals(requests=row[0], errors=row[1], input_tokens=row[2], output_tokens=row[3],
                        total_tokens=row[4], used_amount=_amount(row[5]))
@@ -280,7 +283,7 @@ async def list_users(
 @router.get("/{user_id}", summary="One end user: assets, ledger, chats, AI requests, usage",
             response_model=Envelope[UserView])
 async def get_user(
-    app_id: str, user_id: UserId, services: ServicesDep
+    app_id: str, user_id: UserId, services: ServicesDep, request: Request
 ):
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
@@ -300,6 +303,9 @@ async def get_user(
     if created is None and not (view.assets or view.ledger or view.chats.count
                                 or view.ai_requests.count or view.usage.requests):
         raise not_found(f"unknown user '{user_id}' in app '{app_id}'")
+    if not may_see_bodies(request):  # a viewer sees no chat content (titles are user text)
+        latest = [c.model_copy(update={"title": ""}) for c in view.chats.latest]
+        view = view.model_copy(update={"chats": view.chats.model_copy(update={"latest": latest})})
     return ok(view)
 
 
