@@ -392,6 +392,16 @@ async def test_attacker_text_renders_inert_on_every_page_that_shows_it(page, env
     assert page.dialogs == []
 
 
+async def test_erase_a_user_after_confirmation(page, env):
+    await page.goto(env.url + "/console/users?app=APPTEST&user=u3")
+    assert await page.locator("details.chat").count() >= 1
+    await page.get_by_role("button", name="Erase this user").click()
+    await page.wait_for_url("**/console/users?app=APPTEST")
+    assert page.dialogs and page.dialogs[-1].startswith("Erase every chat")
+    await page.goto(env.url + "/console/users?app=APPTEST&user=u3")
+    assert "unknown user 'u3'" in await page.inner_text("main")
+
+
 async def test_audit_page_and_sign_out(page, env):
     await page.context.clear_cookies()
     await signin(page, env)  # its own session: signing out must not end the module's
