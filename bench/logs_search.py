@@ -510,14 +510,22 @@ class CpuMeter:
     def __init__(self, db_url: str) -> None:
         self.pg = db_url if db_url.startswith("postgresql") else None
         self.pids: list[int] = []
+        self.conn: Any = None
 
     async def refresh(self) -> None:
-        if self.pg:
-            conn = await asyncpg.connect(self.pg.split("?")[0])
-            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
-                                    READER_SETTINGS["application_name"])
-            await conn.close()
-            self.pids = [r["pid"] for r in rows]
+        if not self.pg:
+            return
+        for _ in range(30):  # the shared server may be out of connections for a moment
+            try:
+                if self.conn is None:
+                    self.conn = await asyncpg.connect(self.pg.split("?")[0])
+                rows = await self.conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                                             READER_SETTINGS["application_name"])
+                self.pids = [r["pid"] for r in rows]
+                return
+            except (OSError, asyncpg.PostgresError):
+                self.conn = None
+                await asyncio.sleep(1)
 
     def read(self) -> int:
         total = _cpu_ns("self")
@@ -785,6 +793,8 @@ async def main() -> None:
     args = parser.parse_args()
 
     work = WORK / args.tag
+    # this run's log-search pool gets its own name, so its CPU meter counts only its backends
+    READER_SETTINGS["application_name"] = f"aigate-log-search-bench-{args.tag}-{os.getpid()}"
     sqlite_path = work / "logs.db"
     schema = f"{PG_SCHEMA}_{args.tag}"
     if args.drop:
