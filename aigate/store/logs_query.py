@@ -214,13 +214,21 @@ def fts_query(keyword: str, columns: tuple[str, ...]) -> str:
     return "{" + " ".join(columns) + '} : "' + keyword.replace('"', '""') + '"'
 
 
+def _contains(col: Any, pattern: str, dialect: str) -> ColumnElement[bool]:
+    """Case-insensitive LIKE. PostgreSQL: ILIKE with the pattern bound as one value, so
+    the pg_trgm indexes serve it; SQLite's LIKE already ignores ASCII case (lower() would
+    only add work)."""
+    if dialect == "postgresql":
+        return col.ilike(pattern, escape="/")
+    return col.like(pattern, escape="/")
+
+
 def _keyword(keyword: str, dialect: str, columns: tuple[str, ...] = t.KEYWORD_COLUMNS) -> ColumnElement[bool]:
     """The keyword in one of ``columns`` (all the searched columns by default)."""
     pattern = like_pattern(keyword)
-    if dialect == "postgresql":  # ILIKE with a bound pattern: the pg_trgm indexes serve it
-        return or_(*(L[c].ilike(pattern, escape="/") for c in columns))
-    # SQLite's LIKE ignores ASCII case (lower() would only add work and hide the index)
-    match = or_(*(L[c].like(pattern, escape="/") for c in columns))
+    match = or_(*(_contains(L[c], pattern, dialect) for c in columns))
+    if dialect == "postgresql":
+        return match
     if len(keyword) < FTS_MIN_CHARS:
         return match
     # The FTS5 trigram index finds the candidates (a superset: it also folds non-ASCII
@@ -402,9 +410,7 @@ def _counted_pieces(f: LogFilter, dialect: str, now_ms: int,
 
 def _keyword_in_dimensions(keyword: str, dialect: str, cols: Any) -> ColumnElement[bool]:
     pattern = like_pattern(keyword)
-    if dialect == "postgresql":
-        return or_(cols.model.ilike(pattern, escape="/"), cols.token_name.ilike(pattern, escape="/"))
-    return or_(cols.model.like(pattern, escape="/"), cols.token_name.like(pattern, escape="/"))
+    return or_(_contains(cols.model, pattern, dialect), _contains(cols.token_name, pattern, dialect))
 
 
 def _keyword_counts(f: LogFilter, dialect: str, now_ms: int) -> list[Select]:
