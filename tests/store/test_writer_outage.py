@@ -201,3 +201,15 @@ async def test_a_live_process_journal_is_left_to_it(db_url, tmp_path):
     await writer.stop()
     live.close()
     await engine.dispose()
+
+
+def test_journal_lines_keep_money_exact_and_skip_what_cannot_be_serialised(tmp_path):
+    from decimal import Decimal
+
+    journal = JournalFile.create(tmp_path)
+    journal.append(encode([(1, "usage_log", {"used_amount": Decimal("0.000000123456")}),
+                           (2, "usage_log", {"bad": object()}),
+                           (3, "user", {"user_id": "u\x00"})]))
+    assert journal.read(10) == [(1, "usage_log", {"used_amount": "0.000000123456"}),
+                                (3, "user", {"user_id": "u\x00"})]
+    journal.close()
