@@ -130,9 +130,9 @@ async def test_full_queue_during_an_outage_spills_to_the_journal_and_replays(pri
         await asyncio.wait_for(writer.put("usage_log", log_row(300), wait=True), 5)
     with pytest.raises(DatabaseUnavailable):
         await asyncio.wait_for(writer.flush(), 5)
-    for _ in range(100):  # the spilled rows reach the file (fsync per batch) in the background
+    for _ in range(200):  # the spilled rows reach the file (fsync per batch) in the background
         journals = list((tmp_path / "journal").glob("*.jsonl"))
-        if journals and journals[0].stat().st_size > 0:
+        if journals and journals[0].read_bytes().count(b"\n") == writer.rows_journaled:
             break
         await asyncio.sleep(0.05)
     assert len(journals) == 1 and journals[0].read_bytes().count(b"\n") == writer.rows_journaled
