@@ -16,7 +16,7 @@ from aigate.store.migrate import upgrade
 from aigate.store.outage import DatabaseUnavailable
 from aigate.store.sinks import register_sinks
 from aigate.store.writer import BatchWriter
-from tests.pgcluster import private_pg  # noqa: F401  (fixture)
+from tests.pgcluster import pg_cluster, private_pg  # noqa: F401  (fixtures)
 from tests.store.test_writer import count, log_row
 
 
