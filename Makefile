@@ -42,3 +42,20 @@ lock: | $(BIN)/python
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# Swagger UI, vendored so /api/docs and /bp/docs work offline (needs npm; the files are committed).
+SWAGGER_UI_VERSION ?= 5.36.0
+SWAGGER_UI_DIR := aigate/api/static/swagger-ui
+.PHONY: swagger-ui
+swagger-ui:
+	rm -rf $(SWAGGER_UI_DIR) && mkdir -p $(SWAGGER_UI_DIR)
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null \
+	  && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz && cd - >/dev/null \
+	  && for f in swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png LICENSE NOTICE; do \
+	       cp $$tmp/package/$$f $(SWAGGER_UI_DIR)/; done && rm -rf $$tmp
+	echo $(SWAGGER_UI_VERSION) > $(SWAGGER_UI_DIR)/VERSION
+
+# The TypeScript client (clients/typescript): install its build tools from the lock file and build it.
+.PHONY: clients
+clients:
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run build

@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from aigate import metrics
+from aigate import metrics, telemetry
 from aigate.api import ops
 from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
+from aigate.edge.gate import start_edge
 from aigate.engine import metering
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
@@ -85,9 +86,10 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         from aigate.simulator.server import start_simulator
 
         host, port = _host_port(cfg.simulator.listen)
-        services.extras["simulator"] = await start_simulator(
+        services.simulator = await start_simulator(
             host=host, port=port, latency_ms=cfg.simulator.latency_ms
         )
+    await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
     return services
@@ -102,12 +104,13 @@ def _background_starters():
 
 
 async def stop_services(services: Services) -> None:
-    for stopper in services.extras.pop("stoppers", []):
+    stoppers, services.stoppers = services.stoppers, []
+    for stopper in stoppers:
         await stopper()
     await services.cache.stop()
     await services.writer.stop()  # drain every queued row before the process exits
     await services.http.close()
-    sim = services.extras.pop("simulator", None)
+    sim, services.simulator = services.simulator, None
     if sim is not None:
         await sim.close()
     if services.redis is not None:
@@ -116,7 +119,17 @@ async def stop_services(services: Services) -> None:
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
-    from aigate.api import bp, bp_requests, relay
+    from aigate.api import (
+        app_docs,
+        bp,
+        bp_requests,
+        bp_tokens,
+        relay,
+        relay_audio,
+        relay_fallback,
+        relay_messages,
+        relay_responses,
+    )
     from aigate.api.admin.app import create_admin_app
 
     admin_app = create_admin_app()
@@ -138,9 +151,18 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     async def app_error(request: Request, exc: AppError) -> Response:
         return error_response(exc)
 
-    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, Mount("/api", app=admin_app)]
+    from aigate.console import web as console
+
+    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, *console.routes,
+              Mount("/api", app=admin_app)]
+    routes += bp_tokens.routes
+    routes += app_docs.routes
+    routes += relay_responses.routes
+    routes += relay_messages.routes
+    routes += relay_audio.routes
+    routes += relay_fallback.routes  # last: OpenAI-shaped 404/405 for the rest of /v1
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: app_error})
-    return metrics_middleware(app)
+    return metrics_middleware(telemetry.asgi_middleware(app))
 
 
 def metrics_middleware(app):

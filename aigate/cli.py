@@ -91,6 +91,33 @@ def config_check(path: Path) -> None:
     )
 
 
+@app.command()
+def prices(config: Path | None = ConfigOption) -> None:
+    """List every model's price (per million tokens) and where it comes from: the
+    configuration, or the price database shipped with aigate (genai-prices)."""
+    from rich.table import Table
+
+    from aigate.config.price_db import listing
+
+    table = Table("model", "input /1M", "output /1M", "cached /1M", "per request", "source")
+    for name, price, source in listing(_load(config)):
+        if price is None:
+            table.add_row(name, "-", "-", "-", "-", source)
+            continue
+        table.add_row(name, *(_per_million(getattr(price, f), getattr(price, f + "_unit"))
+                              for f in ("input_price", "output_price", "cached_price")),
+                      _plain(price.per_request_price), source)
+    Console(width=200).print(table)
+
+
+def _per_million(price, unit: int) -> str:
+    return _plain(price * 1_000_000 / unit)
+
+
+def _plain(value) -> str:
+    return format(value.normalize(), "f")
+
+
 @token_app.command("mint")
 def token_mint(
     app_id: str = typer.Option(..., "--app"),
@@ -133,3 +160,76 @@ def main() -> None:  # pragma: no cover
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+
+
+# --- console operators (recover access from the shell)
+
+operator_app = typer.Typer(help="Console operator accounts.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
+PasswordOption = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True,
+                              envvar="AIGATE_OPERATOR_PASSWORD", help="the new password")
+
+
+async def _with_db(cfg, work):
+    from aigate.store.db import create_engine
+    from aigate.store.migrate import upgrade
+
+    engine = create_engine(cfg.database.url)
+    try:
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            return await work(conn)
+    finally:
+        await engine.dispose()
+
+
+def _check(errors: list[str]) -> None:
+    if errors:
+        for err in errors:
+            console.print(f"[red]{err}[/red]", markup=True, highlight=False)
+        raise typer.Exit(2)
+
+
+@operator_app.command("add")
+def operator_add(
+    name: str,
+    role: str = typer.Option("admin", help="admin or viewer"),
+    password: str = PasswordOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Create a console operator."""
+    from aigate.auth import operators
+
+    cfg = _load(config)
+    _check(operators.check_fields(name, password, role))
+
+    async def work(conn):
+        if await operators.get(conn, name) is not None:
+            console.print(f"[red]operator '{name}' exists; use reset-password[/red]")
+            raise typer.Exit(1)
+        await operators.create(conn, name, password, role)
+
+    asyncio.run(_with_db(cfg, work))
+    console.print(f"operator '{name}' ({role}) created")
+
+
+@operator_app.command("reset-password")
+def operator_reset_password(
+    name: str,
+    password: str = PasswordOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Set a new password for an operator (ends their console sessions)."""
+    from aigate.auth import operators
+
+    cfg = _load(config)
+    _check(operators.check_fields(password=password))
+
+    async def work(conn):
+        if await operators.get(conn, name) is None:
+            console.print(f"[red]no operator '{name}'[/red]")
+            raise typer.Exit(1)
+        await operators.change(conn, name, password=password)
+
+    asyncio.run(_with_db(cfg, work))
+    console.print(f"password of '{name}' reset; their sessions have ended")

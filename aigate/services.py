@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.config.runtime import ConfigCache, Snapshot
 from aigate.config.schema import Config
-from aigate.engine.ids import Snowflake
 from aigate.store.writer import BatchWriter
+
+if TYPE_CHECKING:  # the engine's per-process state; the engine imports this module
+    from aigate.engine.ids import Snowflake
+    from aigate.engine.jobs import Poller
+    from aigate.engine.metering import PreparedAssets, Reservation
+    from aigate.engine.records import SeenUsers
+    from aigate.engine.relay_limits import Limits
+    from aigate.engine.routing import Cooldowns
+    from aigate.engine.webhooks import Deliverer
+    from aigate.simulator.server import SimulatorHandle
 
 log = logging.getLogger("aigate")
 
@@ -26,7 +36,17 @@ class Services:
     ids: Snowflake
     redis: Any = None
     instance: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)  # background workers, simulator
+    # per-process state of the engine, created on first use by the module that owns it
+    cooldowns: Cooldowns | None = None  # aigate.engine.routing
+    seen_users: SeenUsers | None = None  # aigate.engine.records
+    prepared_assets: PreparedAssets | None = None  # aigate.engine.metering
+    open_holds: dict[str, Reservation] | None = None  # aigate.engine.metering: holds whose leases it renews
+    relay_limits: Limits | None = None  # aigate.engine.relay_limits
+    job_poller: Poller | None = None  # aigate.engine.jobs
+    webhook_deliverer: Deliverer | None = None  # aigate.engine.webhooks
+    simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
+    log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
+    stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 
     @property
     def snapshot(self) -> Snapshot:

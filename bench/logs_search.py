@@ -1,32 +1,40 @@
 """Log search and dashboard speed on a big usage log (SQLite and PostgreSQL).
 
-Generates 1,000,000 usage log rows over the last 30 days (5 apps, 20 models, 50 relay
-tokens, 10,000 users, ~4% errors with a stored request detail) into a fresh SQLite file
-and a fresh PostgreSQL schema, loads them in bulk (executemany in big batches / COPY)
-into the 0001 schema, fills the per-minute rollups with one INSERT ... SELECT, and
-migrates to head, so migration 0002 builds the search indexes and backfills the hourly
-rollups and log counts exactly as it would on an existing deployment. Then it serves
-aigate on each database and times the Admin API over HTTP (loopback, client in the same
-process): every seed-001 filter combination plus the extra filters, page 1 and page 500,
-and the dashboard; p50/p95 over repeated runs; and the EXPLAIN plans relied on.
+Generates usage log rows over the last 30 days (5 apps, 20 models, 50 relay tokens,
+10,000 users, ~4% errors with a stored request detail) into a fresh SQLite file and a
+fresh PostgreSQL schema (one per ``--tag``), in one of two ways:
 
-    .venv/bin/python -m bench.logs_search                 # full run, writes bench/LOGS_RESULTS.md
+* ``--loader writer`` (the default): through the batched writer's own transaction script
+  (``sinks.write_usage_logs``, 2,000 rows per transaction) on the migrated schema, so
+  every index, trigger and rollup is maintained exactly as in production;
+* ``--loader copy`` (for 10,000,000 rows): bulk-loaded (COPY / executemany) into the 0001
+  schema, the per-minute rollups rebuilt with one INSERT ... SELECT, then migrated to
+  head, so the migrations build the indexes and rebuild the hourly and daily series and
+  the log counts exactly as on an existing deployment.
+
+Then it serves aigate on each database and times the Admin API over HTTP (loopback,
+client in the same process): every seed-001 filter combination plus the extra filters,
+pages 1 and 500 at per_page 20 and 100, keyword searches, the dashboard, a stability
+phase (many runs on pooled connections, then ANALYZE, then again); p50/p95; and the
+EXPLAIN plans relied on.
+
+    .venv/bin/python -m bench.logs_search                 # 1M rows, writes bench/LOGS_RESULTS.md
+    .venv/bin/python -m bench.logs_search --rows 10000000 --loader copy --tag 10m --only postgres
     .venv/bin/python -m bench.logs_search --rows 100000 --runs 5 --out /tmp/x.md   # quick try
     .venv/bin/python -m bench.logs_search --skip-load     # re-measure the databases already built
+    .venv/bin/python -m bench.logs_search --drop --tag 10m   # drop a tag's schema and file
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
-import gc
 import json
 import os
 import platform
 import random
 import socket
 import sqlite3
-import statistics
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,18 +55,22 @@ from aigate.config.schema import Price
 from aigate.engine.pricing import price_snapshot, used_amount
 from aigate.providers.base import Usage
 from aigate.store import logs_query as q
-from aigate.store.db import create_engine
+from aigate.store.db import READER_SETTINGS, create_engine
 from aigate.store.migrate import alembic_config, upgrade
+from aigate.store.script import run_script
+from aigate.store.sinks import write_usage_logs
 
 HERE = Path(__file__).parent
 WORK = HERE / ".work" / "logs"
-DEFAULT_SQLITE = WORK / "logs.db"
 DEFAULT_PG = os.environ.get("AIGATE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_SCHEMA = "bench_logs"
+PG_SCHEMA = "bench_logs"  # + "_<tag>"
 ADMIN_KEY = "bench-admin-key-0123456789"
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
-MARKS = {False: ("<!-- results:start -->", "<!-- results:end -->"),
-         True: ("<!-- results-gc-freeze:start -->", "<!-- results-gc-freeze:end -->")}
+WRITER_BATCH = 2_000
+
+
+def marks(tag: str) -> tuple[str, str]:
+    return f"<!-- results-{tag}:start -->", f"<!-- results-{tag}:end -->"
 
 APPS = [f"APPBENCH{i}" for i in range(1, 6)]
 MODELS = [f"model-{i:02d}" for i in range(20)]
@@ -162,11 +174,61 @@ async def migrate_to(engine: AsyncEngine, revision: str) -> None:
         await conn.run_sync(_run)
 
 
-async def load_sqlite(path: Path, rows: int, end_ms: int) -> dict[str, float]:
-    timings: dict[str, float] = {}
+def as_writer_row(log: tuple, detail: tuple | None) -> dict[str, Any]:
+    """A generated row as the App API hands it to the batched writer (no id: the database
+    assigns it; JSON columns as objects; bodies inline)."""
+    row = dict(zip(LOG_COLUMNS, log, strict=True))
+    del row["id"]
+    row["metadata"] = json.loads(row["metadata"])
+    row["price"] = json.loads(row["price"])
+    if detail is not None:
+        row.update(zip(DETAIL_COLUMNS[1:], detail[1:], strict=True))
+    return row
+
+
+async def load_writer(db_url: str, rows: int, end_ms: int) -> dict[str, float]:
+    """Every row through the writer's transaction script, on the migrated schema."""
+    engine = create_engine(db_url)
+    await upgrade(engine)
+    started = time.perf_counter()
+    done = 0
+    for chunk in generate(rows, end_ms, chunk=WRITER_BATCH):
+        await run_script(engine, write_usage_logs, [as_writer_row(log, d) for log, d in chunk])
+        done += len(chunk)
+        if done % 100_000 == 0:
+            print(f"    {done:,} rows, {done / (time.perf_counter() - started):,.0f} rows/s", flush=True)
+    elapsed = time.perf_counter() - started
+    timings = {"writer (rows, indexes, rollups)": elapsed, "rows/s": rows / elapsed}
+    started = time.perf_counter()
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
+    await engine.dispose()
+    timings["analyze"] = time.perf_counter() - started
+    return timings
+
+
+async def drop_pg_schema(base_url: str, schema: str) -> None:
+    conn = await asyncpg.connect(base_url)
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await conn.close()
+
+
+async def fresh_pg_schema(base_url: str, schema: str) -> None:
+    await drop_pg_schema(base_url, schema)
+    conn = await asyncpg.connect(base_url)
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.close()
+
+
+def fresh_sqlite(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def load_sqlite(path: Path, rows: int, end_ms: int) -> dict[str, float]:
+    timings: dict[str, float] = {}
     engine = create_engine(f"sqlite:///{path}")
     await migrate_to(engine, "0001")
     await engine.dispose()
@@ -189,7 +251,7 @@ async def load_sqlite(path: Path, rows: int, end_ms: int) -> dict[str, float]:
     started = time.perf_counter()
     engine = create_engine(f"sqlite:///{path}")
     await upgrade(engine)  # 0002: indexes and backfill
-    timings["migration 0002"] = time.perf_counter() - started
+    timings["migrations (indexes, rollup rebuild)"] = time.perf_counter() - started
     started = time.perf_counter()
     async with engine.begin() as conn:
         await conn.exec_driver_sql("ANALYZE")
@@ -202,39 +264,90 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def pg_url(base: str) -> str:
-    return f"{base}{'&' if '?' in base else '?'}schema={PG_SCHEMA}"
+def pg_url(base: str, schema: str) -> str:
+    return f"{base}{'&' if '?' in base else '?'}schema={schema}"
 
 
-async def load_postgres(base_url: str, rows: int, end_ms: int) -> dict[str, float]:
+async def replicate_rows(conn, rows: int, copies: int, end_ms: int, timings: dict[str, float]) -> None:
+    """``rows / copies`` generated rows are COPYed into a staging table, then inserted
+    ``copies`` times in time order (copy k shifted by k/copies of the gap between two
+    generated rows, its request id suffixed with k), so the log keeps the generator's mix
+    and arrival order at a tenth of the Python work."""
+    started = time.perf_counter()
+    seed = rows // copies
+    await conn.execute("CREATE UNLOGGED TABLE seed_logs (LIKE usage_logs)")
+    await conn.execute("CREATE UNLOGGED TABLE seed_details (LIKE request_details)")
+    for chunk in generate(seed, end_ms):
+        await conn.copy_records_to_table("seed_logs", records=[log for log, _ in chunk], columns=list(LOG_COLUMNS))
+        details = [d for _, d in chunk if d]
+        if details:
+            await conn.copy_records_to_table("seed_details", records=details, columns=list(DETAIL_COLUMNS))
+    timings["generate and COPY the seed rows"] = time.perf_counter() - started
+    started = time.perf_counter()
+    indexes = [r[0] for r in await conn.fetch(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_logs' AND schemaname = current_schema() "
+        "AND indexname <> 'pk_usage_logs'")]
+    for name in [r[0] for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'usage_logs' AND schemaname = current_schema() "
+            "AND indexname <> 'pk_usage_logs'")]:
+        await conn.execute(f'DROP INDEX "{name}"')
+    shift = f"(k * {30 * DAY} / {seed} / {copies})::bigint"
+    moved = {"request_id": "request_id || k", "created_ms": f"created_ms + {shift}",
+             "request_ms": f"request_ms + {shift}", "retry_ms": f"retry_ms + {shift}"}
+    cols = [c for c in LOG_COLUMNS if c != "id"]
+    await conn.execute(
+        f"INSERT INTO usage_logs ({', '.join(map(_quote, cols))}) "
+        f"SELECT {', '.join(moved.get(c, _quote(c)) for c in cols)} "
+        f"FROM seed_logs CROSS JOIN generate_series(0, {copies - 1}) AS k "
+        f"ORDER BY created_ms + {shift}, id, k"
+    )
+    await conn.execute("CREATE INDEX seed_rid ON seed_logs (id)")
+    await conn.execute(
+        f"INSERT INTO request_details ({', '.join(DETAIL_COLUMNS)}) "
+        "SELECT l.id, d.request_body, d.request_body_truncated, d.response_body, d.response_body_truncated "
+        "FROM seed_details d JOIN seed_logs s ON s.id = d.log_id "
+        f"CROSS JOIN generate_series(0, {copies - 1}) AS k "
+        "JOIN usage_logs l ON l.request_id = s.request_id || k "
+        "WHERE l.code <> 200"
+    )
+    await conn.execute("DROP TABLE seed_logs, seed_details")
+    timings[f"insert {copies} time-shifted copies (INSERT ... SELECT)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for indexdef in indexes:  # the 0001 indexes, built once over the whole log
+        await conn.execute(indexdef)
+    timings["0001 indexes"] = time.perf_counter() - started
+
+
+async def load_postgres(base_url: str, schema: str, rows: int, end_ms: int, replicate: int = 1) -> dict[str, float]:
     timings: dict[str, float] = {}
-    conn = await asyncpg.connect(base_url)
-    await conn.execute(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE')
-    await conn.execute(f'CREATE SCHEMA "{PG_SCHEMA}"')
-    await conn.close()
-    engine = create_engine(pg_url(base_url))
+    engine = create_engine(pg_url(base_url, schema))
     await migrate_to(engine, "0001")
     await engine.dispose()
     started = time.perf_counter()
-    conn = await asyncpg.connect(base_url, server_settings={"search_path": PG_SCHEMA})
-    for chunk in generate(rows, end_ms):
-        await conn.copy_records_to_table("usage_logs", records=[log for log, _ in chunk], columns=list(LOG_COLUMNS))
-        details = [d for _, d in chunk if d]
-        if details:
-            await conn.copy_records_to_table("request_details", records=details, columns=list(DETAIL_COLUMNS))
-    await conn.execute("SELECT setval(pg_get_serial_sequence('usage_logs', 'id'), $1)", rows)
-    timings["insert rows (COPY)"] = time.perf_counter() - started
+    conn = await asyncpg.connect(base_url, server_settings={"search_path": schema})
+    await conn.execute("SET maintenance_work_mem = '512MB'")
+    if replicate == 1:
+        for chunk in generate(rows, end_ms):
+            await conn.copy_records_to_table("usage_logs", records=[log for log, _ in chunk],
+                                             columns=list(LOG_COLUMNS))
+            details = [d for _, d in chunk if d]
+            if details:
+                await conn.copy_records_to_table("request_details", records=details, columns=list(DETAIL_COLUMNS))
+        await conn.execute("SELECT setval(pg_get_serial_sequence('usage_logs', 'id'), $1)", rows)
+        timings["insert rows (COPY)"] = time.perf_counter() - started
+    else:
+        await replicate_rows(conn, rows, replicate, end_ms, timings)
     started = time.perf_counter()
     await conn.execute(ROLLUP_SQL.format(strategy="coalesce(metadata->>'strategy', '')"))
     timings["minute rollups"] = time.perf_counter() - started
     await conn.close()
     started = time.perf_counter()
-    engine = create_engine(pg_url(base_url))
+    engine = create_engine(pg_url(base_url, schema))
     await upgrade(engine)
     await engine.dispose()
-    timings["migration 0002"] = time.perf_counter() - started
+    timings["migrations (indexes, rollup rebuild)"] = time.perf_counter() - started
     started = time.perf_counter()
-    conn = await asyncpg.connect(base_url, server_settings={"search_path": PG_SCHEMA})
+    conn = await asyncpg.connect(base_url, server_settings={"search_path": schema})
     await conn.execute("VACUUM ANALYZE")
     await conn.close()
     timings["vacuum analyze"] = time.perf_counter() - started
@@ -242,6 +355,8 @@ async def load_postgres(base_url: str, rows: int, end_ms: int) -> dict[str, floa
 
 
 # --- measurement
+
+PAGES = ((1, 20), (500, 20), (1, 100), (500, 100))  # (page, per_page)
 
 
 @dataclass
@@ -256,56 +371,89 @@ class Case:
 class Result:
     case: Case
     total: int | None = None
-    page1: list[float] = field(default_factory=list)
-    page500: list[float] = field(default_factory=list)
+    samples: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (page, per_page) -> wall ms
+    cpu: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (page, per_page) -> CPU ms
+
+    @property
+    def page1(self) -> list[float]:
+        return self.samples.get((1, 20), [])
 
 
 async def sample_request_id(db_url: str) -> str:
     """A request id that exists: the generator's ids carry a random part."""
     engine = create_engine(db_url)
     async with engine.connect() as conn:
-        value = (await conn.exec_driver_sql("SELECT request_id FROM usage_logs WHERE id = 123457")).scalar()
+        value = (await conn.exec_driver_sql(
+            "SELECT request_id FROM usage_logs WHERE id = (SELECT max(id) / 2 + 7 FROM usage_logs)")).scalar()
     await engine.dispose()
     return value or ""
 
 
 def cases(now: int, request_id: str) -> list[Case]:
     app, model, token = APPS[0], STRATEGIES[APPS[0]][0][1], TOKENS[0][1]
+    rare_model = MODELS[19]  # a relay-only model: ~1.5% of the rows
     day = {"start_timestamp": now - DAY, "end_timestamp": now}
     week = {"start_timestamp": now - 7 * DAY}
+    month = {"start_timestamp": now - 30 * DAY, "end_timestamp": now}
     grp = f"/api/log/{app}/search"
     glob = "/api/logs/search"
     return [
         # seed 001, global
         Case("global: no filter (30 days)", glob, {}),
+        Case("global: 30 days as start/end", glob, dict(month)),
         Case("global: last 24 h", glob, dict(day)),
         Case("global: last 7 days", glob, dict(week)),
         Case("global: model_name", glob, {"model_name": model}),
+        Case("global: rare model_name", glob, {"model_name": rare_model}),
         Case("global: code_type=success", glob, {"code_type": "success"}),
         Case("global: code_type=error", glob, {"code_type": "error"}),
+        Case("global: model_name + code_type=success", glob, {"model_name": model, "code_type": "success"}),
         Case("global: model_name + code_type=error", glob, {"model_name": model, "code_type": "error"}),
         Case("global: model_name + 24 h + success", glob, {"model_name": model, "code_type": "success", **day}),
+        Case("global: rare model + 30 days + error", glob, {"model_name": rare_model, "code_type": "error", **month}),
         Case("global: 7 days + error", glob, {"code_type": "error", **week}),
         # seed 001, group
         Case("group: no filter", grp, {}),
         Case("group: last 24 h", grp, dict(day)),
         Case("group: model_name", grp, {"model_name": model}),
         Case("group: token_name", grp, {"token_name": token}),
+        Case("group: code_type=success", grp, {"code_type": "success"}),
         Case("group: code_type=error", grp, {"code_type": "error"}),
         Case("group: model_name + token_name", grp, {"model_name": model, "token_name": token}),
+        Case("group: model_name + code_type=success", grp, {"model_name": model, "code_type": "success"}),
         Case("group: token_name + 7 days + success", grp, {"token_name": token, "code_type": "success", **week}),
+        Case("group: model + token + 30 days + error", grp,
+             {"model_name": model, "token_name": token, "code_type": "error", **month}),
         Case("group: model + token + 24 h + error", grp,
              {"model_name": model, "token_name": token, "code_type": "error", **day}),
         # extra filters
         Case("global: group", glob, {"group": app}),
+        Case("global: rare model + token + 30 days + error", glob,
+             {"model_name": rare_model, "token_name": TOKENS[4][1], "code_type": "error", **month}),
         Case("global: channel", glob, {"channel": 3}),
         Case("global: code=429", glob, {"code": 429}),
         Case("global: user", glob, {"user": "user-00010"}, deep=False),
         Case("group: user + error", grp, {"user": "user-00010", "code_type": "error"}, deep=False),
         Case("global: request_id", glob, {"request_id": request_id}, deep=False),
-        Case("global: keyword (30 days)", glob, {"keyword": "overloaded"}),
-        Case("global: keyword + 24 h", glob, {"keyword": "overloaded", **day}),
+    ]
+
+
+def keyword_cases(now: int, request_id: str) -> list[Case]:
+    app = APPS[0]
+    day = {"start_timestamp": now - DAY, "end_timestamp": now}
+    month = {"start_timestamp": now - 30 * DAY, "end_timestamp": now}
+    grp = f"/api/log/{app}/search"
+    glob = "/api/logs/search"
+    return [
+        Case("keyword error text, 30 days start/end (1%)", glob, {"keyword": "overloaded", **month}),
+        Case("keyword error text, no range", glob, {"keyword": "Overloaded"}),
+        Case("keyword error text + 24 h", glob, {"keyword": "overloaded", **day}),
+        Case("keyword request id digits, 30 days", glob, {"keyword": request_id[-9:], **month}),
+        Case("keyword user, 30 days", glob, {"keyword": "user-0001", **month}),
         Case("group: keyword user + 24 h", grp, {"keyword": "user-0001", **day}),
+        Case("keyword model name, 30 days (5%)", glob, {"keyword": MODELS[7], **month}),
+        Case("keyword token name, 30 days (2%)", glob, {"keyword": TOKENS[13][1], **month}),
+        Case("keyword no match, 30 days", glob, {"keyword": "no such text", **month}),
     ]
 
 
@@ -328,7 +476,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def serve(db_url: str, *, gc_freeze: bool = False) -> tuple[uvicorn.Server, asyncio.Task, str]:
+async def serve(db_url: str) -> tuple[uvicorn.Server, asyncio.Task, str]:
     cfg = parse_config({"server": {"admin_key": ADMIN_KEY}, "database": {"url": db_url},
                         "logs": {"retention_days": 0}}, env={})
     port = _free_port()
@@ -340,49 +488,134 @@ async def serve(db_url: str, *, gc_freeze: bool = False) -> tuple[uvicorn.Server
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
-    if gc_freeze:
-        # everything allocated at start-up leaves the collector's view: no full-heap pauses
-        gc.freeze()
     return server, task, f"http://127.0.0.1:{port}"
 
 
-async def _timed(session: aiohttp.ClientSession, url: str, params: dict) -> tuple[float, Any]:
+def _cpu_ns(pid: int | str) -> int:
+    """CPU time of every thread of a process (ns), from the scheduler's own accounting."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+class CpuMeter:
+    """CPU time spent by this process (aigate and the client) and by the PostgreSQL
+    backends of aigate's log-search pool. On a machine shared with other work, wall time
+    measures the queue for a core; CPU time measures the request."""
+
+    def __init__(self, db_url: str) -> None:
+        self.pg = db_url if db_url.startswith("postgresql") else None
+        self.pids: list[int] = []
+
+    async def refresh(self) -> None:
+        if self.pg:
+            conn = await asyncpg.connect(self.pg.split("?")[0])
+            rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                                    READER_SETTINGS["application_name"])
+            await conn.close()
+            self.pids = [r["pid"] for r in rows]
+
+    def read(self) -> int:
+        total = _cpu_ns("self")
+        for pid in self.pids:
+            try:
+                total += _cpu_ns(pid)
+            except FileNotFoundError:  # a connection closed since the refresh
+                pass
+        return total
+
+
+async def _timed(session: aiohttp.ClientSession, url: str, params: dict,
+                 meter: CpuMeter | None = None) -> tuple[float, float, Any]:
+    cpu = meter.read() if meter else 0
     started = time.perf_counter()
     async with session.get(url, params={k: str(v) for k, v in params.items()}) as resp:
         body = orjson.loads(await resp.read())  # a fast parser: the client's cost is not aigate's
         if resp.status != 200:
             raise RuntimeError(f"{url} {params}: {resp.status} {body}")
-    return (time.perf_counter() - started) * 1000, body
+    wall = (time.perf_counter() - started) * 1000
+    return wall, ((meter.read() - cpu) / 1e6 if meter else 0.0), body
 
 
-async def measure(db_url: str, all_cases: list[Case], runs: int, gc_freeze: bool) -> list[Result]:
-    server, task, base = await serve(db_url, gc_freeze=gc_freeze)
-    results = []
+async def _run_case(session, base: str, case: Case, runs: int, pages, meter: CpuMeter) -> Result:
+    res = Result(case)
+    for page, per_page in pages:
+        params = dict(case.params)
+        if not case.path.endswith("dashboard"):
+            params.update(page=page, per_page=per_page)
+        samples = res.samples.setdefault((page, per_page), [])
+        cpu = res.cpu.setdefault((page, per_page), [])
+        for i in range(runs + 2):  # two warm-up requests
+            if i == 2:
+                await meter.refresh()  # the pool's connections exist by now
+            ms, cpu_ms, body = await _timed(session, base + case.path, params, meter)
+            if i >= 2:
+                samples.append(ms)
+                cpu.append(cpu_ms)
+            if res.total is None and "total" in (body.get("data") or {}):
+                res.total = body["data"]["total"]
+    return res
+
+
+def _pages(case: Case):
+    if case.path.endswith("dashboard"):
+        return [(1, 20)]
+    return PAGES if case.deep else [(1, 20), (1, 100)]
+
+
+async def measure(db_url: str, groups: dict[str, list[Case]], runs: int) -> dict[str, list[Result]]:
+    server, task, base = await serve(db_url)
+    meter = CpuMeter(db_url)
+    out: dict[str, list[Result]] = {}
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as session:
-            for case in all_cases:
-                res = Result(case)
-                pages = [(1, res.page1)] + ([(500, res.page500)] if case.deep else [])
-                for page, samples in pages:
-                    params = dict(case.params)
-                    if not case.path.endswith("dashboard"):
-                        params.update(page=page, per_page=20)
-                    for i in range(runs + 2):  # two warm-up requests
-                        ms, body = await _timed(session, base + case.path, params)
-                        if i >= 2:
-                            samples.append(ms)
-                        if res.total is None and "total" in (body.get("data") or {}):
-                            res.total = body["data"]["total"]
-                results.append(res)
-                print(f"  {case.name:45s} p50 {_p(res.page1, 50):7.1f} ms  p95 {_p(res.page1, 95):7.1f} ms"
-                      + (f"  | page 500 p95 {_p(res.page500, 95):7.1f} ms" if res.page500 else ""), flush=True)
+            for name, group in groups.items():
+                out[name] = []
+                for case in group:
+                    res = await _run_case(session, base, case, runs, _pages(case), meter)
+                    out[name].append(res)
+                    deep = res.cpu.get((500, 100))
+                    print(f"  {case.name:48s} p95 {_p(res.page1, 95):7.1f} ms wall, "
+                          f"{_p(res.cpu[(1, 20)], 95):6.1f} ms CPU"
+                          + (f"  | page 500/100 CPU p95 {_p(deep, 95):7.1f} ms" if deep else ""), flush=True)
     finally:
         server.should_exit = True
         await task
-    return results
+    return out
 
 
-def _p(samples: list[float], pct: int) -> float:
+STABILITY_RUNS = 60
+
+
+async def stability(db_url: str, shapes: list[Case]) -> list[tuple[str, list[float], list[float]]]:
+    """Each shape ``STABILITY_RUNS`` times on the pooled connections, then ANALYZE of the
+    log (new statistics, as autovacuum makes them), then 20 more: a plan that degrades
+    after a few runs, or a stale plan after ANALYZE, shows as a later spike."""
+    server, task, base = await serve(db_url)
+    meter = CpuMeter(db_url)
+    out = []
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as session:
+            before = {c.name: (await _run_case(session, base, c, STABILITY_RUNS, [(1, 20)], meter)).cpu[(1, 20)]
+                      for c in shapes}
+            engine = create_engine(db_url)
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("ANALYZE usage_logs")
+            await engine.dispose()
+            for c in shapes:
+                after = (await _run_case(session, base, c, 20, [(1, 20)], meter)).cpu[(1, 20)]
+                out.append((c.name, before[c.name], after))
+    finally:
+        server.should_exit = True
+        await task
+    return out
+
+
+def _p(samples: list[float] | None, pct: int) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
@@ -396,19 +629,28 @@ async def plans(db_url: str, now: int) -> list[tuple[str, str, str]]:
     """EXPLAIN output of the statements the API runs for a few representative searches."""
     engine = create_engine(db_url)
     dialect = engine.dialect.name
+    month = {"start_ms": now - 30 * DAY, "end_ms": now}
+    model, rare = STRATEGIES[APPS[0]][0][1], MODELS[19]
     chosen = [
-        ("global, no filter: page 500", q.page_query(q.LogFilter(), dialect, offset=9980, limit=20)),
+        ("global, no filter: page 500 at per_page 100",
+         q.page_query(q.LogFilter(), dialect, offset=49_900, limit=100)),
         ("global, no filter: totals and facets", q.counts_query(q.LogFilter(), dialect, now)),
-        ("global, code_type=error: page 500",
-         q.page_query(q.LogFilter(code_type="error"), dialect, offset=9980, limit=20)),
-        ("group + model_name: page 500",
-         q.page_query(q.LogFilter(group=APPS[0], model=STRATEGIES[APPS[0]][0][1]), dialect, offset=9980, limit=20)),
+        ("global, model_name: page 500 at per_page 100",
+         q.page_query(q.LogFilter(model=model), dialect, offset=49_900, limit=100)),
+        ("global, rare model + token + error over 30 days: page 1",
+         q.page_query(q.LogFilter(model=rare, token_name=TOKENS[4][1], code_type="error", **month),
+                      dialect, offset=0, limit=20)),
+        ("group + model_name + success: page 500 at per_page 100",
+         q.page_query(q.LogFilter(group=APPS[0], model=model, code_type="success"), dialect,
+                      offset=49_900, limit=100)),
         ("group + token_name + 24 h: totals and facets",
          q.counts_query(q.LogFilter(group=APPS[0], token_name=TOKENS[0][1], start_ms=now - DAY, end_ms=now),
                         dialect, now)),
         ("global, user: totals and facets", q.counts_query(q.LogFilter(user="user-00010"), dialect, now)),
-        ("global, keyword: page 1",
-         q.page_query(q.LogFilter(keyword="overloaded"), dialect, offset=0, limit=20)),
+        ("keyword over 30 days: page 1",
+         q.page_query(q.LogFilter(keyword="overloaded", **month), dialect, offset=0, limit=20)),
+        ("keyword over 30 days: totals and facets",
+         q.counts_query(q.LogFilter(keyword="overloaded", **month), dialect, now)),
         ("dashboard, 30 days by hour: the hourly series",
          dash.hourly_query(*dash._pieces(now - 30 * DAY, now, HOUR)[0], HOUR, None, dialect)),
     ]
@@ -417,6 +659,7 @@ async def plans(db_url: str, now: int) -> list[tuple[str, str, str]]:
         for title, stmt in chosen:
             sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
             if dialect == "postgresql":
+                await conn.exec_driver_sql("SET jit = off")  # as on the log-search read pool
                 rows = (await conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql)).all()
                 text = "\n".join(r[0] for r in rows)
             else:
@@ -439,53 +682,79 @@ def _depth(rows: list, row: Any) -> int:
 # --- report
 
 
-def _table(results: list[Result], deep: bool = True) -> list[str]:
-    head = "| case | total | page 1 p50 | page 1 p95 |" + (" page 500 p50 | page 500 p95 |" if deep else "")
-    sep = "|---|---:|---:|---:|" + ("---:|---:|" if deep else "")
-    lines = [head, sep]
+def _cell(r: Result, key: tuple[int, int]) -> str:
+    cpu, wall = r.cpu.get(key), r.samples.get(key)
+    return f"{_p(cpu, 50):.1f} / {_p(cpu, 95):.1f} ({_p(wall, 95):.0f})" if cpu else "–"
+
+
+def _table(results: list[Result], dashboard: bool = False) -> list[str]:
+    if dashboard:
+        lines = ["| case | CPU p50 / p95 (wall p95) |", "|---|---:|"]
+        return lines + [f"| {r.case.name} | {_cell(r, (1, 20))} |" for r in results]
+    lines = ["| case | total | page 1, 20 | page 500, 20 | page 1, 100 | page 500, 100 | worst CPU p95 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         total = "" if r.total is None else f"{r.total:,}"
-        line = f"| {r.case.name} | {total} | {_p(r.page1, 50):.1f} | {_p(r.page1, 95):.1f} |"
-        if deep:
-            line += (f" {_p(r.page500, 50):.1f} | {_p(r.page500, 95):.1f} |" if r.page500 else " – | – |")
-        lines.append(line)
+        worst = max(_p(v, 95) for v in r.cpu.values())
+        lines.append(f"| {r.case.name} | {total} | " + " | ".join(_cell(r, k) for k in PAGES)
+                     + f" | {worst:.1f} |")
     return lines
 
 
-def _score(results: list[Result]) -> float:
-    return statistics.median(_p(r.page1, 95) for r in results)
+def _worst(results: list[Result], cpu: bool = True) -> float:
+    return max(_p(v, 95) for r in results for v in (r.cpu if cpu else r.samples).values())
 
 
 def report(path: Path, args: argparse.Namespace, loads: dict[str, dict[str, float]],
-           runs: dict[str, list[tuple[list[Result], list[Result]]]], explain: dict[str, list]) -> None:
-    mark_start, mark_end = MARKS[args.gc_freeze]
-    title = "Results with gc.freeze() after start-up" if args.gc_freeze else "Results"
+           results: dict[str, dict[str, list[Result]]], stable: dict[str, list],
+           explain: dict[str, list]) -> None:
+    mark_start, mark_end = marks(args.tag)
+    loader = ("through the writer's transaction script (`sinks.write_usage_logs`, "
+              f"{WRITER_BATCH:,} rows per transaction)" if args.loader == "writer" else
+              "with COPY (PostgreSQL) / executemany (SQLite) into the 0001 schema, then the "
+              "per-minute rollups rebuilt with one INSERT ... SELECT and the database migrated "
+              "to head (the migrations build the indexes and rebuild the hourly and daily series "
+              "and the log counts)")
     lines = [
         mark_start,
-        f"## {title} ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)",
+        f"## {args.rows:,} rows ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)",
         "",
-        (f"{args.rows:,} rows; {args.runs} timed requests per case after 2 warm-ups; the whole "
-        f"measurement ran {args.repeat} times per database and the run with the lower median p95 "
-        "is shown (the other run's median p95 is noted). Milliseconds, end to end over HTTP "
-        f"on loopback. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; PostgreSQL with its default settings. Other work "
-        "shared this machine during the run, so single numbers are noisy."),
+        (f"Loaded {loader}. {args.runs} timed requests per cell after 2 warm-ups, end to end "
+         "over HTTP on loopback. Cells: CPU time per request, p50 / p95 in ms (aigate's process, "
+         "the client included, plus the PostgreSQL backends of the log-search pool, from "
+         "/proc/<pid>/task/*/schedstat), and in brackets the wall-clock p95. "
+         f"Load average during the run: {args.loadavg}. Machine: "
+         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
+         f"work, Python {platform.python_version()}; PostgreSQL with its default settings "
+         "(the log-search pool sets plan_cache_mode=force_custom_plan and jit=off)."),
         "",
     ]
     for backend, load in loads.items():
-        lines.append(f"Load ({backend}): " + ", ".join(f"{k} {v:.0f} s" for k, v in load.items()) + ".")
+        lines.append(f"Load ({backend}): " + ", ".join(
+            f"{k} {v:,.0f}" + ("" if k == "rows/s" else " s") for k, v in load.items()) + ".")
     lines.append("")
-    for backend, backend_runs in runs.items():
-        scored = sorted(backend_runs, key=lambda pair: _score(pair[0]))
-        best, others = scored[0], scored[1:]
-        note = ", ".join(f"{_score(o[0]):.1f} ms" for o in others)
-        lines += [f"### {backend}", "",
-                  f"Median of the per-case p95 (page 1): {_score(best[0]):.1f} ms"
-                  + (f" (other run: {note})" if note else "") + ".", ""]
-        lines += _table(best[0])
-        lines += ["", *_table(best[1], deep=False), ""]
-    for backend, items in (explain.items() if not args.gc_freeze else ()):  # once is enough
-        lines += [f"### Plans: {backend}", ""]
+    for backend, groups in results.items():
+        lines += [f"### {backend}", ""]
+        searches = groups["searches"]
+        lines += [f"Filter combinations: worst CPU p95 over every cell {_worst(searches):.1f} ms "
+                  f"(worst wall p95 {_worst(searches, cpu=False):.0f} ms).", ""]
+        lines += _table(searches) + [""]
+        lines += [f"Keyword searches: worst CPU p95 {_worst(groups['keywords']):.1f} ms "
+                  f"(worst wall p95 {_worst(groups['keywords'], cpu=False):.0f} ms).", ""]
+        lines += _table(groups["keywords"]) + [""]
+        lines += _table(groups["dashboards"], dashboard=True) + [""]
+        if stable.get(backend):
+            lines += [f"Stability: each shape {STABILITY_RUNS} times on the pool, then `ANALYZE usage_logs`, "
+                      "then 20 more (page 1, per_page 20); CPU ms per request.", "",
+                      "| shape | runs 1-10 p95 / max | runs 11-60 p95 / max | after ANALYZE p95 / max |",
+                      "|---|---:|---:|---:|"]
+            for name, before, after in stable[backend]:
+                lines.append(f"| {name} | {_p(before[:10], 95):.1f} / {max(before[:10]):.1f} | "
+                             f"{_p(before[10:], 95):.1f} / {max(before[10:]):.1f} | "
+                             f"{_p(after, 95):.1f} / {max(after):.1f} |")
+            lines.append("")
+    for backend, items in explain.items():
+        lines += [f"### Plans: {backend}, {args.rows:,} rows", ""]
         for title, sql, text in items:
             lines += [f"**{title}**", "", "```sql", sql.strip(), "```", "", "```", text, "```", ""]
     lines.append(mark_end)
@@ -502,56 +771,79 @@ def report(path: Path, args: argparse.Namespace, loads: dict[str, dict[str, floa
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=20, help="timed requests per case")
-    parser.add_argument("--repeat", type=int, default=2, help="whole measurements per database")
-    parser.add_argument("--sqlite", type=Path, default=DEFAULT_SQLITE)
+    parser.add_argument("--loader", choices=["writer", "copy"], default="writer")
+    parser.add_argument("--replicate", type=int, default=1,
+                        help="copy loader on PostgreSQL: generate rows/N rows and insert N time-shifted copies")
+    parser.add_argument("--tag", default="1m", help="names the schema, the SQLite file and the report section")
+    parser.add_argument("--runs", type=int, default=20, help="timed requests per cell")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL ('' to skip)")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--load-only", action="store_true")
+    parser.add_argument("--drop", action="store_true", help="drop the tag's schema and SQLite file, and exit")
     parser.add_argument("--out", type=Path, default=HERE / "LOGS_RESULTS.md")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="gc.freeze() after start-up; results go to their own section")
     args = parser.parse_args()
 
-    stamp = WORK / "end_ms"
-    if args.skip_load and stamp.exists():
-        end_ms = int(stamp.read_text())
-    else:
-        end_ms = int(time.time() * 1000)
+    work = WORK / args.tag
+    sqlite_path = work / "logs.db"
+    schema = f"{PG_SCHEMA}_{args.tag}"
+    if args.drop:
+        fresh_sqlite(sqlite_path)
+        if args.pg:
+            await drop_pg_schema(args.pg, schema)
+        return
     backends = {}
     if args.only != "postgres":
-        backends["SQLite"] = f"sqlite:///{args.sqlite}"
+        backends["SQLite"] = f"sqlite:///{sqlite_path}"
     if args.only != "sqlite" and args.pg:
-        backends["PostgreSQL"] = pg_url(args.pg)
+        backends["PostgreSQL"] = pg_url(args.pg, schema)
 
+    stamp, saved_loads = work / "end_ms", work / "loads.json"
     loads: dict[str, dict[str, float]] = {}
-    saved_loads = WORK / "loads.json"
-    if args.skip_load and saved_loads.exists():
-        loads = json.loads(saved_loads.read_text())
-    if not args.skip_load:
-        WORK.mkdir(parents=True, exist_ok=True)
+    if args.skip_load:
+        end_ms = int(stamp.read_text())
+        loads = json.loads(saved_loads.read_text()) if saved_loads.exists() else {}
+    else:
+        end_ms = int(time.time() * 1000)
+        work.mkdir(parents=True, exist_ok=True)
         stamp.write_text(str(end_ms))
-        if "SQLite" in backends:
-            print("loading SQLite ...", flush=True)
-            loads["SQLite"] = await load_sqlite(args.sqlite, args.rows, end_ms)
-            print("  ", loads["SQLite"], flush=True)
-        if "PostgreSQL" in backends:
-            print("loading PostgreSQL ...", flush=True)
-            loads["PostgreSQL"] = await load_postgres(args.pg, args.rows, end_ms)
-            print("  ", loads["PostgreSQL"], flush=True)
-        saved_loads.write_text(json.dumps(loads))
+        for backend, url in backends.items():
+            print(f"loading {backend} ({args.loader}) ...", flush=True)
+            if backend == "SQLite":
+                fresh_sqlite(sqlite_path)
+            else:
+                await fresh_pg_schema(args.pg, schema)
+            if args.loader == "writer":
+                loads[backend] = await load_writer(url, args.rows, end_ms)
+            elif backend == "SQLite":
+                loads[backend] = await load_sqlite(sqlite_path, args.rows, end_ms)
+            else:
+                loads[backend] = await load_postgres(args.pg, schema, args.rows, end_ms, args.replicate)
+            print("  ", loads[backend], flush=True)
+            saved_loads.write_text(json.dumps(loads))
+    if args.load_only:
+        return
 
     now = end_ms
-    runs: dict[str, list[tuple[list[Result], list[Result]]]] = {b: [] for b in backends}
-    for i in range(args.repeat):
-        for backend, url in backends.items():
-            print(f"measuring {backend}, run {i + 1}/{args.repeat}", flush=True)
-            searches = await measure(url, cases(now, await sample_request_id(url)), args.runs, args.gc_freeze)
-            boards = await measure(url, dashboard_cases(now), args.runs, args.gc_freeze)
-            runs[backend].append((searches, boards))
+    load_before = os.getloadavg()[0]
+    results: dict[str, dict[str, list[Result]]] = {}
+    stable: dict[str, list] = {}
+    for backend, url in backends.items():
+        print(f"measuring {backend}", flush=True)
+        request_id = await sample_request_id(url)
+        results[backend] = await measure(url, {
+            "searches": cases(now, request_id),
+            "keywords": keyword_cases(now, request_id),
+            "dashboards": dashboard_cases(now),
+        }, args.runs)
+        shapes = [c for c in cases(now, request_id) if c.name in (
+            "global: no filter (30 days)", "global: rare model + token + 30 days + error",
+            "group: model_name + code_type=success")] + keyword_cases(now, request_id)[:1]
+        print(f"stability {backend}", flush=True)
+        stable[backend] = await stability(url, shapes)
     explain = {backend: await plans(url, now) for backend, url in backends.items()}
-    if args.repeat > 0:
-        report(args.out, args, loads, runs, explain)
+    args.loadavg = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores)"
+    report(args.out, args, loads, results, stable, explain)
 
 
 if __name__ == "__main__":

@@ -384,7 +384,7 @@ def run(b: Bench) -> None:
     gw_procs: dict[str, P.Proc] = {}
     starters = {
         "bare": lambda: stack.start_bare(b.procs, sim_url),
-        "aigate": lambda: stack.start_aigate(b.procs, b.run_dir, sim_url),
+        "aigate": lambda: stack.start_aigate(b.procs, b.run_dir, sim_url, b.args.app_cost),
         "litellm": lambda: stack.start_litellm(b.procs, b.run_dir, sim_url, litellm_bin),
     }
     for name, start in starters.items():
@@ -480,6 +480,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep-work", action="store_true",
                     help="keep the run folder (configs, SQLite database, process logs)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ap.add_argument("--app-cost", choices=sorted(stack.APP_COSTS), default="flat",
+                    help="the App API strategy's cost: flat (1 credit) or tokens (hold, then settlement)")
     args = ap.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     args.scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}

@@ -54,7 +54,16 @@ def simulator_available() -> bool:
 
 # --- aigate ---------------------------------------------------------------------------
 
-def aigate_config(db_path: Path, port: int, sim_url: str) -> dict:
+# ``--app-cost``: the strategy's cost form. "flat" takes 1 credit at the reservation;
+# "tokens" reserves a hold sized from the prompt's tiktoken count and max_tokens, then
+# settles the actual charge after the call (one more transaction per request).
+APP_COSTS = {
+    "flat": {"asset": "ai_credit", "per_request": 1},
+    "tokens": {"asset": "ai_credit", "per_1k_input_tokens": 1, "per_1k_output_tokens": 2},
+}
+
+
+def aigate_config(db_path: Path, port: int, sim_url: str, app_cost: str = "flat") -> dict:
     """The real path: SQLite, usage logs, credits and a daily limit on the strategy. The
     bench users get credits and a limit they cannot exhaust."""
     return {
@@ -84,7 +93,7 @@ def aigate_config(db_path: Path, port: int, sim_url: str) -> dict:
                                  "{{ .example_object.key }} 完成 {{ .example_object.key2 }}。",
                 "params": {"temperature": 1, "max_tokens": 1000},
                 "history": {"save": True, "context_messages": 20},
-                "cost": {"asset": "ai_credit", "per_request": 1},
+                "cost": APP_COSTS[app_cost],
                 "limit": {"count": UNLIMITED, "period": "day"},
             }],
             "relay_tokens": [{"name": "bench", "key": RELAY_KEY}],
@@ -92,10 +101,10 @@ def aigate_config(db_path: Path, port: int, sim_url: str) -> dict:
     }
 
 
-def start_aigate(procs: Processes, run_dir: Path, sim_url: str) -> tuple[Proc, str]:
+def start_aigate(procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat") -> tuple[Proc, str]:
     port = free_port()
     cfg_path = run_dir / "aigate.yaml"
-    cfg_path.write_text(yaml.safe_dump(aigate_config(run_dir / "aigate.db", port, sim_url),
+    cfg_path.write_text(yaml.safe_dump(aigate_config(run_dir / "aigate.db", port, sim_url, app_cost),
                                        allow_unicode=True, sort_keys=False))
     argv = [str(VENV_BIN / "aigate"), "serve", "--config", str(cfg_path), "--log-level", "WARNING"]
     proc = procs.start("aigate", argv, cpu=GATEWAY_CPU, cwd=run_dir)

@@ -3,7 +3,10 @@
 ``/bp/ai/...`` identifies the end user by a user token; ``/bp/server/user/{user_id}/ai/...``
 by the app server key plus the path's user id. A handler is written once as
 ``async def handler(request, caller, services) -> Response`` and cannot see a request
-without a resolved ``Caller``.
+without a resolved ``Caller``. Before the handler runs, the edge (``aigate.edge.gate``)
+has checked the credentials, attestation, revocation, the failed-authentication cap and
+the app's rate limits, so nothing is metered for a refused call. Client routes also
+answer CORS preflights and carry the CORS headers (``aigate.api.cors``).
 """
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigate.api import cors
 from aigate.api.errors import error_response
-from aigate.auth.caller import Caller, caller_from_server_key, caller_from_user_token
+from aigate.auth.caller import Caller
+from aigate.edge.gate import edge_of
+from aigate.edge.streams import Slot
 from aigate.engine.calls import RETRY_AFTER_S
 from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError
@@ -38,16 +44,46 @@ def internal_error(services: Services, request: Request, exc: Exception) -> Resp
     return error_response(APP_ERRORS.internal(str(ref)))
 
 
-def _client_endpoint(handler: Handler):
+class _HoldingSlot:
+    """Sends a response while holding the user's stream slot: it is given back just before
+    the last bytes go out (so the client's next stream finds it free), or at the latest
+    when sending ends in any way (the client went away, sending failed)."""
+
+    def __init__(self, response: Response, slot: Slot) -> None:
+        self.response = response
+        self.slot = slot
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def send_releasing(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.slot.release()
+            await send(message)
+
+        try:
+            await self.response(scope, receive, send_releasing)
+        finally:
+            self.slot.release_soon()
+
+
+def _client_endpoint(handler: Handler, methods: list[str], stream: bool):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
+        if request.method == "OPTIONS":
+            return cors.preflight(services.snapshot, request, methods)
+        app = slot = None
         try:
-            caller = caller_from_user_token(services.snapshot, request.headers.get("authorization"))
-            return await handler(request, caller, services)
+            gate = edge_of(services)
+            caller = await gate.user_caller(request)
+            app = caller.app
+            if stream:
+                slot = await gate.open_stream(caller)
+            response = await handler(request, caller, services)
         except AppError as exc:
-            return error_response(exc)
+            response = error_response(exc)
         except Exception as exc:
-            return internal_error(services, request, exc)
+            response = internal_error(services, request, exc)
+        response = cors.decorate(response, request.headers.get("origin"), app)
+        return _HoldingSlot(response, slot) if slot is not None else response
 
     return endpoint
 
@@ -56,9 +92,7 @@ def _server_endpoint(handler: Handler):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
-            caller = caller_from_server_key(
-                services.snapshot, request.headers.get("authorization"), request.path_params["user_id"]
-            )
+            caller = await edge_of(services).server_caller(request)
             return await handler(request, caller, services)
         except AppError as exc:
             return error_response(exc)
@@ -69,9 +103,11 @@ def _server_endpoint(handler: Handler):
 
 
 def both_prefixes(path: str, handler: Handler, methods: list[str]) -> list[Route]:
-    """``path`` is relative to ``/ai``, e.g. ``/chat``."""
+    """``path`` is relative to ``/ai``, e.g. ``/chat``. Paths ending in ``/stream`` hold a
+    stream slot of the user while their response is sent."""
+    stream = path.endswith("/stream")
     return [
-        Route(f"/bp/ai{path}", _client_endpoint(handler), methods=methods),
+        Route(f"/bp/ai{path}", _client_endpoint(handler, methods, stream), methods=[*methods, "OPTIONS"]),
         Route(f"/bp/server/user/{{user_id}}/ai{path}", _server_endpoint(handler), methods=methods),
     ]
 

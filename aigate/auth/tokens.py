@@ -1,7 +1,10 @@
-"""User tokens: HS256 JWTs signed with the app's ``user_token_secret``."""
+"""User tokens aigate and app servers mint: HS256 JWTs signed with the app's
+``user_token_secret`` (or, until they expire, one of its ``previous_user_token_secrets``)."""
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterable
 
 import jwt
 
@@ -9,24 +12,23 @@ ALGORITHM = "HS256"
 
 
 def mint_user_token(app_id: str, user_id: str, secret: str, ttl_seconds: int = 3600) -> tuple[str, int]:
-    """Return the token and its expiry (seconds since the epoch)."""
-    exp = int(time.time()) + ttl_seconds
-    token = jwt.encode({"app_id": app_id, "sub": user_id, "exp": exp}, secret, algorithm=ALGORITHM)
-    return token, exp
+    """Return the token and its expiry (seconds since the epoch). ``iat`` lets a revocation
+    refuse the tokens issued before it; ``jti`` names the token."""
+    now = int(time.time())
+    exp = now + ttl_seconds
+    claims = {"app_id": app_id, "sub": user_id, "iat": now, "exp": exp, "jti": secrets.token_urlsafe(12)}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM), exp
 
 
-def unverified_app_id(token: str) -> str | None:
-    """Which app a token claims to be for, so its secret can be looked up; verified next."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    app_id = claims.get("app_id")
-    return app_id if isinstance(app_id, str) else None
-
-
-def verify_user_token(token: str, secret: str) -> dict:
-    """Raises jwt.PyJWTError when the signature, expiry or required claims are wrong."""
-    return jwt.decode(
-        token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "app_id"]}
-    )
+def verify_user_token(token: str, secret: str, previous: Iterable[str] = ()) -> dict:
+    """Raises jwt.PyJWTError when the signature, expiry or required claims are wrong. A
+    signature that fails with ``secret`` is tried with each of ``previous`` (still valid)."""
+    for candidate in (secret, *previous):
+        try:
+            return jwt.decode(
+                token, candidate, algorithms=[ALGORITHM],
+                options={"require": ["exp", "sub", "app_id"]},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+    raise jwt.InvalidSignatureError("Signature verification failed")

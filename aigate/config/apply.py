@@ -36,7 +36,8 @@ async def apply_app(conn: AsyncConnection, app: AppCfg, ts: int) -> None:
         conn,
         t.apps,
         [dict(id=app.id, name=app.name, user_token_secret=app.user_token_secret,
-              enabled=app.enabled, settings={}, updated_ms=ts)],
+              enabled=app.enabled, settings={}, updated_ms=ts,
+              client_trust=dump(app.client_trust()))],
         ["id"],
     )
     await upsert(
@@ -76,6 +77,12 @@ async def apply_app(conn: AsyncConnection, app: AppCfg, ts: int) -> None:
         [dict(app_id=app.id, name=a.name, spec=dump(a), updated_ms=ts) for a in app.assets],
         ["app_id", "name"],
     )
+    await upsert(
+        conn,
+        t.app_webhooks,
+        [dict(app_id=app.id, url=w.url, spec=dump(w), updated_ms=ts) for w in app.webhooks],
+        ["app_id", "url"],
+    )
 
 
 async def apply_config(engine: AsyncEngine, cfg: Config) -> int:
@@ -85,7 +92,7 @@ async def apply_config(engine: AsyncEngine, cfg: Config) -> int:
         await upsert(
             conn,
             t.models,
-            [dict(name=m.name, price=dump(m.price), updated_ms=ts) for m in cfg.models],
+            [dict(name=m.name, price=dump(m.price) if m.price else None, updated_ms=ts) for m in cfg.models],
             ["name"],
         )
         await upsert(

@@ -128,6 +128,10 @@ def strategy_errors(
             errors.append(f"{path}.fallback_models[{i}]: unknown model '{model}'")
     if s.cost and s.cost.asset not in assets:
         errors.append(f"{path}.cost.asset: unknown asset '{s.cost.asset}'")
+    if s.cost and s.cost.usage_based and s.cost.hold is None and (
+            s.module != "chat" or not isinstance(s.params.get("max_tokens"), int)):
+        errors.append(f"{path}.cost.hold: a usage-based cost needs a hold, or params.max_tokens "
+                      f"to compute it from (chat strategies)")
     if s.module != "chat" and s.request is None:
         errors.append(f"{path}.request: required for module '{s.module}'")
     errors += _template_errors(f"{path}.system_prompt", s.system_prompt)
@@ -183,6 +187,42 @@ def app_errors(path: str, app: AppCfg, platforms: dict[str, PlatformCfg]) -> lis
         errors += strategy_errors(f"{path}.strategies[{i}]", s, platforms, assets)
     for i, ins in enumerate(app.instructions):
         errors += instruction_errors(f"{path}.instructions[{i}]", ins, platforms, assets)
+    errors += client_trust_errors(path, app)
+    return errors
+
+
+def client_trust_errors(path: str, app: AppCfg) -> list[str]:
+    """One app's issuers: distinct user prefixes (their subjects never collide), and an
+    attestation issuer that is not also a user-token issuer (neither stands in for the other)."""
+    errors = []
+    prefixes: dict[str, int] = {}
+    for i, issuer in enumerate(app.user_tokens):
+        if issuer.user_prefix in prefixes:
+            errors.append(
+                f"{path}.user_tokens[{i}].user_prefix: '{issuer.user_prefix}' is also the prefix of "
+                f"user_tokens[{prefixes[issuer.user_prefix]}]; two issuers of one app need different prefixes"
+            )
+        prefixes.setdefault(issuer.user_prefix, i)
+    att = app.attestation
+    if att is not None and any((u.issuer, u.audience) == (att.issuer, att.audience) for u in app.user_tokens):
+        errors.append(f"{path}.attestation: issuer and audience must differ from every user_tokens entry")
+    return errors
+
+
+def issuer_pair_errors(apps: list[tuple[str, str, list]]) -> list[str]:
+    """The (issuer, audience) pair of a user-token issuer chooses the app, so no two apps
+    may share one. ``apps`` holds (path, app_id, user_tokens) per app."""
+    errors = []
+    owner: dict[tuple[str, str], str] = {}
+    for path, app_id, issuers in apps:
+        for i, issuer in enumerate(issuers):
+            pair = (issuer.issuer, issuer.audience)
+            if pair in owner and owner[pair] != app_id:
+                errors.append(
+                    f"{path}.user_tokens[{i}]: issuer '{issuer.issuer}' with audience '{issuer.audience}' "
+                    f"is already used by app '{owner[pair]}'"
+                )
+            owner.setdefault(pair, app_id)
     return errors
 
 
@@ -195,6 +235,7 @@ def reference_errors(cfg: Config) -> list[str]:
         errors += platform_errors(f"platforms[{i}]", p)
     for i, app in enumerate(cfg.apps):
         errors += app_errors(f"apps[{i}]", app, platforms)
+    errors += issuer_pair_errors([(f"apps[{i}]", a.id, a.user_tokens) for i, a in enumerate(cfg.apps)])
     return errors
 
 

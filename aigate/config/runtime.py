@@ -15,7 +15,16 @@ from functools import cached_property
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.config.schema import AssetCfg, InstructionCfg, PlatformCfg, Price, StrategyCfg
+from aigate.config import price_db
+from aigate.config.schema import (
+    AssetCfg,
+    ClientTrustCfg,
+    InstructionCfg,
+    PlatformCfg,
+    Price,
+    StrategyCfg,
+    WebhookCfg,
+)
 from aigate.providers.base import Platform, Timeouts
 from aigate.store import tables as t
 
@@ -33,6 +42,7 @@ class AppRuntime:
     strategies: dict[str, StrategyCfg]
     instructions: dict[str, InstructionCfg]
     assets: dict[str, AssetCfg]
+    client: ClientTrustCfg = ClientTrustCfg()  # SPEC §10 settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,7 @@ def to_platform(cfg: PlatformCfg, number: int) -> Platform:
         number=number,
         type=cfg.type,
         base_url=cfg.base_url,
-        api_key=cfg.api_key,
+        api_key=(cfg.all_keys() or ("",))[0],
         models=tuple(cfg.models),
         priority=cfg.priority,
         weight=cfg.weight,
@@ -69,6 +79,7 @@ def to_platform(cfg: PlatformCfg, number: int) -> Platform:
         model_mapping=dict(cfg.model_mapping),
         options={**cfg.options, "max_concurrency": cfg.max_concurrency},
         enabled=cfg.enabled,
+        api_keys=cfg.all_keys(),
     )
 
 
@@ -81,6 +92,9 @@ class Snapshot:
     platforms: dict[str, Platform] = field(default_factory=dict)
     platform_cfgs: dict[str, PlatformCfg] = field(default_factory=dict)
     prices: dict[str, Price] = field(default_factory=dict)
+    # where each listed model's price comes from: "config", the price database, or "none"
+    price_sources: dict[str, str] = field(default_factory=dict)
+    webhooks: dict[str, list[WebhookCfg]] = field(default_factory=dict)  # by app id
 
     @cached_property
     def _route_cache(self) -> dict[tuple[str, tuple[str, ...]], list[Platform]]:
@@ -105,18 +119,34 @@ class Snapshot:
         return self.prices.get(model) or Price()
 
 
+def _price_from_database(snap: Snapshot, model: str) -> None:
+    """The price database's price for ``model``, as served by its first platform."""
+    found = price_db.from_platforms(model, snap.platforms.values())
+    if found is None:
+        snap.price_sources[model] = "none"
+    else:
+        snap.prices[model], snap.price_sources[model] = found.price, found.source
+
+
 async def load_snapshot(engine: AsyncEngine) -> Snapshot:
     snap = Snapshot()
     async with engine.connect() as conn:
         snap.version = (
             await conn.execute(select(t.config_version.c.version))
         ).scalar_one_or_none() or 0
+        unpriced = []
         for row in await conn.execute(select(t.models)):
-            snap.prices[row.name] = Price.model_validate(row.price)
+            if row.price is None:
+                unpriced.append(row.name)
+            else:
+                snap.prices[row.name] = Price.model_validate(row.price)
+                snap.price_sources[row.name] = "config"
         for row in await conn.execute(select(t.platforms)):
             cfg = PlatformCfg.model_validate({**row.spec, "enabled": row.enabled})
             snap.platform_cfgs[row.id] = cfg
             snap.platforms[row.id] = to_platform(cfg, row.number)
+        for name in unpriced:  # looked up once per snapshot, never on the hot path
+            _price_from_database(snap, name)
         strategies: dict[str, dict] = {}
         for row in await conn.execute(select(t.strategies)):
             spec = StrategyCfg.model_validate({**row.spec, "enabled": row.enabled})
@@ -127,6 +157,8 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
         assets: dict[str, dict] = {}
         for row in await conn.execute(select(t.asset_policies)):
             assets.setdefault(row.app_id, {})[row.name] = AssetCfg.model_validate(row.spec)
+        for row in await conn.execute(select(t.app_webhooks).order_by(t.app_webhooks.c.id)):
+            snap.webhooks.setdefault(row.app_id, []).append(WebhookCfg.model_validate(row.spec))
         for row in await conn.execute(select(t.apps)):
             snap.apps[row.id] = AppRuntime(
                 id=row.id,
@@ -136,6 +168,7 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
                 strategies=strategies.get(row.id, {}),
                 instructions=instructions.get(row.id, {}),
                 assets=assets.get(row.id, {}),
+                client=ClientTrustCfg.model_validate(row.client_trust or {}),
             )
         for row in await conn.execute(select(t.server_keys)):
             snap.server_keys[row.key_hash] = ServerKey(row.app_id, row.name, row.enabled)

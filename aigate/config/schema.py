@@ -5,11 +5,21 @@ a setting silently ignored.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -18,6 +28,16 @@ Module = Literal["chat", "image", "video", "audio", "embedding"]
 PlatformType = Literal[
     "openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "http_job"
 ]
+
+
+def _json_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# A credit quantity: exact, at most 6 decimal places (the store keeps millionths), never
+# negative, a JSON number in dumps (``50`` stays ``50``); one JSON schema for input and output.
+Quantity = Annotated[Decimal, Field(ge=0, decimal_places=6), PlainSerializer(_json_number, when_used="json"),
+                     WithJsonSchema({"type": "number", "minimum": 0})]
 
 
 class Strict(BaseModel):
@@ -30,6 +50,20 @@ class ServerCfg(Strict):
     worker_id: int | None = Field(default=None, ge=0, le=1023)  # snowflake worker; derived if unset
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     instance_name: str = ""
+    unauthenticated_ip_rpm: int = Field(default=120, ge=0)  # failed authentications per IP; 0: no cap
+    trusted_proxies: list[str] = []  # addresses/CIDRs whose X-Forwarded-For entry names the client
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
 
 class DatabaseCfg(Strict):
@@ -84,7 +118,7 @@ class Price(Strict):
 
 class ModelCfg(Strict):
     name: str = Field(min_length=1, max_length=200)
-    price: Price = Price()
+    price: Price | None = None  # None: from the price database (aigate.config.price_db)
 
 
 class TimeoutCfg(Strict):
@@ -106,6 +140,11 @@ class PlatformCfg(Strict):
     max_concurrency: int | None = Field(default=None, ge=1)  # async jobs beyond it wait in `queueing`
     options: dict[str, Any] = {}  # azure api_version, extra headers, http_job submit/poll
     enabled: bool = True
+    api_keys: list[str] = []  # several keys: calls rotate over the healthy ones (with api_key)
+
+    def all_keys(self) -> tuple[str, ...]:
+        """``api_key`` then ``api_keys``, without blanks or repeats."""
+        return tuple(dict.fromkeys(k for k in (self.api_key, *self.api_keys) if k))
 
     @field_validator("base_url")
     @classmethod
@@ -118,16 +157,51 @@ class PlatformCfg(Strict):
 class AssetCfg(Strict):
     name: str = Field(pattern=NAME)
     type: str = "consumable"
-    initial_quantity: int = Field(default=0, ge=0)
+    initial_quantity: Quantity = Decimal(0)
     recoverable: bool = False
     recovery_period: int = Field(default=1, ge=1)  # days, aligned to 00:00 UTC
-    recovery_quantity: int = Field(default=0, ge=0)
+    recovery_quantity: Quantity = Decimal(0)
     valid_seconds: int = Field(default=0, ge=0)
+    precision: int = Field(default=0, ge=0, le=6)  # decimal places; charges are rounded up to it
+
+    low_quantity: Quantity | None = None  # `asset.low` when a balance drops to it
 
 
 class CostCfg(Strict):
+    """What a call costs (SPEC 12). One of three forms:
+
+    * ``{asset, per_request}``: a flat charge, taken before the call, refunded on failure;
+    * ``{asset, per_1k_input_tokens, per_1k_output_tokens, per_request?, hold?}``: by tokens;
+    * ``{asset, per_used_amount, hold?}``: credits per unit of the call's ``used_amount``.
+
+    The last two are usage-based: a hold is reserved before the call and settled after it.
+    """
+
     asset: str
-    per_request: int = Field(ge=0)
+    per_request: Quantity | None = None
+    per_1k_input_tokens: Quantity | None = None
+    per_1k_output_tokens: Quantity | None = None
+    per_used_amount: Quantity | None = None
+    hold: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CostCfg:
+        tokens = self.per_1k_input_tokens is not None or self.per_1k_output_tokens is not None
+        if self.per_used_amount is not None:
+            if tokens or self.per_request is not None:
+                raise ValueError("per_used_amount cannot be combined with per_request or per_1k_* prices")
+        elif not tokens:
+            if self.per_request is None:
+                raise ValueError("one of per_request, per_1k_input_tokens/per_1k_output_tokens "
+                                 "or per_used_amount is required")
+            if self.hold is not None:
+                raise ValueError("hold applies only to usage-based costs (per_1k_* or per_used_amount)")
+        return self
+
+    @property
+    def usage_based(self) -> bool:
+        return (self.per_used_amount is not None or self.per_1k_input_tokens is not None
+                or self.per_1k_output_tokens is not None)
 
 
 class LimitCfg(Strict):
@@ -201,6 +275,186 @@ class RelayTokenCfg(Strict):
     enabled: bool = True
 
 
+WebhookEvent = Literal[
+    "ai_request.succeeded", "ai_request.failed", "asset.low", "platform.down", "platform.up"
+]
+
+
+class WebhookCfg(Strict):
+    """One endpoint of an app; deliveries are signed per Standard Webhooks with ``secret``
+    (``whsec_`` + base64 of 24 to 64 random bytes, the spec's form)."""
+
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[WebhookEvent] = Field(min_length=1)
+    secret: str
+    allow_private: bool = False  # allow loopback / private / link-local targets
+    enabled: bool = True
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        if not value.startswith("whsec_"):
+            raise ValueError("must start with whsec_ (then base64 of 24 to 64 random bytes)")
+        try:
+            raw = base64.b64decode(value[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64") from None
+        if not 24 <= len(raw) <= 64:
+            raise ValueError("must hold 24 to 64 bytes after whsec_")
+        return value
+
+    @model_validator(mode="after")
+    def _public_target(self) -> WebhookCfg:
+        if not self.allow_private and is_private_host(urlsplit(self.url).hostname or ""):
+            raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true "
+                             "to allow it")
+        return self
+
+
+def is_private_host(host: str) -> bool:
+    """A literal loopback / private / link-local / reserved address, or ``localhost``.
+    (Names are checked again when delivering: ``aigate.engine.webhooks``.)"""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not addr.is_global or addr.is_multicast
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+# --- clients in the wild (SPEC §10): browsers, identity providers, attestation, edge limits
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+USER_PREFIX = r"^[A-Za-z0-9_.:@|-]{0,64}$"
+HEADER_NAME = r"^[A-Za-z0-9-]{1,100}$"
+_ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
+
+
+def is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CorsCfg(Strict):
+    """Browser origins allowed to call the client App API (``/bp/ai/...``) for this app."""
+
+    origins: list[str] = []
+    max_age_s: int = Field(default=600, ge=0, le=86_400)
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            origin = origin.rstrip("/")
+            if not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, no path, "
+                    "no wildcard, not 'null'"
+                )
+            out.append(origin)
+        return out
+
+
+class TokenIssuerCfg(Strict):
+    """Who signs a JWT and how it is checked: a JWKS URL (asymmetric keys) or a shared secret
+    (HMAC). The verifier and its algorithms come from here, never from the token."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    jwks_url: str | None = None
+    secret: str | None = Field(default=None, min_length=32)
+    algorithms: list[str] | None = None  # default: [RS256, ES256] with jwks_url, [HS256] with secret
+
+    @model_validator(mode="after")
+    def _verifier(self):
+        if (self.jwks_url is None) == (self.secret is None):
+            raise ValueError("exactly one of jwks_url and secret is required")
+        if self.jwks_url is not None:
+            if not (self.jwks_url.startswith("https://")
+                    or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))):
+                raise ValueError("jwks_url: must be https:// (http:// only on a loopback address)")
+        allowed = ASYMMETRIC_ALGORITHMS if self.jwks_url is not None else HMAC_ALGORITHMS
+        for alg in self.algorithms or ():
+            if alg not in allowed:
+                kind = "a JWKS issuer" if self.jwks_url is not None else "a secret"
+                raise ValueError(f"algorithms: {alg!r} cannot be used with {kind} (allowed: {', '.join(allowed)})")
+        if self.algorithms is not None and not self.algorithms:
+            raise ValueError("algorithms: must not be empty")
+        return self
+
+    @property
+    def allowed_algorithms(self) -> tuple[str, ...]:
+        if self.algorithms:
+            return tuple(self.algorithms)
+        return ("RS256", "ES256") if self.jwks_url is not None else ("HS256",)
+
+
+class UserTokenIssuerCfg(TokenIssuerCfg):
+    """An identity provider whose tokens identify this app's end users."""
+
+    user_claim: str = Field(default="sub", min_length=1)
+    user_prefix: str = Field(default="", pattern=USER_PREFIX)
+    required_claims: dict[str, Any] = {}  # e.g. {email_verified: true}
+
+
+class AttestationCfg(TokenIssuerCfg):
+    """App attestation (Firebase App Check, or any JWT attestation service)."""
+
+    header: str = Field(default="X-Firebase-AppCheck", pattern=HEADER_NAME)
+    required: bool = True
+    monitor: bool = False  # with required: false, count what would have been refused
+    consume_once: bool = False  # refuse a token's jti seen before (until its exp)
+
+
+class RateLimitsCfg(Strict):
+    """Edge limits of client (user-token) calls, checked before any metering."""
+
+    per_user_rpm: int | None = Field(default=None, ge=1)
+    per_ip_rpm: int | None = Field(default=None, ge=1)
+    max_concurrent_streams_per_user: int | None = Field(default=None, ge=1)
+
+
+class PreviousSecretCfg(Strict):
+    """A user-token secret still accepted until ``expires_at`` (rotation without sign-outs)."""
+
+    secret: str = Field(min_length=32)
+    expires_at: datetime
+
+
+class ClientTrustCfg(Strict):
+    """The SPEC §10 settings of an app, stored together in the app's row."""
+
+    previous_user_token_secrets: list[PreviousSecretCfg] = []
+    cors: CorsCfg | None = None
+    user_tokens: list[UserTokenIssuerCfg] = []
+    attestation: AttestationCfg | None = None
+    rate_limits: RateLimitsCfg = RateLimitsCfg()
+
+
 class AppCfg(Strict):
     id: str = Field(pattern=APP_ID)
     name: str = ""
@@ -211,6 +465,15 @@ class AppCfg(Strict):
     instructions: list[InstructionCfg] = []
     relay_tokens: list[RelayTokenCfg] = []
     enabled: bool = True
+    webhooks: list[WebhookCfg] = []
+    previous_user_token_secrets: list[PreviousSecretCfg] = []
+    cors: CorsCfg | None = None
+    user_tokens: list[UserTokenIssuerCfg] = []
+    attestation: AttestationCfg | None = None
+    rate_limits: RateLimitsCfg = RateLimitsCfg()
+
+    def client_trust(self) -> ClientTrustCfg:
+        return ClientTrustCfg(**{name: getattr(self, name) for name in ClientTrustCfg.model_fields})
 
 
 class SimulatorCfg(Strict):
@@ -219,6 +482,42 @@ class SimulatorCfg(Strict):
     enabled: bool = False
     listen: str = "127.0.0.1:8090"
     latency_ms: int = Field(default=0, ge=0)
+
+
+class RelayCfg(Strict):
+    # /v1/audio/transcriptions uploads: larger bodies are refused with 413; parts over
+    # 1 MiB are spooled to disk, never held whole in memory
+    audio_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
+
+class CreditsCfg(Strict):
+    """Holds of usage-based costs: how long a hold's lease lasts without renewal, and how
+    often each instance sweeps holds whose lease lapsed (their instance died)."""
+
+    hold_lease_s: float = Field(default=60, gt=0)
+    sweep_interval_s: float = Field(default=15, gt=0)
+
+class HealthCfg(Strict):
+    """When a platform (or one of its keys) leaves rotation, and how it comes back."""
+
+    failures: int = Field(default=3, ge=1)  # failures in a row that take it out
+    probe_interval_s: float = Field(default=30, gt=0)
+    recoveries: int = Field(default=2, ge=1)  # good probes in a row that bring it back
+    cooldown_s: float = Field(default=5, ge=0)  # a 429 without Retry-After cools a key this long
+
+
+class TelemetryCfg(Strict):
+    otlp_endpoint: str = ""  # e.g. http://127.0.0.1:4318/v1/traces; empty: no traces
+    capture_content: bool = False  # put prompts and replies on spans
+    service_name: str = "aigate"
+
+
+class WebhookDeliveryCfg(Strict):
+    """Retry schedule of webhook deliveries (Standard Webhooks' own by default)."""
+
+    retry_delays_s: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
+    give_up_after_s: float = Field(default=86400, gt=0)
+    timeout_s: float = Field(default=15, gt=0)
 
 
 class Config(Strict):
@@ -231,3 +530,9 @@ class Config(Strict):
     models: list[ModelCfg] = []
     platforms: list[PlatformCfg] = []
     apps: list[AppCfg] = []
+    relay: RelayCfg = RelayCfg()
+    credits: CreditsCfg = CreditsCfg()
+
+    health: HealthCfg = HealthCfg()
+    telemetry: TelemetryCfg = TelemetryCfg()
+    webhook_delivery: WebhookDeliveryCfg = WebhookDeliveryCfg()

@@ -1,10 +1,12 @@
-"""Background workers started with every instance: log retention and the async-job poller.
+"""Background workers started with every instance: log retention, the async-job poller
+and the leases of credit holds.
 
 A starter is ``async def start(services) -> None``; it may append an async stopper to
-``services.extras["stoppers"]``.
+``services.stoppers``.
 """
 from __future__ import annotations
 
-from aigate.engine import jobs, retention
+from aigate import telemetry
+from aigate.engine import health, hold_leases, jobs, retention, webhooks
 
-STARTERS: list = [retention.start, jobs.start]
+STARTERS: list = [retention.start, jobs.start, hold_leases.start, health.start, webhooks.start, telemetry.start]

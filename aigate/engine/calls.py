@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
-from aigate.engine import metering, routing
+from aigate.engine import metering, observe, routing
 from aigate.engine.detached import run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
@@ -53,7 +53,9 @@ class Failure(Protocol):
 class Errors(Protocol):
     """How a surface speaks about failures."""
 
-    kind: type[Exception]  # the surface's own error class: raised as it is
+    @property
+    def kind(self) -> type[Exception]:
+        """The surface's own error class: raised as it is."""
 
     def upstream(self, exc: UpstreamError) -> Exception: ...
     def internal(self, ref: str) -> Exception: ...
@@ -169,6 +171,7 @@ class Call:
 
     async def _write(self) -> None:
         self.ai_row = await write_records(self.services, self.record, durable=self.durable)
+        observe.call_ended(self.services, self.record)  # ops: metrics per model/strategy, span attributes
 
     # --- routing
 
@@ -204,9 +207,25 @@ class CreditMeter:
 
     async def release(self, record: CallRecord) -> None:
         await metering.release(self.services, self.reservation)
+        if self.reservation.cost is not None:
+            record.metadata["credits"] = metering.charge_summary(self.reservation, 0)
 
     async def settle(self, record: CallRecord) -> None:
-        return None  # a flat per-request cost was taken whole at the reservation
+        res = self.reservation
+        if not res.holds:  # a flat per-request cost was taken whole at the reservation
+            if res.cost is not None:
+                record.metadata["credits"] = metering.charge_summary(res, res.flat)
+                await observe.charge_settled(self.services, res, res.flat)  # `asset.low` webhooks
+            return
+        # usage-based: the actual charge from what was used (a client that left mid-stream
+        # pays for what was generated); the response then shows the settled balance
+        charge = metering.usage_charge(self.services, res, record.model, record.usage)
+        settled = await metering.settle(self.services, res, charge)
+        record.metadata["credits"] = metering.charge_summary(res, charge if settled else 0)
+        if not settled:
+            record.metadata["credits"]["expired"] = True  # the sweep had released the hold
+        else:
+            await observe.charge_settled(self.services, res, charge)
 
 
 class _Cancelled(Exception):
@@ -304,6 +323,9 @@ async def _complete(call: Call, state: StreamState, out: StreamOutput) -> Except
     call.record.usage = state.usage or out.estimate(state)
     try:
         await out.complete(state)
+    except asyncio.CancelledError:
+        await call.fail(_Cancelled())
+        raise
     except Exception as exc:
         return await call.fail(call.surface_error(exc))
     await call.succeed()

@@ -36,12 +36,12 @@ from aigate.store.sinks import write_chat_exchanges
 class ChatCall:
     call: Call
     caller: Caller
-    strategy: StrategyCfg | None = None
-    input: ChatInput | None = None
+    strategy: StrategyCfg
+    input: ChatInput
+    reservation: metering.Reservation
     chat_id: str = ""
     new_chat: bool = False
     upstream_messages: list[dict[str, Any]] = field(default_factory=list)
-    reservation: metering.Reservation | None = None
 
     @property
     def services(self) -> Services:
@@ -84,27 +84,28 @@ async def load_history(services: Services, caller: Caller, chat_id: str, limit: 
 async def prepare(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str) -> ChatCall:
     """Everything before the upstream call, the reservation last."""
     call = Call(services, app_record(services, caller, "chat", endpoint, ip), APP_ERRORS)
-    chat = ChatCall(call, caller)
     call.record.request_body = body
     async with call.ending():
-        chat.input = inp = parse_chat_input(body)
+        inp = parse_chat_input(body)
         call.record.strategy = inp.strategy
-        chat.strategy = strategy = resolve_strategy(caller, inp.strategy)
+        strategy = resolve_strategy(caller, inp.strategy)
         call.record.model = strategy.model
         system = render_text(strategy.system_prompt, inp.parameters, f"strategy '{strategy.name}'")
         history: list[dict[str, Any]] = []
+        chat_id, new_chat = "", False
         if strategy.history.save:
             if inp.chat_id:
                 history = await load_history(services, caller, inp.chat_id, strategy.history.context_messages)
-                chat.chat_id = inp.chat_id
+                chat_id = inp.chat_id
             else:
-                chat.chat_id, chat.new_chat = new_chat_id(), True
-        chat.upstream_messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
-        call.record.metadata["chat_id"] = chat.chat_id
-        chat.reservation = await metering.reserve(
-            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id))
-        call.meter = CreditMeter(services, chat.reservation)
-    return chat
+                chat_id, new_chat = new_chat_id(), True
+        call.record.metadata["chat_id"] = chat_id
+        messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
+        reservation = await metering.reserve_call(
+            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id),
+            model=strategy.model, messages=messages, max_tokens=strategy.params.get("max_tokens"))
+        call.meter = CreditMeter(services, reservation)
+    return ChatCall(call, caller, strategy, inp, reservation, chat_id, new_chat, messages)
 
 
 def _chat_request(chat: ChatCall, model: str) -> ChatRequest:
@@ -205,7 +206,7 @@ class ChatStream:
         return sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": event.delta, "is_finish": False})
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.chat.upstream_messages, len(state.text))
+        return estimate_usage(self.chat.upstream_messages, state.text, self.chat.record.model)
 
     async def complete(self, state: StreamState) -> None:
         await self._keep(state)

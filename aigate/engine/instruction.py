@@ -31,7 +31,7 @@ def _image_url(source: str, parameters: dict[str, Any]) -> str:
 def render_message(msg: InstructionMessage, parameters: dict[str, Any], where: str) -> dict[str, Any]:
     if msg.content is not None:
         return {"role": msg.role, "content": render_text(msg.content, parameters, where)}
-    parts = []
+    parts: list[dict[str, Any]] = []
     for part in msg.multi_content or []:
         if part.type == "text":
             parts.append({"type": "text", "text": render_text(part.text or "", parameters, where)})
@@ -64,8 +64,9 @@ async def run_instruction(services: Services, caller: Caller, body: dict[str, An
             raise not_found(f"name: instruction '{name}' not found")
         record.model = ins.model
         messages = [render_message(m, parameters, f"instruction '{name}'") for m in ins.messages]
-        reservation = await metering.reserve(services, caller, record.strategy, ins.cost, ins.limit,
-                                             str(record.request_id))
+        reservation = await metering.reserve_call(services, caller, record.strategy, ins.cost, ins.limit,
+                                                  str(record.request_id), model=ins.model, messages=messages,
+                                                  max_tokens=ins.max_token)
         call.meter = CreditMeter(services, reservation)
 
         params: dict[str, Any] = {"max_tokens": ins.max_token, "temperature": ins.temperature}

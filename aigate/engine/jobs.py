@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigate.clock import now_ms
 from aigate.config.schema import CostCfg, StrategyCfg
-from aigate.engine import metering
+from aigate.engine import metering, observe, webhooks
 from aigate.engine.ai_requests import ACTIVE, custom_response, record_json
 from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
 from aigate.engine.routing import Attempt, Trace
@@ -57,6 +57,7 @@ from aigate.engine.upstream_errors import to_app_error
 from aigate.providers import http_job
 from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
 from aigate.providers.openai import parse_usage
+from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t
 from aigate.store.script import run_script
@@ -101,7 +102,7 @@ def step_timeout_s(platform: Platform) -> float:
 def lease_ms(services: Services) -> int:
     """The longest lease any job platform asks for (one value per claim statement)."""
     leases = [_seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values()
-              if p.type == "http_job"]
+              if p.type in JOB_TYPES]
     return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
 
 
@@ -136,7 +137,7 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
         "upstream_id": None,
         "deadline_ms": now + int(_seconds(platform, "deadline_s", DEFAULT_DEADLINE_S) * 1000),
         "reservation": {"counter": res.counter_name, "period": res.period,
-                        "cost": res.cost.model_dump() if res.cost else None},
+                        "cost": res.cost.model_dump(mode="json") if res.cost else None},
         "custom_response": dict(strategy.custom_response),
         "attempts": [],
         "polls": 0,
@@ -159,7 +160,7 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
 
 
 def kick(services: Services) -> None:
-    poller = services.extras.get("job_poller")
+    poller = services.job_poller
     if poller is not None:
         poller.wake.set()
 
@@ -255,12 +256,15 @@ SETTLE = (
 )
 
 
-def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None) -> bool:
-    """One transaction: the refund of a failed job commits with its transition or not at all."""
+def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None,
+                   deliveries: list[dict[str, Any]]) -> bool:
+    """One transaction: the refund of a failed job and its webhooks commit with its
+    transition or not at all."""
     if not db.rows(SETTLE, values):
         return False  # settled already, or the lease passed to another instance
     if refund is not None:  # metering's own refund statements, run in this transaction
         metering.release_script(db, {"app": refund.app_id, "user": refund.user_id}, refund, values["ts"])
+    webhooks.insert_script(db, deliveries)
     return True
 
 
@@ -277,10 +281,13 @@ async def settle(services: Services, claimer: str, row: dict[str, Any], job: dic
         "job": orjson.dumps(job).decode(), "ts": now_ms(), "id": row["request_id"], "me": claimer,
     }
     refund = _reservation(row, job) if status == "failed" else None
-    if not await run_script(services.engine, _settle_script, values, refund):
+    deliveries = webhooks.rows_for(services.snapshot, row["app_id"], *webhooks.ai_request_event(row, status, error))
+    if not await run_script(services.engine, _settle_script, values, refund, deliveries):
         return False
+    webhooks.kick(services)
     rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
     await services.writer.put("usage_log", usage_log_row(services, rec))
+    observe.call_ended(services, rec)
     return True
 
 
@@ -376,7 +383,7 @@ async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None
         seconds = (job["deadline_ms"] - row["created_ms"]) / 1000
         await settle(services, claimer, row, job, status="failed", code=504,
                      error=f"deadline exceeded: the job did not finish within {seconds:g} s")
-    elif platform is None or platform.type != "http_job" or (row["status"] != "processing" and not platform.enabled):
+    elif platform is None or platform.type not in JOB_TYPES or (row["status"] != "processing" and not platform.enabled):
         await settle(services, claimer, row, job, status="failed", code=400,
                      error=f"platform '{job.get('platform')}' is no longer available")
     elif row["status"] == "processing" and job.get("upstream_id"):
@@ -465,7 +472,7 @@ class Poller:
 async def start(services: Services) -> None:
     """Background starter (``aigate.engine.background.STARTERS``)."""
     poller = Poller(services)
-    services.extras["job_poller"] = poller
+    services.job_poller = poller
     poller.start()
-    services.extras.setdefault("stoppers", []).append(poller.stop)
+    services.stoppers.append(poller.stop)
 

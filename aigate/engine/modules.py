@@ -55,11 +55,8 @@ from aigate.engine.upstream_errors import APP_ERRORS
 from aigate.errors import AppError, invalid, not_found
 from aigate.providers import openai
 from aigate.providers.base import ChatRequest, Platform, Usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.registry import CHAT_TYPES, JOB_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
-
-OPENAI_FORMAT = frozenset({"openai", "azure_openai", "openai_compatible"})
-JOB_TYPE = "http_job"
 
 
 @dataclass(slots=True)
@@ -150,9 +147,9 @@ RUNNERS: dict[str, Runner] = {"image": _image, "embedding": _embedding, "audio":
 
 def _usable(strategy: StrategyCfg, cands: list[tuple[Platform, str]]) -> tuple[bool, list[tuple[Platform, str]]]:
     """(is it an async job, the candidates that can serve it)."""
-    is_job = strategy.module == "video" or any(p.type == JOB_TYPE for p, _ in cands)
+    is_job = strategy.module == "video" or any(p.type in JOB_TYPES for p, _ in cands)
     if is_job:
-        return True, [c for c in cands if c[0].type == JOB_TYPE]
+        return True, [c for c in cands if c[0].type in JOB_TYPES]
     types = CHAT_TYPES if strategy.module == "chat" else OPENAI_FORMAT
     return False, [c for c in cands if c[0].type in types]
 
@@ -175,10 +172,16 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             if not cands:
                 kind = "http_job" if is_job else f"{strategy.module}-capable"
                 raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
-            prepared = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
+            prepared: Any = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
                 else upstream_body(strategy, parameters)
-            reservation = await metering.reserve(services, caller, strategy.name, strategy.cost, strategy.limit,
-                                                 str(record.request_id))
+            if is_job:  # a job settles itself when it ends: flat costs only (a hold is refused)
+                reservation = await metering.reserve(services, caller, strategy.name, strategy.cost,
+                                                     strategy.limit, str(record.request_id))
+            else:
+                reservation = await metering.reserve_call(
+                    services, caller, strategy.name, strategy.cost, strategy.limit, str(record.request_id),
+                    model=strategy.model, messages=prepared if isinstance(prepared, list) else None,
+                    max_tokens=strategy.params.get("max_tokens"))
             call.meter = CreditMeter(services, reservation)
             if is_job:  # the job records and settles itself when it ends (aigate.engine.jobs)
                 accepted = await jobs.enqueue(services, record, strategy, cands, prepared, reservation)
@@ -197,4 +200,5 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             raise
         raise AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status,
                        exc.headers) from None
+    assert call.ai_row is not None  # written by succeed()
     return record_json(call.ai_row)

@@ -23,27 +23,11 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from aigate.config.schema import Price
 from aigate.providers.base import Usage
+from aigate.store.price_fields import PRICE_FIELDS
 
 QUANTUM = Decimal("0.000000000001")  # 12 decimal places, as Numeric(24, 12)
 ZERO = Decimal(0)
 
-PRICE_FIELDS = (
-    "cache_creation_price",
-    "cache_creation_price_unit",
-    "cached_price",
-    "cached_price_unit",
-    "image_input_price",
-    "image_input_price_unit",
-    "input_price",
-    "input_price_unit",
-    "output_price",
-    "output_price_unit",
-    "per_request_price",
-    "thinking_mode_output_price",
-    "thinking_mode_output_price_unit",
-    "web_search_price",
-    "web_search_price_unit",
-)
 
 
 def _cost(count: int, price: Decimal, unit: int) -> Decimal:

@@ -69,7 +69,7 @@ def clip(value: bytes | str | dict[str, Any], limit: int) -> tuple[str, bool]:
     return raw[:limit].decode("utf-8", "ignore"), True
 
 
-class _SeenUsers:
+class SeenUsers:
     """Users this process already recorded, so the users table gets one write per user."""
 
     def __init__(self, size: int = 100_000) -> None:
@@ -86,11 +86,10 @@ class _SeenUsers:
         return True
 
 
-def _seen_users(services: Services) -> _SeenUsers:
-    found = services.extras.get("seen_users")
-    if found is None:
-        found = services.extras["seen_users"] = _SeenUsers()
-    return found
+def _seen_users(services: Services) -> SeenUsers:
+    if services.seen_users is None:
+        services.seen_users = SeenUsers()
+    return services.seen_users
 
 
 def usage_log_row(services: Services, rec: CallRecord) -> dict[str, Any]:
@@ -163,6 +162,7 @@ def ai_request_row(services: Services, rec: CallRecord) -> dict[str, Any]:
         next_poll_ms=None,
         claimed_by=None,
         claim_until_ms=None,
+        credits=rec.metadata.get("credits"),  # the call's charge, once settled or released
     )
 
 

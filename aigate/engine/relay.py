@@ -49,12 +49,11 @@ from aigate.providers.base import (
     Usage,
 )
 from aigate.providers.http import estimate_usage
-from aigate.providers.registry import CHAT_TYPES, chat_provider
+from aigate.providers.registry import CHAT_TYPES, OPENAI_FORMAT, chat_provider
 from aigate.services import Services
 
 T = TypeVar("T")
 
-OPENAI_TYPES = frozenset({"openai", "openai_compatible", "azure_openai"})
 # Fields the Anthropic and Gemini adapters read from ChatRequest.params; OpenAI sends
 # params and extra alike, so the split changes nothing for it.
 SAMPLING = frozenset(
@@ -71,7 +70,7 @@ SAMPLING = frozenset(
     }
 )
 _NOT_EXTRA = frozenset({"model", "messages", "stream", "response_format"})
-ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_TYPES, "image": OPENAI_TYPES}
+ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENAI_FORMAT}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -252,7 +251,7 @@ def new_record(
 
 async def refuse(
     services: Services, token: RelayToken, module: str, endpoint: str, ip: str, exc: RelayError
-) -> RelayError:
+) -> Exception:
     """Record a request refused before its body could be read; the error to raise."""
     call = Call(services, new_record(services, token, module, endpoint, ip), RELAY_ERRORS)
     return await call.fail(exc)
@@ -381,7 +380,7 @@ def _candidates(rc: RelayCall) -> list[tuple[Platform, str]]:
 
 def _openai_format(rc: RelayCall) -> bool:
     last = rc.record.trace.last
-    return last is not None and last.platform.type in OPENAI_TYPES
+    return last is not None and last.platform.type in OPENAI_FORMAT
 
 
 # --- chat completions ------------------------------------------------------------------------
@@ -487,7 +486,7 @@ class RelayStream:
         return None
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.rc.body["messages"], len(state.text))
+        return estimate_usage(self.rc.body["messages"], state.text, self.rc.record.model)
 
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record

@@ -258,12 +258,10 @@ class RedisLimits:
 
 
 def limits_of(services) -> Limits:
-    found = services.extras.get("relay_limits")
-    if found is None:
-        found = (
+    if services.relay_limits is None:
+        services.relay_limits = (
             RedisLimits(services.engine, services.redis)
             if services.redis is not None
             else MemoryLimits(services.engine)
         )
-        services.extras["relay_limits"] = found
-    return found
+    return services.relay_limits

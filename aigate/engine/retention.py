@@ -58,6 +58,7 @@ def _rollup_targets() -> list[tuple[Any, ColumnElement[bool] | None]]:
     return [
         (t.usage_rollups, None),
         (t.usage_rollups_hourly, None),
+        (t.usage_rollups_daily, None),
         # one grain at a time: the primary key starts with grain_ms, then bucket_ms
         (t.usage_log_counts, counts.grain_ms == 3_600_000),
         (t.usage_log_counts, counts.grain_ms == DAY_MS),
@@ -122,4 +123,4 @@ async def start(services: Any) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    services.extras.setdefault("stoppers", []).append(stop)
+    services.stoppers.append(stop)

@@ -1,11 +1,15 @@
-"""Choosing upstream platforms and moving on when one fails.
+"""Choosing upstream platforms and keys, and moving on when one fails.
 
 Candidates are the platforms serving the model, highest priority first and shuffled by
-weight within a priority, then those of each fallback model. A retryable failure (429,
-5xx, timeout, connection error) moves to the next candidate after a short backoff; when
-the list is exhausted it starts over, up to ``max_attempts`` in all. Other 4xx errors
-end the call at once. A platform that fails ``COOLDOWN_AFTER`` times in a row is put at
-the back of the list for ``COOLDOWN_S`` seconds (per process), then tried again.
+weight within a priority, then those of each fallback model; platforms that are out
+(down, cooling, or every key out: see ``aigate.engine.health``) go behind the others.
+Each attempt takes the platform's next healthy key. A retryable failure (429, 5xx,
+timeout, connection error) moves to the next candidate after a jittered backoff (50 ms
+doubling to 1 s, each wait drawn between half and all of it); a key refused with
+401/403 is disabled and the call moves on too, so the other keys serve it. When the list
+is exhausted it starts over, up to ``max_attempts`` in all. Other 4xx errors end the
+call at once. Each attempt is counted by outcome in ``/metrics`` and traced as a child
+span of the request when telemetry is on.
 """
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aigate import metrics
+from aigate import metrics, telemetry
 from aigate.clock import now_ms
 from aigate.config.runtime import Snapshot
+from aigate.engine.health import Board, board_of
 from aigate.providers.base import Platform, UpstreamError
 
 T = TypeVar("T")
@@ -26,8 +31,6 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 3
 BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
-COOLDOWN_AFTER = 3
-COOLDOWN_S = 30.0
 
 
 @dataclass(slots=True)
@@ -58,33 +61,13 @@ class Trace:
         return self.attempts[-1].started_ms if len(self.attempts) > 1 else None
 
 
-class Cooldowns:
-    def __init__(self) -> None:
-        self._failures: dict[str, int] = {}
-        self._until: dict[str, float] = {}
-
-    def cooling(self, platform_id: str) -> bool:
-        until = self._until.get(platform_id)
-        return until is not None and until > time.monotonic()
-
-    def failed(self, platform_id: str) -> None:
-        n = self._failures.get(platform_id, 0) + 1
-        self._failures[platform_id] = n
-        if n >= COOLDOWN_AFTER:
-            self._until[platform_id] = time.monotonic() + COOLDOWN_S
-
-    def succeeded(self, platform_id: str) -> None:
-        if platform_id in self._failures:
-            del self._failures[platform_id]
-            self._until.pop(platform_id, None)
+# The health board (``aigate.engine.health``) holds cooldowns, failures and probes.
+Cooldowns = Board
 
 
-def cooldowns_of(services) -> Cooldowns:
-    """Each instance keeps its own view of which platforms are failing."""
-    found = services.extras.get("cooldowns")
-    if found is None:
-        found = services.extras["cooldowns"] = Cooldowns()
-    return found
+def cooldowns_of(services) -> Board:
+    """The instance's view of platform and key health (shared through Redis when set)."""
+    return board_of(services)
 
 
 def _weighted_order(group: list[Platform]) -> list[Platform]:
@@ -104,8 +87,10 @@ def order(platforms: list[Platform], cooldowns: Cooldowns) -> list[Platform]:
             j += 1
         ordered += _weighted_order(platforms[i:j])
         i = j
-    warm = [p for p in ordered if not cooldowns.cooling(p.id)]
-    return warm + [p for p in ordered if cooldowns.cooling(p.id)]
+    out = [cooldowns.platform_out(p) for p in ordered]
+    if not any(out):
+        return ordered
+    return [p for p, o in zip(ordered, out) if not o] + [p for p, o in zip(ordered, out) if o]
 
 
 def candidates(snapshot: Snapshot, cooldowns: Cooldowns, model: str, fallback_models: list[str],
@@ -116,14 +101,31 @@ def candidates(snapshot: Snapshot, cooldowns: Cooldowns, model: str, fallback_mo
     return out
 
 
+def _outcome(exc: UpstreamError) -> str:
+    if exc.status in (401, 403):
+        return "auth"
+    if exc.status == 429:
+        return "rate_limited"
+    if exc.kind != "http":
+        return exc.kind  # timeout | connect | protocol | config
+    return "server_error" if exc.retryable else "client_error"
+
+
+def jittered(backoff: float) -> float:
+    return random.uniform(backoff / 2, backoff)
+
+
 async def call_with_retries(
     cands: list[tuple[Platform, str]],
     call: Callable[[Platform, str], Awaitable[T]],
     trace: Trace,
-    cooldowns: Cooldowns,
+    cooldowns: Board,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> T:
-    """Run ``call`` on the candidates until one succeeds; re-raises the last error."""
+    """Run ``call`` on the candidates until one succeeds; re-raises the last error.
+
+    ``call`` receives the platform carrying the key chosen for this attempt
+    (``platform.api_key``)."""
     if not cands:
         raise UpstreamError("no enabled platform serves this model", status=None, retryable=False, kind="config")
     backoff = BACKOFF_S
@@ -131,23 +133,35 @@ async def call_with_retries(
     last: UpstreamError | None = None
     for n in range(attempts):
         platform, model = cands[n % len(cands)]
+        platform = cooldowns.pick_key(platform)
         attempt = Attempt(platform, model, now_ms())
         trace.attempts.append(attempt)
         started = time.perf_counter()
+        span = telemetry.start_attempt(platform, model, n)
         try:
             result = await call(platform, model)
         except UpstreamError as exc:
             attempt.error = last = exc
+            outcome = _outcome(exc)
             metrics.UPSTREAM_ERRORS.labels(platform.id, exc.kind).inc()
-            if not exc.retryable:
+            metrics.UPSTREAM_ATTEMPTS.labels(platform.id, model, outcome).inc()
+            telemetry.end_attempt(span, outcome, exc)
+            await cooldowns.failed(platform, exc)
+            # a refused key is disabled; another key or platform may still serve the call
+            key_refused = outcome == "auth" and (len(platform.api_keys) > 1 or len(cands) > 1)
+            if not exc.retryable and not key_refused:
                 raise
-            cooldowns.failed(platform.id)
             if n + 1 < attempts:
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(jittered(backoff))
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             continue
+        except BaseException as exc:  # cancelled (client gone) or a bug: close the span
+            telemetry.end_attempt(span, "cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
+            raise
         trace.ttfb_ms = int((time.perf_counter() - started) * 1000)
-        cooldowns.succeeded(platform.id)
+        metrics.UPSTREAM_ATTEMPTS.labels(platform.id, model, "success").inc()
+        telemetry.end_attempt(span, "success", result=result)
+        cooldowns.succeeded(platform)
         return result
     assert last is not None
     raise last

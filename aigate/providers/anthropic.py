@@ -12,8 +12,15 @@ Requests arrive OpenAI-shaped and are converted:
 * ``max_tokens`` is required by Anthropic: ``max_tokens`` or ``max_completion_tokens``,
   else 4096; ``stop`` -> ``stop_sequences``; temperature is capped at 1 (Anthropic's max);
   other OpenAI sampling params (penalties, seed, n, ...) have no equivalent and are dropped;
-* Anthropic has no JSON mode: ``response_format`` json_object / json_schema appends an
-  instruction to the system prompt asking for a single JSON object.
+* JSON mode by a forced tool call, so the answer is valid JSON whatever the model says:
+  ``response_format`` json_schema (and json_object, schema ``{"type": "object"}``) adds
+  the tool ``json_response`` whose ``input_schema`` is the schema and forces it
+  (``tool_choice: {"type": "tool"}``; with the caller's own tools, ``any``, so the model
+  may call theirs instead); its input comes back as the message content, finish reason
+  ``stop``. Anthropic refuses a forced tool with extended thinking (``thinking``), so
+  json_schema with thinking is a 400 naming ``response_format``; json_object with
+  thinking falls back to an instruction in the system prompt.
+* ``thinking`` (Anthropic's own field) is passed through.
 
 Usage: Anthropic's ``input_tokens`` excludes prompt-cache reads and writes. We report
 ``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``
@@ -36,7 +43,15 @@ import aiohttp
 import orjson
 
 from . import openai as oa
-from .base import ChatRequest, ChatResult, Platform, StreamEvent, UpstreamError, Usage
+from .base import (
+    ChatRequest,
+    ChatResult,
+    JsonResult,
+    Platform,
+    StreamEvent,
+    UpstreamError,
+    Usage,
+)
 from .http import (
     JSON_HEADERS,
     error_message,
@@ -49,6 +64,7 @@ from .http import (
 )
 
 API_VERSION = "2023-06-01"
+JSON_TOOL = "json_response"  # the forced tool that carries a JSON-mode answer
 DEFAULT_MAX_TOKENS = 4096
 JSON_INSTRUCTION = "Respond with a single valid JSON object only, with no text before or after it."
 
@@ -209,30 +225,69 @@ def convert_tool_choice(choice: Any, parallel: Any = None) -> dict[str, Any] | N
     return out
 
 
-def _json_instruction(response_format: dict[str, Any] | None) -> str:
+def _thinking(req: ChatRequest) -> dict[str, Any] | None:
+    thinking = req.extra.get("thinking", req.params.get("thinking"))
+    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
+        return thinking
+    return None
+
+
+def _json_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema a JSON-mode answer must follow, or None when no JSON is asked for."""
     if not response_format:
-        return ""
+        return None
     kind = response_format.get("type")
-    if kind == "json_object":
-        return JSON_INSTRUCTION
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
-        if schema:
-            return (
-                JSON_INSTRUCTION
-                + " It must conform to this JSON Schema: "
-                + orjson.dumps(schema).decode()
-            )
-        return JSON_INSTRUCTION
-    return ""
+        return schema if isinstance(schema, dict) and schema else {"type": "object"}
+    if kind == "json_object":
+        return {"type": "object"}
+    return None
+
+
+def refuse_json_with_thinking() -> UpstreamError:
+    """json_schema + thinking: Anthropic cannot force a tool while thinking. An OpenAI-shaped
+    400 body, so the relay names the ``param`` and the App API reports invalid_parameter."""
+    message = (
+        "response_format: json_schema cannot be combined with extended thinking on an "
+        "Anthropic platform (the schema is enforced by a forced tool call, which Anthropic "
+        "does not allow while thinking); drop one of them."
+    )
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": "response_format", "code": None}})
+    return UpstreamError(message, status=400, retryable=False, body=body)
+
+
+def _add_json_tool(body: dict[str, Any], schema: dict[str, Any], extra: dict[str, Any]) -> None:
+    tool = {
+        "name": JSON_TOOL,
+        "description": "Give the answer as this tool's input: a JSON value that follows its schema.",
+        "input_schema": schema,
+    }
+    user_tools = body.get("tools") or []
+    body["tools"] = [*user_tools, tool]
+    user_choice = body.get("tool_choice") or {}
+    if user_tools and user_choice.get("type") in ("tool", "any"):
+        return  # the caller forces one of their tools: keep that
+    if user_tools and user_choice.get("type") != "none":
+        body["tool_choice"] = {"type": "any"}
+    else:
+        body["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
+    if extra.get("parallel_tool_calls") is False:
+        body["tool_choice"]["disable_parallel_tool_use"] = True
 
 
 def build_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    """The Anthropic request body; raises UpstreamError (400) for json_schema + thinking."""
     system, messages = convert_messages(req.messages)
-    instruction = _json_instruction(req.response_format)
-    if instruction:
-        system.append(instruction)
     params, extra = req.params, req.extra
+    schema = _json_schema(req.response_format)
+    thinking = _thinking(req)
+    if schema is not None and thinking is not None:
+        if req.response_format and req.response_format.get("type") == "json_schema":
+            raise refuse_json_with_thinking()
+        system.append(JSON_INSTRUCTION)
+        schema = None
     max_tokens = (
         params.get("max_tokens")
         or params.get("max_completion_tokens")
@@ -259,6 +314,10 @@ def build_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
         choice = convert_tool_choice(extra.get("tool_choice"), extra.get("parallel_tool_calls"))
         if choice:
             body["tool_choice"] = choice
+    if schema is not None:
+        _add_json_tool(body, schema, extra)
+    if thinking is not None:
+        body["thinking"] = thinking
     if stream:
         body["stream"] = True
     return body
@@ -296,20 +355,31 @@ def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
 def to_result(data: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    json_answer: str | None = None
     for block in data.get("content") or ():
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
+        elif kind == "tool_use" and block.get("name") == JSON_TOOL and _json_mode(req):
+            json_answer = orjson.dumps(block.get("input")).decode()
         elif kind == "tool_use":
             tool_calls.append(_tool_call(block))
-    content = "".join(texts)
+    # a JSON-mode answer is the forced tool's input; the model's prose around it is dropped
+    content = json_answer if json_answer is not None else "".join(texts)
+    finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
+    if json_answer is not None and not tool_calls and finish == "tool_calls":
+        finish = "stop"
     u = data.get("usage")
     return oa.translated_result(
         req, raw, upstream_id=data.get("id") or "", model=data.get("model") or req.model,
-        content=content, tool_calls=tool_calls,
-        finish=FINISH_REASONS.get(data.get("stop_reason") or "", "stop"),
+        content=content, tool_calls=tool_calls, finish=finish,
         usage=parse_usage(u) if u else None,
     )
+
+
+def _json_mode(req: ChatRequest) -> bool:
+    """True when the request asked for JSON by the forced ``json_response`` tool."""
+    return _json_schema(req.response_format) is not None and _thinking(req) is None
 
 
 def stream_error(data: bytes, platform: Platform) -> UpstreamError:
@@ -350,7 +420,9 @@ class AnthropicChat:
             created = int(time.time())
             raw_usage: dict[str, Any] = {}
             tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
-            reply_chars = 0
+            json_mode = _json_mode(req)
+            json_blocks: set[int] = set()  # blocks of the json_response tool: content
+            reply_parts: list[str] = []
             stopped = False
             async for event, data in frames:
                 if event == "ping":
@@ -368,7 +440,12 @@ class AnthropicChat:
                     delta_type = delta.get("type")
                     if delta_type == "text_delta":
                         text = delta.get("text") or ""
-                        reply_chars += len(text)
+                        reply_parts.append(text)
+                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
+                    elif delta_type == "input_json_delta" and doc.get("index") in json_blocks:
+                        text = delta.get("partial_json") or ""
+                        reply_parts.append(text)
                         chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                     elif delta_type == "input_json_delta":
@@ -376,7 +453,7 @@ class AnthropicChat:
                         if index is None:
                             continue
                         part = delta.get("partial_json") or ""
-                        reply_chars += len(part)
+                        reply_parts.append(part)
                         call = {"index": index, "function": {"arguments": part}}
                         chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
@@ -386,12 +463,16 @@ class AnthropicChat:
                     msg_id = message.get("id") or ""
                     model = message.get("model") or model
                     _merge_usage(raw_usage, message.get("usage"))
-                    delta = {"role": "assistant", "content": ""}
+                    delta = {"role": "assistant", "content": "", "refusal": None}
                     chunk = oa.chunk_bytes(msg_id, model, created, delta)
                     yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "content_block_start":
                     block = doc.get("content_block") or {}
-                    if block.get("type") == "tool_use":
+                    if block.get("type") == "tool_use" and json_mode and (
+                        block.get("name") == JSON_TOOL
+                    ):
+                        json_blocks.add(doc.get("index", -1))
+                    elif block.get("type") == "tool_use":
                         index = tool_index[doc.get("index", -1)] = len(tool_index)
                         call = _tool_call({**block, "input": {}})
                         call["index"] = index
@@ -400,12 +481,14 @@ class AnthropicChat:
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                     elif block.get("type") == "text" and block.get("text"):
                         text = block["text"]
-                        reply_chars += len(text)
+                        reply_parts.append(text)
                         chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "message_delta":
                     stop_reason = (doc.get("delta") or {}).get("stop_reason") or ""
                     finish = FINISH_REASONS.get(stop_reason, "stop")
+                    if json_blocks and not tool_index and finish == "tool_calls":
+                        finish = "stop"  # the JSON answer, not a call for the client
                     _merge_usage(raw_usage, doc.get("usage"))
                     chunk = oa.chunk_bytes(msg_id, model, created, {}, finish)
                     yield StreamEvent(finish_reason=finish, upstream_id=msg_id, openai_chunk=chunk)
@@ -419,7 +502,7 @@ class AnthropicChat:
             if raw_usage:
                 usage = parse_usage(raw_usage)
             else:
-                usage = estimate_usage(req.messages, reply_chars)
+                usage = estimate_usage(req.messages, "".join(reply_parts), req.model)
             chunk = oa.usage_chunk_bytes(msg_id, model, created, usage)
             yield StreamEvent(usage=usage, upstream_id=msg_id, openai_chunk=chunk)
         finally:
@@ -432,3 +515,72 @@ def _merge_usage(into: dict[str, Any], u: dict[str, Any] | None) -> None:
         for key, value in u.items():
             if value is not None:
                 into[key] = value
+
+
+# --- the Messages API passed through (the relay's /v1/messages on Anthropic platforms) ----
+
+
+def _count_url(platform: Platform) -> tuple[str, dict[str, str]]:
+    url, headers = endpoint(platform)
+    return url + "/count_tokens", headers
+
+
+async def passthrough(session: aiohttp.ClientSession, platform: Platform,
+                      body: dict[str, Any]) -> JsonResult:
+    """``POST /v1/messages`` with the caller's body as it is (model already mapped)."""
+    url, headers = endpoint(platform)
+    data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
+    if not isinstance(data, dict) or data.get("type") != "message":
+        raise protocol_error(f"upstream {platform.id} sent no message", raw)
+    u = data.get("usage")
+    usage = parse_usage(u) if isinstance(u, dict) else Usage(estimated=True)
+    return JsonResult(data=data, raw=raw, usage=usage, upstream_id=data.get("id") or "")
+
+
+async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
+                             body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+    """The upstream's events untouched: each StreamEvent's ``openai_chunk`` holds the event's
+    JSON data as received (Anthropic's, despite the field's name); text deltas in ``delta``;
+    the usage (cumulative, read from message_start and message_delta) on message_stop."""
+    url, headers = endpoint(platform)
+    frames = await open_stream(session, platform, url, headers=headers, body=body)
+    try:
+        raw_usage: dict[str, Any] = {}
+        stopped = False
+        async for event, data in frames:
+            if event == "error":
+                raise stream_error(data, platform)
+            try:
+                doc = orjson.loads(data)
+                kind = doc.get("type") or event
+            except (orjson.JSONDecodeError, AttributeError):
+                raise protocol_error("malformed stream frame", data) from None
+            delta = ""
+            if kind == "message_start":
+                _merge_usage(raw_usage, (doc.get("message") or {}).get("usage"))
+            elif kind == "message_delta":
+                _merge_usage(raw_usage, doc.get("usage"))
+            elif kind == "content_block_delta":
+                text = (doc.get("delta") or {}).get("text")
+                delta = text if isinstance(text, str) else ""
+            usage = None
+            if kind == "message_stop":
+                stopped = True
+                usage = parse_usage(raw_usage) if raw_usage else Usage(estimated=True)
+            yield StreamEvent(delta=delta, usage=usage, openai_chunk=data)
+            if stopped:
+                break
+        if not stopped:
+            raise protocol_error(f"stream from {platform.id} ended before message_stop")
+    finally:
+        frames.release()
+
+
+async def count_tokens(session: aiohttp.ClientSession, platform: Platform,
+                       body: dict[str, Any]) -> JsonResult:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``."""
+    url, headers = _count_url(platform)
+    data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
+    if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+        raise protocol_error(f"upstream {platform.id} sent no token count", raw)
+    return JsonResult(data=data, raw=raw, usage=Usage(input_tokens=data["input_tokens"]))

@@ -27,7 +27,7 @@ class Platform:
     number: int  # stable integer: the usage log's ``channel``
     type: str  # openai | azure_openai | anthropic | gemini | openai_compatible | http_job
     base_url: str
-    api_key: str = ""
+    api_key: str = ""  # the key of this attempt (routing picks one of ``api_keys``)
     models: tuple[str, ...] = ()
     priority: int = 0
     weight: int = 1
@@ -36,6 +36,7 @@ class Platform:
     # type-specific settings: azure ``api_version``; http_job submit/poll description; extra headers
     options: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    api_keys: tuple[str, ...] = ()  # every configured key; calls rotate over the healthy ones
 
     def upstream_model(self, model: str) -> str:
         return self.model_mapping.get(model, model)
@@ -127,6 +128,7 @@ class UpstreamError(Exception):
         retryable: bool = False,
         body: bytes = b"",
         kind: str = "http",  # http | timeout | connect | protocol
+        retry_after: float | None = None,  # seconds the upstream asked us to wait (Retry-After)
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -134,6 +136,7 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.body = body
         self.kind = kind
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(UpstreamError):

@@ -326,7 +326,7 @@ class GeminiChat:
             created = int(time.time())
             raw_usage: dict[str, Any] | None = None
             finished = False
-            reply_chars = 0
+            reply_parts: list[str] = []
             tool_count = 0
             async for _event, data in frames:
                 if not data:
@@ -347,15 +347,15 @@ class GeminiChat:
                 if doc.get("usageMetadata"):
                     raw_usage = doc["usageMetadata"]
                 text, calls, finish = read_candidate(doc)
-                delta: dict[str, Any] = {"role": "assistant"} if first else {}
+                delta: dict[str, Any] = {"role": "assistant", "refusal": None} if first else {}
                 if text or first:
                     delta["content"] = text
-                    reply_chars += len(text)
+                    reply_parts.append(text)
                 if calls:
                     for call in calls:
                         call["index"] = tool_count
                         tool_count += 1
-                        reply_chars += len(call["function"]["arguments"])
+                        reply_parts.append(call["function"]["arguments"])
                     delta["tool_calls"] = calls
                 if finish:
                     finished = True
@@ -372,7 +372,7 @@ class GeminiChat:
             if raw_usage:
                 usage = parse_usage(raw_usage)
             else:
-                usage = estimate_usage(req.messages, reply_chars)
+                usage = estimate_usage(req.messages, "".join(reply_parts), req.model)
             chunk = oa.usage_chunk_bytes(chunk_id, model, created, usage)
             yield StreamEvent(usage=usage, upstream_id=upstream_id, openai_chunk=chunk)
         finally:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +24,7 @@ import orjson
 
 from .base import Platform, Timeouts, UpstreamError, UpstreamTimeout, Usage
 from .sse import SSEReader
+from .tokens import count_messages, count_text
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -78,11 +81,44 @@ def error_message(raw: bytes) -> str:
     return ""
 
 
-def status_error(status: int, raw: bytes, platform: Platform) -> UpstreamError:
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an HTTP
+    date); None when absent or unreadable. Capped at an hour: a broken upstream must
+    not take itself out for days."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return min(max(float(value) / 1000, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def status_error(status: int, raw: bytes, platform: Platform,
+                 headers: Mapping[str, str] | None = None) -> UpstreamError:
     """An HTTP error status: 429 and 5xx (Anthropic's 529 included) are retryable."""
     message = redact(error_message(raw), platform) or f"upstream returned HTTP {status}"
     retryable = status == 429 or status >= 500
-    return UpstreamError(message, status=status, retryable=retryable, body=raw, kind="http")
+    return UpstreamError(message, status=status, retryable=retryable, body=raw, kind="http",
+                         retry_after=retry_after_s(headers))
 
 
 def protocol_error(message: str, raw: bytes = b"") -> UpstreamError:
@@ -149,7 +185,7 @@ async def open_response(
             raw = b""
         finally:
             resp.release()
-        raise status_error(resp.status, raw, platform)
+        raise status_error(resp.status, raw, platform, resp.headers)
     return resp
 
 
@@ -270,7 +306,8 @@ def join_url(base_url: str, path: str) -> str:
 
 
 def estimate_tokens(chars: int) -> int:
-    """About four characters per token: ceil(chars / 4)."""
+    """About four characters per token: ceil(chars / 4). Only for inputs with no text to
+    count (e.g. a bare character total); text goes through ``aigate.providers.tokens``."""
     return (chars + 3) // 4
 
 
@@ -293,9 +330,9 @@ def message_chars(messages: list[dict[str, Any]]) -> int:
     return n
 
 
-def estimate_usage(messages: list[dict[str, Any]], reply_chars: int) -> Usage:
-    return Usage(
-        input_tokens=estimate_tokens(message_chars(messages)),
-        output_tokens=estimate_tokens(reply_chars),
-        estimated=True,
-    )
+def estimate_usage(messages: list[dict[str, Any]], reply: str | int, model: str = "") -> Usage:
+    """Usage counted here because the upstream reported none: tiktoken counts of the prompt
+    and of the reply text (``model`` picks the encoding). A bare character count for the
+    reply (callers that kept no text) falls back to ceil(chars / 4)."""
+    output = count_text(reply, model) if isinstance(reply, str) else estimate_tokens(reply)
+    return Usage(input_tokens=count_messages(messages, model), output_tokens=output, estimated=True)

@@ -34,7 +34,6 @@ from .base import (
 from .http import (
     JSON_HEADERS,
     error_message,
-    estimate_tokens,
     estimate_usage,
     merged_headers,
     open_stream,
@@ -43,6 +42,7 @@ from .http import (
     request_bytes,
     request_json,
 )
+from .tokens import count_text
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
@@ -114,12 +114,12 @@ def chat_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _reply_chars(message: dict[str, Any]) -> int:
+def _reply_text(message: dict[str, Any]) -> str:
     content = message.get("content")
-    n = len(content) if isinstance(content, str) else 0
+    parts = [content] if isinstance(content, str) else []
     for call in message.get("tool_calls") or ():
-        n += len((call.get("function") or {}).get("arguments") or "")
-    return n
+        parts.append((call.get("function") or {}).get("arguments") or "")
+    return "".join(parts)
 
 
 def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
@@ -145,7 +145,7 @@ class OpenAIChat:
         if not isinstance(content, str):
             content = ""
         u = data.get("usage")
-        usage = parse_usage(u) if u else estimate_usage(req.messages, _reply_chars(message))
+        usage = parse_usage(u) if u else estimate_usage(req.messages, _reply_text(message), req.model)
         return ChatResult(
             content=content,
             usage=usage,
@@ -164,7 +164,7 @@ class OpenAIChat:
         )
         try:
             done = finished = has_usage = False
-            reply_chars = 0
+            reply_parts: list[str] = []
             async for event, data in frames:
                 if data == b"[DONE]":
                     done = True
@@ -189,7 +189,7 @@ class OpenAIChat:
                     delta = choice.get("delta")
                     if delta:
                         text = delta.get("content") or ""
-                        reply_chars += _reply_chars(delta)
+                        reply_parts.append(_reply_text(delta))
                     finish = choice.get("finish_reason")
                     if finish:
                         finished = True
@@ -208,7 +208,7 @@ class OpenAIChat:
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
             if not has_usage:
-                yield StreamEvent(usage=estimate_usage(req.messages, reply_chars))
+                yield StreamEvent(usage=estimate_usage(req.messages, "".join(reply_parts), req.model))
         finally:
             frames.release()
 
@@ -241,11 +241,12 @@ async def images(
     return await post_json(session, platform, "/images/generations", body)
 
 
-def _input_chars(value: Any) -> int:
+def _input_tokens(value: Any, model: str) -> int:
+    """Tokens of an embeddings/speech ``input``: text counted; token-id lists are their length."""
     if isinstance(value, str):
-        return len(value)
+        return count_text(value, model)
     if isinstance(value, list):
-        return sum(_input_chars(v) if isinstance(v, (str, list)) else 4 for v in value)
+        return sum(_input_tokens(v, model) if isinstance(v, (str, list)) else 1 for v in value)
     return 0
 
 
@@ -256,7 +257,7 @@ async def embeddings(
     result = await post_json(session, platform, "/embeddings", body)
     data = result.data
     if not (isinstance(data, dict) and data.get("usage")):
-        tokens = estimate_tokens(_input_chars(body.get("input")))
+        tokens = _input_tokens(body.get("input"), str(body.get("model") or ""))
         result.usage = Usage(input_tokens=tokens, estimated=True)
     return result
 
@@ -267,7 +268,7 @@ async def speech(
     """``POST /audio/speech``: audio bytes. Speech reports no usage, so the input is estimated."""
     url, headers = endpoint(platform, "/audio/speech", body.get("model"))
     content, content_type = await request_bytes(session, platform, url, headers=headers, body=body)
-    usage = Usage(input_tokens=estimate_tokens(_input_chars(body.get("input"))), estimated=True)
+    usage = Usage(input_tokens=_input_tokens(body.get("input"), str(body.get("model") or "")), estimated=True)
     return BinaryResult(content=content, content_type=content_type, usage=usage)
 
 
@@ -315,7 +316,8 @@ def completion_document(
     tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` with one choice."""
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    # ``refusal`` is required by OpenAI's published schema; other providers never report one
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {

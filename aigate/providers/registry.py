@@ -21,7 +21,11 @@ _PROVIDERS: dict[str, ChatProvider] = {
     "gemini": GeminiChat(),
 }
 
-CHAT_TYPES = frozenset(_PROVIDERS)
+# What each platform type can do, defined here once.
+CHAT_TYPES = frozenset(_PROVIDERS)  # has a chat adapter
+OPENAI_FORMAT = frozenset({"openai", "azure_openai", "openai_compatible"})  # OpenAI's wire format:
+# images, embeddings, speech, and answers passed through byte for byte
+JOB_TYPES = frozenset({"http_job"})  # async submit/poll APIs (aigate.providers.http_job)
 
 
 def chat_provider(platform_type: str) -> ChatProvider:

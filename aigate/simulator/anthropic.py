@@ -3,6 +3,11 @@
 Usage arithmetic follows Anthropic: ``input_tokens`` excludes cache reads and writes
 (``input_tokens = prompt - cached_tokens - cache_creation_tokens``, never below 0) and
 ``output_tokens`` includes ``reasoning_tokens`` (thinking).
+
+JSON mode: a forced tool call (``tool_choice`` ``{"type": "tool", "name"}`` or ``any``)
+answers one ``tool_use`` block whose ``input`` follows the tool's ``input_schema`` (see
+``aigate.simulator.schema_instance``; string fields hold the reply echo); streamed, the
+input arrives as ``input_json_delta`` pieces of its JSON text.
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from aigate.simulator import text
+from aigate.simulator import schema_instance, text
+from aigate.simulator.openai import bearer_key
 from aigate.simulator.switches import RequestError
 
 if TYPE_CHECKING:
@@ -33,11 +39,12 @@ ERROR_TYPES: dict[int, str] = {
 
 
 class AnthropicDialect:
-    """``x-api-key`` + ``anthropic-version`` headers; ``{"type": "error", "error": {...}}``."""
+    """``x-api-key`` (or ``Authorization: Bearer``, as the current SDK sends by default)
+    and ``anthropic-version`` headers; ``{"type": "error", "error": {...}}``."""
 
     def precheck(self, call: Call) -> web.Response | None:
         headers = call.request.headers
-        key = headers.get("x-api-key", "")
+        key = headers.get("x-api-key", "") or bearer_key(call.request)
         if not key:
             return call.error(401, "x-api-key header is required (simulated)")
         required = call.state.require_key
@@ -97,6 +104,14 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _tool_schema(body: dict[str, Any], name: str) -> dict[str, Any]:
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("name") == name:
+            schema = tool.get("input_schema")
+            return schema if isinstance(schema, dict) else {}
+    return {}
+
+
 def _validate(body: dict[str, Any]) -> tuple[str, list[Any]]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -128,10 +143,13 @@ async def messages(call: Call) -> web.StreamResponse:
     prompt = _prompt_tokens(body, conversation)
     tool = _forced_tool(body)
     if tool is not None:
-        reply, stop_reason = "{}", "tool_use"
+        # JSON mode: the forced tool's input follows its input_schema
+        echo = text.make_reply(call.switches.reply, _last_user_text(conversation))
+        arguments = schema_instance.instance(_tool_schema(body, tool), echo)
+        reply, stop_reason = orjson.dumps(arguments).decode(), "tool_use"
         completion = text.count_tokens(tool + reply)
         block: dict[str, Any] = {
-            "type": "tool_use", "id": text.new_id("toolu_sim"), "name": tool, "input": {},
+            "type": "tool_use", "id": text.new_id("toolu_sim"), "name": tool, "input": arguments,
         }
     else:
         reply = text.make_reply(call.switches.reply, _last_user_text(conversation))

@@ -1,9 +1,14 @@
-"""Gemini (Generative Language API) wire format under ``/v1beta/models/{model}:<method>``.
+"""Gemini (Generative Language API) wire format under ``/v1beta/models/{model}:<method>``
+(and the same under ``/v1``).
 
 Usage arithmetic follows Gemini: ``promptTokenCount`` includes
 ``cachedContentTokenCount``; ``thoughtsTokenCount`` is separate from
 ``candidatesTokenCount`` and counted in ``totalTokenCount``. The optional counts appear
 only when non-zero.
+
+JSON mode: ``responseMimeType: application/json`` with ``responseJsonSchema`` (or
+``responseSchema``) answers an instance of the schema, and a forced function call's
+``args`` follow its declared parameters (``aigate.simulator.schema_instance``).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from aigate.simulator import text
+from aigate.simulator import schema_instance, text
 from aigate.simulator.switches import RequestError
 
 if TYPE_CHECKING:
@@ -121,6 +126,19 @@ def _forced_function(body: dict[str, Any]) -> str | None:
     return "function"
 
 
+def _declared_schema(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """A function declaration's ``parameters`` (or ``parametersJsonSchema``); an empty
+    object schema when the function is not declared."""
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        for declaration in declarations if isinstance(declarations, list) else []:
+            if isinstance(declaration, dict) and declaration.get("name") == name:
+                schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
+                return schema if isinstance(schema, dict) else {"type": "object"}
+    return {"type": "object"}
+
+
 def _usage(call: Call, prompt: int, completion: int) -> dict[str, int]:
     sw = call.switches
     usage = {
@@ -147,11 +165,18 @@ def _response(parts: list[dict[str, Any]], model: str, response_id: str,
 def _reply(call: Call, body: dict[str, Any], contents: list[Any]) -> tuple[str | None, str]:
     """(forced function name or None, reply text)."""
     function = _forced_function(body)
-    if function is not None:
-        return function, ""
+    if function is not None:  # the arguments follow the declaration's schema
+        echo = text.make_reply(call.switches.reply, _last_user_text(contents))
+        args = schema_instance.instance(_declared_schema(body, function), echo)
+        return function, orjson.dumps(args).decode()
     config = body.get("generationConfig")
     json_mode = isinstance(config, dict) and config.get("responseMimeType") == JSON_TYPE
-    return None, text.make_reply(call.switches.reply, _last_user_text(contents), json_mode)
+    user_text = _last_user_text(contents)
+    schema = (config.get("responseJsonSchema") or config.get("responseSchema")) if json_mode else None
+    if schema and call.switches.reply is None:  # the answer follows the schema
+        value = schema_instance.instance(schema, text.echo_reply(user_text))
+        return None, orjson.dumps(value).decode()
+    return None, text.make_reply(call.switches.reply, user_text, json_mode)
 
 
 async def generate_content(call: Call) -> web.StreamResponse:
@@ -161,8 +186,10 @@ async def generate_content(call: Call) -> web.StreamResponse:
     prompt = _prompt_tokens(body, contents)
     function, reply = _reply(call, body, contents)
     if function is not None:
-        parts: list[dict[str, Any]] = [{"functionCall": {"name": function, "args": {}}}]
-        completion = text.count_tokens(function + "{}")
+        parts: list[dict[str, Any]] = [
+            {"functionCall": {"name": function, "args": orjson.loads(reply)}}
+        ]
+        completion = text.count_tokens(function + reply)
     else:
         parts = [{"text": reply}]
         completion = text.count_tokens(reply)
@@ -178,7 +205,8 @@ async def _stream(call: Call, model: str, function: str | None, reply: str, prom
                   completion: int) -> web.StreamResponse:
     response_id = text.new_id("sim")
     if function is not None:
-        events = [_response([{"functionCall": {"name": function, "args": {}}}], model,
+        call_part = {"functionCall": {"name": function, "args": orjson.loads(reply)}}
+        events = [_response([call_part], model,
                             response_id, finish=True)]
     else:
         pieces = text.split_chunks(reply, call.switches.chunks)
@@ -245,11 +273,15 @@ async def batch_embed_contents(call: Call) -> web.Response:
     return call.json({"embeddings": [_embedding(request) for request in requests]})
 
 
-_MODEL = "/v1beta/models/{model}"
+# the v1beta and the stable v1 surface answer alike (the google-genai SDK defaults to v1)
 ROUTES = [
-    ("POST", _MODEL + ":generateContent", GEMINI, generate_content, False),
-    ("POST", _MODEL + ":streamGenerateContent", GEMINI, stream_generate_content, True),
-    ("POST", _MODEL + ":countTokens", GEMINI, count_tokens, False),
-    ("POST", _MODEL + ":embedContent", GEMINI, embed_content, False),
-    ("POST", _MODEL + ":batchEmbedContents", GEMINI, batch_embed_contents, False),
+    (method, prefix + "/models/{model}" + suffix, GEMINI, handler, streams)
+    for prefix in ("/v1beta", "/v1")
+    for method, suffix, handler, streams in (
+        ("POST", ":generateContent", generate_content, False),
+        ("POST", ":streamGenerateContent", stream_generate_content, True),
+        ("POST", ":countTokens", count_tokens, False),
+        ("POST", ":embedContent", embed_content, False),
+        ("POST", ":batchEmbedContents", batch_embed_contents, False),
+    )
 ]

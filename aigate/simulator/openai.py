@@ -1,6 +1,7 @@
 """OpenAI and Azure OpenAI wire formats: chat, embeddings, images, speech, models.
 
-Usage arithmetic follows OpenAI: ``prompt_tokens`` includes ``cached_tokens`` and
+A forced tool call's arguments and a ``json_schema`` answer follow their schema
+(``aigate.simulator.schema_instance``). Usage arithmetic follows OpenAI: ``prompt_tokens`` includes ``cached_tokens`` and
 ``completion_tokens`` includes ``reasoning_tokens`` (both reported in the details).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from aigate.simulator import text
+from aigate.simulator import schema_instance, text
 from aigate.simulator.switches import RequestError
 
 if TYPE_CHECKING:
@@ -145,6 +146,15 @@ def _forced_tool(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _parameters(body: dict[str, Any], name: str) -> dict[str, Any]:
+    for tool in body.get("tools") or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            schema = function.get("parameters")
+            return schema if isinstance(schema, dict) else {"type": "object"}
+    return {"type": "object"}
+
+
 def _usage(prompt: int, completion: int, call: Call) -> dict[str, Any]:
     sw = call.switches
     completion += sw.reasoning_tokens
@@ -165,6 +175,18 @@ def _tool_call(name: str, arguments: str) -> dict[str, Any]:
     }
 
 
+def json_mode_reply(call: Call, fmt: Any, user_text: str) -> str:
+    """The reply text; JSON for ``json_object``, an instance of the schema for
+    ``json_schema`` (``{"type": "json_schema", "json_schema": {"schema": ...}}``)."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema" and call.switches.reply is None:
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        value = schema_instance.instance(schema, text.echo_reply(user_text))
+        return orjson.dumps(value).decode()
+    return text.make_reply(call.switches.reply, user_text, kind in ("json_object", "json_schema"))
+
+
 async def chat_completions(call: Call) -> web.StreamResponse:
     body = call.body_object()
     model = _model(call, body)
@@ -173,13 +195,13 @@ async def chat_completions(call: Call) -> web.StreamResponse:
         raise RequestError("'messages' must be a non-empty array", "messages")
     prompt = _prompt_tokens(messages)
     tool = _forced_tool(body)
-    if tool is not None:
-        reply, finish = "{}", "tool_calls"
+    if tool is not None:  # the arguments follow the function's parameters schema
+        echo = text.make_reply(call.switches.reply, _last_user_text(messages))
+        arguments = schema_instance.instance(_parameters(body, tool), echo)
+        reply, finish = orjson.dumps(arguments).decode(), "tool_calls"
         completion = text.count_tokens(tool + reply)
     else:
-        fmt = body.get("response_format")
-        json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-        reply = text.make_reply(call.switches.reply, _last_user_text(messages), json_mode)
+        reply = json_mode_reply(call, body.get("response_format"), _last_user_text(messages))
         finish, completion = "stop", text.count_tokens(reply)
     if call.stream:
         return await _stream_chat(call, model, tool, reply, finish, prompt, completion)

@@ -7,13 +7,18 @@ header ``x-simulator: aigate``.
 Routes
 ------
 OpenAI (``Authorization: Bearer``): ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``POST /v1/images/generations``, ``POST /v1/audio/speech``, ``GET /v1/models``.
+``POST /v1/images/generations``, ``POST /v1/audio/speech``, ``GET /v1/models``,
+``POST /v1/responses`` (the Responses API, stream with its typed events; see
+``aigate.simulator.responses``), ``POST /v1/audio/transcriptions`` (multipart; see
+``aigate.simulator.audio``).
 Azure OpenAI (``api-key`` header, ``?api-version=`` required):
 ``POST /openai/deployments/{deployment}/{chat/completions|embeddings|images/generations|
 audio/speech}``.
-Anthropic (``x-api-key`` and ``anthropic-version``): ``POST /v1/messages``,
-``POST /v1/messages/count_tokens``.
-Gemini (``x-goog-api-key`` or ``?key=``): ``POST /v1beta/models/{model}:generateContent``,
+Anthropic (``x-api-key`` or ``Authorization: Bearer``, and ``anthropic-version``):
+``POST /v1/messages`` (a forced tool call answers a ``tool_use`` block whose input follows
+the tool's schema: JSON mode), ``POST /v1/messages/count_tokens``.
+Gemini (``x-goog-api-key`` or ``?key=``), under ``/v1beta`` and ``/v1``:
+``POST /v1beta/models/{model}:generateContent``,
 ``:streamGenerateContent`` (``?alt=sse`` for SSE, else a streamed JSON array),
 ``:embedContent``, ``:batchEmbedContents``, ``:countTokens``.
 Async jobs (``Authorization: Bearer``): ``POST /v1/jobs``, ``GET /v1/jobs/{id}``.
@@ -57,8 +62,11 @@ Sources, highest priority first (each overrides single switches, not the whole s
    non-control request pops the next step (an empty script applies nothing);
 2. directives in the body: ``[[sim status=429 retry_after=2 reply="two words"]]``
    anywhere in a prompt (the reply echo leaves them out);
-3. request headers: ``x-sim-status: 503``, ``x-sim-latency-ms: 20``;
-4. the server defaults: ``create_app(latency_ms=50)`` / ``aigate simulator --latency-ms 50``.
+3. per-key switches: ``POST /_sim/keys {"sk-bad": {"status": 401}}``: requests made
+   with that API key (any format's key header, or ``?key=``) get those switches, so
+   one key of a platform can fail while its others serve;
+4. request headers: ``x-sim-status: 503``, ``x-sim-latency-ms: 20``;
+5. the server defaults: ``create_app(latency_ms=50)`` / ``aigate simulator --latency-ms 50``.
 
 Per request, in order: the switches are resolved (a script step is used up even if the
 request then fails), ``latency_ms`` passes, auth and required headers are checked,
@@ -70,7 +78,8 @@ defaults and ``SimulatorHandle.script``).
 Control API (no auth, never scripted, recorded or counted)
 -----------------------------------------------------------
 ``POST /_sim/script``   body: list of switch objects; replaces the script
-``POST /_sim/reset``    clears the script, recorded requests, jobs and stats
+``POST /_sim/keys``     body: ``{key: {switches}}``; replaces the per-key switches
+``POST /_sim/reset``    clears the script, per-key switches, recorded requests, jobs and stats
 ``GET /_sim/requests``  the last 1000 requests, oldest first: ``method``, ``path``,
                         ``query``, ``headers`` (names lower-cased, values verbatim),
                         ``body`` (parsed JSON, or None), ``text`` (only for non-JSON
@@ -90,7 +99,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from aigate.simulator import anthropic, gemini, jobs, openai, text
+from aigate.simulator import anthropic, audio, gemini, jobs, openai, responses, text
 from aigate.simulator.switches import (
     DIRECTIVE_MARK,
     RequestError,
@@ -100,6 +109,7 @@ from aigate.simulator.switches import (
     header_overrides,
     make_defaults,
     merge,
+    parse_mapping,
     parse_script,
 )
 
@@ -131,9 +141,11 @@ class SimState:
     recorded: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECORD_LIMIT))
     stats: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, Any] = field(default_factory=dict)
+    key_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.script.clear()
+        self.key_switches.clear()
         self.recorded.clear()
         self.stats.clear()
         self.jobs.clear()
@@ -259,11 +271,23 @@ def _record(state: SimState, request: web.Request, route: str, raw: bytes, body:
     state.recorded.append(entry)
 
 
+def request_key(request: web.Request) -> str:
+    """The API key a request carries, whatever the format's header."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    for name in ("api-key", "x-api-key", "x-goog-api-key"):
+        if name in request.headers:
+            return request.headers[name]
+    return request.query.get("key", "")
+
+
 def _resolve(state: SimState, request: web.Request, raw: bytes) -> Switches:
     step = state.script.popleft() if state.script else None
     directives = directive_overrides(raw) if DIRECTIVE_MARK in raw else None
     headers = header_overrides(request.raw_headers)
-    return merge(state.defaults, headers, directives, step)
+    by_key = state.key_switches.get(request_key(request)) if state.key_switches else None
+    return merge(state.defaults, headers, by_key, directives, step)
 
 
 def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
@@ -275,7 +299,9 @@ def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
         raw = await request.read() if request.body_exists else b""
         body: Any = None
         bad_json = False
-        if raw:
+        if raw and request.content_type == "multipart/form-data":
+            request[audio.RAW_KEY] = raw  # parsed by the handler
+        elif raw:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -326,6 +352,17 @@ def _control_routes(state: SimState) -> list[web.RouteDef]:
         state.script = deque(steps)
         return _control_json({"queued": len(steps)})
 
+    async def keys(request: web.Request) -> web.Response:
+        try:
+            doc = orjson.loads(await request.read())
+            if not isinstance(doc, dict):
+                raise SwitchError("per-key switches are a JSON object: {key: {switches}}")
+            parsed = {str(k): parse_mapping(v) for k, v in doc.items()}
+        except (orjson.JSONDecodeError, SwitchError) as exc:
+            return _control_json({"error": {"message": str(exc)}}, 400)
+        state.key_switches = parsed
+        return _control_json({"keys": len(parsed)})
+
     async def reset(request: web.Request) -> web.Response:
         state.reset()
         return _control_json({"reset": True})
@@ -338,6 +375,7 @@ def _control_routes(state: SimState) -> list[web.RouteDef]:
 
     return [
         web.post("/_sim/script", script),
+        web.post("/_sim/keys", keys),
         web.post("/_sim/reset", reset),
         web.get("/_sim/requests", requests),
         web.get("/_sim/stats", stats),
@@ -364,7 +402,7 @@ def create_app(**defaults: Any) -> web.Application:
     state = SimState(defaults=make_defaults(defaults), require_key=require_key or None)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = state
-    for module in (openai, anthropic, gemini, jobs):
+    for module in (openai, responses, audio, anthropic, gemini, jobs):
         # each ROUTES entry: (method, path, dialect, handler, always_streams)
         for method, path, dialect, handler, streams in module.ROUTES:
             handle = endpoint(state, dialect, handler, f"{method} {path}", stream=streams)
@@ -398,6 +436,10 @@ class SimulatorHandle:
     def script(self, steps: list[dict[str, Any]]) -> None:
         """Replace the script; raises ``SwitchError`` on unknown names or bad values."""
         self.state.script = deque(parse_script(steps))
+
+    def key_switches(self, by_key: dict[str, dict[str, Any]]) -> None:
+        """Replace the per-key switches (``{key: {switches}}``)."""
+        self.state.key_switches = {k: parse_mapping(v) for k, v in by_key.items()}
 
     def reset(self) -> None:
         self.state.reset()

@@ -16,23 +16,41 @@ Totals and facets come from ``usage_log_counts`` (per-hour and per-day row count
 group, model, channel, token name and code, kept by the writer in the rows' own
 transaction) whenever the filters are all among those columns: whole days and hours of
 the range are summed from the counts and only the partial hours at its edges are counted
-in the log itself. Filters on request id, user or keyword count the log directly (request
-id and user are indexed; a keyword is a scan of the range).
+in the log itself. Filters on request id or user count the log directly through their
+indexes. A keyword's rows whose model or token name holds it are counted from
+usage_log_counts like a filter on those columns; only the rest (request id, user,
+content) is counted in the log, found through the keyword index: pg_trgm GIN indexes on
+PostgreSQL, the FTS5 trigram table ``usage_logs_fts`` on SQLite (its candidates are
+checked with LIKE, so the matches are exactly LIKE's; keywords under three characters
+scan the range).
 """
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    column,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    union_all,
+)
 
 from aigate.clock import iso_ms
-from aigate.engine.pricing import PRICE_FIELDS
 from aigate.store import tables as t
+from aigate.store.price_fields import PRICE_FIELDS
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -164,12 +182,21 @@ def csv_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     for r in rows:
         writer.writerow((
             r["id"], r["request_id"], iso_ms(r["created_ms"]), r["app_id"], r["channel"],
-            r["mode"], r["model"], r["user"], r["token_name"], r["code"], r["retry_times"],
-            r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
+            r["mode"], _inert(r["model"]), _inert(r["user"]), _inert(r["token_name"]), r["code"],
+            r["retry_times"], r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
             r["reasoning_tokens"], r["total_tokens"], _plain_decimal(r["used_amount"]),
-            r["content"],
+            _inert(r["content"]),
         ))
     return buf.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula (text from end users and upstreams
+    lands here): a leading ``= + - @`` gets an apostrophe in front."""
+    return "'" + text if text and text.startswith(FORMULA_STARTS) else text
 
 
 def _csv_line(values: Iterable[Any]) -> str:
@@ -181,12 +208,34 @@ def _csv_line(values: Iterable[Any]) -> str:
 # --- filters
 
 
+KEYWORD_COLS = tuple(L[name] for name in t.KEYWORD_COLUMNS)
+FTS = table(t.SQLITE_FTS_TABLE, column("rowid"))
+FTS_MIN_CHARS = 3  # the trigram tokenizer finds nothing shorter
+
+
+def like_pattern(keyword: str) -> str:
+    """``%keyword%`` with LIKE's wildcards (and the escape character) taken literally."""
+    return "%" + keyword.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def fts_phrase(keyword: str) -> str:
+    """An FTS5 phrase query: with the trigram tokenizer, the rows containing the keyword
+    (case folded, in any column)."""
+    return '"' + keyword.replace('"', '""') + '"'
+
+
 def _keyword(keyword: str, dialect: str) -> ColumnElement[bool]:
-    cols = (L.request_id, L.user, L.model, L.token_name, L.content)
-    if dialect == "postgresql":
-        return or_(*(c.icontains(keyword, autoescape=True) for c in cols))
-    # SQLite's LIKE already ignores ASCII case; lower() would only add work
-    return or_(*(c.contains(keyword, autoescape=True) for c in cols))
+    pattern = like_pattern(keyword)
+    if dialect == "postgresql":  # ILIKE with a bound pattern: the pg_trgm indexes serve it
+        return or_(*(c.ilike(pattern, escape="/") for c in KEYWORD_COLS))
+    # SQLite's LIKE ignores ASCII case (lower() would only add work and hide the index)
+    match = or_(*(c.like(pattern, escape="/") for c in KEYWORD_COLS))
+    if len(keyword) < FTS_MIN_CHARS:
+        return match
+    # The FTS5 trigram index finds the candidates (a superset: it also folds non-ASCII
+    # case); LIKE keeps exactly the documented matches.
+    candidates = select(FTS.c.rowid).where(literal_column(t.SQLITE_FTS_TABLE).op("MATCH")(fts_phrase(keyword)))
+    return and_(L.id.in_(candidates), match)
 
 
 def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:
@@ -327,35 +376,68 @@ def _count_conditions(f: LogFilter) -> list[ColumnElement[bool]]:
     return _dimension_conditions(f, C)
 
 
-def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None) -> Select:
+def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None,
+                extra: tuple[ColumnElement[bool], ...] = ()) -> Select:
     return (
         select(L.channel, L.model, L.token_name, func.count().label("n"))
-        .where(*log_conditions(f, dialect, start=lo, end=hi))
+        .where(*log_conditions(f, dialect, start=lo, end=hi), *extra)
         .group_by(L.channel, L.model, L.token_name)
     )
 
 
-def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int) -> Select:
+def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int,
+                   extra: tuple[ColumnElement[bool], ...] = ()) -> Select:
     return (
         select(C.channel, C.model, C.token_name, func.sum(C.logs).label("n"))
-        .where(C.grain_ms == grain, C.bucket_ms >= lo, C.bucket_ms < hi, *_count_conditions(f))
+        .where(C.grain_ms == grain, C.bucket_ms >= lo, C.bucket_ms < hi, *_count_conditions(f), *extra)
         .group_by(C.channel, C.model, C.token_name)
     )
+
+
+def _counted_pieces(f: LogFilter, dialect: str, now_ms: int,
+                    extra: Callable[[Any], tuple[ColumnElement[bool], ...]] = lambda cols: ()) -> list[Select]:
+    """Counts of a countable filter over its range: whole days and hours from
+    usage_log_counts, the partial hours at the edges from the log; ``extra(cols)`` adds
+    terms on the columns both tables share."""
+    pieces: list[Select] = []
+    for kind, lo, hi in split_range(f.start_ms, f.end_ms, now_ms):
+        if kind == "raw":
+            pieces.append(_raw_counts(f, dialect, lo, hi, extra(L)))
+        else:
+            assert lo is not None and hi is not None
+            pieces.append(_rollup_counts(f, DAY_MS if kind == "day" else HOUR_MS, lo, hi, extra(C)))
+    return pieces
+
+
+def _keyword_in_dimensions(keyword: str, dialect: str, cols: Any) -> ColumnElement[bool]:
+    pattern = like_pattern(keyword)
+    if dialect == "postgresql":
+        return or_(cols.model.ilike(pattern, escape="/"), cols.token_name.ilike(pattern, escape="/"))
+    return or_(cols.model.like(pattern, escape="/"), cols.token_name.like(pattern, escape="/"))
+
+
+def _keyword_counts(f: LogFilter, dialect: str, now_ms: int) -> list[Select]:
+    """A keyword's matches in two disjoint parts: rows whose model or token name holds it
+    (counted like a filter on those columns, from usage_log_counts: a model name as
+    keyword matches a large share of the log) and the other rows, whose request id, user
+    or content holds it (found in the log through the keyword index)."""
+    kw = f.keyword
+    assert kw
+    in_dims = partial(_keyword_in_dimensions, kw, dialect)
+    pieces = _counted_pieces(replace(f, keyword=None), dialect, now_ms, lambda cols: (in_dims(cols),))
+    return [*pieces, _raw_counts(f, dialect, None, None, (not_(in_dims(L)),))]
 
 
 def counts_query(f: LogFilter, dialect: str, now_ms: int) -> Select:
     """``(channel, model, token_name, n)`` groups of the matching rows (possibly several
     rows per group, one per piece of the range): their sum is the total, their keys the
     facets."""
-    if not f.countable:
+    if f.keyword and f.request_id is None and f.user is None:
+        pieces = _keyword_counts(f, dialect, now_ms)
+    elif not f.countable:
         return _raw_counts(f, dialect, None, None)
-    pieces: list[Select] = []
-    for kind, lo, hi in split_range(f.start_ms, f.end_ms, now_ms):
-        if kind == "raw":
-            pieces.append(_raw_counts(f, dialect, lo, hi))
-        else:
-            assert lo is not None and hi is not None
-            pieces.append(_rollup_counts(f, DAY_MS if kind == "day" else HOUR_MS, lo, hi))
+    else:
+        pieces = _counted_pieces(f, dialect, now_ms)
     if len(pieces) == 1:
         return pieces[0]
     return select(union_all(*pieces).subquery("pieces"))

@@ -56,6 +56,7 @@ apps = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("settings", JSON, nullable=False, default=dict),
     Column("updated_ms", BigInteger, nullable=False),
+    Column("client_trust", JSON, nullable=True),  # SPEC §10: CORS, identity providers, attestation, edge limits
 )
 
 server_keys = Table(
@@ -146,7 +147,7 @@ users = Table(
     "users",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("created_ms", BigInteger, nullable=False),
 )
 
@@ -154,9 +155,9 @@ user_assets = Table(
     "user_assets",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("name", String(100), primary_key=True),
-    Column("quantity", BigInteger, nullable=False),
+    Column("quantity_micros", BigInteger, nullable=False),  # millionths of a credit: exact
     Column("last_recovery_ms", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
 )
@@ -166,25 +167,45 @@ asset_ledger = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("asset", String(100), nullable=False),
-    Column("delta", BigInteger, nullable=False),
-    Column("balance_after", BigInteger, nullable=False),
-    Column("reason", String(20), nullable=False),  # initial|reserve|refund|grant|recovery|adjust
+    Column("delta_micros", BigInteger, nullable=False),  # millionths of a credit
+    Column("balance_micros", BigInteger, nullable=False),  # the balance after this entry
+    Column("charge_micros", BigInteger, nullable=True),  # settle: the call's actual charge
+    # initial|reserve|refund|settle|release|grant|recovery|adjust
+    Column("reason", String(20), nullable=False),
     Column("request_id", String(24), nullable=True),
     Column("idempotency_key", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
+    Column("note", String(200), nullable=True),  # an operator's reason for an adjustment
     # NULL keys never collide, so only grants (which carry a key) are deduplicated
     UniqueConstraint("app_id", "user_id", "asset", "idempotency_key"),
     Index("ix_asset_ledger_user", "app_id", "user_id", "id"),
     sqlite_autoincrement=True,
 )
 
+# Open holds of usage-based costs: reserved before the call, deleted by exactly one of its
+# settlement, its release or the sweep of lapsed leases (whoever deletes the row wins).
+asset_holds = Table(
+    "asset_holds",
+    metadata,
+    Column("request_id", String(24), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("asset", String(100), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("holder", String(100), nullable=False),  # the instance running the call
+    Column("lease_until_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_asset_holds_lease", "lease_until_ms"),
+    Index("ix_asset_holds_user", "app_id", "user_id"),
+)
+
 usage_counters = Table(
     "usage_counters",
     metadata,
     Column("app_id", String(64), primary_key=True),
-    Column("user_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
     Column("strategy", String(100), primary_key=True),  # or "instruction:<name>"
     Column("period", String(32), nullable=False),  # the limit period counted, e.g. "day:20261122"
     Column("count", BigInteger, nullable=False),  # calls in that period
@@ -198,7 +219,7 @@ chats = Table(
     metadata,
     Column("chat_id", String(18), primary_key=True),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("strategy", String(100), nullable=False),
     Column("title", UserString(100), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
@@ -212,7 +233,7 @@ chat_exchanges = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("chat_id", String(18), nullable=False),
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("strategy", String(100), nullable=False),
     Column("messages", JSON, nullable=False),  # the user turn(s) and the assistant reply
     Column("tokens", Integer, nullable=False, default=0),
@@ -230,7 +251,7 @@ ai_requests = Table(
     metadata,
     Column("request_id", BigInteger, primary_key=True, autoincrement=False),  # snowflake
     Column("app_id", String(64), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    Column("user_id", String(128), nullable=False),
     Column("from_appserver", Boolean, nullable=False),
     Column("module", String(20), nullable=False),
     Column("strategy", String(100), nullable=False),
@@ -248,6 +269,8 @@ ai_requests = Table(
     Column("next_poll_ms", BigInteger, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claim_until_ms", BigInteger, nullable=True),
+    # what the call cost the user: {asset, charge[, hold]} (usage-based costs settle it)
+    Column("credits", JSON, nullable=True),
     Index("ix_ai_requests_user_time", "app_id", "user_id", "created_ms"),
     Index("ix_ai_requests_poll", "status", "next_poll_ms"),
 )
@@ -271,7 +294,7 @@ usage_logs = Table(
     Column("mode", Integer, nullable=False, default=0),
     Column("model", String(200), nullable=False, default=""),
     Column("ip", String(64), nullable=False, default=""),
-    Column("user", String(64), nullable=False, default=""),
+    Column("user", String(128), nullable=False, default=""),
     Column("token_id", BigInteger, nullable=False, default=0),
     Column("token_name", String(100), nullable=False, default=""),
     Column("ttfb_ms", Integer, nullable=False, default=0),
@@ -287,11 +310,13 @@ usage_logs = Table(
     Column("usage_estimated", Boolean, nullable=False, default=False),
     Column("price", JSON, nullable=False, default=dict),
     Column("used_amount", Money, nullable=False, default=0),
-    Index("ix_usage_logs_created", "created_ms", "id"),
-    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id"),
-    Index("ix_usage_logs_model_created", "model", "created_ms"),
+    # The ordering indexes (newest first: created_ms, id) carry every column the log
+    # search filters on after them, so a page, deep or not, is an index-only walk.
+    Index("ix_usage_logs_created", "created_ms", "id", "code", "app_id", "model", "token_name", "channel"),
+    Index("ix_usage_logs_app_created", "app_id", "created_ms", "id", "code", "model", "token_name", "channel"),
+    Index("ix_usage_logs_model_created", "model", "created_ms", "id", "code", "app_id", "token_name", "channel"),
     Index("ix_usage_logs_request_id", "request_id"),
-    Index("ix_usage_logs_user_created", "user", "created_ms"),
+    Index("ix_usage_logs_user_created", "user", "created_ms", "id"),
     sqlite_autoincrement=True,
 )
 
@@ -355,18 +380,59 @@ usage_log_counts = Table(
 )
 
 # Log search orderings (newest first) for the filters seed 001 combines.
-Index("ix_usage_logs_app_model_created", usage_logs.c.app_id, usage_logs.c.model,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_app_token_created", usage_logs.c.app_id, usage_logs.c.token_name,
-      usage_logs.c.created_ms, usage_logs.c.id)
-Index("ix_usage_logs_channel_created", usage_logs.c.channel, usage_logs.c.created_ms,
-      usage_logs.c.id)
+_L = usage_logs.c
+Index("ix_usage_logs_app_model_created", _L.app_id, _L.model, _L.created_ms, _L.id, _L.code,
+      _L.token_name, _L.channel)
+Index("ix_usage_logs_app_token_created", _L.app_id, _L.token_name, _L.created_ms, _L.id, _L.code,
+      _L.model, _L.channel)
+Index("ix_usage_logs_channel_created", _L.channel, _L.created_ms, _L.id, _L.code, _L.app_id,
+      _L.model, _L.token_name)
 # Errors are a small share of the log: partial indexes keep "code_type=error" pages cheap.
-Index("ix_usage_logs_errors_created", usage_logs.c.created_ms, usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
-Index("ix_usage_logs_app_errors_created", usage_logs.c.app_id, usage_logs.c.created_ms,
-      usage_logs.c.id,
-      postgresql_where=usage_logs.c.code != 200, sqlite_where=usage_logs.c.code != 200)
+Index("ix_usage_logs_errors_created", _L.created_ms, _L.id, _L.code, _L.app_id, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+Index("ix_usage_logs_app_errors_created", _L.app_id, _L.created_ms, _L.id, _L.code, _L.model,
+      _L.token_name, _L.channel,
+      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+
+# Keyword search (a case-insensitive substring of these columns). PostgreSQL: a pg_trgm GIN
+# index per column (migration 0012 qualifies the operator class with pg_trgm's schema).
+# SQLite: the FTS5 table usage_logs_fts (trigram tokenizer, external content, kept by
+# triggers), which Core cannot declare; migration_filter() hides it from comparisons.
+KEYWORD_COLUMNS = ("request_id", "user", "model", "token_name", "content")
+for _name in KEYWORD_COLUMNS:
+    Index(f"ix_usage_logs_trgm_{_name}", usage_logs.c[_name], postgresql_using="gin",
+          postgresql_ops={_name: "gin_trgm_ops"}, info={"dialect": "postgresql"})
+SQLITE_FTS_TABLE = "usage_logs_fts"
+
+# Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC
+# day): a dashboard by day reads one row per series and day.
+usage_rollups_daily = Table(
+    "usage_rollups_daily",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("bucket_ms", BigInteger, primary_key=True),
+    Column("value", String(200), primary_key=True),
+    *_rollup_sums(),
+)
+
+
+def migration_filter(dialect: str):
+    """An Alembic ``include_object`` hook for comparing this metadata with a database:
+    indexes that exist on one database only, and SQLite's FTS5 tables, are left out."""
+
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "table" and name and name.startswith(SQLITE_FTS_TABLE):
+            return False
+        if type_ == "index":
+            declared = obj if not reflected else compare_to
+            only = declared.info.get("dialect") if declared is not None else None
+            return only is None or only == dialect
+        return True
+
+    return include_object
+
 
 # The batched writer's local journals (aigate.store.journal): the highest row sequence of
 # each journal file already replayed, committed with the rows so a replay is idempotent.
@@ -375,4 +441,130 @@ writer_journal = Table(
     metadata,
     Column("name", String(200), primary_key=True),  # the journal file's name
     Column("replayed_through", BigInteger, nullable=False),
+)
+
+# --- Responses API (relay): what aigate stores itself, so previous_response_id rebuilds a
+# thread on any platform. ``id`` is the unguessable id the client saw (``resp_`` + 32 random
+# bytes); rows are scoped to the relay token's app.
+relay_responses = Table(
+    "relay_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("token_id", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("conversation", JSON, nullable=False),  # input items + output items, in order
+    Column("response", JSON, nullable=False),  # the Response object as answered
+)
+Index("ix_relay_responses_created_ms", relay_responses.c.created_ms)
+
+# --- operating many platforms: webhook endpoints and their durable delivery queue
+
+app_webhooks = Table(
+    "app_webhooks",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("spec", JSON, nullable=False),  # the validated WebhookCfg (secret included)
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "url"),
+    sqlite_autoincrement=True,
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("msg_id", String(40), nullable=False, unique=True),  # the `webhook-id` header: one per delivery
+    Column("app_id", String(64), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
+    Column("status", String(12), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claim_until_ms", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("round_ms", BigInteger, nullable=False),  # start of the retry schedule (creation or re-send)
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_ms"),
+    Index("ix_webhook_deliveries_app", "app_id", "status", "created_ms"),
+    sqlite_autoincrement=True,
+)
+
+
+# --- revoked user tokens (SPEC §10): tokens of (app, user) issued at or before revoked_ms are refused
+
+token_revocations = Table(
+    "token_revocations",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("revoked_ms", BigInteger, nullable=False),
+    Index("ix_token_revocations_revoked", "revoked_ms"),
+)
+
+
+# --- the web console: operators, their sessions, the audit log, per-user daily usage
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("role", String(10), nullable=False),  # admin | viewer
+    Column("auth_version", Integer, nullable=False, default=1),  # bumped on role/password change
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Server-side console sessions, shared by every instance. The cookie holds the session id;
+# only its SHA-256 is stored. ``stamp`` ties the session to the credential it was made
+# from (the admin key's digest, or the operator's auth_version): when that changes, it ends.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("operator", String(64), nullable=False, index=True),  # "" when signed in with the admin key
+    Column("role", String(10), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("stamp", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("seen_ms", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("created_ms", BigInteger, nullable=False, index=True),
+    Column("actor", String(100), nullable=False),  # "admin-key" or "operator:<name>"
+    Column("action", String(10), nullable=False),  # the HTTP method
+    Column("object", String(500), nullable=False),  # the Admin API path written
+    Column("status", Integer, nullable=False),
+    Column("before", JSON, nullable=True),  # secrets masked
+    Column("after", JSON, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Per-user daily sums, added by the writer in the log rows' own transaction, so a user's
+# usage totals never scan the log.
+user_usage_daily = Table(
+    "user_usage_daily",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("day_ms", BigInteger, primary_key=True),  # start of the UTC day
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("used_amount", Money, nullable=False, default=0),
 )

@@ -45,6 +45,7 @@ async def erase_user(engine: AsyncEngine, app_id: str, user_id: str) -> dict[str
             ("chats", t.chats),
             ("ai_requests", t.ai_requests),
             ("user_assets", t.user_assets),
+            ("asset_holds", t.asset_holds),  # a running call's settlement then finds no hold
             ("usage_counters", t.usage_counters),
             ("users", t.users),
         ):
@@ -71,4 +72,10 @@ async def erase_user(engine: AsyncEngine, app_id: str, user_id: str) -> dict[str
             .values(user_id=marker)
         )
         counts["ledger_anonymised"] = result.rowcount
+
+        daily = t.user_usage_daily
+        result = await conn.execute(
+            update(daily).where((daily.c.app_id == app_id) & (daily.c.user_id == user_id)).values(user_id=marker)
+        )
+        counts["usage_totals_anonymised"] = result.rowcount
     return counts

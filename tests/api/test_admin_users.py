@@ -18,7 +18,8 @@ ERASED = (APP_ID, "u1")
 SAME_APP = (APP_ID, "u2")
 OTHER = (OTHER_APP, "u1")  # same user id in another app
 USER_TABLES = (t.users, t.user_assets, t.asset_ledger, t.usage_counters, t.chats,
-               t.chat_exchanges, t.ai_requests)
+               t.chat_exchanges, t.ai_requests, t.asset_holds)
+M = 1_000_000  # stored quantities are millionths
 
 
 @pytest.fixture
@@ -41,12 +42,15 @@ async def seed(gw) -> None:
     for n, (app, user) in enumerate((ERASED, SAME_APP, OTHER)):
         mine = {"app_id": app, "user_id": user}
         rows[t.users].append({**mine, "created_ms": T0 + n})
-        rows[t.user_assets].append({**mine, "name": "ai_credit", "quantity": 40 + n,
+        rows[t.user_assets].append({**mine, "name": "ai_credit", "quantity_micros": (40 + n) * M,
                                     "last_recovery_ms": T0, "updated_ms": T0})
         rows[t.usage_counters].append({**mine, "strategy": "free-normal", "period": "day:20260101", "count": 3, "total": 3})
         for i in range(4):
-            rows[t.asset_ledger].append({**mine, "asset": "ai_credit", "delta": -1, "balance_after": 49 - i,
-                                         "reason": "reserve", "request_id": f"{n}{i}", "created_ms": T0 + i})
+            rows[t.asset_ledger].append({**mine, "asset": "ai_credit", "delta_micros": -M,
+                                         "balance_micros": (49 - i) * M, "reason": "reserve",
+                                         "request_id": f"{n}{i}", "created_ms": T0 + i})
+        rows[t.asset_holds].append({**mine, "request_id": f"h{n}", "asset": "ai_credit", "amount_micros": 2_500_000,
+                                    "holder": "i1", "lease_until_ms": T0 + 60_000, "created_ms": T0})
         for c in range(2):
             chat_id = f"CHAT{n}{c}".ljust(18, "X")
             rows[t.chats].append({**mine, "chat_id": chat_id, "strategy": "free-normal", "title": f"hi {user}",
@@ -107,7 +111,9 @@ async def test_user_view(api):
     (asset,) = view["assets"]
     assert asset == {"name": "ai_credit", "quantity": 40, "type": "consumable", "recoverable": True,
                      "recovery_period": 1, "recovery_quantity": 50, "last_recovery_time": "2025-06-15T15:06:40.000Z",
-                     "valid_seconds": 0, "has_policy": True}
+                     "valid_seconds": 0, "has_policy": True, "precision": 0, "held": 2.5}
+    assert view["holds"] == [{"request_id": "h0", "asset": "ai_credit", "amount": 2.5, "holder": "i1",
+                              "created_at": "2025-06-15T15:06:40.000Z", "lease_until": "2025-06-15T15:07:40.000Z"}]
     assert [e["balance_after"] for e in view["ledger"]] == [46, 47, 48, 49]  # newest first
     assert view["chats"]["count"] == 2 and view["chats"]["latest"][0]["title"] == "hi u1"
     assert view["ai_requests"]["count"] == 3
@@ -151,9 +157,10 @@ async def test_erase_removes_content_and_keeps_billing(api):
 
     status, doc = await call(api, "DELETE", f"/apps/{APP_ID}/users/u1")
     assert status == 200 and doc["success"] is True, doc
-    assert doc["data"] == {"chat_exchanges": 3, "chats": 2, "ai_requests": 3, "user_assets": 1,
+    assert doc["data"] == {"chat_exchanges": 3, "chats": 2, "ai_requests": 3, "user_assets": 1, "asset_holds": 1,
                            "usage_counters": 1, "users": 1, "request_details": 1,
-                           "usage_logs_anonymised": 3, "ledger_anonymised": 4}
+                           "usage_logs_anonymised": 3, "ledger_anonymised": 4,
+                           "usage_totals_anonymised": 1}
 
     gone = await snapshot_of(api, *ERASED)
     assert all(rows == [] for rows in gone.values()), gone

@@ -241,7 +241,7 @@ async def test_assets_grant_is_idempotent(gw):
         assert status == 200 and res["granted"] is expected
         assert res["asset"][0]["quantity"] == 150
     grants = await rows(gw, t.asset_ledger, t.asset_ledger.c.reason == "grant")
-    assert len(grants) == 1 and grants[0].balance_after == 150
+    assert len(grants) == 1 and grants[0].balance_micros == 150_000_000
     status, err = await post(gw, server_path("u1", "/assets/grant"), {**body, "quantity": -1}, gw.server_headers())
     assert status == 400 and "quantity" in err["error"]["message"]
 

@@ -86,14 +86,14 @@ async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simu
         yesterday = now_ms() // DAY_MS * DAY_MS - DAY_MS
         async with gw.services.engine.begin() as conn:
             await conn.execute(update(t.user_assets).values(last_recovery_ms=yesterday))
-        gw.services.extras.pop("prepared_assets", None)
+        gw.services.prepared_assets = None
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=headers) as r:
             [credit] = (await r.json())["asset"]
         assert credit["quantity"] == 50 and credit["last_recovery_time"].endswith("T00:00:00Z")
         async with gw.services.engine.connect() as conn:
-            reasons = [(r.reason, r.delta) for r in await conn.execute(
+            reasons = [(r.reason, r.delta_micros) for r in await conn.execute(
                 select(t.asset_ledger).order_by(t.asset_ledger.c.id))]
-        assert reasons[-1] == ("recovery", 3)
+        assert reasons[-1] == ("recovery", 3_000_000)  # millionths
 
         # a purchase above the recovery quantity survives the next boundary
         async with gw.session.post(gw.url + "/bp/server/user/u1/ai/assets/grant", headers=gw.server_headers(),
@@ -101,7 +101,7 @@ async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simu
             assert r.status == 200
         async with gw.services.engine.begin() as conn:
             await conn.execute(update(t.user_assets).values(last_recovery_ms=yesterday))
-        gw.services.extras.pop("prepared_assets", None)
+        gw.services.prepared_assets = None
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=headers) as r:
             assert (await r.json())["asset"][0]["quantity"] == 75
     finally:

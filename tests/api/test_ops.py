@@ -29,31 +29,30 @@ async def test_readyz_reports_a_database_that_does_not_answer(gw):
         gw.services.engine = good
 
 
-async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trace(gw, tmp_path):
+async def test_a_database_that_does_not_answer_is_a_503_with_retry_after(gw):
     from aigate.store.db import create_engine
 
     good = gw.services.engine
-    gw.services.engine = create_engine(f"sqlite:///{tmp_path}/empty.db")  # a bug: no tables at all
+    gw.services.engine = create_engine("postgresql://postgres@127.0.0.1:1/nothing")  # the database is gone
     try:
         async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("u1")) as resp:
             body = await resp.json()
-        assert resp.status == 500 and body["error"]["error_type"] == "internal_error"
-        assert "request_id:" in body["error"]["message"] and "Traceback" not in body["error"]["message"]
+        assert resp.status == 503 and body["error"]["error_type"] == "service_unavailable"
+        assert int(resp.headers["Retry-After"]) > 0
     finally:
         await gw.services.engine.dispose()
         gw.services.engine = good
 
 
-async def test_a_database_that_is_gone_is_a_503_with_retry_after(gw):
-    from aigate.store.db import create_engine
+async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trace(gw, monkeypatch):
+    from aigate.engine import metering
 
-    good = gw.services.engine
-    gw.services.engine = create_engine("postgresql://postgres@127.0.0.1:1/nothing")  # nothing listens
-    try:
-        async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("u1")) as resp:
-            body = await resp.json()
-            assert resp.status == 503 and resp.headers["Retry-After"].isdigit()
-        assert body["error"]["error_type"] == "service_unavailable"
-    finally:
-        await gw.services.engine.dispose()
-        gw.services.engine = good
+    async def broken(services, caller):
+        raise RuntimeError("a bug with a secret detail")
+
+    monkeypatch.setattr(metering, "read_assets", broken)
+    async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("u1")) as resp:
+        body = await resp.json()
+    assert resp.status == 500 and body["error"]["error_type"] == "internal_error"
+    assert "request_id:" in body["error"]["message"] and "Traceback" not in body["error"]["message"]
+    assert "secret detail" not in body["error"]["message"]

@@ -335,7 +335,7 @@ async def test_rpm_tpm_and_spend_limits(rgw, monkeypatch):
 
     # the spend total is seeded from the usage log: a fresh process refuses too
     await rgw.flush()
-    rgw.services.extras.pop("relay_limits")
+    rgw.services.relay_limits = None
     assert (await call(SPEND_KEY))[0] == 429
 
     rows = await log_rows(rgw, t.usage_logs.c.token_name.in_(["rpm3", "tpm10", "spend"]))

@@ -131,10 +131,9 @@ async def test_tools_round_trip_and_json_mode(rgw, simulator):
 
         answer = await aio.chat.completions.create(model=model, messages=HI,
                                                    response_format={"type": "json_object"})
-        if model == "claude-3-5-haiku":  # Anthropic has no JSON mode: the adapter asks in the system prompt
-            assert "JSON" in simulator.requests[-1]["body"]["system"]
-        else:
-            assert isinstance(orjson.loads(answer.choices[0].message.content), dict)
+        if model == "claude-3-5-haiku":  # Anthropic: JSON mode is a forced tool call
+            assert simulator.requests[-1]["body"]["tool_choice"]["name"] == "json_response"
+        assert isinstance(orjson.loads(answer.choices[0].message.content), dict)
     await aio.close()
     rows = await log_rows(rgw)
     assert len(rows) == 12 and all(r.code == 200 and r.output_tokens > 0 for r in rows)

@@ -78,7 +78,7 @@ async def test_chat_text_usage_and_openai_document(sim, session) -> None:
     doc = result.openai
     assert doc["object"] == "chat.completion" and doc["id"] == result.upstream_id
     assert doc["model"] == "claude-sonnet-4"
-    assert doc["choices"][0]["message"] == {"role": "assistant", "content": REPLY}
+    assert doc["choices"][0]["message"] == {"role": "assistant", "content": REPLY, "refusal": None}
     assert doc["choices"][0]["finish_reason"] == "stop"
     assert doc["usage"]["prompt_tokens"] == 12
     assert doc["usage"]["prompt_tokens_details"]["cached_tokens"] == 4
@@ -122,8 +122,10 @@ async def test_request_conversion(sim, session) -> None:
     sent = sim.requests[-1]
     assert sent["path"] == "/v1/messages"  # a base URL ending in /v1 is not doubled
     body = sent["body"]
-    assert body["system"].startswith("First rule.\n\nSecond rule.\n\n")
-    assert "JSON object" in body["system"]
+    assert body["system"] == "First rule.\n\nSecond rule."
+    # JSON mode is a forced tool call, not a prompt instruction
+    assert body["tool_choice"] == {"type": "tool", "name": "json_response"}
+    assert body["tools"][-1]["input_schema"] == {"type": "object"}
     assert body["max_tokens"] == 99
     assert body["temperature"] == 1.0
     assert body["top_p"] == 0.9
@@ -155,7 +157,7 @@ async def test_stream_text_usage_and_openai_chunks(sim, session) -> None:
     chunks = [orjson.loads(e.openai_chunk) for e in events]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("msg_")
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     texts = [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
     assert "".join(texts) == REPLY
     assert [e.finish_reason for e in events if e.finish_reason] == ["stop"]
@@ -187,7 +189,9 @@ async def test_tools_round_trip(sim, session) -> None:
     assert message["content"] is None
     (call,) = message["tool_calls"]
     assert call["type"] == "function" and call["id"].startswith("toolu_")
-    assert call["function"] == {"name": "get_weather", "arguments": "{}"}
+    # the simulator fills the tool input from its schema (strings hold the reply echo)
+    expected = orjson.dumps({"city": "Simulated reply (aigate provider simulator): Say hello"})
+    assert call["function"] == {"name": "get_weather", "arguments": expected.decode()}
 
     # the answer goes back as tool_use / tool_result blocks
     follow_up = request(
@@ -245,7 +249,8 @@ async def test_tool_call_stream(sim, session) -> None:
     assert calls[0]["function"] == {"name": "get_weather", "arguments": ""}
     assert calls[0]["id"].startswith("toolu_") and calls[0]["type"] == "function"
     assert all(c["index"] == 0 for c in calls)
-    assert "".join(c["function"]["arguments"] for c in calls) == "{}"
+    arguments = orjson.loads("".join(c["function"]["arguments"] for c in calls))
+    assert arguments == {"city": "Simulated reply (aigate provider simulator): Say hello"}
     assert [e.finish_reason for e in events if e.finish_reason] == ["tool_calls"]
 
 

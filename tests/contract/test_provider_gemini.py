@@ -63,7 +63,7 @@ async def test_chat_text_usage_and_openai_document(sim, session) -> None:
     doc = result.openai
     assert doc["object"] == "chat.completion"
     assert doc["id"] == result.upstream_id and doc["model"] == "gemini-2.5-flash"
-    assert doc["choices"][0]["message"] == {"role": "assistant", "content": REPLY}
+    assert doc["choices"][0]["message"] == {"role": "assistant", "content": REPLY, "refusal": None}
     assert doc["usage"]["completion_tokens_details"]["reasoning_tokens"] == 7
 
     sent = sim.requests[-1]

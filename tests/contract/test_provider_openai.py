@@ -17,6 +17,7 @@ from aigate.providers.base import (
     UpstreamTimeout,
 )
 from aigate.providers.registry import chat_provider
+from aigate.providers.tokens import count_messages, count_text
 from aigate.simulator.server import start_simulator
 
 REPLY = "Hello from the simulated upstream, in several chunks."
@@ -131,8 +132,8 @@ async def test_usage_missing_is_estimated(sim, session) -> None:
     sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
     req = request()
     provider = chat_provider("openai")
-    expected_in = (len("Be brief.") + len("Say hello") + 3) // 4
-    expected_out = (len(REPLY) + 3) // 4
+    expected_in = count_messages(req.messages, "gpt-4o-mini")  # tiktoken, o200k_base
+    expected_out = count_text(REPLY, "gpt-4o-mini")
 
     result = await provider.chat(session, platform(sim), req)
     assert result.usage.estimated
@@ -296,7 +297,7 @@ async def test_embeddings_usage(sim, session) -> None:
 
     sim.script([{"usage": False}])
     result = await oa.embeddings(session, platform(sim), body)
-    assert (result.usage.input_tokens, result.usage.estimated) == (3, True)
+    assert (result.usage.input_tokens, result.usage.estimated) == (count_text("abcd") + count_text("abcdefgh"), True)
 
 
 async def test_images(sim, session) -> None:

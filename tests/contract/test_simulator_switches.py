@@ -134,6 +134,20 @@ async def test_status_with_retry_after(sim):
     assert "Retry-After" not in plain.headers
 
 
+async def test_per_key_switches_hit_only_that_key(sim):
+    keys = {"sk-bad": {"status": 401}, "sk-busy": {"status": 429, "retry_after": 3}}
+    assert (await sim.post("/_sim/keys", keys)).status == 200
+    assert (await sim.post("/_sim/keys", {"sk-x": {"nope": 1}})).status == 400  # unknown switches refused
+    assert (await sim.post("/_sim/keys", keys)).status == 200
+    assert (await sim.post(CHAT, chat(), headers={"Authorization": "Bearer sk-bad"})).status == 401
+    busy = await sim.post(CHAT, chat(), headers={"Authorization": "Bearer sk-busy"})
+    assert busy.status == 429 and busy.headers["Retry-After"] == "3"
+    assert (await sim.post(CHAT, chat(), headers=AUTH)).status == 200
+    anthropic = await sim.post("/v1/messages", {"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"}]}, headers={"x-api-key": "sk-bad", "anthropic-version": "2023-06-01"})
+    assert anthropic.status == 401
+
+
 async def test_malformed_non_stream(sim):
     reply = await sim.post(CHAT, chat(), headers={**AUTH, "x-sim-malformed": "1"})
     assert reply.status == 200

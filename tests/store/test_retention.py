@@ -69,7 +69,7 @@ async def test_old_rows_details_and_rollups_are_deleted_in_batches(engine):
     assert await count(engine, t.usage_logs, t.usage_logs.c.created_ms < cutoff) == 0
     # details of the deleted rows went with them; the kept rows keep theirs
     assert await count(engine, t.request_details) == sum(1 for r in new if r["request_body"])
-    for table in (t.usage_rollups, t.usage_rollups_hourly, t.usage_log_counts):
+    for table in (t.usage_rollups, t.usage_rollups_hourly, t.usage_rollups_daily, t.usage_log_counts):
         assert await count(engine, table, table.c.bucket_ms < cutoff) == 0
         assert await count(engine, table) > 0
     # the counts behind search totals still match the log exactly
@@ -96,9 +96,9 @@ async def test_start_runs_passes_in_the_background_and_stops(engine, monkeypatch
     monkeypatch.setattr(retention, "purge_once", fake_purge)
     monkeypatch.setattr(retention, "FIRST_DELAY_S", 0.01)
     monkeypatch.setattr(retention, "INTERVAL_S", 0.01)
-    services = SimpleNamespace(engine=engine, config=Config(), extras={})
+    services = SimpleNamespace(engine=engine, config=Config(), stoppers=[])
     await retention.start(services)
-    stoppers = services.extras["stoppers"]
+    stoppers = services.stoppers
     assert len(stoppers) == 1
     await asyncio.sleep(0.2)
     await stoppers[0]()
@@ -107,6 +107,6 @@ async def test_start_runs_passes_in_the_background_and_stops(engine, monkeypatch
     await asyncio.sleep(0.05)
     assert len(passes) == seen  # stopped for good
 
-    off = SimpleNamespace(engine=engine, config=Config(logs={"retention_days": 0}), extras={})
+    off = SimpleNamespace(engine=engine, config=Config(logs={"retention_days": 0}), stoppers=[])
     await retention.start(off)
-    assert off.extras == {}
+    assert off.stoppers == []

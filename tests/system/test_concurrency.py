@@ -50,7 +50,7 @@ async def test_credits_are_never_overspent(db_url, simulator):
         outcome = await fire([gw.url], gw.server_headers(), BODY)
         assert outcome == {(200, "ok"): 50, (402, "insufficient_asset"): N - 50}
         async with gw.services.engine.connect() as conn:
-            qty = (await conn.execute(select(t.user_assets.c.quantity))).scalar_one()
+            qty = (await conn.execute(select(t.user_assets.c.quantity_micros))).scalar_one()
             reserves = (await conn.execute(select(func.count()).select_from(t.asset_ledger).where(
                 t.asset_ledger.c.reason == "reserve"))).scalar_one()
         assert qty == 0 and reserves == 50

@@ -85,10 +85,10 @@ async def _run_outage(private_pg, simulator, tmp_path, *, outage_s: float, queue
                 # the calls answered 503 are recorded too, once the database is back
                 assert logs.get(503, 0) == unavailable, (user, logs, seen)
                 assert records.get("failed", 0) == unavailable, (user, records, seen)
-                balance = (await conn.execute(select(t.user_assets.c.quantity).where(
-                    t.user_assets.c.user_id == user))).scalar_one()
-                ledger = (await conn.execute(select(func.sum(t.asset_ledger.c.delta)).where(
-                    t.asset_ledger.c.user_id == user))).scalar_one()
+                balance = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
+                    t.user_assets.c.user_id == user))).scalar_one() // 1_000_000  # stored in millionths
+                ledger = (await conn.execute(select(func.sum(t.asset_ledger.c.delta_micros)).where(
+                    t.asset_ledger.c.user_id == user))).scalar_one() // 1_000_000
                 assert balance == INITIAL - ok, (user, balance, ok)
                 assert ledger == balance, (user, ledger, balance)
         return gw.services.writer, totals, up_after

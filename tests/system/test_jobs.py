@@ -167,7 +167,7 @@ async def test_a_pending_job_after_a_restart_is_continued(db_url, simulator):
     (same database) picks the job up."""
     cfg = ai_config(db_url, simulator.url)
     first = await start_gateway(cfg)
-    await first.services.extras["job_poller"].stop(release_leases=False)
+    await first.services.job_poller.stop(release_leases=False)
     _, rec = await submit(first, "u1", "video", {"prompt": "after restart", "seconds": 1})
     await first.close()
     assert job_posts(simulator) == 0
@@ -196,8 +196,8 @@ async def test_a_killed_instances_job_is_finished_by_another(pg_url, simulator):
             await asyncio.sleep(0.01)
         # A dies mid-job: its poller stops without handing anything back, and the job
         # stays claimed by it until its lease runs out
-        await a.services.extras["job_poller"].stop(release_leases=False)
-        poller_a = a.services.extras["job_poller"].claimer
+        await a.services.job_poller.stop(release_leases=False)
+        poller_a = a.services.job_poller.claimer
 
         async def lease_until(ms: int) -> None:
             async with a.services.engine.begin() as conn:

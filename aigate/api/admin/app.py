@@ -7,20 +7,14 @@ import logging
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from aigate.api.admin.access import AuditMiddleware, require_operator
 from aigate.api.admin.common import ORJSONResponse, envelope
 from aigate.api.admin.routes import ROUTERS
 from aigate.api.json_bounds import bounds_error
-from aigate.auth.caller import admin_ok
 from aigate.engine.calls import RETRY_AFTER_S
 from aigate.store.outage import is_outage
 
 log = logging.getLogger("aigate.admin")
-
-
-async def require_admin(request: Request) -> None:
-    services = request.app.state.services
-    if not admin_ok(services.config.server.admin_key, request.headers.get("authorization")):
-        raise HTTPException(status_code=401, detail="invalid or missing admin key")
 
 
 def _no_constant(name: str) -> None:
@@ -55,8 +49,9 @@ def create_admin_app() -> FastAPI:
     api = FastAPI(
         title="aigate Admin API",
         default_response_class=ORJSONResponse,
-        dependencies=[Depends(require_admin), Depends(check_input_bounds)],
-        docs_url="/docs",
+        dependencies=[Depends(require_operator), Depends(check_input_bounds)],
+        docs_url=None,  # /api/docs is the console's offline Swagger UI (aigate.console.web)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
 
@@ -85,4 +80,5 @@ def create_admin_app() -> FastAPI:
 
     for router in ROUTERS:
         api.include_router(router)
+    api.add_middleware(AuditMiddleware)
     return api

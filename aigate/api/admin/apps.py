@@ -5,6 +5,11 @@ Creating an app accepts the same document as one entry of the file's ``apps:`` l
 secret is generated when left out and is shown in the clear only in the creation
 response; afterwards it is masked (set a new one with PUT/PATCH to rotate it).
 
+The SPEC §10 settings (``cors``, ``user_tokens``, ``attestation``, ``rate_limits``,
+``previous_user_token_secrets``) are shown under ``client`` with every secret masked, and
+PUT/PATCH replace each one given; the file's checks run on them (an (issuer, audience)
+pair another app uses is a 400).
+
 DELETE disables the app (every key and token of it stops working at once; data kept,
 reversible with ``PATCH {"enabled": true}``). ``DELETE ?purge=true`` also removes its
 configuration rows (keys, relay tokens, strategies, instructions, asset policies); its
@@ -36,8 +41,17 @@ from aigate.api.admin.common import (
 from aigate.auth.keys import new_key
 from aigate.clock import iso_ms, now_ms
 from aigate.config.apply import apply_app
-from aigate.config.loader import app_errors
-from aigate.config.schema import AppCfg, Strict
+from aigate.config.loader import app_errors, client_trust_errors, issuer_pair_errors
+from aigate.config.schema import (
+    AppCfg,
+    AttestationCfg,
+    ClientTrustCfg,
+    CorsCfg,
+    PreviousSecretCfg,
+    RateLimitsCfg,
+    Strict,
+    UserTokenIssuerCfg,
+)
 from aigate.store import tables as t
 
 router = APIRouter(prefix="/apps", tags=["apps"], responses=ERROR_RESPONSES)
@@ -64,6 +78,24 @@ class AppUpdate(Strict):
     name: str | None = Field(default=None, max_length=200)
     enabled: bool | None = None
     user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)
+    # SPEC §10: each one given replaces the app's current setting (null removes cors/attestation)
+    previous_user_token_secrets: list[PreviousSecretCfg] | None = None
+    cors: CorsCfg | None = None
+    user_tokens: list[UserTokenIssuerCfg] | None = None
+    attestation: AttestationCfg | None = None
+    rate_limits: RateLimitsCfg | None = None
+
+
+CLIENT_FIELDS = tuple(ClientTrustCfg.model_fields)
+
+
+def masked_client(client: ClientTrustCfg) -> dict:
+    """The app's client settings as the Admin API shows them: every secret masked."""
+    data = client.model_dump(mode="json")
+    for item in (*data["previous_user_token_secrets"], *data["user_tokens"], data["attestation"] or {}):
+        if item.get("secret"):
+            item["secret"] = mask(item["secret"])
+    return data
 
 
 class AppView(Strict):
@@ -77,6 +109,7 @@ class AppView(Strict):
     server_keys: list[str]
     relay_tokens: list[str]
     updated_at: str
+    client: dict  # cors, user_tokens, attestation, rate_limits, previous_user_token_secrets (masked)
 
 
 async def _view(conn: AsyncConnection, app_id: str, *, reveal: bool = False) -> AppView:
@@ -100,7 +133,17 @@ async def _view(conn: AsyncConnection, app_id: str, *, reveal: bool = False) -> 
         server_keys=names["server_keys"],
         relay_tokens=names["relay_tokens"],
         updated_at=iso_ms(row.updated_ms),
+        client=masked_client(ClientTrustCfg.model_validate(row.client_trust or {})),
     )
+
+
+async def _issuer_errors(conn: AsyncConnection, app_id: str, client: ClientTrustCfg) -> list[str]:
+    """The app's user-token issuers against every other app's: no (issuer, audience) pair twice."""
+    others = await conn.execute(select(t.apps.c.id, t.apps.c.client_trust).where(t.apps.c.id != app_id))
+    apps = [(f"apps[{r.id}]", r.id, ClientTrustCfg.model_validate(r.client_trust or {}).user_tokens)
+            for r in others]
+    errors = issuer_pair_errors([*apps, ("", app_id, client.user_tokens)])
+    return [e.removeprefix(".") for e in errors if not e.startswith("apps[")]
 
 
 @router.get("", summary="List apps", response_model=Envelope[list[AppView]])
@@ -117,6 +160,7 @@ async def create_app(body: AppCreate, services: ServicesDep):
     app = AppCfg.model_validate({**body.model_dump(), "user_token_secret": secret})
     async with config_change(services) as conn:
         errors = app_errors("", app, await platform_cfgs(conn))
+        errors += await _issuer_errors(conn, app.id, app.client_trust())
         if errors:
             raise invalid(object_errors(errors))
         if (await conn.execute(select(t.apps.c.id).where(t.apps.c.id == app.id))).first():
@@ -139,8 +183,11 @@ async def get_app(app_id: str, services: ServicesDep):
 async def update_app(app_id: str, body: AppUpdate, services: ServicesDep):
     """Only the fields given change (PUT and PATCH behave the same: an app's other parts
     have their own endpoints)."""
-    changes = body.model_dump(exclude_none=True)
+    changes = body.model_dump(exclude_none=True, exclude=set(CLIENT_FIELDS))
+    client_changes = {name: getattr(body, name) for name in CLIENT_FIELDS if name in body.model_fields_set}
     async with config_change(services) as conn:
+        if client_changes:
+            changes["client_trust"] = (await _client_update(conn, app_id, client_changes)).model_dump(mode="json")
         if changes:
             result = await conn.execute(
                 update(t.apps).where(t.apps.c.id == app_id).values(**changes, updated_ms=now_ms())
@@ -149,6 +196,22 @@ async def update_app(app_id: str, body: AppUpdate, services: ServicesDep):
                 raise not_found(f"unknown app '{app_id}'")
         view = await _view(conn, app_id)
     return ok(view)
+
+
+async def _client_update(conn: AsyncConnection, app_id: str, given: dict) -> ClientTrustCfg:
+    row = (await conn.execute(select(t.apps.c.client_trust).where(t.apps.c.id == app_id))).first()
+    if row is None:
+        raise not_found(f"unknown app '{app_id}'")
+    current = ClientTrustCfg.model_validate(row.client_trust or {})
+    defaults = {"previous_user_token_secrets": [], "user_tokens": [], "rate_limits": RateLimitsCfg()}
+    merged = {**{n: getattr(current, n) for n in CLIENT_FIELDS},
+              **{n: (v if v is not None else defaults.get(n)) for n, v in given.items()}}
+    client = ClientTrustCfg(**merged)
+    probe = AppCfg.model_construct(**merged)
+    errors = object_errors(client_trust_errors("", probe)) + await _issuer_errors(conn, app_id, client)
+    if errors:
+        raise invalid(errors)
+    return client
 
 
 @router.delete("/{app_id}", summary="Disable an app, or delete its configuration (purge)",

@@ -7,8 +7,10 @@
 * buckets are aligned to UTC minutes, hours or days; a bucket sums the rollup minutes
   whose start lies in the range (minute precision), so the first bucket may be partial;
 * whole hours are read from ``usage_rollups_hourly`` (one pre-summed series per group,
-  and for all groups, in total, per model and per strategy) and only the partial hours at
-  the edges (or everything, for minutes) from the per-minute ``usage_rollups``;
+  and for all groups, in total, per model and per strategy), whole UTC days of a
+  dashboard by day from ``usage_rollups_daily`` (the same series per day), and only the
+  partial hours at the edges (or everything, for minutes) from the per-minute
+  ``usage_rollups``;
 * at most 10,080 buckets per request (a week of minutes).
 
 Response ``data`` (columnar: every array is aligned with ``timestamps``, zeros included)::
@@ -49,13 +51,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin.logs import Millis, blank_to_none, json_response, opt_str
+from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, opt_str
 from aigate.clock import now_ms
 from aigate.store import tables as t
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-SPANS = {"minute": MINUTE_MS, "hour": HOUR_MS, "day": 86_400_000}
+DAY_MS = 86_400_000
+SPANS = {"minute": MINUTE_MS, "hour": HOUR_MS, "day": DAY_MS}
 DEFAULT_RANGE_MS = 86_400_000
 MAX_BUCKETS = 10_080  # a week of minutes
 
@@ -64,7 +67,6 @@ DIMS = ("total", "model", "strategy")
 
 router = APIRouter(tags=["dashboard"])
 
-H = t.usage_rollups_hourly.c
 M = t.usage_rollups.c
 Columns = list[list]  # one list per SUMS field, one slot per bucket
 
@@ -77,6 +79,19 @@ def _pieces(start: int, end: int, span: int) -> tuple[tuple[int, int] | None, li
     if span == MINUTE_MS or h1 >= h2:
         return None, [(start, end)]
     return (h1, h2), [(lo, hi) for lo, hi in ((start, h1), (h2, end)) if lo < hi]
+
+
+def _days(hours: tuple[int, int] | None, span: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """For a dashboard by day: the whole UTC days of the hours (read from the daily
+    series) and the hours left to the hourly series."""
+    if hours is None or span != DAY_MS:
+        return None, [hours] if hours else []
+    h1, h2 = hours
+    d1 = -(-h1 // DAY_MS) * DAY_MS
+    d2 = h2 // DAY_MS * DAY_MS
+    if d1 >= d2:
+        return None, [hours]
+    return (d1, d2), [(lo, hi) for lo, hi in ((h1, d1), (d2, h2)) if lo < hi]
 
 
 def _json_array(dialect: str, col: Any) -> Any:
@@ -96,12 +111,14 @@ def _series_select(dialect: str, dim: Any, value: Any, rows: Any, keys: list) ->
     ).group_by(*keys)
 
 
-def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str) -> Select:
-    """Series of the whole hours ``[lo, hi)`` from the pre-summed hourly series."""
+def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str, *, grain: int = HOUR_MS) -> Select:
+    """Series of the whole hours ``[lo, hi)`` from the pre-summed hourly series (or of the
+    whole days, from the daily ones, with ``grain=DAY_MS``)."""
+    H = (t.usage_rollups_daily if grain == DAY_MS else t.usage_rollups_hourly).c
     where = (H.app_id == (group if group is not None else "*"), H.dim.in_(DIMS),
              H.bucket_ms >= lo, H.bucket_ms < hi)
     amount = cast(H.used_amount, Float)  # a float sum is plenty for a chart, and cheap to move
-    if span == HOUR_MS:  # already one row per series and hour
+    if span == grain:  # already one row per series and bucket
         rows = select(H.dim, H.value, H.bucket_ms.label("b"),
                       *(H[s] if s != "used_amount" else amount.label(s) for s in SUMS))
         rows = rows.where(*where).order_by(H.dim, H.bucket_ms).subquery("hours")
@@ -242,10 +259,12 @@ async def dashboard(
         raise HTTPException(
             400, f"timespan: {buckets} {span_name} buckets exceed {MAX_BUCKETS}; use a longer timespan"
         )
-    engine: AsyncEngine = request.app.state.services.engine
+    engine: AsyncEngine = log_reader(request.app.state.services)
     dialect = engine.dialect.name
     hours, minutes = _pieces(start_timestamp, end_timestamp, span)
-    queries = [hourly_query(*hours, span, group, dialect) if hours else None,
+    days, hour_ranges = _days(hours, span)
+    queries = [hourly_query(*days, span, group, dialect, grain=DAY_MS) if days else None,
+               *(hourly_query(*r, span, group, dialect) for r in hour_ranges),
                minute_query(minutes, span, group, dialect) if minutes else None]
     if dialect == "sqlite":  # one connection: run them one after the other
         results = [await _rows(engine, q) for q in queries]
@@ -256,6 +275,6 @@ async def dashboard(
         "timespan": span_name,
         "start_timestamp": start_timestamp,
         "end_timestamp": end_timestamp,
-        **build_dashboard(results[0] + results[1], start_timestamp, end_timestamp, span),
+        **build_dashboard([row for rows in results for row in rows], start_timestamp, end_timestamp, span),
     }
     return json_response(data)

@@ -21,8 +21,10 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
+from aigate.store.db import create_reader_engine
 from aigate.store.logs_query import (
     LogFilter,
     counts_query,
@@ -129,8 +131,20 @@ Params = Annotated[LogParams, Depends()]
 GroupQuery = opt_str(64, "only this app's logs")
 
 
+def log_reader(services: Any) -> AsyncEngine:
+    """The engine the log search, export and dashboard read with: on PostgreSQL a small
+    pool of its own whose connections plan every statement with its actual parameters
+    (``db.READER_SETTINGS``), so the App API's pool keeps its plan cache; on SQLite the
+    one engine."""
+    if services.log_reader is None:
+        services.log_reader = create_reader_engine(services.config.database.url) or services.engine
+        if services.log_reader is not services.engine:
+            services.stoppers.append(services.log_reader.dispose)
+    return services.log_reader
+
+
 def _engine(request: Request) -> AsyncEngine:
-    return request.app.state.services.engine
+    return log_reader(request.app.state.services)
 
 
 async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
@@ -162,13 +176,22 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
 @router.get("/logs/search", response_model=None)
 async def search_all_logs(request: Request, params: Params, group: GroupQuery = None) -> Response:
     """Every group's logs, newest first, with the total and the channel and model facets."""
-    return json_response(await _search(_engine(request), params, params.filter(group), token_names=False))
+    data = await _search(_engine(request), params, params.filter(group), token_names=False)
+    return json_response(data if may_see_bodies(request) else without_bodies(data))
 
 
 @router.get("/log/{group}/search", response_model=None)
 async def search_group_logs(request: Request, group: GroupPath, params: Params) -> Response:
     """One group's logs, newest first, with the channel, model and token name facets."""
-    return json_response(await _search(_engine(request), params, params.filter(group), token_names=True))
+    data = await _search(_engine(request), params, params.filter(group), token_names=True)
+    return json_response(data if may_see_bodies(request) else without_bodies(data))
+
+
+def without_bodies(data: dict) -> dict:
+    """A viewer's search result: no request or response bodies."""
+    for row in data["logs"]:
+        row["request_detail"] = {**row["request_detail"], "request_body": "", "response_body": ""}
+    return data
 
 
 async def _detail(engine: AsyncEngine, log_id: int, group: str | None) -> Response:

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
 
 def _model(row) -> ModelCfg:
-    return ModelCfg(name=row.name, price=Price.model_validate(row.price))
+    return ModelCfg(name=row.name, price=Price.model_validate(row.price) if row.price else None)
 
 
 @router.get("", summary="List model prices", response_model=Envelope[list[ModelCfg]])
@@ -41,7 +41,7 @@ async def create_model(body: ModelCfg, services: ServicesDep):
         if found.first() is not None:
             raise conflict(f"model '{body.name}' already exists")
         await conn.execute(
-            t.models.insert().values(name=body.name, price=dump(body.price), updated_ms=now_ms())
+            t.models.insert().values(name=body.name, price=dump(body.price) if body.price else None, updated_ms=now_ms())
         )
     return ok(body)
 
@@ -62,7 +62,7 @@ async def replace_model(name: str, body: ModelCfg, services: ServicesDep):
         result = await conn.execute(
             update(t.models)
             .where(t.models.c.name == name)
-            .values(price=dump(body.price), updated_ms=now_ms())
+            .values(price=dump(body.price) if body.price else None, updated_ms=now_ms())
         )
         if result.rowcount == 0:
             raise not_found(f"unknown model '{name}'")

@@ -41,7 +41,16 @@ class PlatformView(PlatformCfg):
 
 
 def _view(cfg: PlatformCfg, number: int) -> PlatformView:
-    return PlatformView(**{**dump(cfg), "api_key": mask(cfg.api_key), "number": number})
+    return PlatformView(**{**dump(cfg), "api_key": mask(cfg.api_key),
+                           "api_keys": [mask(k) for k in cfg.api_keys], "number": number})
+
+
+def _keep_masked_keys(body: dict[str, Any], current: PlatformCfg) -> dict[str, Any]:
+    """Masked keys sent back (a GET's ``api_keys``) stand for the stored keys they mask."""
+    if "api_keys" not in body or not isinstance(body["api_keys"], list):
+        return body
+    stored = {mask(k): k for k in current.all_keys()}
+    return {**body, "api_keys": [stored.get(k, k) if isinstance(k, str) else k for k in body["api_keys"]]}
 
 
 def _cfg(row) -> PlatformCfg:
@@ -119,6 +128,7 @@ async def replace_platform(
         current = _cfg(await _row(conn, platform_id))
     if body.api_key and body.api_key == mask(current.api_key):
         body = body.model_copy(update={"api_key": current.api_key})
+    body = body.model_copy(update=_keep_masked_keys({"api_keys": body.api_keys}, current))
     return ok(await _save(services, platform_id, body))
 
 
@@ -134,7 +144,7 @@ async def patch_platform(
         current = _cfg(await _row(conn, platform_id))
     if changes.get("api_key") == mask(current.api_key):
         changes = {k: v for k, v in changes.items() if k != "api_key"}
-    merged = {**dump(current), **changes}
+    merged = {**dump(current), **_keep_masked_keys(changes, current)}
     check_name(platform_id, merged.get("id"), "id")
     cfg = validate_as(PlatformCfg, merged)
     return ok(await _save(services, platform_id, cfg))

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from aigate.api.admin import (
     apps,
+    console_api,
     dashboard,
     keys,
     logs,
     models,
+    operations,
     platforms,
     specs,
     users,
@@ -22,4 +24,6 @@ ROUTERS: list = [
     models.router,
     logs.router,
     dashboard.router,
+    operations.router,
+    console_api.router,
 ]

@@ -2,27 +2,32 @@
 
 The view reads what the App API wrote (balances, ledger, chats, AI requests, usage log
 totals) without changing it; balances are shown as stored (recovery is applied when the
-user next calls). Amounts are decimal strings so they stay exact.
+user next calls). Credit quantities are JSON numbers (a balance with at most its asset's
+``precision`` decimals, ledger amounts exact to the millionth); money amounts are decimal
+strings so they stay exact. Open holds of usage-based calls are listed with their lease;
+a ledger ``settle`` entry carries the call's actual ``charge``.
 """
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
-from sqlalchemy import case, func, select
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.checks import require_app
 from aigate.api.admin.common import ERROR_RESPONSES, Envelope, ServicesDep, not_found, ok
 from aigate.clock import iso_ms
 from aigate.config.schema import AssetCfg, Strict
+from aigate.engine.metering import SCALE, render
 from aigate.store import tables as t
 from aigate.store.user_erase import erase_user
 
 router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERROR_RESPONSES)
 
-UserId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="end-user id")]
+UserId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:@|-]{1,128}$", description="end-user id")]
 Page = Annotated[int, Query(ge=1)]
 PerPage = Annotated[int, Query(ge=1, le=1000)]
 LATEST = 5  # chats and AI requests shown in the user view
@@ -43,25 +48,40 @@ class UserAsset(Strict):
     """Seed 002's asset object; ``has_policy`` is false once the policy was deleted."""
 
     name: str
-    quantity: int
+    quantity: int | float
     type: str
     recoverable: bool
     recovery_period: int
-    recovery_quantity: int
+    recovery_quantity: int | float
     last_recovery_time: str
     valid_seconds: int
     has_policy: bool
+    precision: int = 0
+    held: int | float = 0  # reserved by running usage-based calls (already out of quantity)
 
 
 class LedgerEntry(Strict):
     id: int
     asset: str
-    delta: int
-    balance_after: int
-    reason: str
+    delta: int | float
+    balance_after: int | float
+    reason: str  # initial|reserve|refund|settle|release|expired|grant|recovery|adjust
+    charge: int | float | None = None  # settle: the call's actual charge
     request_id: str | None
     idempotency_key: str | None
     created_at: str
+    note: str | None = None
+
+
+class HoldEntry(Strict):
+    """A usage-based call's hold, open while the call runs (or until its lease lapses)."""
+
+    request_id: str
+    asset: str
+    amount: int | float
+    holder: str
+    created_at: str
+    lease_until: str
 
 
 class LedgerPage(Strict):
@@ -92,6 +112,7 @@ class RequestSummary(Strict):
     from_appserver: bool
     created_at: str
     updated_at: str
+    credits: dict | None = None  # what the call cost: {asset, charge[, hold]}
 
 
 class Requests(Strict):
@@ -113,6 +134,7 @@ class UserView(Strict):
     user_id: str
     created_at: str  # empty when the user row is not written yet
     assets: list[UserAsset]
+    holds: list[HoldEntry]
     ledger: list[LedgerEntry]
     chats: Chats
     ai_requests: Requests
@@ -140,16 +162,34 @@ async def _assets(conn: AsyncConnection, app_id: str, user_id: str) -> list[User
         .where(_mine(ua, app_id, user_id))
         .order_by(ua.c.name)
     )
+    held = dict((await conn.execute(
+        select(t.asset_holds.c.asset, func.sum(t.asset_holds.c.amount_micros))
+        .where(_mine(t.asset_holds, app_id, user_id)).group_by(t.asset_holds.c.asset)
+    )).all())
     out = []
     for r in rows:
-        policy = AssetCfg.model_validate(r.spec) if r.spec else AssetCfg(name=r.name, type="")
+        policy = AssetCfg.model_validate(r.spec) if r.spec else AssetCfg(name=r.name, type="", precision=6)
         out.append(UserAsset(
-            name=r.name, quantity=r.quantity, type=policy.type, recoverable=policy.recoverable,
-            recovery_period=policy.recovery_period, recovery_quantity=policy.recovery_quantity,
+            name=r.name, quantity=render(r.quantity_micros, policy.precision), type=policy.type,
+            recoverable=policy.recoverable, recovery_period=policy.recovery_period,
+            recovery_quantity=_exact(policy.recovery_quantity * SCALE),
             last_recovery_time=iso_ms(r.last_recovery_ms), valid_seconds=policy.valid_seconds,
-            has_policy=r.spec is not None,
+            has_policy=r.spec is not None, precision=policy.precision,
+            held=_exact(held.get(r.name) or 0),
         ))
     return out
+
+
+def _exact(amount_micros) -> int | float:
+    return render(int(amount_micros), 6)
+
+
+async def _holds(conn: AsyncConnection, app_id: str, user_id: str) -> list[HoldEntry]:
+    h = t.asset_holds
+    rows = await conn.execute(select(h).where(_mine(h, app_id, user_id)).order_by(h.c.created_ms))
+    return [HoldEntry(request_id=r.request_id, asset=r.asset, amount=_exact(r.amount_micros), holder=r.holder,
+                      created_at=iso_ms(r.created_ms), lease_until=iso_ms(r.lease_until_ms))
+            for r in rows]
 
 
 async def _ledger(
@@ -164,9 +204,10 @@ async def _ledger(
         .offset(offset)
     )
     return [
-        LedgerEntry(id=r.id, asset=r.asset, delta=r.delta, balance_after=r.balance_after,
+        LedgerEntry(id=r.id, asset=r.asset, delta=_exact(r.delta_micros), balance_after=_exact(r.balance_micros),
                     reason=r.reason, request_id=r.request_id, idempotency_key=r.idempotency_key,
-                    created_at=iso_ms(r.created_ms))
+                    created_at=iso_ms(r.created_ms), note=r.note,
+                    charge=None if r.charge_micros is None else _exact(r.charge_micros))
         for r in rows
     ]
 
@@ -188,7 +229,7 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
     ar = t.ai_requests
     rows = await conn.execute(
         select(ar.c.request_id, ar.c.module, ar.c.strategy, ar.c.platform, ar.c.status,
-               ar.c.error, ar.c.from_appserver, ar.c.created_ms, ar.c.updated_ms)
+               ar.c.error, ar.c.from_appserver, ar.c.created_ms, ar.c.updated_ms, ar.c.credits)
         .where(_mine(ar, app_id, user_id))
         .order_by(ar.c.created_ms.desc(), ar.c.request_id.desc())
         .limit(LATEST)
@@ -197,23 +238,24 @@ async def _requests(conn: AsyncConnection, app_id: str, user_id: str) -> Request
         RequestSummary(request_id=str(r.request_id), module=r.module, strategy=r.strategy,
                        platform=r.platform, status=r.status, error=r.error or "",
                        from_appserver=r.from_appserver, created_at=iso_ms(r.created_ms),
-                       updated_at=iso_ms(r.updated_ms))
+                       updated_at=iso_ms(r.updated_ms), credits=r.credits)
         for r in rows
     ]
     return Requests(count=await _count(conn, ar, app_id, user_id), latest=latest)
 
 
 async def _usage(conn: AsyncConnection, app_id: str, user_id: str) -> UsageTotals:
-    lg = t.usage_logs
+    """Summed from the per-user daily rollup the writer keeps (never a scan of the log)."""
+    d = t.user_usage_daily
     row = (await conn.execute(
         select(
-            func.count(),
-            func.coalesce(func.sum(case((lg.c.code != 200, 1), else_=0)), 0),
-            func.coalesce(func.sum(lg.c.input_tokens), 0),
-            func.coalesce(func.sum(lg.c.output_tokens), 0),
-            func.coalesce(func.sum(lg.c.total_tokens), 0),
-            func.sum(lg.c.used_amount),
-        ).where((lg.c.app_id == app_id) & (lg.c.user == user_id))
+            func.coalesce(func.sum(d.c.requests), 0),
+            func.coalesce(func.sum(d.c.errors), 0),
+            func.coalesce(func.sum(d.c.input_tokens), 0),
+            func.coalesce(func.sum(d.c.output_tokens), 0),
+            func.coalesce(func.sum(d.c.total_tokens), 0),
+            func.sum(d.c.used_amount),
+        ).where((d.c.app_id == app_id) & (d.c.user_id == user_id))
     )).one()
     return UsageTotals(requests=row[0], errors=row[1], input_tokens=row[2], output_tokens=row[3],
                        total_tokens=row[4], used_amount=_amount(row[5]))
@@ -241,7 +283,7 @@ async def list_users(
 @router.get("/{user_id}", summary="One end user: assets, ledger, chats, AI requests, usage",
             response_model=Envelope[UserView])
 async def get_user(
-    app_id: str, user_id: UserId, services: ServicesDep
+    app_id: str, user_id: UserId, services: ServicesDep, request: Request
 ):
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
@@ -251,6 +293,7 @@ async def get_user(
         view = UserView(
             app_id=app_id, user_id=user_id, created_at=iso_ms(created),
             assets=await _assets(conn, app_id, user_id),
+            holds=await _holds(conn, app_id, user_id),
             ledger=await _ledger(conn, app_id, user_id, LEDGER_IN_VIEW),
             chats=await _chats(conn, app_id, user_id),
             ai_requests=await _requests(conn, app_id, user_id),
@@ -260,6 +303,9 @@ async def get_user(
     if created is None and not (view.assets or view.ledger or view.chats.count
                                 or view.ai_requests.count or view.usage.requests):
         raise not_found(f"unknown user '{user_id}' in app '{app_id}'")
+    if not may_see_bodies(request):  # a viewer sees no chat content (titles are user text)
+        latest = [c.model_copy(update={"title": ""}) for c in view.chats.latest]
+        view = view.model_copy(update={"chats": view.chats.model_copy(update={"latest": latest})})
     return ok(view)
 
 

@@ -6,7 +6,7 @@ import asyncio
 from alembic import context
 
 from aigate.store.db import create_engine, is_sqlite
-from aigate.store.tables import metadata
+from aigate.store.tables import metadata, migration_filter
 
 config = context.config
 
@@ -17,6 +17,7 @@ def _run(connection) -> None:
         target_metadata=metadata,
         render_as_batch=is_sqlite(config.get_main_option("sqlalchemy.url")),
         compare_type=True,
+        include_object=migration_filter(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
