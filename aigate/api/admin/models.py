@@ -1,5 +1,7 @@
 """/api/models: model prices (seed 001's price fields). A model without a row is priced
-at zero; routing does not depend on this table (platforms list the models they serve)."""
+at zero; a model whose ``price`` is null takes it from the price database
+(``aigate.config.price_db``); routing does not depend on this table (platforms list the
+models they serve)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -24,7 +26,7 @@ router = APIRouter(prefix="/models", tags=["models"], responses=ERROR_RESPONSES)
 
 
 def _model(row) -> ModelCfg:
-    return ModelCfg(name=row.name, price=Price.model_validate(row.price))
+    return ModelCfg(name=row.name, price=None if row.price is None else Price.model_validate(row.price))
 
 
 @router.get("", summary="List model prices", response_model=Envelope[list[ModelCfg]])
@@ -41,7 +43,7 @@ async def create_model(body: ModelCfg, services: ServicesDep):
         if found.first() is not None:
             raise conflict(f"model '{body.name}' already exists")
         await conn.execute(
-            t.models.insert().values(name=body.name, price=dump(body.price), updated_ms=now_ms())
+            t.models.insert().values(name=body.name, price=dump(body.price) if body.price else None, updated_ms=now_ms())
         )
     return ok(body)
 
@@ -62,7 +64,7 @@ async def replace_model(name: str, body: ModelCfg, services: ServicesDep):
         result = await conn.execute(
             update(t.models)
             .where(t.models.c.name == name)
-            .values(price=dump(body.price), updated_ms=now_ms())
+            .values(price=dump(body.price) if body.price else None, updated_ms=now_ms())
         )
         if result.rowcount == 0:
             raise not_found(f"unknown model '{name}'")
