@@ -149,11 +149,13 @@ async def _rows(gw, user: str):
         records = (await conn.execute(
             select(t.ai_requests.c.status).where(t.ai_requests.c.user_id == user))).all()
         ledger = (await conn.execute(
-            select(t.asset_ledger.c.reason, t.asset_ledger.c.delta).where(t.asset_ledger.c.user_id == user)
+            select(t.asset_ledger.c.reason, t.asset_ledger.c.delta_micros).where(t.asset_ledger.c.user_id == user)
             .order_by(t.asset_ledger.c.id))).all()
         balance = (await conn.execute(
-            select(t.user_assets.c.quantity).where(t.user_assets.c.user_id == user))).scalar()
-    return [r[0] for r in logs], [r[0] for r in records], [tuple(r) for r in ledger], balance
+            select(t.user_assets.c.quantity_micros).where(t.user_assets.c.user_id == user))).scalar()
+    whole = 1_000_000  # stored in millionths of a credit
+    return ([r[0] for r in logs], [r[0] for r in records], [(r[0], r[1] // whole) for r in ledger],
+            None if balance is None else balance // whole)
 
 
 async def _settled_rows(gw, user: str, want_records: bool):
