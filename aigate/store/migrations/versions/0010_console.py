@@ -1,7 +1,7 @@
 """web console: operators, console sessions, audit log, per-user daily usage
 
 Revision ID: 0010
-Revises: 0002
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op

@@ -1,7 +1,7 @@
 """clients in the wild: per-app client settings, token revocations, 128-character user ids
 
 Revision ID: 0011
-Revises: 0002
+Revises: 0014
 """
 import sqlalchemy as sa
 from alembic import op

@@ -8,14 +8,17 @@
   so deep pages and filtered pages are index-only walks;
 * ``usage_rollups_daily``: the hourly dashboard series summed per UTC day.
 
+On SQLite a migration that rebuilds ``usage_logs`` (Alembic's batch mode) drops the FTS
+triggers, so this one runs after those that do (0011 widens the user columns).
+
 Revision ID: 0012
-Revises: 0002
+Revises: 0010
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0002"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

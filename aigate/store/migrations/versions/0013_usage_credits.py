@@ -5,7 +5,7 @@ Balances and ledger amounts become integers of millionths of a credit (a credit 
 columns make any code still reading whole credits fail loudly instead of misreading.
 
 Revision ID: 0013
-Revises: 0002
+Revises: 0015
 """
 import sqlalchemy as sa
 from alembic import op

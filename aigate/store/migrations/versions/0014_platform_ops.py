@@ -1,7 +1,7 @@
 """operating many platforms: webhook endpoints and the webhook delivery queue
 
 Revision ID: 0014
-Revises: 0002
+Revises: 0013
 """
 import sqlalchemy as sa
 from alembic import op

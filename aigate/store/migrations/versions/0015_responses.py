@@ -1,7 +1,7 @@
 """stored Responses API responses: previous_response_id, GET and DELETE /v1/responses/{id}
 
 Revision ID: 0015
-Revises: 0002
+Revises: 0016
 """
 import sqlalchemy as sa
 from alembic import op
