@@ -43,8 +43,8 @@ async def test_per_user_rpm_holds_across_two_instances(pg_url, redis_url, simula
         await b.flush()
         async with a.services.engine.connect() as conn:
             logged = (await conn.execute(select(func.count()).select_from(t.usage_logs))).scalar_one()
-            qty = (await conn.execute(select(t.user_assets.c.quantity))).scalar_one()
-        assert logged == 30 and qty == 1000 - 30
+            micros = (await conn.execute(select(t.user_assets.c.quantity_micros))).scalar_one()
+        assert logged == 30 and micros == (1000 - 30) * 1_000_000
         # another user of the same app has a budget of their own
         async with a.session.post(f"{b.url}/bp/ai/chat", json=CHAT, headers=a.user_headers("other")) as resp:
             assert resp.status == 200
