@@ -46,6 +46,7 @@ class Services:
     webhook_deliverer: Deliverer | None = None  # aigate.engine.webhooks
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
     log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
+    edge: Any = None  # aigate.edge.gate.EdgeGate: authentication, edge limits, revocations
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 
     @property

@@ -17,7 +17,7 @@
    (429 ``limit_exceeded`` with ``Retry-After``) and, for streams,
    ``max_concurrent_streams_per_user``.
 
-One ``EdgeGate`` per process, kept in ``services.extras["edge"]``.
+One ``EdgeGate`` per process, kept in ``services.edge``.
 """
 from __future__ import annotations
 
@@ -178,9 +178,9 @@ class EdgeGate:
 async def start_edge(services) -> None:
     gate = EdgeGate(services)
     await gate.start()
-    services.extras["edge"] = gate
-    services.extras.setdefault("stoppers", []).append(gate.stop)
+    services.edge = gate
+    services.stoppers.append(gate.stop)
 
 
 def edge_of(services) -> EdgeGate:
-    return services.extras["edge"]
+    return services.edge
