@@ -14,6 +14,7 @@ from aigate.config.schema import Config
 from aigate.store.writer import BatchWriter
 
 if TYPE_CHECKING:  # the engine's per-process state; the engine imports this module
+    from aigate.edge.gate import EdgeGate
     from aigate.engine.ids import Snowflake
     from aigate.engine.jobs import Poller
     from aigate.engine.metering import PreparedAssets, Reservation
@@ -44,9 +45,9 @@ class Services:
     relay_limits: Limits | None = None  # aigate.engine.relay_limits
     job_poller: Poller | None = None  # aigate.engine.jobs
     webhook_deliverer: Deliverer | None = None  # aigate.engine.webhooks
+    edge: EdgeGate | None = None  # aigate.edge.gate: the App API's checks before metering
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
     log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
-    edge: Any = None  # aigate.edge.gate.EdgeGate: authentication, edge limits, revocations
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 
     @property

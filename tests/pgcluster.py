@@ -14,6 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ class PgCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="aigate-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = self.admin_url  # the current test's own database (see ``private_pg``)
         if as_postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -61,6 +63,9 @@ class PgCluster:
         meanwhile refuses new connections ("the database system is shutting down")."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-W" if not wait else "-w", "stop", check=wait)
 
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
+
     def wait_stopped(self, timeout_s: float = 30) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-t", str(int(timeout_s)), "-w", "stop", check=False)
 
@@ -75,9 +80,10 @@ class PgCluster:
         await asyncio.to_thread(self.stop, mode, wait)
 
 
-@pytest.fixture
-async def private_pg(request):
-    """A running PostgreSQL cluster of this test's own (database ``postgres``)."""
+@pytest.fixture(scope="module")
+def pg_cluster():
+    """One private cluster per test module (``initdb`` costs seconds); each test gets its
+    own database in it through ``private_pg``."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server binaries (initdb) installed")
@@ -91,10 +97,30 @@ async def private_pg(request):
         cluster = PgCluster(bin_dir, as_postgres=False)
     else:
         pytest.skip("initdb needs the 'postgres' user (run the tests as root or postgres)")
-    request.node.user_properties.append(("backends", "postgres"))
     try:
-        await asyncio.to_thread(cluster.init)
-        await cluster.astart()
+        cluster.init()
+        cluster.start()
         yield cluster
     finally:
-        await asyncio.to_thread(cluster.destroy)
+        cluster.destroy()
+
+
+@pytest.fixture
+async def private_pg(pg_cluster, request):
+    """The module's private cluster, running, with a fresh database of this test's own as
+    ``url``; the test may stop and start the server at will."""
+    import asyncpg
+
+    request.node.user_properties.append(("backends", "postgres"))
+    if not await asyncio.to_thread(pg_cluster.running):
+        await asyncio.to_thread(pg_cluster.wait_stopped)  # a smart shutdown may still be going
+        await pg_cluster.astart()
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(pg_cluster.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    pg_cluster.url = pg_cluster.admin_url.rsplit("/", 1)[0] + "/" + name
+    yield pg_cluster
+    pg_cluster.url = pg_cluster.admin_url

@@ -68,9 +68,10 @@ async def _create(request: Request, services: Services, token: RelayToken) -> Re
     raw = await _read(request, services, token)
     rc = await messages.begin(services, token, raw, request.url.path, _client_ip(request))
     ids = {"request-id": rc.request_id, "x-request-id": rc.request_id}
+    beta = request.headers.get("anthropic-beta", "")
     if not rc.stream:
-        return Response(await messages.complete(rc), media_type=JSON, headers=ids)
-    frames = await messages.open_stream(rc)
+        return Response(await messages.complete(rc, beta), media_type=JSON, headers=ids)
+    frames = await messages.open_stream(rc, beta)
     return StreamingResponse(frames, media_type="text/event-stream",
                              headers={**SSE_HEADERS, **ids})
 
@@ -80,7 +81,8 @@ async def _count(request: Request, services: Services, token: RelayToken) -> Res
     rc = await messages.begin(services, token, raw, request.url.path, _client_ip(request),
                               counting=True)
     ids = {"request-id": rc.request_id, "x-request-id": rc.request_id}
-    return Response(await messages.count_tokens(rc), media_type=JSON, headers=ids)
+    beta = request.headers.get("anthropic-beta", "")
+    return Response(await messages.count_tokens(rc, beta), media_type=JSON, headers=ids)
 
 
 def _endpoint(handler):

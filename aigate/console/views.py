@@ -4,6 +4,7 @@ except a log search with a keyword, which says so."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import HTTPException
@@ -81,7 +82,7 @@ async def logs(request: Request, services, session: Session) -> Data:
     group = q.get("group") or None
     data = await logs_api._search(services.engine, params, params.filter(group), token_names=bool(group))
     pages = max(1, -(-data["total"] // params.per_page))
-    export = "/api/logs/export?" + "&".join(f"{k}={v}" for k, v in q.items() if v and k not in ("page", "per_page"))
+    export = "/api/logs/export?" + urlencode({k: v for k, v in q.items() if v and k not in ("page", "per_page")})
     return {"result": data, "params": params, "pages": pages, "apps": _app_ids(services), "export_url": export}
 
 

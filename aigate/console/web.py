@@ -8,6 +8,7 @@ or when a trusted proxy says the client used HTTPS).
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -36,6 +37,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.globals["static_url"] = static_url
+templates.filters["amount"] = lambda v: format(Decimal(str(v or 0)).normalize(), "f")  # 0.0000078, not 7.8e-06
 templates.globals["NAV"] = NAV
 
 

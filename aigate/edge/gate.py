@@ -183,4 +183,5 @@ async def start_edge(services) -> None:
 
 
 def edge_of(services) -> EdgeGate:
+    assert services.edge is not None, "start_edge() runs at start-up"
     return services.edge

@@ -2,7 +2,8 @@
 and ``POST /v1/messages/count_tokens``, one more flow on the shared call lifecycle with
 the relay's routing, token limits, pricing and usage log.
 
-Anthropic platforms get the caller's body as it is (the model mapped) and answer with
+Anthropic platforms get the caller's body as it is (the model mapped; the caller's
+``anthropic-beta`` header forwarded, so beta features keep working) and answer with
 their own bytes and events; every other chat platform gets the request translated to a
 chat completion (``aigate.providers.messages_chat``) and its answer rebuilt as an
 Anthropic message or event stream. Errors are ``RelayError``s here; the API edge
@@ -81,14 +82,15 @@ def _chat_request(rc: RelayCall, model: str) -> ChatRequest:
     return ChatRequest(model=model, messages=messages, params=params, extra=extra)
 
 
-async def complete(rc: RelayCall) -> bytes:
+async def complete(rc: RelayCall, beta: str = "") -> bytes:
     """A non-stream message: the answer's bytes (the upstream's own on Anthropic)."""
     services, call, record = rc.services, rc.call, rc.record
 
     async def attempt(platform: Platform, model: str) -> tuple[bytes, Usage]:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
-            result = await anthropic.passthrough(services.http, platform, _upstream_body(rc, upstream))
+            result = await anthropic.passthrough(services.http, platform,
+                                                 _upstream_body(rc, upstream), beta)
             return result.raw, result.usage
         chat = await chat_provider(platform.type).chat(services.http, platform,
                                                        _chat_request(rc, upstream))
@@ -105,14 +107,15 @@ async def complete(rc: RelayCall) -> bytes:
     return answer
 
 
-async def count_tokens(rc: RelayCall) -> bytes:
+async def count_tokens(rc: RelayCall, beta: str = "") -> bytes:
     """``{"input_tokens": N}``: counted by an Anthropic platform, estimated elsewhere."""
     services, call, record = rc.services, rc.call, rc.record
 
     async def attempt(platform: Platform, model: str) -> JsonResult:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
-            return await anthropic.count_tokens(services.http, platform, _upstream_body(rc, upstream))
+            return await anthropic.count_tokens(services.http, platform,
+                                                _upstream_body(rc, upstream), beta)
         usage = estimate_usage(_chat_request(rc, upstream).messages, 0)
         data = {"input_tokens": usage.input_tokens}
         return JsonResult(data=data, raw=orjson.dumps(data), usage=Usage())
@@ -125,15 +128,15 @@ async def count_tokens(rc: RelayCall) -> bytes:
     return result.raw
 
 
-async def open_stream(rc: RelayCall) -> AsyncIterator[bytes]:
+async def open_stream(rc: RelayCall, beta: str = "") -> AsyncIterator[bytes]:
     """Start the upstream stream (failover until its first event), then the SSE frames."""
     services, call = rc.services, rc.call
 
     def start(platform: Platform, model: str) -> AsyncIterator[StreamEvent]:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
-            return anthropic.passthrough_stream(services.http, platform,
-                                                {**_upstream_body(rc, upstream), "stream": True})
+            return anthropic.passthrough_stream(
+                services.http, platform, {**_upstream_body(rc, upstream), "stream": True}, beta)
         return chat_provider(platform.type).chat_stream(services.http, platform,
                                                         _chat_request(rc, upstream))
 

@@ -8,14 +8,11 @@ nothing is configured (no telemetry, no ``low_quantity``).
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from typing import Any
 
 from aigate import metrics, telemetry
 from aigate.engine.pricing import used_amount
 from aigate.engine.records import CallRecord
-
-MICROS = 1_000_000  # balances are kept in millionths of a credit (aigate.engine.metering)
 
 log = logging.getLogger("aigate.observe")
 
@@ -55,7 +52,7 @@ async def charge_settled(services: Any, reservation: Any, charge: int) -> None:
 
     try:
         await webhooks.balance_changed(services, reservation.app_id, reservation.user_id, cost.asset,
-                                       Decimal(after + charge) / MICROS, Decimal(after) / MICROS)
+                                       after + charge, after)
     except Exception:  # a webhook must never fail the call it reports on
         log.warning("could not queue asset.low for %s/%s", reservation.app_id, reservation.user_id,
                     exc_info=True)

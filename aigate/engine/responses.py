@@ -97,9 +97,29 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
     return x
 
 
+def _portable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored items as a stateless upstream takes them back (``store: false``): no item
+    ids it would look up, assistant messages as plain role/content, no reasoning items
+    (they only come back with their encrypted content, which aigate does not ask for)."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "reasoning":
+            continue
+        if kind == "message" and item.get("role") == "assistant" and "id" in item:
+            text = "".join(part.get("text") or part.get("refusal") or ""
+                           for part in item.get("content") or () if isinstance(part, dict))
+            out.append({"role": "assistant", "content": text})
+        elif kind in ("function_call", "function_call_output"):
+            out.append({k: v for k, v in item.items() if k not in ("id", "status")})
+        else:
+            out.append(item)
+    return out
+
+
 def _native_body(x: ResponsesCall, model: str) -> dict[str, Any]:
     body = {k: v for k, v in x.body.items() if k != "previous_response_id"}
-    body.update(model=model, input=[*x.history, *x.items], store=False)
+    body.update(model=model, input=[*_portable(x.history), *x.items], store=False)
     return body
 
 

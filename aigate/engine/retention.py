@@ -7,6 +7,8 @@
   transactions, so the batched writer (SQLite's only connection) never waits long.
 * The rollups (per minute, per hour, the log counts) older than the cutoff go too, a day
   of buckets per transaction.
+* Responses the relay stored for ``previous_response_id`` (``relay_responses``) older
+  than the cutoff go too, in batches like the log.
 * A pass runs a minute after start and then every five minutes. ``retention_days: 0``
   keeps everything. Instances purging at the same time only repeat each other's work.
 """
@@ -47,6 +49,22 @@ async def _purge_logs(engine: AsyncEngine, cutoff: int, batch: int, pause_s: flo
             if ids:
                 await conn.execute(delete(t.request_details).where(details.log_id.in_(ids)))
                 await conn.execute(delete(t.usage_logs).where(logs.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch:
+            return deleted
+        await asyncio.sleep(pause_s)
+
+
+async def _purge_responses(engine: AsyncEngine, cutoff: int, batch: int, pause_s: float) -> int:
+    responses = t.relay_responses.c
+    deleted = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list((await conn.execute(
+                select(responses.id).where(responses.created_ms < cutoff).limit(batch)
+            )).scalars())
+            if ids:
+                await conn.execute(delete(t.relay_responses).where(responses.id.in_(ids)))
         deleted += len(ids)
         if len(ids) < batch:
             return deleted
@@ -97,6 +115,7 @@ async def purge_once(
     cutoff = cutoff_ms(retention_days, now if now is not None else now_ms())
     deleted = await _purge_logs(engine, cutoff, batch, pause_s)
     await _purge_rollups(engine, cutoff, pause_s)
+    await _purge_responses(engine, cutoff, batch, pause_s)
     if deleted:
         log.info("retention deleted %d usage log rows older than %d", deleted, cutoff)
     return deleted

@@ -44,6 +44,7 @@ from standardwebhooks import Webhook
 from aigate import metrics
 from aigate.clock import now_ms
 from aigate.config.schema import WebhookCfg, is_private_host
+from aigate.engine import metering
 from aigate.store import tables as t
 from aigate.store.script import run_script
 
@@ -121,16 +122,18 @@ def ai_request_event(row: dict[str, Any], status: str, error: str = "") -> tuple
 
 
 async def balance_changed(services: Any, app_id: str, user_id: str, asset: str,
-                          before: Any, after: Any) -> None:
-    """Call after a charge settles: ``asset.low`` when the balance drops to or below the
-    asset's ``low_quantity`` with this charge (once per crossing, not on every call)."""
+                          before: int, after: int) -> None:
+    """Call after a charge settles (balances in millionths, as stored): ``asset.low`` when
+    the balance drops to or below the asset's ``low_quantity`` with this charge (once per
+    crossing, not on every call)."""
     app = services.snapshot.apps.get(app_id)
     policy = app.assets.get(asset) if app is not None else None
     low = getattr(policy, "low_quantity", None)
-    if low is None or not (before > low >= after):
+    if low is None or not (before > metering.micros(low) >= after):
         return
     await emit(services, app_id, "asset.low", {
-        "user_id": user_id, "asset": asset, "quantity": float(after), "low_quantity": float(low)})
+        "user_id": user_id, "asset": asset, "quantity": metering.render(after, policy.precision),
+        "low_quantity": metering.render(metering.micros(low), policy.precision)})
 
 
 # --- address checks

@@ -520,15 +520,18 @@ def _merge_usage(into: dict[str, Any], u: dict[str, Any] | None) -> None:
 # --- the Messages API passed through (the relay's /v1/messages on Anthropic platforms) ----
 
 
-def _count_url(platform: Platform) -> tuple[str, dict[str, str]]:
+def _passthrough_endpoint(platform: Platform, beta: str, path: str = "") -> tuple[str, dict[str, str]]:
+    """The Messages URL; the caller's ``anthropic-beta`` features travel with its body."""
     url, headers = endpoint(platform)
-    return url + "/count_tokens", headers
+    if beta:
+        headers["anthropic-beta"] = beta
+    return url + path, headers
 
 
 async def passthrough(session: aiohttp.ClientSession, platform: Platform,
-                      body: dict[str, Any]) -> JsonResult:
+                      body: dict[str, Any], beta: str = "") -> JsonResult:
     """``POST /v1/messages`` with the caller's body as it is (model already mapped)."""
-    url, headers = endpoint(platform)
+    url, headers = _passthrough_endpoint(platform, beta)
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
     if not isinstance(data, dict) or data.get("type") != "message":
         raise protocol_error(f"upstream {platform.id} sent no message", raw)
@@ -538,11 +541,11 @@ async def passthrough(session: aiohttp.ClientSession, platform: Platform,
 
 
 async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
-                             body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+                             body: dict[str, Any], beta: str = "") -> AsyncIterator[StreamEvent]:
     """The upstream's events untouched: each StreamEvent's ``openai_chunk`` holds the event's
     JSON data as received (Anthropic's, despite the field's name); text deltas in ``delta``;
     the usage (cumulative, read from message_start and message_delta) on message_stop."""
-    url, headers = endpoint(platform)
+    url, headers = _passthrough_endpoint(platform, beta)
     frames = await open_stream(session, platform, url, headers=headers, body=body)
     try:
         raw_usage: dict[str, Any] = {}
@@ -577,9 +580,9 @@ async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
 
 
 async def count_tokens(session: aiohttp.ClientSession, platform: Platform,
-                       body: dict[str, Any]) -> JsonResult:
+                       body: dict[str, Any], beta: str = "") -> JsonResult:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``."""
-    url, headers = _count_url(platform)
+    url, headers = _passthrough_endpoint(platform, beta, "/count_tokens")
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
     if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
         raise protocol_error(f"upstream {platform.id} sent no token count", raw)

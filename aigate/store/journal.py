@@ -39,15 +39,21 @@ PROGRESS_DELETE_SQL = "DELETE FROM writer_journal WHERE name = :name"
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):  # money: kept exact, as the sinks accept it (a string)
-        return str(value)
+        return format(value, "f")
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
 def encode(entries: list[Entry]) -> bytes:
-    return b"".join(
-        orjson.dumps({"s": s, "k": k, "r": r}, default=_default, option=orjson.OPT_APPEND_NEWLINE)
-        for s, k, r in entries
-    )
+    """The entries as journal lines; a row that cannot be serialised is logged with its
+    content and left out (it could not be replayed either)."""
+    lines = []
+    for s, k, r in entries:
+        try:
+            lines.append(orjson.dumps({"s": s, "k": k, "r": r}, default=_default,
+                                      option=orjson.OPT_APPEND_NEWLINE))
+        except TypeError as exc:
+            log.error("row cannot be journaled (%s): %s %r", exc, k, r)
+    return b"".join(lines)
 
 
 class JournalFile:

@@ -208,7 +208,6 @@ def _csv_line(values: Iterable[Any]) -> str:
 # --- filters
 
 
-KEYWORD_COLS = tuple(L[name] for name in t.KEYWORD_COLUMNS)
 FTS = table(t.SQLITE_FTS_TABLE, column("rowid"))
 FTS_MIN_CHARS = 3  # the trigram tokenizer finds nothing shorter
 
@@ -218,24 +217,33 @@ def like_pattern(keyword: str) -> str:
     return "%" + keyword.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
 
-def fts_phrase(keyword: str) -> str:
-    """An FTS5 phrase query: with the trigram tokenizer, the rows containing the keyword
-    (case folded, in any column)."""
-    return '"' + keyword.replace('"', '""') + '"'
+def fts_query(keyword: str, columns: tuple[str, ...]) -> str:
+    """An FTS5 phrase query on some columns: with the trigram tokenizer, the rows with
+    the keyword (case folded) in one of them."""
+    return "{" + " ".join(columns) + '} : "' + keyword.replace('"', '""') + '"'
 
 
-def _keyword(keyword: str, dialect: str) -> ColumnElement[bool]:
+def _contains(col: Any, pattern: str, dialect: str) -> ColumnElement[bool]:
+    """Case-insensitive LIKE. PostgreSQL: ILIKE with the pattern bound as one value, so
+    the pg_trgm indexes serve it; SQLite's LIKE already ignores ASCII case (lower() would
+    only add work)."""
+    if dialect == "postgresql":
+        return col.ilike(pattern, escape="/")
+    return col.like(pattern, escape="/")
+
+
+def _keyword(keyword: str, dialect: str, columns: tuple[str, ...] = t.KEYWORD_COLUMNS) -> ColumnElement[bool]:
+    """The keyword in one of ``columns`` (all the searched columns by default)."""
     pattern = like_pattern(keyword)
-    if dialect == "postgresql":  # ILIKE with a bound pattern: the pg_trgm indexes serve it
-        return or_(*(c.ilike(pattern, escape="/") for c in KEYWORD_COLS))
-    # SQLite's LIKE ignores ASCII case (lower() would only add work and hide the index)
-    match = or_(*(c.like(pattern, escape="/") for c in KEYWORD_COLS))
+    match = or_(*(_contains(L[c], pattern, dialect) for c in columns))
+    if dialect == "postgresql":
+        return match
     if len(keyword) < FTS_MIN_CHARS:
         return match
     # The FTS5 trigram index finds the candidates (a superset: it also folds non-ASCII
     # case); LIKE keeps exactly the documented matches.
-    candidates = select(FTS.c.rowid).where(literal_column(t.SQLITE_FTS_TABLE).op("MATCH")(fts_phrase(keyword)))
-    return and_(L.id.in_(candidates), match)
+    fts_match = literal_column(t.SQLITE_FTS_TABLE).op("MATCH")(fts_query(keyword, columns))
+    return and_(L.id.in_(select(FTS.c.rowid).where(fts_match)), match)
 
 
 def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:
@@ -411,9 +419,7 @@ def _counted_pieces(f: LogFilter, dialect: str, now_ms: int,
 
 def _keyword_in_dimensions(keyword: str, dialect: str, cols: Any) -> ColumnElement[bool]:
     pattern = like_pattern(keyword)
-    if dialect == "postgresql":
-        return or_(cols.model.ilike(pattern, escape="/"), cols.token_name.ilike(pattern, escape="/"))
-    return or_(cols.model.like(pattern, escape="/"), cols.token_name.like(pattern, escape="/"))
+    return or_(_contains(cols.model, pattern, dialect), _contains(cols.token_name, pattern, dialect))
 
 
 def _keyword_counts(f: LogFilter, dialect: str, now_ms: int) -> list[Select]:
@@ -424,8 +430,10 @@ def _keyword_counts(f: LogFilter, dialect: str, now_ms: int) -> list[Select]:
     kw = f.keyword
     assert kw
     in_dims = partial(_keyword_in_dimensions, kw, dialect)
-    pieces = _counted_pieces(replace(f, keyword=None), dialect, now_ms, lambda cols: (in_dims(cols),))
-    return [*pieces, _raw_counts(f, dialect, None, None, (not_(in_dims(L)),))]
+    plain = replace(f, keyword=None)
+    pieces = _counted_pieces(plain, dialect, now_ms, lambda cols: (in_dims(cols),))
+    rest = (_keyword(kw, dialect, ("request_id", "user", "content")), not_(in_dims(L)))
+    return [*pieces, _raw_counts(plain, dialect, None, None, rest)]
 
 
 def counts_query(f: LogFilter, dialect: str, now_ms: int) -> Select:

@@ -152,7 +152,7 @@ async def test_each_bad_token_is_refused_naming_the_problem(gw, jwks):
 
 async def test_a_flood_of_unknown_kids_fetches_at_most_once_per_30s(gw, jwks):
     clock = MovableClock()
-    gw.services.extras["edge"].jwks.clock = clock
+    gw.services.edge.jwks.clock = clock
     assert (await assets(gw, RSA1.sign(claims(ISS_A, "aud-a"))))[0] == 200
     assert jwks.fetches["a"] == 1
 
@@ -175,7 +175,7 @@ async def test_a_flood_of_unknown_kids_fetches_at_most_once_per_30s(gw, jwks):
 
 async def test_a_jwks_outage_keeps_serving_cached_keys_for_24h(gw, jwks):
     clock = MovableClock()
-    gw.services.extras["edge"].jwks.clock = clock
+    gw.services.edge.jwks.clock = clock
     token = RSA1.sign(claims(ISS_A, "aud-a"))
     assert (await assets(gw, token))[0] == 200
     jwks.down = True
@@ -203,7 +203,7 @@ async def test_no_keys_ever_fetched_is_503_with_retry_after(gw, jwks):
 
 async def test_cache_control_max_age_is_honoured(gw, jwks):
     clock = MovableClock()
-    gw.services.extras["edge"].jwks.clock = clock
+    gw.services.edge.jwks.clock = clock
     jwks.cache_control = "public, max-age=120"
     token = RSA1.sign(claims(ISS_A, "aud-a"))
     assert (await assets(gw, token))[0] == 200

@@ -165,3 +165,12 @@ async def test_bearer_auth_and_error_classes(rgw, simulator):
     rows = await log_rows(rgw)
     # the wrong key is not logged row by row; everything with a valid token is
     assert [r.code for r in rows] == [200, 404, 400, 400, 502, 200, 200, 200, 429]
+
+
+async def test_anthropic_beta_header_reaches_anthropic(rgw, simulator):
+    async with anthropic.AsyncAnthropic(base_url=rgw.url, api_key=RELAY_KEY, max_retries=0,
+                                        default_headers={"anthropic-beta": "feature-x"}) as c:
+        await c.messages.create(model="claude-3-5-haiku", max_tokens=10,
+                                messages=[{"role": "user", "content": "hi"}])
+    headers = simulator.requests[-1]["headers"]
+    assert headers["anthropic-beta"] == "feature-x" and headers["x-api-key"] == "sk-ant-sim"

@@ -186,3 +186,24 @@ async def test_refusals_are_openai_errors_and_logged(rgw, client):
     rows = await log_rows(rgw)
     assert [r.code for r in rows] == [400, 400, 200, 200, 200, 429]
     assert all(r.endpoint == "/v1/responses" for r in rows)
+
+
+async def test_native_follow_up_sends_stateless_items(client, simulator):
+    """With store: false upstream, stored output goes back without item ids to look up."""
+    first = await client.responses.create(model="gpt-4o-mini", input="Hi", tools=[WEATHER],
+                                          tool_choice="required")
+    [call] = first.output
+    await client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    sent = simulator.requests[-1]["body"]["input"]
+    assert sent == [
+        {"type": "message", "role": "user", "content": "Hi"},
+        {"type": "function_call", "call_id": call.call_id, "name": "get_weather",
+         "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    text = await client.responses.create(model="gpt-4o-mini", input="Hello")
+    await client.responses.create(model="gpt-4o-mini", input="More",
+                                  previous_response_id=text.id)
+    assert simulator.requests[-1]["body"]["input"][1] == {"role": "assistant",
+                                                          "content": text.output_text}

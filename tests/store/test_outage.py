@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from aigate.store.db import create_engine
 from aigate.store.outage import DatabaseUnavailable, is_outage
-from tests.pgcluster import private_pg  # noqa: F401  (fixture)
+from tests.pgcluster import pg_cluster, private_pg  # noqa: F401  (fixtures)
 
 
 async def _error_of(engine, sql: str, params: dict | None = None) -> BaseException:
@@ -69,9 +69,10 @@ async def test_fast_shutdown_and_a_stopped_server_are_outages(private_pg):  # no
 
 async def test_too_many_connections_is_an_outage(private_pg):  # noqa: F811
     admin = await asyncpg.connect(private_pg.url)
-    await admin.execute("CREATE ROLE tight LOGIN CONNECTION LIMIT 1")
-    first = await asyncpg.connect(private_pg.url.replace("postgres@", "tight@"))
-    engine = create_engine(private_pg.url.replace("postgres@", "tight@"), pool_size=1)
+    role = "tight_" + private_pg.url.rsplit("_", 1)[1]
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    first = await asyncpg.connect(private_pg.url.replace("postgres@", f"{role}@"))
+    engine = create_engine(private_pg.url.replace("postgres@", f"{role}@"), pool_size=1)
     try:
         exc = await _error_of(engine, "SELECT 1")
         assert "too many connections" in str(exc)

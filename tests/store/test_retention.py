@@ -110,3 +110,16 @@ async def test_start_runs_passes_in_the_background_and_stops(engine, monkeypatch
     off = SimpleNamespace(engine=engine, config=Config(logs={"retention_days": 0}), stoppers=[])
     await retention.start(off)
     assert off.stoppers == []
+
+
+async def test_stored_relay_responses_expire_with_the_log(engine):
+    cutoff = retention.cutoff_ms(30, NOW)
+    rows = [{"id": f"resp_{i}", "app_id": "APP", "token_id": 1, "model": "m",
+             "created_ms": cutoff + (i - 5) * 1000, "conversation": [], "response": {}}
+            for i in range(10)]
+    async with engine.begin() as conn:
+        await conn.execute(t.relay_responses.insert(), rows)
+    await retention.purge_once(engine, 30, now=NOW, batch=2, pause_s=0)
+    async with engine.connect() as conn:
+        kept = sorted((await conn.execute(select(t.relay_responses.c.id))).scalars())
+    assert kept == [f"resp_{i}" for i in range(5, 10)]

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from aigate.store import tables as t
 from tests.gateway import base_config, start_gateway
-from tests.pgcluster import private_pg  # noqa: F401  (fixture)
+from tests.pgcluster import pg_cluster, private_pg  # noqa: F401  (fixtures)
 
 CLIENTS = 8
 INITIAL = 100_000

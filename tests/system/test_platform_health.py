@@ -64,11 +64,11 @@ async def billed(gw, user: str) -> tuple[int, int]:
     """(credits left, usage log rows) for ``user``."""
     await gw.flush()
     async with gw.services.engine.connect() as conn:
-        micros = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
+        quantity = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
             t.user_assets.c.app_id == APP_ID, t.user_assets.c.user_id == user))).scalar_one()
         rows = (await conn.execute(select(func.count()).select_from(t.usage_logs).where(
             t.usage_logs.c.user == user))).scalar_one()
-    return micros // 1_000_000, rows  # balances are stored in millionths of a credit
+    return quantity // 1_000_000, rows
 
 
 async def admin_health(gw) -> dict[str, dict]:

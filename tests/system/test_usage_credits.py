@@ -27,7 +27,6 @@ from aigate.auth.caller import Caller
 from aigate.engine import hold_leases, metering
 from aigate.store import tables as t
 from tests.gateway import APP_ID, SERVER_KEY, base_config, free_port, start_gateway
-from tests.system.test_shutdown import wait_ready
 
 N = 300
 M = 1_000_000
@@ -46,7 +45,23 @@ def config(db_url, sim_url, redis_url="", *, initial="20", hold=None, lease_s=60
     app["strategies"].append({"name": "tok", "model": "gpt-4o-mini", "platforms": ["sim-openai"],
                               "params": {"max_tokens": MAX_TOKENS}, "cost": cost})
     doc["credits"] = {"hold_lease_s": lease_s, "sweep_interval_s": sweep_s}
+    doc["database"]["pool_size"] = 6  # the PostgreSQL server is shared: stay well under its connection limit
     return doc
+
+
+async def wait_ready(url: str, proc, timeout_s: float = 90) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(int(timeout_s / 0.1)):
+            if proc.returncode is not None:
+                raise RuntimeError("aigate exited during start-up")
+            try:
+                async with session.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError("aigate did not start")
 
 
 def sized_text(i: int) -> str:

@@ -176,6 +176,7 @@ document.addEventListener("submit", (ev) => {
 document.addEventListener("click", (ev) => {
   const btn = ev.target.closest("button[data-api]");
   if (btn) { ev.preventDefault(); clickAction(btn); return; }
+  if (ev.target.closest("button[data-reload]")) { location.reload(); return; }
   const copy = ev.target.closest("button[data-copy]");
   if (copy) {
     const text = document.querySelector(copy.dataset.copy).textContent;
