@@ -26,8 +26,9 @@ CLIENT_ROOT = "/bp"
 SERVER_ROOT = "/bp/server/user/{user_id}"
 REF = "#/components/schemas/{model}"
 
-# Error types only a metered call (strategy, credits, limits, upstream) can produce.
-CALL_ONLY = frozenset({"config_invalid", "insufficient_asset", "limit_exceeded", "upstream_error", "upstream_timeout"})
+# Error types only a metered call (strategy, credits, upstream) can produce. (limit_exceeded
+# is not among them: edge rate limits and the cap on failed authentications apply to every route.)
+CALL_ONLY = frozenset({"config_invalid", "insufficient_asset", "upstream_error", "upstream_timeout"})
 # ... and only a request with a body can be too large.
 BODY_ONLY = frozenset({"payload_too_large"})
 NO_BODY = CALL_ONLY | BODY_ONLY | {"item_not_found"}
@@ -50,6 +51,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Mint a user token", "app server", s.TokenResponse, body=s.TokenRequest,
         impossible=CALL_ONLY | {"item_not_found"},
         description="The app server mints an HS256 user token for `user_id` (body optional)."),
+    ("POST", "/tokens/revoke"): Operation(
+        "Revoke a user's tokens", "app server", s.TokensRevoked, impossible=NO_BODY,
+        description="Every user token of `user_id` issued at or before now is refused from then on."),
     ("POST", "/ai/chat"): Operation(
         "Chat", "chat", s.ChatResponse, body=s.ChatRequest,
         description="Runs the strategy's chat: system prompt, saved history, the new messages."),
@@ -244,7 +248,7 @@ def build_document(routes: Iterable[Route], version: str) -> dict[str, Any]:
         if where is None:
             continue
         surface, rel = where
-        for method in sorted(route.methods - {"HEAD"}):
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):  # OPTIONS: CORS preflights
             key = (method, rel)
             if key not in OPERATIONS:
                 raise LookupError(f"App API route {method} {route.path} has no entry in app_openapi.OPERATIONS")

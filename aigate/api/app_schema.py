@@ -234,6 +234,11 @@ class TokenResponse(Response):
     expires_at: str = Field(description=ISO_TIME)
 
 
+class TokensRevoked(Response):
+    user_id: str
+    revoked_at: str = Field(description=f"{ISO_TIME}: tokens issued at or before it are refused")
+
+
 # --- AI requests (seed 000)
 
 

@@ -20,7 +20,7 @@ MIRRORS = {
     "ChatsResponse": s.ChatsResponse, "InstructionRequest": s.InstructionRequest,
     "InstructionResponse": s.InstructionResponse, "AssetsResponse": s.AssetsResponse, "UnitPrice": s.UnitPrice,
     "AiRequestSubmit": s.AiRequestSubmit, "AiRequestRecord": s.AiRequestRecord,
-    "AiRequestHistory": s.AiRequestHistory, "TokenResponse": s.TokenResponse, "GrantRequest": s.GrantRequest,
+    "AiRequestHistory": s.AiRequestHistory, "TokenResponse": s.TokenResponse, "TokensRevoked": s.TokensRevoked, "GrantRequest": s.GrantRequest,
     "GrantResponse": s.GrantResponse, "Message": s.Message, "TextPart": s.TextPart,
 }
 

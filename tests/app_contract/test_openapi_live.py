@@ -182,8 +182,13 @@ async def exercise(c: Client) -> None:
     extra = {name: {"parameters": {"messages": HI}} for name in ("off", "pricey", "broken", "slow", "once")}
     await exercise_metered(c, "/ai/ai_request", metered, "strategy", extra)
 
-    # app server only: minting tokens and granting credits
+    # app server only: minting tokens, revoking them, granting credits
     if c.surface == "server":
+        c.user = "revoked-user"
+        revoked = await c.call("POST", "/tokens/revoke")
+        assert revoked["user_id"] == "revoked-user" and revoked["revoked_at"].endswith("Z")
+        await exercise_errors_common(c, "POST", "/tokens/revoke", None)
+        c.fresh()
         token = await c.call("POST", "/token", json={"ttl_seconds": 60})
         async with gw.session.get(gw.url + "/bp/ai/assets", headers={"Authorization": f"Bearer {token['token']}"}) \
                 as resp:
@@ -209,57 +214,77 @@ async def test_live_responses_match_the_document(gw):
         await exercise(Client(gw, contract, surface))
 
     documented = contract.documented()
-    missing = {d for d in documented if d[3] not in FAULT_ONLY} - contract.seen
+    # faults, and limit_exceeded of the routes no strategy limits, are produced in the next test
+    missing = {d for d in documented if d[3] not in FAULT_ONLY | {"limit_exceeded"}} - contract.seen
     assert not missing, f"documented outcomes never produced live: {sorted(missing)}"
     assert contract.seen <= documented
     # every type in the code's table is documented somewhere, under its own status
     assert {d[3] for d in documented} == {"200", *STATUS}
 
 
-async def test_faults_answer_as_documented_on_every_operation(gw, monkeypatch):
+async def send_everywhere(gw, contract: Contract, expect: str, headers: dict | None = None) -> None:
+    """One request to every documented operation (both prefixes); each answers ``expect``."""
+    for path, item in contract.doc["paths"].items():
+        surface, root = ("server", SERVER_ROOT) if path.startswith(SERVER_ROOT) else ("client", "/bp")
+        url = gw.url + path.replace("{user_id}", "u1").replace("{request_id}", "1")
+        for method in item:
+            async with gw.session.request(method.upper(), url, json={} if method == "post" else None,
+                                          headers=headers) as resp:
+                body = await resp.read()
+                data = contract.check(surface, method.upper(), path[len(root):], resp.status,
+                                      resp.headers.get("content-type", ""), body)
+                assert data["error"]["error_type"] == expect, (path, method, data)
+                if resp.status in (429, 503):
+                    assert int(resp.headers["Retry-After"]) > 0
+
+
+async def test_faults_and_floods_answer_as_documented_on_every_operation(db_url, simulator, monkeypatch):
     """A database outage (503 with Retry-After) and a bug (500), injected where every App API
-    request starts (authentication), answer as the document says on every operation."""
+    request starts (authentication), and the cap on failed authentications per address
+    (429), answer as the document says on every operation."""
     import sqlalchemy.exc
 
-    from aigate.api import app_routes
+    from aigate.edge.gate import EdgeGate
 
-    faults = {
-        "service_unavailable": lambda: sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError()),
-        "internal_error": lambda: RuntimeError("an injected bug"),
-    }
-    current = {}
+    doc = contract_config(db_url, simulator.url)
+    doc["server"]["unauthenticated_ip_rpm"] = 1
+    gw = await start_gateway(doc)
+    try:
+        async with gw.session.get(gw.url + "/bp/openapi.json") as resp:
+            contract = Contract(await resp.json())
+        # after one failed authentication from this address, every other one is refused
+        async with gw.session.get(gw.url + "/bp/ai/assets", headers={"Authorization": "Bearer wrong"}) as resp:
+            assert resp.status == 401
+        await send_everywhere(gw, contract, "limit_exceeded", {"Authorization": "Bearer wrong"})
 
-    def broken(*args, **kwargs):
-        raise current["fault"]()
+        faults = {
+            "service_unavailable": lambda: sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError()),
+            "internal_error": lambda: RuntimeError("an injected bug"),
+        }
+        current = {}
 
-    monkeypatch.setattr(app_routes, "caller_from_user_token", broken)
-    monkeypatch.setattr(app_routes, "caller_from_server_key", broken)
-    async with gw.session.get(gw.url + "/bp/openapi.json") as resp:
-        contract = Contract(await resp.json())
-    for error_type, make in faults.items():
-        current["fault"] = make
-        for path, item in contract.doc["paths"].items():
-            surface, root = ("server", SERVER_ROOT) if path.startswith(SERVER_ROOT) else ("client", "/bp")
-            url = gw.url + path.replace("{user_id}", "u1").replace("{request_id}", "1")
-            for method in item:
-                async with gw.session.request(method.upper(), url, json={} if method == "post" else None) as resp:
-                    body = await resp.read()
-                    data = contract.check(surface, method.upper(), path[len(root):], resp.status,
-                                          resp.headers.get("content-type", ""), body)
-                    assert data["error"]["error_type"] == error_type
-                    if error_type == "service_unavailable":
-                        assert int(resp.headers["Retry-After"]) > 0
-    documented = {d for d in contract.documented() if d[3] in FAULT_ONLY}
-    assert documented and documented == {d for d in contract.seen if d[3] in FAULT_ONLY}
+        async def broken(self, request):
+            raise current["fault"]()
+
+        monkeypatch.setattr(EdgeGate, "user_caller", broken)
+        monkeypatch.setattr(EdgeGate, "server_caller", broken)
+        for error_type, make in faults.items():
+            current["fault"] = make
+            await send_everywhere(gw, contract, error_type)
+    finally:
+        await gw.close()
+    wanted = FAULT_ONLY | {"limit_exceeded"}
+    documented = {d for d in contract.documented() if d[3] in wanted}
+    assert documented and documented == {d for d in contract.seen if d[3] in wanted}
 
 
 def test_the_document_is_valid_openapi_with_2020_12_schemas():
     from openapi_spec_validator import validate
 
-    from aigate.api import bp, bp_requests
+    from aigate.api import bp, bp_requests, bp_tokens
     from aigate.api.app_openapi import build_document
 
-    doc = build_document([*bp.routes, *bp_requests.routes], "test")
+    doc = build_document([*bp.routes, *bp_requests.routes, *bp_tokens.routes], "test")
     validate(doc)
     for schema in doc["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
@@ -267,7 +292,8 @@ def test_the_document_is_valid_openapi_with_2020_12_schemas():
     assert list(stream) == ["text/event-stream"]
     client_ops = {p for p in doc["paths"] if p.startswith("/bp/ai/")}
     server_ops = {p.replace("/bp/server/user/{user_id}", "/bp") for p in doc["paths"] if p.startswith("/bp/server/")}
-    assert client_ops < server_ops and server_ops - client_ops == {"/bp/token", "/bp/ai/assets/grant"}
+    assert client_ops < server_ops
+    assert server_ops - client_ops == {"/bp/token", "/bp/tokens/revoke", "/bp/ai/assets/grant"}
 
 
 def test_a_route_without_documentation_is_an_error():

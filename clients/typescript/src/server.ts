@@ -4,7 +4,7 @@
  */
 import { AppApi } from "./api.js";
 import { type FetchLike, type RequestOptions, Transport } from "./http.js";
-import type { GrantRequest, GrantResponse, TokenResponse } from "./types.js";
+import type { GrantRequest, GrantResponse, TokenResponse, TokensRevoked } from "./types.js";
 
 export interface AigateServerOptions {
   baseUrl: string;
@@ -36,6 +36,11 @@ export class AigateServer {
   /** POST /bp/server/user/{user_id}/token: a user token for your app's client. */
   mintToken(userId: string, ttlSeconds = 3600, options?: RequestOptions): Promise<TokenResponse> {
     return this.http.json("POST", `${userRoot(userId)}/token`, { ttl_seconds: ttlSeconds }, undefined, options);
+  }
+
+  /** POST /bp/server/user/{user_id}/tokens/revoke: every token of the user issued until now is refused. */
+  revokeTokens(userId: string, options?: RequestOptions): Promise<TokensRevoked> {
+    return this.http.json("POST", `${userRoot(userId)}/tokens/revoke`, undefined, undefined, options);
   }
 
   /** POST .../ai/assets/grant: adds purchased credits; the same idempotency key twice grants once. */

@@ -159,6 +159,11 @@ export interface TokenResponse {
   expires_at: string;
 }
 
+export interface TokensRevoked {
+  user_id: string;
+  revoked_at: string;
+}
+
 export interface GrantRequest {
   asset: string;
   quantity: number;

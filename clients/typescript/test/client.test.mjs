@@ -228,6 +228,20 @@ describe("the app server entry point", () => {
     assert.equal(left.data.length, 3);
   });
 
+  test("revoking a user's tokens signs the user out; a token minted later works", async () => {
+    const before = (await server.mintToken("revoked-ts", 60)).token;
+    const client = new AigateClient({ baseUrl: gw.url, getToken: () => before });
+    assert.equal((await client.assets()).asset[0].name, "ai_credit");
+    await new Promise((r) => setTimeout(r, 1100)); // tokens carry whole-second issue times
+    const revoked = await server.revokeTokens("revoked-ts");
+    assert.equal(revoked.user_id, "revoked-ts");
+    await rejectsWith(client.assets(), "unauthorized", 401);
+    await new Promise((r) => setTimeout(r, 1100));
+    const after = (await server.mintToken("revoked-ts", 60)).token;
+    assert.equal((await new AigateClient({ baseUrl: gw.url, getToken: () => after }).assets()).asset[0].name,
+      "ai_credit");
+  });
+
   test("a minted token works for the client; a wrong server key is unauthorized", async () => {
     const minted = await server.mintToken("minted-user", 60);
     assert.match(minted.expires_at, /Z$/);
