@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.metadata import version
 
-from genai_prices import data_snapshot
-
 from aigate.config.schema import Config, Price
 
 # aigate platform type -> genai-prices provider id (None: let it infer from the model name)
@@ -50,6 +48,8 @@ def _flat(value) -> Decimal | None:
 
 def lookup(platform_type: str, model: str, when: datetime | None = None) -> Found | None:
     """The database's price of ``model`` served by a ``platform_type`` platform, or None."""
+    from genai_prices import data_snapshot  # about a second to import: only when a price is missing
+
     try:
         provider, info = data_snapshot.get_snapshot().find_provider_model(model, None, PROVIDERS.get(platform_type),
                                                                           None)

@@ -185,7 +185,7 @@ async def test_a_killed_instance_leaves_a_hold_the_sweep_releases(db_url, simula
         call = asyncio.create_task(session.post(url + "/bp/server/user/hammer/ai/chat", headers={
             "Authorization": f"Bearer {SERVER_KEY}"}, json={"strategy": "tok", "messages": [
                 {"role": "user", "content": "hello"}]}))
-        for _ in range(200):  # reserved: the hold row is there
+        for _ in range(600):  # reserved: the hold row is there
             if (await books(survivor))["holds"] == 1:
                 break
             await asyncio.sleep(0.05)
