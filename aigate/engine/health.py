@@ -310,11 +310,16 @@ class Board:
 
     # --- background
 
-    async def _listen(self) -> None:
+    async def _subscribe(self):
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(CHANNEL)
+        return pubsub
+
+    async def _listen(self, pubsub) -> None:
         while True:
             try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                if pubsub is None:
+                    pubsub = await self._subscribe()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         await self.refresh()
@@ -322,6 +327,7 @@ class Board:
                 raise
             except Exception:
                 log.warning("health pub/sub failed; retrying", exc_info=True)
+                pubsub = None
                 await asyncio.sleep(1)
 
     async def _tick(self) -> None:
@@ -338,11 +344,13 @@ class Board:
 
     async def start(self) -> None:
         if self.redis is not None:
-            try:
+            pubsub = None
+            try:  # subscribed before the instance serves: no change published after start is missed
+                pubsub = await self._subscribe()
                 await self.refresh()
             except Exception:
                 log.warning("health state: Redis unavailable at start", exc_info=True)
-            self._tasks.append(asyncio.create_task(self._listen(), name="health-listen"))
+            self._tasks.append(asyncio.create_task(self._listen(pubsub), name="health-listen"))
         self._tasks.append(asyncio.create_task(self._tick(), name="health-probes"))
 
     async def stop(self) -> None:
