@@ -49,7 +49,6 @@ class Services:
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
     log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
-    edge: EdgeGate | None = None  # aigate.edge.gate: the App API's checks before metering
 
     @property
     def snapshot(self) -> Snapshot:
