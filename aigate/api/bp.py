@@ -1,6 +1,8 @@
 """The App API (seeds 000 and 002): every route, under both prefixes."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -73,14 +75,28 @@ async def assets_route(request: Request, caller: Caller, services: Services) -> 
     return json({"asset": metering.assets_json(caller, balances, recovered)})
 
 
+MAX_GRANT = Decimal(10) ** 12  # stored in millionths: far inside a 64-bit integer
+
+
+def _grant_quantity(value: object, precision: int) -> Decimal:
+    """A positive number with at most the asset's ``precision`` decimal places."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid("quantity: must be a positive number")
+    quantity = Decimal(str(value))
+    if not quantity.is_finite() or quantity <= 0 or quantity > MAX_GRANT:
+        raise invalid(f"quantity: must be a positive number up to {MAX_GRANT}")
+    exponent = quantity.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > precision:
+        raise invalid(f"quantity: at most {precision} decimal places for this asset")
+    return quantity
+
+
 async def grant_route(request: Request, caller: Caller, services: Services) -> Response:
     body = await read_json_object(request, services.config.server.max_body_bytes)
     asset = body.get("asset")
     if not isinstance(asset, str) or asset not in caller.app.assets:
         raise invalid(f"asset: unknown asset {asset!r}")
-    quantity = body.get("quantity")
-    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
-        raise invalid("quantity: must be a positive integer")
+    quantity = _grant_quantity(body.get("quantity"), caller.app.assets[asset].precision)
     key = body.get("idempotency_key")
     if not isinstance(key, str) or not 1 <= len(key) <= 200:
         raise invalid("idempotency_key: required, a string of 1-200 characters")

@@ -264,3 +264,24 @@ async def test_ai_request_strategies_take_usage_based_costs(db_url, simulator):
         assert entries[1][1] == -M and entries[-1][3] == int(charge * M) > 0
     finally:
         await gw.close()
+
+
+async def test_a_grant_takes_decimals_up_to_the_asset_precision(gw):
+    url = gw.url + "/bp/server/user/g1/ai/assets/grant"
+
+    async def grant(asset, quantity, key):
+        body = {"asset": asset, "quantity": quantity, "idempotency_key": key}
+        async with gw.session.post(url, json=body, headers=gw.server_headers()) as resp:
+            return resp.status, await resp.json()
+
+    status, doc = await grant("credit", 2.25, "k1")  # precision 2
+    assert status == 200 and doc["granted"] is True
+    [credit] = [a for a in doc["asset"] if a["name"] == "credit"]
+    assert credit["quantity"] == 7.25  # 5 + 2.25, exact
+    status, doc = await grant("credit", 0.125, "k2")
+    assert status == 400 and "quantity" in doc["error"]["message"] and "2 decimal" in doc["error"]["message"]
+    status, doc = await grant("ai_credit", 1.5, "k3")  # precision 0: whole credits only
+    assert status == 400 and doc["error"]["message"].startswith("quantity:")
+    for bad in ("10", True, -1, 0, 1e13):
+        status, doc = await grant("credit", bad, f"bad-{bad}")
+        assert status == 400 and doc["error"]["message"].startswith("quantity:"), bad
