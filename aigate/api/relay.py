@@ -69,7 +69,7 @@ def error_response(exc: RelayError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type=JSON, headers=exc.headers)
 
 
-def _endpoint(handler: Handler):
+def relay_endpoint(handler: Handler):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
@@ -84,14 +84,14 @@ def _endpoint(handler: Handler):
     return endpoint
 
 
-def _client_ip(request: Request) -> str:
+def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
 async def _begin(
     request: Request, services: Services, token: RelayToken, module: str
 ) -> relay.RelayCall:
-    endpoint, ip = request.url.path, _client_ip(request)
+    endpoint, ip = request.url.path, client_ip(request)
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:  # too large: refused, and logged like every refusal
@@ -137,9 +137,9 @@ async def get_model(request: Request, services: Services, token: RelayToken) -> 
 
 
 routes = [
-    Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
-    Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
-    Route("/v1/images/generations", _endpoint(images_generations), methods=["POST"]),
-    Route("/v1/models", _endpoint(list_models), methods=["GET"]),
-    Route("/v1/models/{model:path}", _endpoint(get_model), methods=["GET"]),
+    Route("/v1/chat/completions", relay_endpoint(chat_completions), methods=["POST"]),
+    Route("/v1/embeddings", relay_endpoint(embeddings), methods=["POST"]),
+    Route("/v1/images/generations", relay_endpoint(images_generations), methods=["POST"]),
+    Route("/v1/models", relay_endpoint(list_models), methods=["GET"]),
+    Route("/v1/models/{model:path}", relay_endpoint(get_model), methods=["GET"]),
 ]

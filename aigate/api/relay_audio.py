@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from aigate.api.body import read_body
-from aigate.api.relay import _client_ip, _endpoint
+from aigate.api.relay import client_ip, relay_endpoint
 from aigate.config.runtime import RelayToken
 from aigate.engine import audio, relay
 from aigate.engine.relay import RelayError
@@ -47,7 +47,7 @@ def _limited(request: Request, limit: int):
 
 
 async def transcriptions(request: Request, services: Services, token: RelayToken) -> Response:
-    endpoint, ip = request.url.path, _client_ip(request)
+    endpoint, ip = request.url.path, client_ip(request)
     limit = services.config.relay.audio_max_bytes
     too_large = RelayError(413, f"The audio upload is larger than {limit} bytes.", param="file",
                            code="file_too_large")
@@ -80,14 +80,14 @@ async def transcriptions(request: Request, services: Services, token: RelayToken
 
 
 async def speech(request: Request, services: Services, token: RelayToken) -> Response:
-    endpoint, ip = request.url.path, _client_ip(request)
+    endpoint, ip = request.url.path, client_ip(request)
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:
         raise await relay.refuse(services, token, "audio", endpoint, ip,
                                  RelayError(exc.status, exc.message)) from None
     try:
-        body = relay._parse(raw)
+        body = relay.parse_body(raw)
     except RelayError as exc:
         raise await relay.refuse(services, token, "audio", endpoint, ip, exc) from None
     rc = await audio.begin(services, token, body, endpoint, ip, required="input")
@@ -96,6 +96,6 @@ async def speech(request: Request, services: Services, token: RelayToken) -> Res
 
 
 routes = [
-    Route("/v1/audio/transcriptions", _endpoint(transcriptions), methods=["POST"]),
-    Route("/v1/audio/speech", _endpoint(speech), methods=["POST"]),
+    Route("/v1/audio/transcriptions", relay_endpoint(transcriptions), methods=["POST"]),
+    Route("/v1/audio/speech", relay_endpoint(speech), methods=["POST"]),
 ]

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from aigate import metrics
 from aigate.api.body import read_body
-from aigate.api.relay import JSON, SSE_HEADERS, _client_ip
+from aigate.api.relay import JSON, SSE_HEADERS, client_ip
 from aigate.auth.caller import relay_token
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken
@@ -60,13 +60,13 @@ async def _read(request: Request, services: Services, token: RelayToken) -> byte
     try:
         return await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:  # too large: refused, and logged like every refusal
-        raise await relay.refuse(services, token, "chat", request.url.path, _client_ip(request),
+        raise await relay.refuse(services, token, "chat", request.url.path, client_ip(request),
                                  RelayError(exc.status, exc.message)) from None
 
 
 async def _create(request: Request, services: Services, token: RelayToken) -> Response:
     raw = await _read(request, services, token)
-    rc = await messages.begin(services, token, raw, request.url.path, _client_ip(request))
+    rc = await messages.begin(services, token, raw, request.url.path, client_ip(request))
     ids = {"request-id": rc.request_id, "x-request-id": rc.request_id}
     beta = request.headers.get("anthropic-beta", "")
     if not rc.stream:
@@ -78,14 +78,14 @@ async def _create(request: Request, services: Services, token: RelayToken) -> Re
 
 async def _count(request: Request, services: Services, token: RelayToken) -> Response:
     raw = await _read(request, services, token)
-    rc = await messages.begin(services, token, raw, request.url.path, _client_ip(request),
+    rc = await messages.begin(services, token, raw, request.url.path, client_ip(request),
                               counting=True)
     ids = {"request-id": rc.request_id, "x-request-id": rc.request_id}
     beta = request.headers.get("anthropic-beta", "")
     return Response(await messages.count_tokens(rc, beta), media_type=JSON, headers=ids)
 
 
-def _endpoint(handler):
+def relay_endpoint(handler):
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         try:
@@ -101,6 +101,6 @@ def _endpoint(handler):
 
 
 routes = [
-    Route("/v1/messages", _endpoint(_create), methods=["POST"]),
-    Route("/v1/messages/count_tokens", _endpoint(_count), methods=["POST"]),
+    Route("/v1/messages", relay_endpoint(_create), methods=["POST"]),
+    Route("/v1/messages/count_tokens", relay_endpoint(_count), methods=["POST"]),
 ]

@@ -9,7 +9,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aigate.api.body import read_body
-from aigate.api.relay import JSON, SSE_HEADERS, _client_ip, _endpoint
+from aigate.api.relay import JSON, SSE_HEADERS, client_ip, relay_endpoint
 from aigate.config.runtime import RelayToken
 from aigate.engine import relay, response_store, responses
 from aigate.engine.relay import RelayError
@@ -23,7 +23,7 @@ def _not_found(response_id: str) -> RelayError:
 
 
 async def create(request: Request, services: Services, token: RelayToken) -> Response:
-    endpoint, ip = request.url.path, _client_ip(request)
+    endpoint, ip = request.url.path, client_ip(request)
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:
@@ -56,7 +56,7 @@ async def delete(request: Request, services: Services, token: RelayToken) -> Res
 
 
 routes = [
-    Route("/v1/responses", _endpoint(create), methods=["POST"]),
-    Route("/v1/responses/{response_id}", _endpoint(retrieve), methods=["GET"]),
-    Route("/v1/responses/{response_id}", _endpoint(delete), methods=["DELETE"]),
+    Route("/v1/responses", relay_endpoint(create), methods=["POST"]),
+    Route("/v1/responses/{response_id}", relay_endpoint(retrieve), methods=["GET"]),
+    Route("/v1/responses/{response_id}", relay_endpoint(delete), methods=["DELETE"]),
 ]

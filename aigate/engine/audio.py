@@ -54,11 +54,11 @@ async def begin(services: Services, token: RelayToken, body: dict[str, Any], end
         if required == "file" and fmt is not None and fmt not in FORMATS:
             raise invalid(f"'response_format' must be one of {list(FORMATS)}.", "response_format")
         # speech and transcription speak OpenAI's audio API: its platforms, as embeddings
-        rc.platforms = relay._platforms(services.snapshot, token, model, "embedding")
+        rc.platforms = relay.usable_platforms(services.snapshot, token, model, "audio")
         if relay_limits.has_limits(token):
             refusal = await relay_limits.limits_of(services).admit(token)
             if refusal is not None:
-                raise relay._refused(refusal)
+                raise relay.refusal_error(refusal)
         call.meter = RelayMeter(services, token)
     return rc
 
@@ -74,7 +74,7 @@ async def transcribe(rc: RelayCall, upload: Upload) -> tuple[bytes, str]:
                                              upload.file, upload.content_type)
 
     async with call.ending():
-        raw, kind, usage = await call.route(relay._candidates(rc), attempt)
+        raw, kind, usage = await call.route(relay.candidates(rc), attempt)
         record.usage, record.response_raw = usage, raw
         await call.succeed()
     return raw, kind
@@ -90,7 +90,7 @@ async def speech(rc: RelayCall) -> tuple[bytes, str]:
         return await oa.speech(services.http, platform, body)
 
     async with call.ending():
-        result = await call.route(relay._candidates(rc), attempt)
+        result = await call.route(relay.candidates(rc), attempt)
         record.usage = result.usage
         record.response_raw = orjson.dumps({"content_type": result.content_type,
                                             "bytes": len(result.content)})

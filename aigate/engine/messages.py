@@ -41,7 +41,7 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
                 RELAY_ERRORS)
     rc = RelayCall(call, token)
     async with call.ending():
-        rc.body = body = relay._parse(raw)
+        rc.body = body = relay.parse_body(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("model: Field required", "model")
@@ -61,11 +61,11 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
             body.get("metadata"), dict) else None
         if isinstance(user, str):
             call.record.user_id = user[:64]
-        rc.platforms = relay._platforms(services.snapshot, token, model, "chat")
+        rc.platforms = relay.usable_platforms(services.snapshot, token, model, "chat")
         if relay_limits.has_limits(token):
             refusal = await relay_limits.limits_of(services).admit(token)
             if refusal is not None:
-                raise relay._refused(refusal)
+                raise relay.refusal_error(refusal)
         call.meter = RelayMeter(services, token)
     return rc
 
@@ -99,7 +99,7 @@ async def complete(rc: RelayCall, beta: str = "") -> bytes:
         return orjson.dumps(message), chat.usage
 
     async with call.ending():
-        answer, usage = await call.route(relay._candidates(rc), attempt)
+        answer, usage = await call.route(relay.candidates(rc), attempt)
         record.usage = usage
         if not record.response_raw:
             record.response_raw = answer
@@ -121,7 +121,7 @@ async def count_tokens(rc: RelayCall, beta: str = "") -> bytes:
         return JsonResult(data=data, raw=orjson.dumps(data), usage=Usage())
 
     async with call.ending():
-        result = await call.route(relay._candidates(rc), attempt)
+        result = await call.route(relay.candidates(rc), attempt)
         record.response_raw = result.raw
         record.usage = Usage()  # counting tokens costs nothing
         await call.succeed()
@@ -141,7 +141,7 @@ async def open_stream(rc: RelayCall, beta: str = "") -> AsyncIterator[bytes]:
                                                         _chat_request(rc, upstream))
 
     async with call.ending():
-        events, first = await call.open_stream(relay._candidates(rc), start)
+        events, first = await call.open_stream(relay.candidates(rc), start)
         last = rc.record.trace.last
         native = last is not None and last.platform.type == "anthropic"
     output = MessagesOutput(rc, None if native else mc_.MessagesStream(rc.record.model))

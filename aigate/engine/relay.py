@@ -70,7 +70,7 @@ SAMPLING = frozenset(
     }
 )
 _NOT_EXTRA = frozenset({"model", "messages", "stream", "response_format"})
-ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENAI_FORMAT}
+ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENAI_FORMAT, "audio": OPENAI_FORMAT}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -257,7 +257,7 @@ async def refuse(
     return await call.fail(exc)
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+def parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise invalid("We could not parse the JSON body of your request: the body is empty.")
     try:
@@ -271,7 +271,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _platforms(snapshot: Snapshot, token: RelayToken, model: str, module: str) -> list[Platform]:
+def usable_platforms(snapshot: Snapshot, token: RelayToken, model: str, module: str) -> list[Platform]:
     """The enabled platforms that can serve ``model`` on this endpoint for this token."""
     if token.models and model not in token.models:
         raise RelayError(
@@ -332,7 +332,7 @@ async def begin(
     rc = RelayCall(call, token)
     record = call.record
     async with call.ending():
-        rc.body = body = _parse(raw)
+        rc.body = body = parse_body(raw)
         user = body.get("user")
         if isinstance(user, str):
             record.user_id = user[:64]
@@ -346,16 +346,16 @@ async def begin(
             _check_chat(rc)
         else:
             _check_required(body, "input" if module == "embedding" else "prompt")
-        rc.platforms = _platforms(services.snapshot, token, model, module)
+        rc.platforms = usable_platforms(services.snapshot, token, model, module)
         if relay_limits.has_limits(token):
             refusal = await relay_limits.limits_of(services).admit(token)
             if refusal is not None:
-                raise _refused(refusal)
+                raise refusal_error(refusal)
         call.meter = RelayMeter(services, token)
     return rc
 
 
-def _refused(refusal: relay_limits.Refusal) -> RelayError:
+def refusal_error(refusal: relay_limits.Refusal) -> RelayError:
     if refusal.kind == "spend":  # waiting does not help: tell the SDK not to retry
         return RelayError(
             429,
@@ -373,7 +373,7 @@ def _refused(refusal: relay_limits.Refusal) -> RelayError:
     )
 
 
-def _candidates(rc: RelayCall) -> list[tuple[Platform, str]]:
+def candidates(rc: RelayCall) -> list[tuple[Platform, str]]:
     cooldowns = routing.cooldowns_of(rc.services)
     return [(p, rc.record.model) for p in routing.order(rc.platforms, cooldowns)]
 
@@ -431,7 +431,7 @@ async def complete(rc: RelayCall) -> bytes:
         )
 
     async with call.ending():
-        result = await call.route(_candidates(rc), attempt)
+        result = await call.route(candidates(rc), attempt)
         record.usage, record.response_raw = result.usage, result.raw
         answer = result.raw if _openai_format(rc) else orjson.dumps(result.openai)
         await call.succeed()
@@ -448,7 +448,7 @@ async def open_stream(rc: RelayCall) -> AsyncIterator[bytes]:
         return chat_provider(platform.type).chat_stream(services.http, platform, request(platform, model))
 
     async with call.ending():
-        events, first = await call.open_stream(_candidates(rc), start)
+        events, first = await call.open_stream(candidates(rc), start)
     return pump(call, events, first, RelayStream(rc))
 
 
@@ -526,7 +526,7 @@ async def _json_call(rc: RelayCall, send: Send) -> bytes:
         )
 
     async with call.ending():
-        result = await call.route(_candidates(rc), attempt)
+        result = await call.route(candidates(rc), attempt)
         record.usage, record.response_raw = result.usage, result.raw
         await call.succeed()
     return result.raw

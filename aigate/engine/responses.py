@@ -65,7 +65,7 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
     rcall = RelayCall(call, token)
     x = ResponsesCall(rcall)
     async with call.ending():
-        rcall.body = body = relay._parse(raw)
+        rcall.body = body = relay.parse_body(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise invalid("Missing required parameter: 'model'.", "model",
@@ -88,11 +88,11 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
                 raise RelayError(404, f"Previous response with id '{previous}' not found.",
                                  param="previous_response_id", code="previous_response_not_found")
             x.history = stored.conversation
-        rcall.platforms = relay._platforms(services.snapshot, token, model, "chat")
+        rcall.platforms = relay.usable_platforms(services.snapshot, token, model, "chat")
         if relay_limits.has_limits(token):
             refusal = await relay_limits.limits_of(services).admit(token)
             if refusal is not None:
-                raise relay._refused(refusal)
+                raise relay.refusal_error(refusal)
         call.meter = RelayMeter(services, token)
     return x
 
@@ -170,7 +170,7 @@ async def complete(x: ResponsesCall) -> dict[str, Any]:
         return doc, chat.usage, chat.raw
 
     async with call.ending():
-        doc, usage, raw = await call.route(relay._candidates(x.relay), attempt)
+        doc, usage, raw = await call.route(relay.candidates(x.relay), attempt)
         record.usage, record.response_raw = usage, raw
         await _keep(x, doc)
         await call.succeed()
@@ -190,7 +190,7 @@ async def open_stream(x: ResponsesCall) -> AsyncIterator[bytes]:
                                                         _chat_request(x, upstream))
 
     async with call.ending():
-        events, first = await call.open_stream(relay._candidates(x.relay), start)
+        events, first = await call.open_stream(relay.candidates(x.relay), start)
         last = x.relay.record.trace.last
         native = last is not None and openai_responses.speaks_natively(last.platform)
     output = NativeStream(x) if native else TranslatedStream(x, rc_.ResponsesStream(
