@@ -13,6 +13,7 @@ from aigate.api.params import id_list, int_param
 from aigate.auth.caller import Caller
 from aigate.auth.tokens import mint_user_token
 from aigate.clock import iso_ms
+from aigate.edge.gate import edge_of
 from aigate.engine import chat, chat_history, metering
 from aigate.engine.instruction import run_instruction
 from aigate.errors import invalid
@@ -24,7 +25,8 @@ def json(data, status: int = 200) -> Response:
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address as the edge sees it (``server.trusted_proxies`` honoured)."""
+    return edge_of(request.app.state.services).client_ip(request)
 
 
 async def chat_once(request: Request, caller: Caller, services: Services) -> Response:

@@ -22,6 +22,7 @@ from aigate.api.body import read_body
 from aigate.auth.caller import relay_token
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken
+from aigate.edge.gate import edge_of
 from aigate.engine import relay
 from aigate.engine.relay import RelayError
 from aigate.errors import AppError
@@ -85,7 +86,8 @@ def relay_endpoint(handler: Handler):
 
 
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address as the edge sees it (``server.trusted_proxies`` honoured)."""
+    return edge_of(request.app.state.services).client_ip(request)
 
 
 async def _begin(

@@ -99,7 +99,7 @@ async def signin(request: Request) -> Response:
     expected = request.cookies.get(PRE_COOKIE, "")
     if not given or not expected or not secrets.compare_digest(given, expected):
         return _signin_page(request, {"form": "The form expired; please sign in again."}, 403)
-    if not await _limiter(request).allow(client_ip(request, services.config.server.trusted_proxies)):
+    if not await _limiter(request).allow(client_ip(request)):
         return _signin_page(request, {"form": "Too many sign-in attempts; wait a minute."}, 429)
     admin_key = str(form.get("admin_key", ""))
     username = str(form.get("username", "")).strip()

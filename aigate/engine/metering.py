@@ -396,7 +396,7 @@ def _grant_script(db, who: dict, asset: str, amount: int, key: str, ts: int) -> 
 
 
 ADJUST_LEDGER = """
-INSERT INTO asset_ledger (app_id, user_id, asset, delta, balance_after, reason, request_id,
+INSERT INTO asset_ledger (app_id, user_id, asset, delta_micros, balance_micros, reason, request_id,
                           idempotency_key, created_ms, note)
 VALUES (:app, :user, :asset, :delta, :balance, 'adjust', NULL, :key, :ts, :note)
 ON CONFLICT (app_id, user_id, asset, idempotency_key) DO NOTHING
@@ -407,7 +407,7 @@ def _adjust_script(db, who: dict, asset: str, delta: int, note: str, key: str, t
     amount = {**who, "asset": asset, "amount": abs(delta), "ts": ts}
     changed = db.rows(ADD if delta >= 0 else TAKE, amount)
     if not changed:
-        raise Refused(AppError("insufficient_asset", f"delta: the balance is below {abs(delta)}"))
+        raise Refused(AppError("insufficient_asset", f"delta: the balance is below {render(abs(delta), 6)}"))
     if not db.rows(ADJUST_LEDGER, {**who, "asset": asset, "delta": delta, "balance": changed[0][0],
                                    "key": key, "ts": ts, "note": note}):
         raise Refused(AppError("invalid_parameter", "duplicate"))  # roll the change back
@@ -552,21 +552,23 @@ async def grant(services: Services, caller: Caller, asset: str, quantity: Decima
         return False
 
 
-async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg, delta: int, note: str,
-                 idempotency_key: str) -> tuple[bool, int]:
-    """An operator's grant (delta > 0) or deduction (delta < 0) with a reason, once per
-    idempotency key; never below zero. Returns (applied, balance)."""
+async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg, delta: Decimal | int, note: str,
+                 idempotency_key: str) -> tuple[bool, int | float]:
+    """An operator's grant (delta > 0) or deduction (delta < 0) of ``delta`` credits with a
+    reason, once per idempotency key; never below zero. Returns (applied, balance), the
+    balance rendered with the asset's precision."""
     ts = now_ms()
     who = {"app": app_id, "user": user_id}
     await ensure_assets(services, app_id, user_id, [policy], ts)
     try:
-        return True, await run_script(services.engine, _adjust_script, who, policy.name, delta, note,
-                                      idempotency_key, ts)
+        balance = await run_script(services.engine, _adjust_script, who, policy.name, micros(delta), note,
+                                   idempotency_key, ts)
+        return True, render(balance, policy.precision)
     except Refused as exc:
         if exc.error.error_type != "invalid_parameter":
             raise exc.error from None
     rows = await run_script(services.engine, lambda db: db.rows(BALANCE, {**who, "asset": policy.name}))
-    return False, rows[0][0]
+    return False, render(rows[0][0], policy.precision)
 
 
 async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:

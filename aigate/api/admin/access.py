@@ -21,6 +21,7 @@ from sqlalchemy import insert
 from aigate.auth import sessions
 from aigate.auth.caller import admin_ok
 from aigate.clock import now_ms
+from aigate.edge.gate import edge_of
 from aigate.store import tables as t
 
 log = logging.getLogger("aigate.admin")
@@ -122,13 +123,9 @@ def _trusted(peer: str, proxies: list[str]) -> bool:
         return False
 
 
-def client_ip(request: Request, proxies: list[str]) -> str:
-    peer = request.client.host if request.client else ""
-    if proxies and _trusted(peer, proxies):
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            return forwarded.split(",")[-1].strip()  # the address the trusted proxy saw
-    return peer
+def client_ip(request: Request) -> str:
+    """The client's address as the edge sees it (``server.trusted_proxies`` honoured)."""
+    return edge_of(request.app.state.services).client_ip(request)
 
 
 def is_https(request: Request, proxies: list[str]) -> bool:

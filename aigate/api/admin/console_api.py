@@ -244,7 +244,7 @@ async def playground_chat(body: PlaygroundChat, request: Request, services: Serv
     payload = {"strategy": body.strategy, "parameters": body.parameters, "messages": body.messages}
     if body.chat_id:
         payload["chat_id"] = body.chat_id
-    ip = client_ip(request, services.config.server.trusted_proxies)
+    ip = client_ip(request)
     stream = await start_playground_chat(services, caller, payload, ip)
 
     async def events():
