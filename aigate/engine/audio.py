@@ -15,9 +15,9 @@ from typing import IO, Any
 import orjson
 
 from aigate.config.runtime import RelayToken
-from aigate.engine import relay, relay_limits
+from aigate.engine import relay
 from aigate.engine.calls import Call
-from aigate.engine.relay import RELAY_ERRORS, RelayCall, RelayMeter, invalid
+from aigate.engine.relay import RELAY_ERRORS, RelayCall, invalid
 from aigate.providers import openai as oa
 from aigate.providers import openai_audio
 from aigate.providers.base import Platform
@@ -54,12 +54,7 @@ async def begin(services: Services, token: RelayToken, body: dict[str, Any], end
         if required == "file" and fmt is not None and fmt not in FORMATS:
             raise invalid(f"'response_format' must be one of {list(FORMATS)}.", "response_format")
         # speech and transcription speak OpenAI's audio API: its platforms, as embeddings
-        rc.platforms = relay.usable_platforms(services.snapshot, token, model, "audio")
-        if relay_limits.has_limits(token):
-            refusal = await relay_limits.limits_of(services).admit(token)
-            if refusal is not None:
-                raise relay.refusal_error(refusal)
-        call.meter = RelayMeter(services, token)
+        await relay.admit(rc, model, "audio")
     return rc
 
 

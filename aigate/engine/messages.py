@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 
 from aigate.config.runtime import RelayToken
-from aigate.engine import relay, relay_limits
+from aigate.engine import relay
 from aigate.engine.calls import Call, StreamState, pump
-from aigate.engine.relay import RELAY_ERRORS, RelayCall, RelayError, RelayMeter, invalid
+from aigate.engine.relay import RELAY_ERRORS, RelayCall, RelayError, invalid
 from aigate.providers import anthropic
 from aigate.providers import messages_chat as mc_
 from aigate.providers.base import ChatRequest, JsonResult, Platform, StreamEvent, Usage
@@ -61,12 +61,7 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
             body.get("metadata"), dict) else None
         if isinstance(user, str):
             call.record.user_id = user[:64]
-        rc.platforms = relay.usable_platforms(services.snapshot, token, model, "chat")
-        if relay_limits.has_limits(token):
-            refusal = await relay_limits.limits_of(services).admit(token)
-            if refusal is not None:
-                raise relay.refusal_error(refusal)
-        call.meter = RelayMeter(services, token)
+        await relay.admit(rc, model, "chat")
     return rc
 
 

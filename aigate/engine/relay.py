@@ -346,13 +346,20 @@ async def begin(
             _check_chat(rc)
         else:
             _check_required(body, "input" if module == "embedding" else "prompt")
-        rc.platforms = usable_platforms(services.snapshot, token, model, module)
-        if relay_limits.has_limits(token):
-            refusal = await relay_limits.limits_of(services).admit(token)
-            if refusal is not None:
-                raise refusal_error(refusal)
-        call.meter = RelayMeter(services, token)
+        await admit(rc, model, module)
     return rc
+
+
+async def admit(rc: RelayCall, model: str, module: str) -> None:
+    """The token may use ``model`` on this endpoint and is within its limits (else the
+    refusal is raised); from here on the call counts against the token."""
+    services, token = rc.services, rc.token
+    rc.platforms = usable_platforms(services.snapshot, token, model, module)
+    if relay_limits.has_limits(token):
+        refusal = await relay_limits.limits_of(services).admit(token)
+        if refusal is not None:
+            raise refusal_error(refusal)
+    rc.call.meter = RelayMeter(services, token)
 
 
 def refusal_error(refusal: relay_limits.Refusal) -> RelayError:

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 
 from aigate.config.runtime import RelayToken
-from aigate.engine import relay, relay_limits, response_store
+from aigate.engine import relay, response_store
 from aigate.engine.calls import Call, StreamState, pump
-from aigate.engine.relay import RELAY_ERRORS, RelayCall, RelayError, RelayMeter, invalid
+from aigate.engine.relay import RELAY_ERRORS, RelayCall, RelayError, invalid
 from aigate.providers import openai_responses
 from aigate.providers import responses_chat as rc_
 from aigate.providers.base import ChatRequest, Platform, StreamEvent, Usage
@@ -88,12 +88,7 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
                 raise RelayError(404, f"Previous response with id '{previous}' not found.",
                                  param="previous_response_id", code="previous_response_not_found")
             x.history = stored.conversation
-        rcall.platforms = relay.usable_platforms(services.snapshot, token, model, "chat")
-        if relay_limits.has_limits(token):
-            refusal = await relay_limits.limits_of(services).admit(token)
-            if refusal is not None:
-                raise relay.refusal_error(refusal)
-        call.meter = RelayMeter(services, token)
+        await relay.admit(rcall, model, "chat")
     return x
 
 
