@@ -17,7 +17,10 @@ import pytest_asyncio
 CHROMIUM = os.environ.get("AIGATE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# The tests write their screenshots to a git-ignored folder, so a test run leaves the tree
+# clean; AIGATE_UPDATE_SCREENSHOTS=1 writes them to docs/console/, the README's pictures.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / (
+    "docs/console" if os.environ.get("AIGATE_UPDATE_SCREENSHOTS") == "1" else "tests/browser/.screenshots")
 
 
 def _missing() -> str:
