@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.metadata import version
+from typing import Any
 
 from aigate.config.schema import Config, Price
 
@@ -56,7 +57,7 @@ def lookup(platform_type: str, model: str, when: datetime | None = None) -> Foun
     except LookupError:
         return None
     prices = info.get_prices(when or datetime.now(UTC))
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}  # Price's keyword arguments: Decimal prices, int units
     for theirs, ours in PER_MTOK.items():
         value = _flat(getattr(prices, theirs, None))
         if value is not None:
@@ -85,7 +86,7 @@ def from_platforms(model: str, platforms) -> Found | None:
 def listing(cfg: Config) -> list[tuple[str, Price | None, str]]:
     """Every model the configuration names, its price and where the price comes from."""
     entries = {m.name: m for m in cfg.models}
-    out = []
+    out: list[tuple[str, Price | None, str]] = []
     for name in sorted(set(entries) | {m for p in cfg.platforms for m in p.models}):
         entry = entries.get(name)
         if entry is not None and entry.price is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 
 from sqlalchemy import select
@@ -53,7 +54,7 @@ class RelayToken:
     models: frozenset[str]
     rpm: int | None
     tpm: int | None
-    spend_limit: object | None
+    spend_limit: Decimal | None
     expires_ms: int | None
     enabled: bool
 

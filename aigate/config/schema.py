@@ -328,13 +328,6 @@ def is_private_host(host: str) -> bool:
         return False
     return not addr.is_global or addr.is_multicast
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
 
 # --- clients in the wild (SPEC §10): browsers, identity providers, attestation, edge limits
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import RowMapping, delete, select, update
 
 from aigate.auth.caller import Caller
 from aigate.clock import iso_ms
@@ -32,7 +32,7 @@ RECORD_COLUMNS = (C.request_id, C.platform_id, C.platform, C.module, C.strategy,
                   C.response, C.error, C.unit_price, C.custom_response, C.created_ms, C.updated_ms)
 
 
-def record_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def record_json(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """A record with exactly the fields of seed 000."""
     return {
         "request_id": str(row["request_id"]),

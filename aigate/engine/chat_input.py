@@ -30,7 +30,7 @@ def _part(part: Any, path: str) -> dict[str, Any]:
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str) or not url:
+        if not isinstance(image, dict) or not isinstance(url, str) or not url:
             raise invalid(f"{path}.image_url.url: must be a non-empty string")
         return {"type": "image_url", "image_url": dict(image)}
     raise invalid(f"{path}.type: must be 'text' or 'image_url'")

@@ -85,8 +85,9 @@ STOP_GRACE_S = 5.0
 
 def _seconds(platform: Platform, name: str, default: float) -> float:
     value = platform.options.get(name)
-    usable = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    return float(value) if usable else default
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return default
 
 
 def poll_interval_ms(platform: Platform) -> int:

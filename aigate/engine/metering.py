@@ -279,6 +279,7 @@ def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, holder:
     limit = res.limit.count if res.limit else NO_LIMIT
     counted = db.rows(COUNT, {**who, "strategy": res.counter_name, "period": res.period, "limit": limit})
     if not counted:
+        assert res.limit is not None  # without a limit the count always admits
         raise Refused(AppError("limit_exceeded", f"strategy '{res.counter_name}': limit of "
                                                  f"{res.limit.count} per {res.limit.period} reached"))
     res.current_count, res.current_total_count = counted[0]
@@ -350,7 +351,7 @@ def queued_release_script(db, rows: list[dict[str, Any]]) -> None:
         who = {"app": row["app"], "user": row["user"]}
         cost = None
         if row["asset"]:
-            cost = (CostCfg(asset=row["asset"], per_1k_input_tokens=0) if row.get("hold")
+            cost = (CostCfg(asset=row["asset"], per_1k_input_tokens=Decimal(0)) if row.get("hold")
                     else CostCfg(asset=row["asset"], per_request=Decimal(row["amount"]) / SCALE))
         if cost and not cost.usage_based and db.rows(REFUNDED, {**who, "asset": cost.asset,
                                                                  "key": _refund_key(row["request_id"])}):
@@ -363,7 +364,7 @@ def queued_settle_script(db, rows: list[dict[str, Any]]) -> None:
     """The writer's handler for settlements that could not run during a database outage:
     each settles its hold if the hold is still there (not released by the sweep meanwhile)."""
     for row in rows:
-        cost = CostCfg(asset=row["asset"], per_1k_input_tokens=0)
+        cost = CostCfg(asset=row["asset"], per_1k_input_tokens=Decimal(0))
         res = Reservation(row["app"], row["user"], "", "", row["request_id"], cost, None)
         settle_script(db, {"app": row["app"], "user": row["user"]}, res, row["charge"], row["ts"])
 
@@ -380,6 +381,7 @@ def settle_script(db, who: dict, res: Reservation, charge: int, ts: int) -> bool
     if not claimed:
         return False
     back = claimed[0][0] - charge
+    assert res.cost is not None  # only a usage-based reservation holds
     asset = res.cost.asset
     added = db.rows(ADD, {**who, "asset": asset, "amount": back, "ts": ts})
     if added:
@@ -484,6 +486,7 @@ async def reserve_call(services: Services, caller: Caller, counter_name: str, co
 
 def usage_charge(services: Services, res: Reservation, model: str, usage: Usage) -> int:
     """The actual charge of a usage-based call, in millionths, from what it used."""
+    assert res.cost is not None  # usage-based: it has a cost
     return charge_micros(res.cost, res.precision, usage, price_of(usage, services.snapshot.price(model)))
 
 
@@ -511,6 +514,7 @@ async def settle(services: Services, res: Reservation, charge: int) -> bool:
         if not is_outage(exc):
             raise
         # applied by the writer once the database is back (unless the sweep got there first)
+        assert res.cost is not None  # only a usage-based reservation holds
         await services.writer.put("settle", {"app": res.app_id, "user": res.user_id, "request_id": res.request_id,
                                              "asset": res.cost.asset, "charge": charge, "ts": ts})
         return True
@@ -533,7 +537,7 @@ async def release(services: Services, res: Reservation) -> None:
         charged = res.cost is not None and (res.holds or res.flat > 0)
         await services.writer.put("release", {
             "app": res.app_id, "user": res.user_id, "strategy": res.counter_name, "period": res.period,
-            "request_id": res.request_id, "asset": res.cost.asset if charged else "",
+            "request_id": res.request_id, "asset": res.cost.asset if charged and res.cost is not None else "",
             "amount": res.flat if charged else 0, "hold": res.holds, "ts": ts})
         return
     res.current_count -= 1

@@ -98,6 +98,7 @@ def _tpm_refusal(token: RelayToken, minute: int) -> Refusal:
 
 
 def _spend_refusal(token: RelayToken, spent: Decimal) -> Refusal:
+    assert token.spend_limit is not None  # only a token with a limit is refused for spend
     return Refusal(
         "spend",
         f"You exceeded your current quota: relay token '{token.name}' has spent "

@@ -129,7 +129,7 @@ async def balance_changed(services: Any, app_id: str, user_id: str, asset: str,
     app = services.snapshot.apps.get(app_id)
     policy = app.assets.get(asset) if app is not None else None
     low = getattr(policy, "low_quantity", None)
-    if low is None or not (before > metering.micros(low) >= after):
+    if policy is None or low is None or not (before > metering.micros(low) >= after):
         return
     await emit(services, app_id, "asset.low", {
         "user_id": user_id, "asset": asset, "quantity": metering.render(after, policy.precision),

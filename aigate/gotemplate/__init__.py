@@ -210,7 +210,8 @@ class _Lexer:
         return TemplateSyntaxError(message, self.src, pos)
 
     def pieces(self) -> list[str | _Action]:
-        src, out, pos = self.src, [], 0
+        src, pos = self.src, 0
+        out: list[str | _Action] = []
         while pos < self.size:
             start = src.find("{{", pos)
             if start < 0:
@@ -874,15 +875,16 @@ class _Parser:
         self.rooted = rooted
         orelse: list[_Stmt] = []
         if stop is not None and stop.keyword == "else" and stop.cursor is not None:
-            after_else = stop.cursor.peek_non_space()
+            else_cursor = stop.cursor
+            after_else = else_cursor.peek_non_space()
             if kind != "range" and after_else.kind == "keyword" and after_else.value == kind:
                 # {{else if b}}..{{end}} is {{else}}{{if b}}..{{end}}{{end}}: the nested
                 # chain consumes the one {{end}}
-                stop.cursor.next()
-                orelse = [self.parse_control(kind, stop.cursor, after_else.pos)]
+                else_cursor.next()
+                orelse = [self.parse_control(kind, else_cursor, after_else.pos)]
                 stop = _Stop("end", None, after_else.pos)
             else:
-                self.expect_end(stop.cursor, "else")
+                self.expect_end(else_cursor, "else")
                 orelse, stop = self.parse_list()
         if stop is None:
             raise self.error(f"unexpected EOF: {_delim(kind)} without {_delim('end')}", pos)
@@ -912,7 +914,8 @@ class _Parser:
 
     def parse_decls(self, cursor: _Cursor, context: str) -> tuple[tuple[str, ...], bool]:
         """``$x :=``, ``$x =`` or (in range) ``$i, $v :=``; nothing when absent."""
-        start, names = cursor.i, []
+        start = cursor.i
+        names: list[_Tok] = []
         while True:
             tok = cursor.next_non_space()
             if tok.kind != "var":

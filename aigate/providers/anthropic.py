@@ -454,7 +454,7 @@ class AnthropicChat:
                             continue
                         part = delta.get("partial_json") or ""
                         reply_parts.append(part)
-                        call = {"index": index, "function": {"arguments": part}}
+                        call: dict[str, Any] = {"index": index, "function": {"arguments": part}}
                         chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                     # thinking / signature deltas have no chat.completion.chunk equivalent

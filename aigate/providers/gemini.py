@@ -184,7 +184,7 @@ def _tools(extra: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str
             decl["parameters"] = fn["parameters"]
         declarations.append(decl)
     choice = extra.get("tool_choice")
-    config = None
+    config: dict[str, Any] | None = None
     if isinstance(choice, str) and choice in TOOL_MODES:
         config = {"functionCallingConfig": {"mode": TOOL_MODES[choice]}}
     elif isinstance(choice, dict):

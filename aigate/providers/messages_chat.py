@@ -263,7 +263,7 @@ class MessagesStream:
 
     def start(self, input_tokens: int = 0) -> list[bytes]:
         self.started = True
-        message = {"id": self.message_id, "type": "message", "role": "assistant",
+        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant",
                    "model": self.model, "content": [], "stop_reason": None,
                    "stop_sequence": None,
                    "usage": {"input_tokens": input_tokens, "output_tokens": 0}}

@@ -247,7 +247,7 @@ def response_object(body: dict[str, Any], *, response_id: str, model: str, creat
                     status: str, output: list[dict[str, Any]], usage: Usage | None,
                     incomplete: str | None = None) -> dict[str, Any]:
     """A ``response`` object; the request's own settings are echoed as OpenAI does."""
-    text = body.get("text") if isinstance(body.get("text"), dict) else {}
+    text = body["text"] if isinstance(body.get("text"), dict) else {}
     return {
         "id": response_id,
         "object": "response",

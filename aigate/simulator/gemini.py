@@ -170,7 +170,9 @@ def _reply(call: Call, body: dict[str, Any], contents: list[Any]) -> tuple[str |
         args = schema_instance.instance(_declared_schema(body, function), echo)
         return function, orjson.dumps(args).decode()
     config = body.get("generationConfig")
-    json_mode = isinstance(config, dict) and config.get("responseMimeType") == JSON_TYPE
+    if not isinstance(config, dict):
+        config = {}
+    json_mode = config.get("responseMimeType") == JSON_TYPE
     user_text = _last_user_text(contents)
     schema = (config.get("responseJsonSchema") or config.get("responseSchema")) if json_mode else None
     if schema and call.switches.reply is None:  # the answer follows the schema

@@ -78,7 +78,8 @@ def create_engine(url: str, *, pool_size: int = 20, server_settings: dict[str, s
     schema = parsed.query.get("schema")
     # a server that does not answer (a network partition) is an outage after this long,
     # not a request held for asyncpg's default minute
-    settings = dict(server_settings or {})
+    # (a repeated ?schema= gives a tuple; it is passed on as it is)
+    settings: dict[str, str | tuple[str, ...]] = dict(server_settings or {})
     if schema:
         parsed = parsed.difference_update_query(["schema"])
         settings["search_path"] = schema

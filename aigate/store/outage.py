@@ -51,7 +51,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
     """The exception, then what it wraps (SQLAlchemy's ``orig``, ``__cause__``,
     ``__context__``), nearest first, each once."""
     seen: set[int] = set()
-    todo = [exc]
+    todo: list[BaseException | None] = [exc]
     while todo:
         err = todo.pop(0)
         if err is None or id(err) in seen:

@@ -125,6 +125,7 @@ class _SqliteLane:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             aio = raw.driver_connection  # the aiosqlite.Connection
+            assert aio is not None  # a connection checked out of the pool is open
             return await aio._execute(_run_batch, aio._conn, batch)
 
 

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Numeric, Table
+from sqlalchemy import JSON, ColumnDefault, Numeric, Table
 
 from aigate.store import tables as t
 from aigate.store.text import UserString, UserText, bind_user_text
@@ -38,10 +38,11 @@ def _layout(table: Table) -> tuple[tuple[str, ...], dict[str, Any], frozenset, f
     cols = tuple(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True))
     defaults = {}
     for c in table.columns:
-        if c.default is not None and c.default.is_scalar:
-            defaults[c.name] = c.default.arg
-        elif c.default is not None and c.default.is_callable:  # e.g. default=dict
-            defaults[c.name] = c.default.arg.__wrapped__()
+        default = c.default
+        if isinstance(default, ColumnDefault) and default.is_scalar:
+            defaults[c.name] = default.arg
+        elif isinstance(default, ColumnDefault) and default.is_callable:  # e.g. default=dict
+            defaults[c.name] = default.arg.__wrapped__()
     json_cols = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
     num_cols = frozenset(c.name for c in table.columns if isinstance(c.type, Numeric))
     user_text = {c.name: c.type for c in table.columns if isinstance(c.type, (UserText, UserString))}
@@ -140,8 +141,8 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
             acc["ttfb_ms_sum"] += row.get("ttfb_ms", 0)
         dims = (app, model, row.get("channel", 0), row.get("token_name", ""), row["code"])
         for grain in (HOUR_MS, DAY_MS):
-            key = (grain, created // grain * grain, *dims)
-            counts[key] = counts.get(key, 0) + 1
+            count_key = (grain, created // grain * grain, *dims)
+            counts[count_key] = counts.get(count_key, 0) + 1
     for table, sums, names in (
         (t.usage_rollups, minute, ("bucket_ms", "app_id", "model", "strategy")),
         (t.usage_rollups_hourly, hourly, ("app_id", "dim", "bucket_ms", "value")),
@@ -150,9 +151,9 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
         # a fixed order avoids deadlocks between instances
         db.many(_add_on_conflict(table, names, ROLLUP_SUMS),
                 [_bind(db, table, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(sums.items())])
-    names = ("grain_ms", "bucket_ms", "app_id", "model", "channel", "token_name", "code")
-    db.many(_add_on_conflict(t.usage_log_counts, names, ("logs",)),
-            [{**dict(zip(names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())])
+    count_names = ("grain_ms", "bucket_ms", "app_id", "model", "channel", "token_name", "code")
+    db.many(_add_on_conflict(t.usage_log_counts, count_names, ("logs",)),
+            [{**dict(zip(count_names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())])
 
 
 USER_DAILY_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount")

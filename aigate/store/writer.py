@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,7 @@ class BatchWriter:
             journal = self._journal
             entries = await asyncio.to_thread(journal.read, self.batch_size) if journal else []
             if entries:
+                assert journal is not None  # entries come only from a journal
                 await self._write_entries(journal.name, entries)
                 continue
             if self._spill or (self._spiller is not None and not self._spiller.done()):
@@ -251,7 +253,7 @@ class BatchWriter:
             journal = await asyncio.to_thread(JournalFile.claim, path)
             if journal is None:
                 continue
-            done_through = await self._until_written(lambda j=journal: _read_progress(self.engine, j.name))
+            done_through = await self._until_written(partial(_read_progress, self.engine, journal.name))
             replayed = 0
             while entries := await asyncio.to_thread(journal.read, self.batch_size):
                 entries = [e for e in entries if e[0] > done_through]
@@ -259,7 +261,7 @@ class BatchWriter:
                     await self._write_entries(journal.name, entries)
                     replayed += len(entries)
             await asyncio.to_thread(journal.delete)
-            await self._until_written(lambda j=journal: run_script(self.engine, _forget, j.name))
+            await self._until_written(partial(run_script, self.engine, _forget, journal.name))
             log.warning("replayed %d rows from the journal %s of a stopped process", replayed, path)
 
     async def _write_entries(self, journal: str, entries: list[Entry]) -> None:
@@ -380,8 +382,8 @@ class BatchWriter:
         for i, (kind, row) in enumerate(rows):
             step = (progress[0], seqs[i]) if progress and seqs else None
             try:
-                await self._until_written(lambda k=kind, r=row, p=step: run_script(
-                    self.engine, _flush, self._handlers, [(k, r)], p))
+                await self._until_written(partial(
+                    run_script, self.engine, _flush, self._handlers, [(kind, row)], step))
                 self.rows_written += 1
                 metrics.WRITER_ROWS.inc()
             except Exception as exc:
@@ -389,7 +391,7 @@ class BatchWriter:
                 metrics.WRITER_REJECTED.inc()
                 log.error("row rejected by the database (%s): %s %r", exc, kind, row)
                 if step is not None:  # the journal moves past the rejected row
-                    await self._until_written(lambda p=step: run_script(self.engine, _flush, self._handlers, [], p))
+                    await self._until_written(partial(run_script, self.engine, _flush, self._handlers, [], step))
 
 
 def _flush(db, handlers: dict[str, Handler], rows: Rows, progress: tuple[str, int] | None) -> None:

@@ -11,11 +11,17 @@ from aigate.store.tables import metadata, migration_filter
 config = context.config
 
 
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "aigate sets sqlalchemy.url before running migrations"
+    return url
+
+
 def _run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        render_as_batch=is_sqlite(config.get_main_option("sqlalchemy.url")),
+        render_as_batch=is_sqlite(_url()),
         compare_type=True,
         include_object=migration_filter(connection.dialect.name),
     )
@@ -24,7 +30,7 @@ def _run(connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_engine(_url())
     async with engine.connect() as conn:
         await conn.run_sync(_run)
     await engine.dispose()

@@ -14,6 +14,8 @@ triggers, so this one runs after those that do (0011 widens the user columns).
 Revision ID: 0012
 Revises: 0010
 """
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -64,7 +66,7 @@ NEW_INDEXES = {
 def _replace_indexes(indexes: dict) -> None:
     for name, (columns, errors_only) in indexes.items():
         op.drop_index(name, table_name="usage_logs")
-        where = {"postgresql_where": sa.text(ERRORS), "sqlite_where": sa.text(ERRORS)} if errors_only else {}
+        where: dict[str, Any] = {"postgresql_where": sa.text(ERRORS), "sqlite_where": sa.text(ERRORS)} if errors_only else {}
         op.create_index(name, "usage_logs", columns, **where)
 
 
