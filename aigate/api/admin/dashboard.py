@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import (
     Float,
     Select,
@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, opt_str
+from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, no_nul
 from aigate.clock import now_ms
 from aigate.store import tables as t
 
@@ -238,7 +238,10 @@ async def _rows(engine: AsyncEngine, stmt: Any) -> list[Any]:
 @router.get("/dashboard", response_model=None)
 async def dashboard(
     request: Request,
-    group: opt_str(64, "only this app's usage") = None,
+    group: Annotated[
+        Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, BeforeValidator(blank_to_none),
+        Query(description="only this app's usage"),
+    ] = None,
     start_timestamp: Millis = None,
     end_timestamp: Millis = None,
     timespan: Annotated[
