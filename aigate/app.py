@@ -69,7 +69,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
     writer.start()
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300),
-        json_serialize=None,
+        json_serialize=None,  # type: ignore[arg-type]  # as before: json= is unusable on this session
         auto_decompress=True,
     )
     services = Services(
@@ -148,7 +148,8 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
         finally:
             await stop_services(app.state.services)
 
-    async def app_error(request: Request, exc: AppError) -> Response:
+    async def app_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)  # registered for AppError only
         return error_response(exc)
 
     from aigate.console import web as console

@@ -248,6 +248,7 @@ def build_document(routes: Iterable[Route], version: str) -> dict[str, Any]:
         if where is None:
             continue
         surface, rel = where
+        assert route.methods is not None  # App API routes are functions: Starlette sets their methods
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):  # OPTIONS: CORS preflights
             key = (method, rel)
             if key not in OPERATIONS:

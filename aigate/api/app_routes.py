@@ -66,7 +66,7 @@ class _HoldingSlot:
 
 
 def _client_endpoint(handler: Handler, methods: list[str], stream: bool):
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response | _HoldingSlot:
         services: Services = request.app.state.services
         if request.method == "OPTIONS":
             return cors.preflight(services.snapshot, request, methods)

@@ -29,7 +29,7 @@ def preflight(snapshot: Snapshot, request: Request, methods: list[str]) -> Respo
     origin = request.headers.get("origin")
     index = client_index(snapshot)
     max_age = index.cors_max_age.get(origin) if origin else None
-    if max_age is None or not request.headers.get("access-control-request-method"):
+    if not origin or max_age is None or not request.headers.get("access-control-request-method"):
         message = f"origin {origin!r} may not call the App API" if origin else "not a CORS preflight"
         body = {"error": {"error_type": "unauthorized", "message": message}}
         return Response(orjson.dumps(body), status_code=403, media_type="application/json",

@@ -30,7 +30,7 @@ def bounds_error(value: Any, path: str = "") -> str | None:
         elif isinstance(v, dict):
             for key, item in v.items():
                 name = f"{where}.{key}" if where else str(key)
-                problem = isinstance(key, str) and _text_problem(key)
+                problem = _text_problem(key) if isinstance(key, str) else None
                 if problem:
                     return f"{name}: {problem} in the key"
                 stack.append((name, item))

@@ -1,12 +1,23 @@
 """Query-string parsing with errors that name the parameter."""
 from __future__ import annotations
 
+from typing import Literal, overload
+
 from starlette.datastructures import QueryParams
 
 from aigate.api.json_bounds import INT64_MAX, INT64_MIN
 from aigate.errors import invalid
 
 
+@overload
+def int_param(query: QueryParams, name: str, default: int, lo: int | None = None,
+              hi: int | None = None, required: bool = False) -> int: ...
+@overload
+def int_param(query: QueryParams, name: str, default: None, lo: int | None = None,
+              hi: int | None = None, *, required: Literal[True]) -> int: ...
+@overload
+def int_param(query: QueryParams, name: str, default: int | None, lo: int | None = None,
+              hi: int | None = None, required: bool = False) -> int | None: ...
 def int_param(query: QueryParams, name: str, default: int | None, lo: int | None = None,
               hi: int | None = None, required: bool = False) -> int | None:
     raw = query.get(name)

@@ -100,4 +100,6 @@ async def end(engine: AsyncEngine, sid: str) -> None:
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:
-    return bool(given) and secrets.compare_digest(session.csrf.encode(), given.encode())
+    if not given:
+        return False
+    return secrets.compare_digest(session.csrf.encode(), given.encode())

@@ -48,6 +48,7 @@ async def verify_jwt(
     if cfg.secret is not None:
         key = cfg.secret
     else:
+        assert cfg.jwks_url is not None  # the schema requires exactly one of secret and jwks_url
         kid = header.get("kid")
         key = (await jwks.key(cfg.jwks_url, kid if isinstance(kid, str) else None, alg, may_fetch=may_fetch)).key
     try:

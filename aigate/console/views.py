@@ -3,7 +3,7 @@ process (so a page and the API never disagree). Rollups only: no page scans the 
 except a log search with a keyword, which says so."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 from urllib.parse import urlencode
 
 import orjson
@@ -75,7 +75,7 @@ async def logs(request: Request, services, session: Session) -> Data:
         page=_int(request, "page", 1, 1_000_000), per_page=_int(request, "per_page", 1, 100),
         model_name=q.get("model_name") or None, token_name=q.get("token_name") or None,
         start_timestamp=_int(request, "start_timestamp"), end_timestamp=_int(request, "end_timestamp"),
-        code_type=code_type, request_id=(q.get("request_id") or None), user=(q.get("user") or None),
+        code_type=cast(Literal["all", "success", "error"] | None, code_type), request_id=(q.get("request_id") or None), user=(q.get("user") or None),
         channel=_int(request, "channel", 0, 2**31 - 1), code=_int(request, "code", 0, 2**31 - 1),
         keyword=(q.get("keyword") or None),
     )

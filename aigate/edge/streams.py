@@ -123,13 +123,15 @@ class StreamSlots:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="stream-slots")
 
     async def _renew_loop(self) -> None:
+        renew = self._renew
+        assert renew is not None  # started only once a Redis slot is held
         while self._held:
             await asyncio.sleep(RENEW_EVERY_S)
             held = list(self._held.items())
             if not held:
                 break
             try:
-                await self._renew(keys=[k for _, k in held], args=[LEASE_MS, *(s for s, _ in held)])
+                await renew(keys=[k for _, k in held], args=[LEASE_MS, *(s for s, _ in held)])
             except Exception:
                 log.warning("stream cap: renewing leases failed", exc_info=True)
 

@@ -92,11 +92,12 @@ async def require_operator(request: Request) -> Principal:
             raise HTTPException(status_code=401, detail="invalid or missing admin key")
         principal = Principal("admin-key", "admin")
     else:
-        principal = await session_principal(request)
-        if principal is None:
+        found = await session_principal(request)
+        if found is None or found.session is None:  # a session's principal always has one
             raise HTTPException(status_code=401, detail="invalid or missing admin key")
+        principal = found
         if request.method not in SAFE_METHODS and not sessions.csrf_ok(
-                principal.session, request.headers.get(CSRF_HEADER)):
+                found.session, request.headers.get(CSRF_HEADER)):
             raise HTTPException(status_code=403, detail="csrf: missing or wrong CSRF token")
     if not principal.is_admin and not viewer_may(request):
         raise HTTPException(status_code=403, detail="role: viewers can only read")

@@ -70,8 +70,8 @@ SECRET_MIN = _secret_min_length()
 
 
 class AppCreate(AppCfg):
-    # generated when absent
-    user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)
+    # generated when absent; a pydantic field override, which mypy takes for a plain attribute
+    user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)  # type: ignore[assignment]
 
 
 class AppUpdate(Strict):

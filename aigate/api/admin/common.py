@@ -107,7 +107,7 @@ def validate_as(model: type[BaseModel], data: dict[str, Any]) -> Any:
         raise invalid(validation_messages(exc)) from None
 
 
-def check_name(name: str, body_name: str, field: str = "name") -> None:
+def check_name(name: str, body_name: str | None, field: str = "name") -> None:
     if body_name != name:
         raise invalid(f"{field}: must match the path ('{name}')")
 

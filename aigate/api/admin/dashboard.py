@@ -36,8 +36,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 from sqlalchemy import (
+    CompoundSelect,
     Float,
     Select,
     String,
@@ -51,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, opt_str
+from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, no_nul
 from aigate.clock import now_ms
 from aigate.store import tables as t
 
@@ -119,9 +120,9 @@ def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str, *
              H.bucket_ms >= lo, H.bucket_ms < hi)
     amount = cast(H.used_amount, Float)  # a float sum is plenty for a chart, and cheap to move
     if span == grain:  # already one row per series and bucket
-        rows = select(H.dim, H.value, H.bucket_ms.label("b"),
-                      *(H[s] if s != "used_amount" else amount.label(s) for s in SUMS))
-        rows = rows.where(*where).order_by(H.dim, H.bucket_ms).subquery("hours")
+        hours = select(H.dim, H.value, H.bucket_ms.label("b"),
+                       *(H[s] if s != "used_amount" else amount.label(s) for s in SUMS))
+        rows = hours.where(*where).order_by(H.dim, H.bucket_ms).subquery("hours")
     else:
         bucket = H.bucket_ms - H.bucket_ms % span
         rows = (
@@ -134,7 +135,7 @@ def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str, *
     return _series_select(dialect, rows.c.dim, rows.c.value, rows, [rows.c.dim, rows.c.value])
 
 
-def minute_query(ranges: list[tuple[int, int]], span: int, group: str | None, dialect: str) -> Select:
+def minute_query(ranges: list[tuple[int, int]], span: int, group: str | None, dialect: str) -> CompoundSelect:
     """Series of the ranges left to the per-minute rollups (the edges, or all of it)."""
     bucket = M.bucket_ms if span == MINUTE_MS else M.bucket_ms - M.bucket_ms % span
     where = [or_(*(and_(M.bucket_ms >= lo, M.bucket_ms < hi) for lo, hi in ranges))]
@@ -205,7 +206,7 @@ def _series(cols: Columns) -> dict[str, list]:
 
 
 def _entries(series: dict[tuple[str, str], Columns], dim: str) -> list[dict[str, Any]]:
-    out = [
+    out: list[dict[str, Any]] = [
         {dim: value, "totals": _fields([sum(col) for col in cols]), "series": _series(cols)}
         for (d, value), cols in series.items()
         if d == dim
@@ -238,7 +239,10 @@ async def _rows(engine: AsyncEngine, stmt: Any) -> list[Any]:
 @router.get("/dashboard", response_model=None)
 async def dashboard(
     request: Request,
-    group: opt_str(64, "only this app's usage") = None,
+    group: Annotated[
+        Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, BeforeValidator(blank_to_none),
+        Query(description="only this app's usage"),
+    ] = None,
     start_timestamp: Millis = None,
     end_timestamp: Millis = None,
     timespan: Annotated[

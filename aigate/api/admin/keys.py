@@ -59,7 +59,8 @@ class ServerKeyCreated(ServerKeyView):
 
 
 class RelayTokenCreate(RelayTokenCfg):
-    key: str | None = Field(default=None, min_length=16)  # generated ("sk-...") if absent
+    # generated ("sk-...") if absent; a pydantic field override, which mypy takes for a plain attribute
+    key: str | None = Field(default=None, min_length=16)  # type: ignore[assignment]
 
 
 class RelayTokenSettings(Strict):

@@ -55,13 +55,6 @@ def blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and value.strip() == "" else value
 
 
-def opt_int(ge: int | None = None, le: int | None = None, description: str | None = None) -> Any:
-    """An optional integer query parameter; its bounds apply only when it is given."""
-    return Annotated[
-        Annotated[int, Field(ge=ge, le=le)] | None, BeforeValidator(blank_to_none), Query(description=description)
-    ]
-
-
 def no_nul(value: Any) -> Any:
     """PostgreSQL text cannot hold NUL, so no stored value contains one: a 400, not a 500."""
     if isinstance(value, str) and "\x00" in value:
@@ -69,18 +62,27 @@ def no_nul(value: Any) -> Any:
     return value
 
 
-def opt_str(max_length: int, description: str | None = None) -> Any:
-    return Annotated[
-        Annotated[str, Field(max_length=max_length), AfterValidator(no_nul)] | None,
-        BeforeValidator(blank_to_none), Query(description=description),
-    ]
-
-
 GroupPath = Annotated[str, Path(description="the group (app id)"), AfterValidator(no_nul)]
 
 
 INT32_MAX = 2**31 - 1  # channel and code are 32-bit columns
-Millis = opt_int(ge=0, le=2**62, description="Unix time in milliseconds")
+# Optional query parameters, their bounds applying only when given. Each is spelled out (not
+# built by a helper function) so that type checkers see it as ``int | None`` or ``str | None``.
+_Blank = BeforeValidator(blank_to_none)
+Page = Annotated[Annotated[int, Field(ge=1, le=1_000_000)] | None, _Blank, Query(description="page number, from 1")]
+PerPage = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_PER_PAGE)] | None, _Blank, Query(description="rows per page, default 20")
+]
+Millis = Annotated[Annotated[int, Field(ge=0, le=2**62)] | None, _Blank, Query(description="Unix time in milliseconds")]
+Int32 = Annotated[Annotated[int, Field(ge=0, le=INT32_MAX)] | None, _Blank, Query()]
+Str24 = Annotated[Annotated[str, Field(max_length=24), AfterValidator(no_nul)] | None, _Blank, Query()]
+Str64 = Annotated[Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, _Blank, Query()]
+Str100 = Annotated[Annotated[str, Field(max_length=100), AfterValidator(no_nul)] | None, _Blank, Query()]
+Str200 = Annotated[Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None, _Blank, Query()]
+Keyword = Annotated[
+    Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None, _Blank,
+    Query(description="substring of request id, user, model, token name or content"),
+]
 
 
 class LogParams:
@@ -88,20 +90,20 @@ class LogParams:
 
     def __init__(
         self,
-        page: opt_int(ge=1, le=1_000_000, description="page number, from 1") = None,
-        per_page: opt_int(ge=1, le=MAX_PER_PAGE, description="rows per page, default 20") = None,
-        model_name: opt_str(200) = None,
-        token_name: opt_str(100) = None,
+        page: Page = None,
+        per_page: PerPage = None,
+        model_name: Str200 = None,
+        token_name: Str100 = None,
         start_timestamp: Millis = None,
         end_timestamp: Millis = None,
         code_type: Annotated[
             Literal["all", "success", "error"] | None, BeforeValidator(blank_to_none), Query()
         ] = None,
-        request_id: opt_str(24) = None,
-        user: opt_str(64) = None,
-        channel: opt_int(ge=0, le=INT32_MAX) = None,
-        code: opt_int(ge=0, le=INT32_MAX) = None,
-        keyword: opt_str(200, "substring of request id, user, model, token name or content") = None,
+        request_id: Str24 = None,
+        user: Str64 = None,
+        channel: Int32 = None,
+        code: Int32 = None,
+        keyword: Keyword = None,
     ) -> None:
         if start_timestamp is not None and end_timestamp is not None and end_timestamp <= start_timestamp:
             raise HTTPException(400, "end_timestamp: must be greater than start_timestamp")
@@ -128,7 +130,9 @@ class LogParams:
 
 
 Params = Annotated[LogParams, Depends()]
-GroupQuery = opt_str(64, "only this app's logs")
+GroupQuery = Annotated[
+    Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, _Blank, Query(description="only this app's logs")
+]
 
 
 def log_reader(services: Any) -> AsyncEngine:

@@ -111,11 +111,11 @@ def spec_router(kind: Kind) -> APIRouter:
     router = APIRouter(
         prefix=f"/apps/{{app_id}}/{kind.plural}", tags=[kind.plural], responses=ERROR_RESPONSES
     )
-    model = kind.model
+    model = kind.model  # a class known only at run time: the annotations using it need ignores
     one = Envelope[model]  # type: ignore[valid-type]
 
     @router.get("", summary=f"List the {kind.plural} of an app",
-                response_model=Envelope[list[model]])
+                response_model=Envelope[list[model]])  # type: ignore[valid-type]
     async def list_all(app_id: str, services: ServicesDep):
         async with services.engine.connect() as conn:
             await require_app(conn, app_id)
@@ -125,16 +125,16 @@ def spec_router(kind: Kind) -> APIRouter:
             return ok([_load(kind, r) for r in rows])
 
     @router.post("", summary=f"Create a {kind.singular}", status_code=201, response_model=one)
-    async def create(app_id: str, body: model, services: ServicesDep):
+    async def create(app_id: str, body: model, services: ServicesDep):  # type: ignore[valid-type]
         async with config_change(services) as conn:
             await require_app(conn, app_id)
             found = await conn.execute(
-                select(kind.table.c.name).where(_where(kind, app_id, body.name))
+                select(kind.table.c.name).where(_where(kind, app_id, body.name))  # type: ignore[attr-defined]
             )
             if found.first() is not None:
-                raise conflict(f"{kind.singular} '{body.name}' already exists in app '{app_id}'")
+                raise conflict(f"{kind.singular} '{body.name}' already exists in app '{app_id}'")  # type: ignore[attr-defined]
             await conn.execute(
-                kind.table.insert().values(app_id=app_id, name=body.name, **_values(kind, body))
+                kind.table.insert().values(app_id=app_id, name=body.name, **_values(kind, body))  # type: ignore[attr-defined]
             )
             await _validate(conn, kind, app_id, body)
         return ok(body)
@@ -145,8 +145,8 @@ def spec_router(kind: Kind) -> APIRouter:
             return ok(await _get(conn, kind, app_id, name))
 
     @router.put("/{name}", summary=f"Replace a {kind.singular}", response_model=one)
-    async def replace(app_id: str, name: str, body: model, services: ServicesDep):
-        check_name(name, body.name)
+    async def replace(app_id: str, name: str, body: model, services: ServicesDep):  # type: ignore[valid-type]
+        check_name(name, body.name)  # type: ignore[attr-defined]
         return ok(await _replace(services, kind, app_id, name, body))
 
     @router.patch("/{name}", summary=f"Change some fields of a {kind.singular}", response_model=one)
