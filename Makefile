@@ -27,8 +27,12 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
+# Style, formatting, the layer contract and types: what .ci/run checks before the tests.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check aigate tests bench
+	$(BIN)/ruff format --check aigate tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/pip install -q 'matplotlib>=3.8'
