@@ -1,6 +1,7 @@
 """Builds the ASGI application: routes, middleware and the lifespan that owns the
 database engine, Redis, the configuration cache, the batched writer and the upstream
 HTTP session."""
+
 from __future__ import annotations
 
 import contextlib
@@ -86,9 +87,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         from aigate.simulator.server import start_simulator
 
         host, port = _host_port(cfg.simulator.listen)
-        services.simulator = await start_simulator(
-            host=host, port=port, latency_ms=cfg.simulator.latency_ms
-        )
+        services.simulator = await start_simulator(host=host, port=port, latency_ms=cfg.simulator.latency_ms)
     await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
@@ -154,8 +153,14 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
 
     from aigate.console import web as console
 
-    routes = [*ops.routes, *bp.routes, *bp_requests.routes, *relay.routes, *console.routes,
-              Mount("/api", app=admin_app)]
+    routes = [
+        *ops.routes,
+        *bp.routes,
+        *bp_requests.routes,
+        *relay.routes,
+        *console.routes,
+        Mount("/api", app=admin_app),
+    ]
     routes += bp_tokens.routes
     routes += app_docs.routes
     routes += relay_responses.routes

@@ -1,4 +1,5 @@
 """The ``aigate`` command line."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,8 @@ from rich.console import Console
 from aigate.config.loader import ConfigError, load_config
 
 app = typer.Typer(
-    help="aigate: a self-hosted AI backend for apps.", no_args_is_help=True,
+    help="aigate: a self-hosted AI backend for apps.",
+    no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Work with configuration files.", no_args_is_help=True)
@@ -86,9 +88,7 @@ def migrate(config: Path | None = ConfigOption) -> None:
 def config_check(path: Path) -> None:
     """Validate a config file; list every error with its path."""
     cfg = _load(path)
-    console.print(
-        f"{path}: ok ({len(cfg.platforms)} platforms, {len(cfg.models)} models, {len(cfg.apps)} apps)"
-    )
+    console.print(f"{path}: ok ({len(cfg.platforms)} platforms, {len(cfg.models)} models, {len(cfg.apps)} apps)")
 
 
 @app.command()
@@ -104,9 +104,15 @@ def prices(config: Path | None = ConfigOption) -> None:
         if price is None:
             table.add_row(name, "-", "-", "-", "-", source)
             continue
-        table.add_row(name, *(_per_million(getattr(price, f), getattr(price, f + "_unit"))
-                              for f in ("input_price", "output_price", "cached_price")),
-                      _plain(price.per_request_price), source)
+        table.add_row(
+            name,
+            *(
+                _per_million(getattr(price, f), getattr(price, f + "_unit"))
+                for f in ("input_price", "output_price", "cached_price")
+            ),
+            _plain(price.per_request_price),
+            source,
+        )
     Console(width=200).print(table)
 
 
@@ -149,8 +155,9 @@ def simulator(
     """Run the provider simulator (OpenAI, Anthropic, Gemini, async jobs wire formats)."""
     from aigate.simulator.server import run
 
-    run(host=host, port=port, latency_ms=latency_ms, ttft_ms=ttft_ms, chunks=chunks,
-        chunk_interval_ms=chunk_interval_ms)
+    run(
+        host=host, port=port, latency_ms=latency_ms, ttft_ms=ttft_ms, chunks=chunks, chunk_interval_ms=chunk_interval_ms
+    )
 
 
 def main() -> None:  # pragma: no cover
@@ -166,8 +173,14 @@ if __name__ == "__main__":  # pragma: no cover
 
 operator_app = typer.Typer(help="Console operator accounts.", no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
-PasswordOption = typer.Option(..., prompt=True, confirmation_prompt=True, hide_input=True,
-                              envvar="AIGATE_OPERATOR_PASSWORD", help="the new password")
+PasswordOption = typer.Option(
+    ...,
+    prompt=True,
+    confirmation_prompt=True,
+    hide_input=True,
+    envvar="AIGATE_OPERATOR_PASSWORD",
+    help="the new password",
+)
 
 
 async def _with_db(cfg, work):

@@ -1,4 +1,5 @@
 """Time helpers: aigate stores integer milliseconds and speaks ISO 8601 UTC."""
+
 from __future__ import annotations
 
 import time

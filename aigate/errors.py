@@ -4,6 +4,7 @@ with no HTTP in it. The API edge (``aigate.api.errors``) turns them into respons
     AppError                 one error type of SPEC §5, with its HTTP status
       └ error_type           invalid_parameter, unauthorized, item_not_found, ...
 """
+
 from __future__ import annotations
 
 # Every error type the App API can answer, with its HTTP status. The App API's OpenAPI
@@ -28,7 +29,10 @@ class AppError(Exception):
     ``headers`` carries what the response must add (``Retry-After``)."""
 
     def __init__(
-        self, error_type: str, message: str, status: int | None = None,
+        self,
+        error_type: str,
+        message: str,
+        status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)

@@ -1,4 +1,5 @@
 """Structured JSON logs for the service."""
+
 from __future__ import annotations
 
 import logging

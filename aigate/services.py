@@ -1,4 +1,5 @@
 """Everything one aigate process holds: built at start-up, torn down at shutdown."""
+
 from __future__ import annotations
 
 import logging

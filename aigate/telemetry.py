@@ -13,6 +13,7 @@ type), ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input
 The tracer is the process's (one configuration per process); tests install an
 in-memory exporter with ``setup(cfg, exporter=...)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -90,22 +91,24 @@ def start_attempt(platform: Any, model: str, number: int) -> Any:
     from opentelemetry import trace
 
     parent = trace.get_current_span()
-    span = _tracer.start_span(f"chat {model}", attributes={
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": platform.type,
-        "gen_ai.request.model": model,
-        "aigate.platform": platform.id,
-        "aigate.attempt": number + 1,
-        "server.address": platform.base_url,
-    })
+    span = _tracer.start_span(
+        f"chat {model}",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": platform.type,
+            "gen_ai.request.model": model,
+            "aigate.platform": platform.id,
+            "aigate.attempt": number + 1,
+            "server.address": platform.base_url,
+        },
+    )
     return span, parent
 
 
 def _usage_attributes(usage: Any) -> dict[str, Any]:
     if usage is None:
         return {}
-    return {"gen_ai.usage.input_tokens": usage.input_tokens,
-            "gen_ai.usage.output_tokens": usage.output_tokens}
+    return {"gen_ai.usage.input_tokens": usage.input_tokens, "gen_ai.usage.output_tokens": usage.output_tokens}
 
 
 def end_attempt(started: Any, outcome: str, exc: Any = None, result: Any = None) -> None:
@@ -127,13 +130,18 @@ def end_attempt(started: Any, outcome: str, exc: Any = None, result: Any = None)
         content = getattr(result, "content", None)
         if _capture and isinstance(content, str):
             attrs["gen_ai.output.messages"] = orjson.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": content}]}]).decode()
+                [{"role": "assistant", "parts": [{"type": "text", "content": content}]}]
+            ).decode()
     span.set_attributes(attrs)
     if outcome == "success" and parent.is_recording():
-        parent.set_attributes({**{k: v for k, v in attrs.items() if k != "gen_ai.output.messages"},
-                               "gen_ai.request.model": span.attributes.get("gen_ai.request.model"),
-                               "gen_ai.provider.name": span.attributes.get("gen_ai.provider.name"),
-                               "aigate.platform": span.attributes.get("aigate.platform")})
+        parent.set_attributes(
+            {
+                **{k: v for k, v in attrs.items() if k != "gen_ai.output.messages"},
+                "gen_ai.request.model": span.attributes.get("gen_ai.request.model"),
+                "gen_ai.provider.name": span.attributes.get("gen_ai.provider.name"),
+                "aigate.platform": span.attributes.get("aigate.platform"),
+            }
+        )
     span.end()
 
 
@@ -178,10 +186,15 @@ def asgi_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaita
             return message
 
         name = f"{_operation(path)} {scope['method']} {path}"
-        with _tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER, attributes={
-            "gen_ai.operation.name": _operation(path), "http.request.method": scope["method"],
-            "url.path": path,
-        }) as span:
+        with _tracer.start_as_current_span(
+            name,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "gen_ai.operation.name": _operation(path),
+                "http.request.method": scope["method"],
+                "url.path": path,
+            },
+        ) as span:
             try:
                 await app(scope, receive_wrapper if _capture else receive, send_wrapper)
             finally:

@@ -20,6 +20,7 @@ It reports the gateway's CPU time per request (utime+stime from /proc) and the r
     .venv/bin/python -m bench.auth_flood               # writes bench/AUTH_FLOOD.md
     .venv/bin/python -m bench.auth_flood --requests 2000 --out /tmp/x.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,21 @@ CONCURRENCY = 32
 
 def config(db: str, port: int, jwks_url: str, cap: int) -> dict:
     return {
-        "server": {"listen": f"127.0.0.1:{port}", "admin_key": "bench-admin-key-0123456789",
-                   "unauthenticated_ip_rpm": cap},
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "admin_key": "bench-admin-key-0123456789",
+            "unauthenticated_ip_rpm": cap,
+        },
         "database": {"url": f"sqlite:///{db}"},
         "platforms": [{"id": "none", "type": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}],
-        "apps": [{"id": APP_ID, "user_token_secret": SECRET,
-                  "assets": [{"name": "ai_credit", "initial_quantity": 10}],
-                  "user_tokens": [{"issuer": ISSUER, "audience": "bench", "jwks_url": jwks_url}]}],
+        "apps": [
+            {
+                "id": APP_ID,
+                "user_token_secret": SECRET,
+                "assets": [{"name": "ai_credit", "initial_quantity": 10}],
+                "user_tokens": [{"issuer": ISSUER, "audience": "bench", "jwks_url": jwks_url}],
+            }
+        ],
     }
 
 
@@ -75,8 +84,14 @@ def tokens() -> dict[str, str]:
 
 def distinct_bad_tokens(n: int) -> list[str]:
     now = int(time.time())
-    return [jwt.encode({"app_id": APP_ID, "sub": "u1", "iat": now, "exp": now + 3600, "jti": str(i)},
-                       "not-the-secret-0123456789abcdef-xyz", algorithm="HS256") for i in range(n)]
+    return [
+        jwt.encode(
+            {"app_id": APP_ID, "sub": "u1", "iat": now, "exp": now + 3600, "jti": str(i)},
+            "not-the-secret-0123456789abcdef-xyz",
+            algorithm="HS256",
+        )
+        for i in range(n)
+    ]
 
 
 async def flood(url: str, token: str | list[str], n: int) -> tuple[dict[int, int], float]:
@@ -117,8 +132,9 @@ async def run_gateway(workdir: Path, cap: int, jwks_url: str, toks: dict, n: int
     cfg_path.write_text(yaml.safe_dump(config(str(workdir / f"cap{cap}.db"), port, jwks_url, cap)))
     procs = P.Processes(workdir, pin=pin)
     aigate = str(Path(sys.executable).with_name("aigate"))
-    gw = procs.start(f"aigate-cap{cap}", [aigate, "serve", "--config", str(cfg_path), "--log-level", "WARNING"],
-                     cpu=P.GATEWAY_CPU)
+    gw = procs.start(
+        f"aigate-cap{cap}", [aigate, "serve", "--config", str(cfg_path), "--log-level", "WARNING"], cpu=P.GATEWAY_CPU
+    )
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -132,8 +148,7 @@ async def run_gateway(workdir: Path, cap: int, jwks_url: str, toks: dict, n: int
             target = f"{base}/healthz" if name == "(healthz)" else url
             statuses, seconds = await flood(target, toks.get(name, ""), n)
             cpu = P.cpu_seconds(gw.pid) - cpu0
-            rows.append({"cap": cap, "token": name, "statuses": statuses, "rps": n / seconds,
-                         "cpu_us": cpu / n * 1e6})
+            rows.append({"cap": cap, "token": name, "statuses": statuses, "rps": n / seconds, "cpu_us": cpu / n * 1e6})
         # a valid token from the flooding address is still served
         statuses, _ = await flood(url, toks["valid"], 10)
         rows.append({"cap": cap, "token": "valid, after the flood", "statuses": statuses, "rps": 0, "cpu_us": 0})

@@ -4,6 +4,7 @@ Starlette + orjson + one shared aiohttp ClientSession. ``POST /v1/chat/completio
 forwarded to ``$BARE_UPSTREAM`` with the body untouched; the response (JSON or SSE) is
 sent back as it arrives. Run: ``uvicorn bench.bare_proxy:app --loop uvloop --http httptools``.
 """
+
 import contextlib
 import os
 
@@ -22,10 +23,12 @@ async def chat(request):
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     upstream = await session.post(UPSTREAM, data=body, headers=headers)
     if orjson.loads(body).get("stream") is True:
+
         async def relay():
             async with upstream:
                 async for chunk in upstream.content.iter_any():
                     yield chunk
+
         return StreamingResponse(relay(), upstream.status, media_type="text/event-stream")
     async with upstream:
         return Response(await upstream.read(), upstream.status, media_type="application/json")

@@ -16,6 +16,7 @@ Streaming: ``concurrency`` closed-loop workers; per stream the time to the first
 byte (TTFB), the number of SSE ``data:`` events, and the gaps between successive reads
 that carry events (events that arrive in one read have no gap between them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,6 +79,7 @@ async def openloop(spec: Spec, rate: float, duration: float, warmup: float, time
     total = warm_n + int(rate * duration)
 
     async with session(4000, aiohttp.ClientTimeout(total=timeout)) as s:
+
         async def one(i: int, intended: float) -> None:
             lags.append(now() - intended)
             err = None
@@ -133,6 +135,7 @@ async def stream(spec: Spec, concurrency: int, duration: float, warmup: float, t
     # a slow stream is measured, not cut: only a silence of ``timeout`` seconds fails it
     limits = aiohttp.ClientTimeout(total=STREAM_TOTAL_S, sock_read=timeout)
     async with session(concurrency + 10, limits) as s:
+
         async def worker() -> None:
             while now() < deadline:
                 sent = now()

@@ -9,6 +9,7 @@ The schema is dropped at the end unless --keep.
     .venv/bin/python -m bench.console_pages                       # writes bench/CONSOLE_RESULTS.md
     .venv/bin/python -m bench.console_pages --rows 100000 --runs 5 --out /tmp/x.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,20 @@ HERE = Path(__file__).parent
 
 def _config(db_url: str) -> dict:
     return {
-        "server": {"admin_key": ADMIN_KEY}, "database": {"url": db_url}, "logs": {"retention_days": 0},
+        "server": {"admin_key": ADMIN_KEY},
+        "database": {"url": db_url},
+        "logs": {"retention_days": 0},
         "models": [{"name": m} for m in ls.MODELS],
         "platforms": [{"id": "bench", "type": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ls.MODELS}],
-        "apps": [{"id": app, "user_token_secret": "bench-token-secret-0123456789-abcdefgh",
-                  "assets": [{"name": "ai_credit", "initial_quantity": 50}],
-                  "strategies": [{"name": s, "model": m, "system_prompt": "hi {{ .x }}"} for s, m in ls.STRATEGIES[app]]}
-                 for app in ls.APPS],
+        "apps": [
+            {
+                "id": app,
+                "user_token_secret": "bench-token-secret-0123456789-abcdefgh",
+                "assets": [{"name": "ai_credit", "initial_quantity": 50}],
+                "strategies": [{"name": s, "model": m, "system_prompt": "hi {{ .x }}"} for s, m in ls.STRATEGIES[app]],
+            }
+            for app in ls.APPS
+        ],
     }
 
 
@@ -48,10 +56,18 @@ def pages(now: int) -> list[tuple[str, str]]:
     day = 86_400_000
     return [
         ("Dashboard (page)", "/console/dashboard"),
-        ("Dashboard data: 24 h by hour", f"/api/dashboard?start_timestamp={now - day}&end_timestamp={now}&timespan=hour"),
-        ("Dashboard data: 7 d by hour", f"/api/dashboard?start_timestamp={now - 7 * day}&end_timestamp={now}&timespan=hour"),
-        ("Dashboard data: 30 d by day, one app",
-         f"/api/dashboard?start_timestamp={now - 30 * day}&end_timestamp={now}&timespan=day&group=APPBENCH1"),
+        (
+            "Dashboard data: 24 h by hour",
+            f"/api/dashboard?start_timestamp={now - day}&end_timestamp={now}&timespan=hour",
+        ),
+        (
+            "Dashboard data: 7 d by hour",
+            f"/api/dashboard?start_timestamp={now - 7 * day}&end_timestamp={now}&timespan=hour",
+        ),
+        (
+            "Dashboard data: 30 d by day, one app",
+            f"/api/dashboard?start_timestamp={now - 30 * day}&end_timestamp={now}&timespan=day&group=APPBENCH1",
+        ),
         ("Logs, no filter", "/console/logs"),
         ("Logs, model filter", "/console/logs?model_name=model-07"),
         ("Logs, app + errors", "/console/logs?group=APPBENCH2&code_type=error"),
@@ -72,8 +88,9 @@ async def signed_in(base: str) -> aiohttp.ClientSession:
     http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with http.get(base + "/console/signin") as r:
         token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text()).group(1)
-    async with http.post(base + "/console/signin", data={"csrf_token": token, "admin_key": ADMIN_KEY},
-                         allow_redirects=False) as r:
+    async with http.post(
+        base + "/console/signin", data={"csrf_token": token, "admin_key": ADMIN_KEY}, allow_redirects=False
+    ) as r:
         assert r.status == 303
     return http
 
@@ -134,16 +151,20 @@ async def main() -> None:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
             await conn.close()
     lines = [
-        "# Console page times", "",
+        "# Console page times",
+        "",
         f"{args.rows:,} usage log rows over 30 days on PostgreSQL (the log-search bench's data: 5 apps, "
         "20 models, 10,000 users), aigate on one process, client on loopback in the same process. "
         f"Time to the last byte of each page, p50 and p95 of {args.runs} runs after one warm-up; "
-        f"{platform.processor() or platform.machine()}, {platform.python_version()}.", "",
-        "| page | p50 ms | p95 ms |", "|---|---:|---:|",
-        *[f"| {n} | {p50:.1f} | {p95:.1f} |" for n, p50, p95 in results], "",
-        "Loading: " + ", ".join(f"{k} {v:.1f} s" for k, v in loads.items()), "",
-        "Command: `.venv/bin/python -m bench.console_pages` "
-        f"(`--rows {args.rows} --runs {args.runs}`).",
+        f"{platform.processor() or platform.machine()}, {platform.python_version()}.",
+        "",
+        "| page | p50 ms | p95 ms |",
+        "|---|---:|---:|",
+        *[f"| {n} | {p50:.1f} | {p95:.1f} |" for n, p50, p95 in results],
+        "",
+        "Loading: " + ", ".join(f"{k} {v:.1f} s" for k, v in loads.items()),
+        "",
+        f"Command: `.venv/bin/python -m bench.console_pages` (`--rows {args.rows} --runs {args.runs}`).",
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -24,6 +24,7 @@ EXPLAIN plans relied on.
     .venv/bin/python -m bench.logs_search --skip-load     # re-measure the databases already built
     .venv/bin/python -m bench.logs_search --drop --tag 10m   # drop a tag's schema and file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,20 +73,50 @@ WRITER_BATCH = 2_000
 def marks(tag: str) -> tuple[str, str]:
     return f"<!-- results-{tag}:start -->", f"<!-- results-{tag}:end -->"
 
+
 APPS = [f"APPBENCH{i}" for i in range(1, 6)]
 MODELS = [f"model-{i:02d}" for i in range(20)]
 TOKENS = [(i + 1, f"token-{i + 1:02d}") for i in range(50)]  # 10 per app: token i -> app i % 5
 USERS = 10_000  # user u belongs to app u % 5
 STRATEGIES = {app: [(f"strategy-{k}", MODELS[(a * 4 + k) % 20]) for k in range(4)] for a, app in enumerate(APPS)}
 CODES = [(200, 0.96), (429, 0.02), (500, 0.01), (400, 0.005), (502, 0.005)]
-ERRORS = {429: "Rate limit reached for requests", 500: "upstream internal error: overloaded",
-          400: "invalid_request_error: context length exceeded", 502: "bad gateway from upstream"}
+ERRORS = {
+    429: "Rate limit reached for requests",
+    500: "upstream internal error: overloaded",
+    400: "invalid_request_error: context length exceeded",
+    502: "bad gateway from upstream",
+}
 LOG_COLUMNS = (
-    "id", "request_id", "created_ms", "request_ms", "retry_ms", "retry_times", "code", "content",
-    "endpoint", "app_id", "channel", "mode", "model", "ip", "user", "token_id", "token_name",
-    "ttfb_ms", "metadata", "input_tokens", "output_tokens", "cached_tokens",
-    "cache_creation_tokens", "image_input_tokens", "reasoning_tokens", "total_tokens",
-    "web_search_count", "usage_estimated", "price", "used_amount",
+    "id",
+    "request_id",
+    "created_ms",
+    "request_ms",
+    "retry_ms",
+    "retry_times",
+    "code",
+    "content",
+    "endpoint",
+    "app_id",
+    "channel",
+    "mode",
+    "model",
+    "ip",
+    "user",
+    "token_id",
+    "token_name",
+    "ttfb_ms",
+    "metadata",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "image_input_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "web_search_count",
+    "usage_estimated",
+    "price",
+    "used_amount",
 )
 DETAIL_COLUMNS = ("log_id", "request_body", "request_body_truncated", "response_body", "response_body_truncated")
 
@@ -98,9 +129,11 @@ def _channels(model_index: int) -> list[int]:
 def _prices() -> dict[str, Price]:
     rnd = random.Random(7)
     return {
-        m: Price(input_price=Decimal(rnd.choice(["0.1", "0.15", "0.8", "2.5", "3"])),
-                 output_price=Decimal(rnd.choice(["0.4", "0.6", "4", "10", "15"])),
-                 cached_price=Decimal("0.075"))
+        m: Price(
+            input_price=Decimal(rnd.choice(["0.1", "0.15", "0.8", "2.5", "3"])),
+            output_price=Decimal(rnd.choice(["0.4", "0.6", "4", "10", "15"])),
+            cached_price=Decimal("0.075"),
+        )
         for m in MODELS
     }
 
@@ -135,17 +168,46 @@ def generate(rows: int, end_ms: int, chunk: int = 50_000):
         amount = used_amount(usage, prices[model]) if code == 200 else Decimal(0)
         retries = 1 if code == 429 and rnd.random() < 0.5 else 0
         log = (
-            i + 1, str(740_000_000_000_000_000 + i * 4096 + rnd.randrange(4096)), created,
-            created - rnd.randrange(1, 50), created - 200 if retries else None, retries, code,
-            ERRORS.get(code, ""), endpoint, app, rnd.choice(_channels(m_i)), 1, model,
-            f"10.{app_i}.{rnd.randrange(256)}.{rnd.randrange(256)}", user, token_id, token_name,
-            rnd.randrange(80, 3000), json.dumps({"strategy": strategy} if strategy else {}),
-            inp, out_t, cached, 0, 0, 0, inp + out_t, 0, False, snapshots[model], amount,
+            i + 1,
+            str(740_000_000_000_000_000 + i * 4096 + rnd.randrange(4096)),
+            created,
+            created - rnd.randrange(1, 50),
+            created - 200 if retries else None,
+            retries,
+            code,
+            ERRORS.get(code, ""),
+            endpoint,
+            app,
+            rnd.choice(_channels(m_i)),
+            1,
+            model,
+            f"10.{app_i}.{rnd.randrange(256)}.{rnd.randrange(256)}",
+            user,
+            token_id,
+            token_name,
+            rnd.randrange(80, 3000),
+            json.dumps({"strategy": strategy} if strategy else {}),
+            inp,
+            out_t,
+            cached,
+            0,
+            0,
+            0,
+            inp + out_t,
+            0,
+            False,
+            snapshots[model],
+            amount,
         )
         detail = None
         if code != 200:
-            detail = (i + 1, json.dumps({"model": model, "messages": [{"role": "user", "content": "x" * 120}]}),
-                      False, json.dumps({"error": {"message": ERRORS[code]}}), False)
+            detail = (
+                i + 1,
+                json.dumps({"model": model, "messages": [{"role": "user", "content": "x" * 120}]}),
+                False,
+                json.dumps({"error": {"message": ERRORS[code]}}),
+                False,
+            )
         out.append((log, detail))
         if len(out) >= chunk:
             yield out
@@ -236,7 +298,9 @@ async def load_sqlite(path: Path, rows: int, end_ms: int) -> dict[str, float]:
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF")
-    log_sql = f"INSERT INTO usage_logs ({', '.join(map(_quote, LOG_COLUMNS))}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})"
+    log_sql = (
+        f"INSERT INTO usage_logs ({', '.join(map(_quote, LOG_COLUMNS))}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})"
+    )
     detail_sql = f"INSERT INTO request_details ({', '.join(DETAIL_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
     for chunk in generate(rows, end_ms):
         db.executemany(log_sql, [(*log[:-1], str(log[-1])) for log, _ in chunk])
@@ -284,16 +348,28 @@ async def replicate_rows(conn, rows: int, copies: int, end_ms: int, timings: dic
             await conn.copy_records_to_table("seed_details", records=details, columns=list(DETAIL_COLUMNS))
     timings["generate and COPY the seed rows"] = time.perf_counter() - started
     started = time.perf_counter()
-    indexes = [r[0] for r in await conn.fetch(
-        "SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_logs' AND schemaname = current_schema() "
-        "AND indexname <> 'pk_usage_logs'")]
-    for name in [r[0] for r in await conn.fetch(
+    indexes = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_logs' AND schemaname = current_schema() "
+            "AND indexname <> 'pk_usage_logs'"
+        )
+    ]
+    for name in [
+        r[0]
+        for r in await conn.fetch(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'usage_logs' AND schemaname = current_schema() "
-            "AND indexname <> 'pk_usage_logs'")]:
+            "AND indexname <> 'pk_usage_logs'"
+        )
+    ]:
         await conn.execute(f'DROP INDEX "{name}"')
     shift = f"(k * {30 * DAY} / {seed} / {copies})::bigint"
-    moved = {"request_id": "request_id || k", "created_ms": f"created_ms + {shift}",
-             "request_ms": f"request_ms + {shift}", "retry_ms": f"retry_ms + {shift}"}
+    moved = {
+        "request_id": "request_id || k",
+        "created_ms": f"created_ms + {shift}",
+        "request_ms": f"request_ms + {shift}",
+        "retry_ms": f"retry_ms + {shift}",
+    }
     cols = [c for c in LOG_COLUMNS if c != "id"]
     await conn.execute(
         f"INSERT INTO usage_logs ({', '.join(map(_quote, cols))}) "
@@ -328,8 +404,7 @@ async def load_postgres(base_url: str, schema: str, rows: int, end_ms: int, repl
     await conn.execute("SET maintenance_work_mem = '512MB'")
     if replicate == 1:
         for chunk in generate(rows, end_ms):
-            await conn.copy_records_to_table("usage_logs", records=[log for log, _ in chunk],
-                                             columns=list(LOG_COLUMNS))
+            await conn.copy_records_to_table("usage_logs", records=[log for log, _ in chunk], columns=list(LOG_COLUMNS))
             details = [d for _, d in chunk if d]
             if details:
                 await conn.copy_records_to_table("request_details", records=details, columns=list(DETAIL_COLUMNS))
@@ -383,8 +458,11 @@ async def sample_request_id(db_url: str) -> str:
     """A request id that exists: the generator's ids carry a random part."""
     engine = create_engine(db_url)
     async with engine.connect() as conn:
-        value = (await conn.exec_driver_sql(
-            "SELECT request_id FROM usage_logs WHERE id = (SELECT max(id) / 2 + 7 FROM usage_logs)")).scalar()
+        value = (
+            await conn.exec_driver_sql(
+                "SELECT request_id FROM usage_logs WHERE id = (SELECT max(id) / 2 + 7 FROM usage_logs)"
+            )
+        ).scalar()
     await engine.dispose()
     return value or ""
 
@@ -422,14 +500,23 @@ def cases(now: int, request_id: str) -> list[Case]:
         Case("group: model_name + token_name", grp, {"model_name": model, "token_name": token}),
         Case("group: model_name + code_type=success", grp, {"model_name": model, "code_type": "success"}),
         Case("group: token_name + 7 days + success", grp, {"token_name": token, "code_type": "success", **week}),
-        Case("group: model + token + 30 days + error", grp,
-             {"model_name": model, "token_name": token, "code_type": "error", **month}),
-        Case("group: model + token + 24 h + error", grp,
-             {"model_name": model, "token_name": token, "code_type": "error", **day}),
+        Case(
+            "group: model + token + 30 days + error",
+            grp,
+            {"model_name": model, "token_name": token, "code_type": "error", **month},
+        ),
+        Case(
+            "group: model + token + 24 h + error",
+            grp,
+            {"model_name": model, "token_name": token, "code_type": "error", **day},
+        ),
         # extra filters
         Case("global: group", glob, {"group": app}),
-        Case("global: rare model + token + 30 days + error", glob,
-             {"model_name": rare_model, "token_name": TOKENS[4][1], "code_type": "error", **month}),
+        Case(
+            "global: rare model + token + 30 days + error",
+            glob,
+            {"model_name": rare_model, "token_name": TOKENS[4][1], "code_type": "error", **month},
+        ),
         Case("global: channel", glob, {"channel": 3}),
         Case("global: code=429", glob, {"code": 429}),
         Case("global: user", glob, {"user": "user-00010"}, deep=False),
@@ -461,11 +548,19 @@ def dashboard_cases(now: int) -> list[Case]:
     d30 = {"start_timestamp": now - 30 * DAY, "end_timestamp": now}
     return [
         Case("dashboard: 30 days by hour", "/api/dashboard", {**d30, "timespan": "hour"}, deep=False),
-        Case("dashboard: 30 days by hour, one group", "/api/dashboard",
-             {**d30, "timespan": "hour", "group": APPS[0]}, deep=False),
+        Case(
+            "dashboard: 30 days by hour, one group",
+            "/api/dashboard",
+            {**d30, "timespan": "hour", "group": APPS[0]},
+            deep=False,
+        ),
         Case("dashboard: 30 days by day", "/api/dashboard", {**d30, "timespan": "day"}, deep=False),
-        Case("dashboard: 24 h by minute", "/api/dashboard",
-             {"start_timestamp": now - DAY, "end_timestamp": now, "timespan": "minute"}, deep=False),
+        Case(
+            "dashboard: 24 h by minute",
+            "/api/dashboard",
+            {"start_timestamp": now - DAY, "end_timestamp": now, "timespan": "minute"},
+            deep=False,
+        ),
         Case("dashboard: default (24 h by hour)", "/api/dashboard", {}, deep=False),
     ]
 
@@ -477,11 +572,13 @@ def _free_port() -> int:
 
 
 async def serve(db_url: str) -> tuple[uvicorn.Server, asyncio.Task, str]:
-    cfg = parse_config({"server": {"admin_key": ADMIN_KEY}, "database": {"url": db_url},
-                        "logs": {"retention_days": 0}}, env={})
+    cfg = parse_config(
+        {"server": {"admin_key": ADMIN_KEY}, "database": {"url": db_url}, "logs": {"retention_days": 0}}, env={}
+    )
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -519,8 +616,9 @@ class CpuMeter:
             try:
                 if self.conn is None:
                     self.conn = await asyncpg.connect(self.pg.split("?")[0])
-                rows = await self.conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
-                                             READER_SETTINGS["application_name"])
+                rows = await self.conn.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1", READER_SETTINGS["application_name"]
+                )
                 self.pids = [r["pid"] for r in rows]
                 return
             except (OSError, asyncpg.PostgresError):
@@ -537,8 +635,9 @@ class CpuMeter:
         return total
 
 
-async def _timed(session: aiohttp.ClientSession, url: str, params: dict,
-                 meter: CpuMeter | None = None) -> tuple[float, float, Any]:
+async def _timed(
+    session: aiohttp.ClientSession, url: str, params: dict, meter: CpuMeter | None = None
+) -> tuple[float, float, Any]:
     cpu = meter.read() if meter else 0
     started = time.perf_counter()
     async with session.get(url, params={k: str(v) for k, v in params.items()}) as resp:
@@ -580,7 +679,9 @@ def _pages(case: Case, quick: bool = False):
     return PAGES if case.deep else [(1, 20), (1, 100)]
 
 
-async def measure(db_url: str, groups: dict[str, list[Case]], runs: int, quick: bool = False) -> dict[str, list[Result]]:
+async def measure(
+    db_url: str, groups: dict[str, list[Case]], runs: int, quick: bool = False
+) -> dict[str, list[Result]]:
     server, task, base = await serve(db_url)
     meter = CpuMeter(db_url)
     out: dict[str, list[Result]] = {}
@@ -592,9 +693,12 @@ async def measure(db_url: str, groups: dict[str, list[Case]], runs: int, quick: 
                     res = await _run_case(session, base, case, runs, _pages(case, quick), meter)
                     out[name].append(res)
                     deep = res.cpu.get((500, 100))
-                    print(f"  {case.name:48s} p95 {_p(res.page1, 95):7.1f} ms wall, "
-                          f"{_p(res.cpu[(1, 20)], 95):6.1f} ms CPU"
-                          + (f"  | page 500/100 CPU p95 {_p(deep, 95):7.1f} ms" if deep else ""), flush=True)
+                    print(
+                        f"  {case.name:48s} p95 {_p(res.page1, 95):7.1f} ms wall, "
+                        f"{_p(res.cpu[(1, 20)], 95):6.1f} ms CPU"
+                        + (f"  | page 500/100 CPU p95 {_p(deep, 95):7.1f} ms" if deep else ""),
+                        flush=True,
+                    )
     finally:
         server.should_exit = True
         await task
@@ -613,8 +717,10 @@ async def stability(db_url: str, shapes: list[Case]) -> list[tuple[str, list[flo
     out = []
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as session:
-            before = {c.name: (await _run_case(session, base, c, STABILITY_RUNS, [(1, 20)], meter)).cpu[(1, 20)]
-                      for c in shapes}
+            before = {
+                c.name: (await _run_case(session, base, c, STABILITY_RUNS, [(1, 20)], meter)).cpu[(1, 20)]
+                for c in shapes
+            }
             engine = create_engine(db_url)
             async with engine.begin() as conn:
                 await conn.exec_driver_sql("ANALYZE usage_logs")
@@ -645,27 +751,46 @@ async def plans(db_url: str, now: int) -> list[tuple[str, str, str]]:
     month = {"start_ms": now - 30 * DAY, "end_ms": now}
     model, rare = STRATEGIES[APPS[0]][0][1], MODELS[19]
     chosen = [
-        ("global, no filter: page 500 at per_page 100",
-         q.page_query(q.LogFilter(), dialect, offset=49_900, limit=100)),
+        ("global, no filter: page 500 at per_page 100", q.page_query(q.LogFilter(), dialect, offset=49_900, limit=100)),
         ("global, no filter: totals and facets", q.counts_query(q.LogFilter(), dialect, now)),
-        ("global, model_name: page 500 at per_page 100",
-         q.page_query(q.LogFilter(model=model), dialect, offset=49_900, limit=100)),
-        ("global, rare model + token + error over 30 days: page 1",
-         q.page_query(q.LogFilter(model=rare, token_name=TOKENS[4][1], code_type="error", **month),
-                      dialect, offset=0, limit=20)),
-        ("group + model_name + success: page 500 at per_page 100",
-         q.page_query(q.LogFilter(group=APPS[0], model=model, code_type="success"), dialect,
-                      offset=49_900, limit=100)),
-        ("group + token_name + 24 h: totals and facets",
-         q.counts_query(q.LogFilter(group=APPS[0], token_name=TOKENS[0][1], start_ms=now - DAY, end_ms=now),
-                        dialect, now)),
+        (
+            "global, model_name: page 500 at per_page 100",
+            q.page_query(q.LogFilter(model=model), dialect, offset=49_900, limit=100),
+        ),
+        (
+            "global, rare model + token + error over 30 days: page 1",
+            q.page_query(
+                q.LogFilter(model=rare, token_name=TOKENS[4][1], code_type="error", **month),
+                dialect,
+                offset=0,
+                limit=20,
+            ),
+        ),
+        (
+            "group + model_name + success: page 500 at per_page 100",
+            q.page_query(
+                q.LogFilter(group=APPS[0], model=model, code_type="success"), dialect, offset=49_900, limit=100
+            ),
+        ),
+        (
+            "group + token_name + 24 h: totals and facets",
+            q.counts_query(
+                q.LogFilter(group=APPS[0], token_name=TOKENS[0][1], start_ms=now - DAY, end_ms=now), dialect, now
+            ),
+        ),
         ("global, user: totals and facets", q.counts_query(q.LogFilter(user="user-00010"), dialect, now)),
-        ("keyword over 30 days: page 1",
-         q.page_query(q.LogFilter(keyword="overloaded", **month), dialect, offset=0, limit=20)),
-        ("keyword over 30 days: totals and facets",
-         q.counts_query(q.LogFilter(keyword="overloaded", **month), dialect, now)),
-        ("dashboard, 30 days by hour: the hourly series",
-         dash.hourly_query(*dash._pieces(now - 30 * DAY, now, HOUR)[0], HOUR, None, dialect)),
+        (
+            "keyword over 30 days: page 1",
+            q.page_query(q.LogFilter(keyword="overloaded", **month), dialect, offset=0, limit=20),
+        ),
+        (
+            "keyword over 30 days: totals and facets",
+            q.counts_query(q.LogFilter(keyword="overloaded", **month), dialect, now),
+        ),
+        (
+            "dashboard, 30 days by hour: the hourly series",
+            dash.hourly_query(*dash._pieces(now - 30 * DAY, now, HOUR)[0], HOUR, None, dialect),
+        ),
     ]
     out = []
     async with engine.connect() as conn:
@@ -704,13 +829,14 @@ def _table(results: list[Result], dashboard: bool = False) -> list[str]:
     if dashboard:
         lines = ["| case | CPU p50 / p95 (wall p95) |", "|---|---:|"]
         return lines + [f"| {r.case.name} | {_cell(r, (1, 20))} |" for r in results]
-    lines = ["| case | total | page 1, 20 | page 500, 20 | page 1, 100 | page 500, 100 | worst CPU p95 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| case | total | page 1, 20 | page 500, 20 | page 1, 100 | page 500, 100 | worst CPU p95 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         total = "" if r.total is None else f"{r.total:,}"
         worst = max(_p(v, 95) for v in r.cpu.values())
-        lines.append(f"| {r.case.name} | {total} | " + " | ".join(_cell(r, k) for k in PAGES)
-                     + f" | {worst:.1f} |")
+        lines.append(f"| {r.case.name} | {total} | " + " | ".join(_cell(r, k) for k in PAGES) + f" | {worst:.1f} |")
     return lines
 
 
@@ -718,53 +844,76 @@ def _worst(results: list[Result], cpu: bool = True) -> float:
     return max(_p(v, 95) for r in results for v in (r.cpu if cpu else r.samples).values())
 
 
-def report(path: Path, args: argparse.Namespace, loads: dict[str, dict[str, float]],
-           results: dict[str, dict[str, list[Result]]], stable: dict[str, list],
-           explain: dict[str, list]) -> None:
+def report(
+    path: Path,
+    args: argparse.Namespace,
+    loads: dict[str, dict[str, float]],
+    results: dict[str, dict[str, list[Result]]],
+    stable: dict[str, list],
+    explain: dict[str, list],
+) -> None:
     mark_start, mark_end = marks(args.tag)
-    loader = ("through the writer's transaction script (`sinks.write_usage_logs`, "
-              f"{WRITER_BATCH:,} rows per transaction)" if args.loader == "writer" else
-              "with COPY (PostgreSQL) / executemany (SQLite) into the 0001 schema, then the "
-              "per-minute rollups rebuilt with one INSERT ... SELECT and the database migrated "
-              "to head (the migrations build the indexes and rebuild the hourly and daily series "
-              "and the log counts)")
+    loader = (
+        f"through the writer's transaction script (`sinks.write_usage_logs`, {WRITER_BATCH:,} rows per transaction)"
+        if args.loader == "writer"
+        else "with COPY (PostgreSQL) / executemany (SQLite) into the 0001 schema, then the "
+        "per-minute rollups rebuilt with one INSERT ... SELECT and the database migrated "
+        "to head (the migrations build the indexes and rebuild the hourly and daily series "
+        "and the log counts)"
+    )
     lines = [
         mark_start,
         f"## {args.rows:,} rows ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)",
         "",
-        (f"Loaded {loader}. {args.runs} timed requests per cell after 2 warm-ups, end to end "
-         "over HTTP on loopback. Cells: CPU time per request, p50 / p95 in ms (aigate's process, "
-         "the client included, plus the PostgreSQL backends of the log-search pool, from "
-         "/proc/<pid>/task/*/schedstat), and in brackets the wall-clock p95. "
-         f"Load average during the run: {args.loadavg}. Machine: "
-         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
-         f"work, Python {platform.python_version()}; PostgreSQL with its default settings "
-         "(the log-search pool sets plan_cache_mode=force_custom_plan and jit=off)."),
+        (
+            f"Loaded {loader}. {args.runs} timed requests per cell after 2 warm-ups, end to end "
+            "over HTTP on loopback. Cells: CPU time per request, p50 / p95 in ms (aigate's process, "
+            "the client included, plus the PostgreSQL backends of the log-search pool, from "
+            "/proc/<pid>/task/*/schedstat), and in brackets the wall-clock p95. "
+            f"Load average during the run: {args.loadavg}. Machine: "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
+            f"work, Python {platform.python_version()}; PostgreSQL with its default settings "
+            "(the log-search pool sets plan_cache_mode=force_custom_plan and jit=off)."
+        ),
         "",
     ]
     for backend, load in loads.items():
-        lines.append(f"Load ({backend}): " + ", ".join(
-            f"{k} {v:,.0f}" + ("" if k == "rows/s" else " s") for k, v in load.items()) + ".")
+        lines.append(
+            f"Load ({backend}): "
+            + ", ".join(f"{k} {v:,.0f}" + ("" if k == "rows/s" else " s") for k, v in load.items())
+            + "."
+        )
     lines.append("")
     for backend, groups in results.items():
         lines += [f"### {backend}", ""]
         searches = groups["searches"]
-        lines += [f"Filter combinations: worst CPU p95 over every cell {_worst(searches):.1f} ms "
-                  f"(worst wall p95 {_worst(searches, cpu=False):.0f} ms).", ""]
+        lines += [
+            f"Filter combinations: worst CPU p95 over every cell {_worst(searches):.1f} ms "
+            f"(worst wall p95 {_worst(searches, cpu=False):.0f} ms).",
+            "",
+        ]
         lines += _table(searches) + [""]
-        lines += [f"Keyword searches: worst CPU p95 {_worst(groups['keywords']):.1f} ms "
-                  f"(worst wall p95 {_worst(groups['keywords'], cpu=False):.0f} ms).", ""]
+        lines += [
+            f"Keyword searches: worst CPU p95 {_worst(groups['keywords']):.1f} ms "
+            f"(worst wall p95 {_worst(groups['keywords'], cpu=False):.0f} ms).",
+            "",
+        ]
         lines += _table(groups["keywords"]) + [""]
         lines += _table(groups["dashboards"], dashboard=True) + [""]
         if stable.get(backend):
-            lines += [f"Stability: each shape {STABILITY_RUNS} times on the pool, then `ANALYZE usage_logs`, "
-                      "then 20 more (page 1, per_page 20); CPU ms per request.", "",
-                      "| shape | runs 1-10 p95 / max | runs 11-50 p95 / max | after ANALYZE p95 / max |",
-                      "|---|---:|---:|---:|"]
+            lines += [
+                f"Stability: each shape {STABILITY_RUNS} times on the pool, then `ANALYZE usage_logs`, "
+                "then 20 more (page 1, per_page 20); CPU ms per request.",
+                "",
+                "| shape | runs 1-10 p95 / max | runs 11-50 p95 / max | after ANALYZE p95 / max |",
+                "|---|---:|---:|---:|",
+            ]
             for name, before, after in stable[backend]:
-                lines.append(f"| {name} | {_p(before[:10], 95):.1f} / {max(before[:10]):.1f} | "
-                             f"{_p(before[10:], 95):.1f} / {max(before[10:]):.1f} | "
-                             f"{_p(after, 95):.1f} / {max(after):.1f} |")
+                lines.append(
+                    f"| {name} | {_p(before[:10], 95):.1f} / {max(before[:10]):.1f} | "
+                    f"{_p(before[10:], 95):.1f} / {max(before[10:]):.1f} | "
+                    f"{_p(after, 95):.1f} / {max(after):.1f} |"
+                )
             lines.append("")
     for backend, items in explain.items():
         lines += [f"### Plans: {backend}, {args.rows:,} rows", ""]
@@ -774,7 +923,7 @@ def report(path: Path, args: argparse.Namespace, loads: dict[str, dict[str, floa
     block = "\n".join(lines)
     old = path.read_text() if path.exists() else ""
     if mark_start in old and mark_end in old:
-        new = old[: old.index(mark_start)] + block + old[old.index(mark_end) + len(mark_end):]
+        new = old[: old.index(mark_start)] + block + old[old.index(mark_end) + len(mark_end) :]
     else:
         new = (old or "# Log search speed\n\n") + "\n" + block + "\n"
     path.write_text(new)
@@ -785,15 +934,20 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--loader", choices=["writer", "copy"], default="writer")
-    parser.add_argument("--replicate", type=int, default=1,
-                        help="copy loader on PostgreSQL: generate rows/N rows and insert N time-shifted copies")
+    parser.add_argument(
+        "--replicate",
+        type=int,
+        default=1,
+        help="copy loader on PostgreSQL: generate rows/N rows and insert N time-shifted copies",
+    )
     parser.add_argument("--tag", default="1m", help="names the schema, the SQLite file and the report section")
     parser.add_argument("--runs", type=int, default=20, help="timed requests per cell")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL ('' to skip)")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     parser.add_argument("--skip-load", action="store_true")
-    parser.add_argument("--quick", action="store_true",
-                        help="time page 1 at per_page 20 and page 500 at per_page 100 only")
+    parser.add_argument(
+        "--quick", action="store_true", help="time page 1 at per_page 20 and page 500 at per_page 100 only"
+    )
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--drop", action="store_true", help="drop the tag's schema and SQLite file, and exit")
     parser.add_argument("--out", type=Path, default=HERE / "LOGS_RESULTS.md")
@@ -848,14 +1002,26 @@ async def main() -> None:
     for backend, url in backends.items():
         print(f"measuring {backend}", flush=True)
         request_id = await sample_request_id(url)
-        results[backend] = await measure(url, {
-            "searches": cases(now, request_id),
-            "keywords": keyword_cases(now, request_id),
-            "dashboards": dashboard_cases(now),
-        }, args.runs, args.quick)
-        shapes = [c for c in cases(now, request_id) if c.name in (
-            "global: no filter (30 days)", "global: rare model + token + 30 days + error",
-            "group: model_name + code_type=success")] + keyword_cases(now, request_id)[:1]
+        results[backend] = await measure(
+            url,
+            {
+                "searches": cases(now, request_id),
+                "keywords": keyword_cases(now, request_id),
+                "dashboards": dashboard_cases(now),
+            },
+            args.runs,
+            args.quick,
+        )
+        shapes = [
+            c
+            for c in cases(now, request_id)
+            if c.name
+            in (
+                "global: no filter (30 days)",
+                "global: rare model + token + 30 days + error",
+                "group: model_name + code_type=success",
+            )
+        ] + keyword_cases(now, request_id)[:1]
         print(f"stability {backend}", flush=True)
         stable[backend] = await stability(url, shapes)
     explain = {backend: await plans(url, now) for backend, url in backends.items()}

@@ -1,5 +1,6 @@
 """Starting, watching and stopping the benchmark's processes, and reading their CPU and
 memory from /proc."""
+
 from __future__ import annotations
 
 import os
@@ -57,15 +58,21 @@ class Processes:
     pin: bool = True
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], *, cpu: int | None, env: dict | None = None,
-              cwd: Path | None = None) -> Proc:
+    def start(
+        self, name: str, argv: list[str], *, cpu: int | None, env: dict | None = None, cwd: Path | None = None
+    ) -> Proc:
         if cpu is not None and self.pin:
             argv = ["taskset", "-c", str(cpu), *argv]
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
             )
         proc = Proc(name, popen, log_path, cpu)
         self.procs.append(proc)
@@ -92,8 +99,9 @@ class Processes:
             self.stop(proc)
 
 
-def wait_http(proc: Proc, url: str, *, timeout: float = 60, headers: dict | None = None,
-              ok=lambda status: status < 500) -> None:
+def wait_http(
+    proc: Proc, url: str, *, timeout: float = 60, headers: dict | None = None, ok=lambda status: status < 500
+) -> None:
     """Wait until ``url`` answers with a status ``ok`` accepts; fail early if the process exits."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -127,12 +135,13 @@ def http_post(url: str, body: bytes, headers: dict, timeout: float = 10) -> tupl
 
 # --- /proc readings -------------------------------------------------------------------
 
+
 def _stat_fields(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.rfind(")") + 2:].split()  # fields from #3 (state) on
+    return raw[raw.rfind(")") + 2 :].split()  # fields from #3 (state) on
 
 
 def tree(pid: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Turning a run's raw numbers into figures: bench/results.json, bench/RESULTS.md and
 bench/results.png. Every figure is the median over the interleaved rounds with its
 min–max spread, and is quoted as a ratio to LiteLLM and to direct-to-simulator."""
+
 from __future__ import annotations
 
 import json
@@ -9,18 +10,25 @@ from pathlib import Path
 
 ORDER = ("aigate-app", "aigate-relay", "bare", "litellm", "direct")
 SCENARIO_NAMES = {
-    "a": "App API chat", "b": "App API chat stream", "c": "raw chat completion",
+    "a": "App API chat",
+    "b": "App API chat stream",
+    "c": "raw chat completion",
 }
 
 
 # --- figures --------------------------------------------------------------------------
 
+
 def stat(values: list) -> dict | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return {"median": round(statistics.median(vals), 3), "min": round(min(vals), 3),
-            "max": round(max(vals), 3), "n": len(vals)}
+    return {
+        "median": round(statistics.median(vals), 3),
+        "min": round(min(vals), 3),
+        "max": round(max(vals), 3),
+        "n": len(vals),
+    }
 
 
 def _step(block: dict, connections: int) -> dict | None:
@@ -37,8 +45,7 @@ def _best(block: dict) -> dict | None:
 
 def _peak(block: dict) -> dict | None:
     """The ladder step with the most req/s whatever its latency (errors under 1 %)."""
-    ok = [s for s in block.get("ladder", {}).get("steps", [])
-          if s["errors"] <= 0.01 * max(1, s["requests"])]
+    ok = [s for s in block.get("ladder", {}).get("steps", []) if s["errors"] <= 0.01 * max(1, s["requests"])]
     return max(ok, key=lambda s: s["rps"]) if ok else None
 
 
@@ -65,21 +72,24 @@ def summarize(results: dict) -> dict:
                 f["max_rps"] = stat([b["rps"] if b else 0.0 for b in bests])
                 f["max_rps_connections"] = [b["connections"] if b else None for b in bests]
                 f["cpu_pct_at_max"] = stat([b["meter"]["cpu_pct"]["gateway"] if b else None for b in bests])
-                f["sim_cpu_pct_at_max"] = stat([b["meter"]["cpu_pct"]["simulator"] if b else None
-                                                for b in bests])
-                f["gw_core_busy_at_max"] = stat([b["meter"]["core_busy_pct"].get("core0") if b else None
-                                                 for b in bests])
-                f["load_core_busy_at_max"] = stat([b["meter"]["core_busy_pct"].get("core1") if b else None
-                                                   for b in bests])
+                f["sim_cpu_pct_at_max"] = stat([b["meter"]["cpu_pct"]["simulator"] if b else None for b in bests])
+                f["gw_core_busy_at_max"] = stat(
+                    [b["meter"]["core_busy_pct"].get("core0") if b else None for b in bests]
+                )
+                f["load_core_busy_at_max"] = stat(
+                    [b["meter"]["core_busy_pct"].get("core1") if b else None for b in bests]
+                )
                 peaks = [_peak(b) for b in blocks]
                 f["peak_rps"] = stat([p["rps"] if p else None for p in peaks])
                 f["peak_rps_p99"] = stat([p["latency_ms"]["p99"] if p else None for p in peaks])
                 f["cpu_pct_at_peak"] = stat([p["meter"]["cpu_pct"]["gateway"] if p else None for p in peaks])
-                f["cpu_s_per_1000"] = stat([
-                    1000 * p["meter"]["cpu_s"]["gateway"] / p["requests"] if p and p["requests"] else None
-                    for p in peaks])
-                f["ladder_errors"] = sum(s["errors"] for b in blocks
-                                         for s in b.get("ladder", {}).get("steps", []))
+                f["cpu_s_per_1000"] = stat(
+                    [
+                        1000 * p["meter"]["cpu_s"]["gateway"] / p["requests"] if p and p["requests"] else None
+                        for p in peaks
+                    ]
+                )
+                f["ladder_errors"] = sum(s["errors"] for b in blocks for s in b.get("ladder", {}).get("steps", []))
                 for name, conns in (("c1", 1),):
                     mine = [_step(b, conns) for b in blocks]
                     ref = [_step(d, conns) for d in directs]
@@ -115,6 +125,7 @@ def summarize(results: dict) -> dict:
 
 
 # --- formatting -----------------------------------------------------------------------
+
 
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
@@ -169,31 +180,56 @@ def render(results: dict, figs: dict) -> str:
     out: list[str] = []
     out.append("# aigate benchmark results\n")
     if meta["mode"] == "quick":
-        out.append("> **Smoke run (`--quick`)**: one round, 1-second steps. The numbers prove the "
-                   "harness works; they are not a measurement.\n")
-    out.append(table(["", ""], [
-        ["date", meta["date"]],
-        ["mode", (f"{meta['mode']} ({meta['plan']['rounds']} interleaved round(s); run took "
-                 f"{meta.get('elapsed_s', 0) / 60:.1f} min)")],
-        ["machine", f"{m['nproc']} cores, {m['cpu_model']}, {m['memory_gb']} GB RAM, Linux {m['kernel']}"],
-        ["load average at start", ", ".join(f"{x:.2f}" for x in m["load_avg_at_start"])],
-        ["Python", v["python"]],
-        ["aigate", v["aigate"]],
-        ["LiteLLM", v["litellm"]],
-        ["stack", (f"uvicorn {v['uvicorn']}, starlette {v['starlette']}, aiohttp {v['aiohttp']}, "
-                  f"uvloop {v['uvloop']}; {v['wrk']}")],
-        ["pinning", "gateway on core 0; simulator and load generators on core 1" if meta["pinned"]
-         else "none (fewer than 2 cores)"],
-    ]))
+        out.append(
+            "> **Smoke run (`--quick`)**: one round, 1-second steps. The numbers prove the "
+            "harness works; they are not a measurement.\n"
+        )
+    out.append(
+        table(
+            ["", ""],
+            [
+                ["date", meta["date"]],
+                [
+                    "mode",
+                    (
+                        f"{meta['mode']} ({meta['plan']['rounds']} interleaved round(s); run took "
+                        f"{meta.get('elapsed_s', 0) / 60:.1f} min)"
+                    ),
+                ],
+                ["machine", f"{m['nproc']} cores, {m['cpu_model']}, {m['memory_gb']} GB RAM, Linux {m['kernel']}"],
+                ["load average at start", ", ".join(f"{x:.2f}" for x in m["load_avg_at_start"])],
+                ["Python", v["python"]],
+                ["aigate", v["aigate"]],
+                ["LiteLLM", v["litellm"]],
+                [
+                    "stack",
+                    (
+                        f"uvicorn {v['uvicorn']}, starlette {v['starlette']}, aiohttp {v['aiohttp']}, "
+                        f"uvloop {v['uvloop']}; {v['wrk']}"
+                    ),
+                ],
+                [
+                    "pinning",
+                    "gateway on core 0; simulator and load generators on core 1"
+                    if meta["pinned"]
+                    else "none (fewer than 2 cores)",
+                ],
+            ],
+        )
+    )
     if m["load_avg_at_start"][0] > 0.5:
-        out.append(f"\n> **The machine was not quiet** (load average {m['load_avg_at_start'][0]:.2f} at "
-                   "the start): other work shared the cores, so latencies and throughputs are noisy. "
-                   "Compare *core 0 busy %* with *gateway CPU %*: the difference is foreign load on the "
-                   "gateway's core.\n")
-    out.append("\nScenarios: (a) App API `POST /bp/server/user/{id}/ai/chat`, (b) its SSE stream "
-               "`/ai/chat/stream`, (c) one raw OpenAI chat completion `POST /v1/chat/completions`. "
-               f"Users: a pool of {meta['users']} ids, round-robin. Method: `bench/README.md`. "
-               "Cells: median over rounds (min–max).\n")
+        out.append(
+            f"\n> **The machine was not quiet** (load average {m['load_avg_at_start'][0]:.2f} at "
+            "the start): other work shared the cores, so latencies and throughputs are noisy. "
+            "Compare *core 0 busy %* with *gateway CPU %*: the difference is foreign load on the "
+            "gateway's core.\n"
+        )
+    out.append(
+        "\nScenarios: (a) App API `POST /bp/server/user/{id}/ai/chat`, (b) its SSE stream "
+        "`/ai/chat/stream`, (c) one raw OpenAI chat completion `POST /v1/chat/completions`. "
+        f"Users: a pool of {meta['users']} ids, round-robin. Method: `bench/README.md`. "
+        "Cells: median over rounds (min–max).\n"
+    )
     missing = []
     for k in keys:
         t = results["targets"][k]
@@ -215,72 +251,163 @@ def render(results: dict, figs: dict) -> str:
             f = prof.get(k)
             if not f or "max_rps" not in f:
                 continue
-            rows.append([label(results, k), fmt_stat(f["max_rps"]),
-                         ", ".join("–" if c is None else str(c) for c in f["max_rps_connections"]),
-                         fmt_stat(f["cpu_pct_at_max"]), fmt_stat(f["gw_core_busy_at_max"]),
-                         fmt_stat(f["load_core_busy_at_max"]),
-                         ratio(f["max_rps"], lit.get("max_rps")), ratio(f["max_rps"], dire.get("max_rps")),
-                         fmt_stat(f["peak_rps"]), fmt_stat(f["peak_rps_p99"]), fmt_stat(f["cpu_pct_at_peak"]),
-                         str(f["ladder_errors"])])
+            rows.append(
+                [
+                    label(results, k),
+                    fmt_stat(f["max_rps"]),
+                    ", ".join("–" if c is None else str(c) for c in f["max_rps_connections"]),
+                    fmt_stat(f["cpu_pct_at_max"]),
+                    fmt_stat(f["gw_core_busy_at_max"]),
+                    fmt_stat(f["load_core_busy_at_max"]),
+                    ratio(f["max_rps"], lit.get("max_rps")),
+                    ratio(f["max_rps"], dire.get("max_rps")),
+                    fmt_stat(f["peak_rps"]),
+                    fmt_stat(f["peak_rps_p99"]),
+                    fmt_stat(f["cpu_pct_at_peak"]),
+                    str(f["ladder_errors"]),
+                ]
+            )
         if rows:
-            out.append(f"**Max throughput with p99 ≤ {slo:.0f} ms** (wrk, closed loop; best step of the "
-                       "connection ladder; *peak* = most req/s at any latency)\n")
-            out.append(table(["target", "req/s", "at connections", "gateway CPU %", "core 0 busy %",
-                              "core 1 busy %",
-                              "× LiteLLM", "× direct", "peak req/s", "p99 at peak", "CPU % at peak",
-                              "errors"], rows))
+            out.append(
+                f"**Max throughput with p99 ≤ {slo:.0f} ms** (wrk, closed loop; best step of the "
+                "connection ladder; *peak* = most req/s at any latency)\n"
+            )
+            out.append(
+                table(
+                    [
+                        "target",
+                        "req/s",
+                        "at connections",
+                        "gateway CPU %",
+                        "core 0 busy %",
+                        "core 1 busy %",
+                        "× LiteLLM",
+                        "× direct",
+                        "peak req/s",
+                        "p99 at peak",
+                        "CPU % at peak",
+                        "errors",
+                    ],
+                    rows,
+                )
+            )
         rows = []
         for k in keys:
             f = prof.get(k)
             if not f or "c1_p50" not in f:
                 continue
-            row = [label(results, k), fmt_stat(f["c1_p50"]), fmt_stat(f["c1_p99"]),
-                   fmt_stat(f["c1_p50_added"]), fmt_stat(f["c1_p99_added"]),
-                   ratio(f["c1_p50_added"], lit.get("c1_p50_added")),
-                   ratio(f["c1_p99_added"], lit.get("c1_p99_added")),
-                   ratio(f["c1_p50"], dire.get("c1_p50"))]
+            row = [
+                label(results, k),
+                fmt_stat(f["c1_p50"]),
+                fmt_stat(f["c1_p99"]),
+                fmt_stat(f["c1_p50_added"]),
+                fmt_stat(f["c1_p99_added"]),
+                ratio(f["c1_p50_added"], lit.get("c1_p50_added")),
+                ratio(f["c1_p99_added"], lit.get("c1_p99_added")),
+                ratio(f["c1_p50"], dire.get("c1_p50")),
+            ]
             rows.append(row)
         if rows:
             out.append("\n**Latency at concurrency 1** (ms; added = target − direct, same round)\n")
-            out.append(table(["target", "p50", "p99", "added p50", "added p99", "added p50 × LiteLLM",
-                              "added p99 × LiteLLM", "p50 × direct"], rows))
+            out.append(
+                table(
+                    [
+                        "target",
+                        "p50",
+                        "p99",
+                        "added p50",
+                        "added p99",
+                        "added p50 × LiteLLM",
+                        "added p99 × LiteLLM",
+                        "p50 × direct",
+                    ],
+                    rows,
+                )
+            )
         rows = []
         for k in keys:
             f = prof.get(k)
             if not f or "rate_p50" not in f:
                 continue
-            rows.append([label(results, k), fmt_stat(f["rate_p50"]), fmt_stat(f["rate_p99"]),
-                         fmt_stat(f["rate_p50_added"]), fmt_stat(f["rate_p99_added"]),
-                         ratio(f["rate_p50_added"], lit.get("rate_p50_added")),
-                         ratio(f["rate_p99_added"], lit.get("rate_p99_added")),
-                         ratio(f["rate_p99"], dire.get("rate_p99")),
-                         f"{f['rate_errors']}"])
+            rows.append(
+                [
+                    label(results, k),
+                    fmt_stat(f["rate_p50"]),
+                    fmt_stat(f["rate_p99"]),
+                    fmt_stat(f["rate_p50_added"]),
+                    fmt_stat(f["rate_p99_added"]),
+                    ratio(f["rate_p50_added"], lit.get("rate_p50_added")),
+                    ratio(f["rate_p99_added"], lit.get("rate_p99_added")),
+                    ratio(f["rate_p99"], dire.get("rate_p99")),
+                    f"{f['rate_errors']}",
+                ]
+            )
         if rows:
             rate = results["meta"]["plan"]["rate"]
             out.append(f"\n**Latency at {rate:.0f} req/s, open loop** (ms from the intended send time)\n")
-            out.append(table(["target", "p50", "p99", "added p50", "added p99", "added p50 × LiteLLM",
-                              "added p99 × LiteLLM", "p99 × direct", "errors"], rows))
-        concs = sorted({int(k.split("_")[0][6:]) for f in prof.values() for k in f
-                        if k.startswith("stream") and k.endswith("_ttfb_p50")})
+            out.append(
+                table(
+                    [
+                        "target",
+                        "p50",
+                        "p99",
+                        "added p50",
+                        "added p99",
+                        "added p50 × LiteLLM",
+                        "added p99 × LiteLLM",
+                        "p99 × direct",
+                        "errors",
+                    ],
+                    rows,
+                )
+            )
+        concs = sorted(
+            {
+                int(k.split("_")[0][6:])
+                for f in prof.values()
+                for k in f
+                if k.startswith("stream") and k.endswith("_ttfb_p50")
+            }
+        )
         for c in concs:
             rows = []
             for k in keys:
                 f = prof.get(k)
                 if not f or f"stream{c}_ttfb_p50" not in f:
                     continue
-                rows.append([label(results, k, True), fmt_stat(f[f"stream{c}_ttfb_p50"]),
-                             fmt_stat(f[f"stream{c}_ttfb_p99"]),
-                             fmt_stat(f[f"stream{c}_ttfb_p50_added"]), fmt_stat(f[f"stream{c}_ttfb_p99_added"]),
-                             ratio(f[f"stream{c}_ttfb_p99_added"], lit.get(f"stream{c}_ttfb_p99_added")),
-                             ratio(f[f"stream{c}_ttfb_p99"], dire.get(f"stream{c}_ttfb_p99")),
-                             fmt_stat(f[f"stream{c}_gap_p99"]), fmt_stat(f[f"stream{c}_per_s"]),
-                             str(f[f"stream{c}_errors"])])
+                rows.append(
+                    [
+                        label(results, k, True),
+                        fmt_stat(f[f"stream{c}_ttfb_p50"]),
+                        fmt_stat(f[f"stream{c}_ttfb_p99"]),
+                        fmt_stat(f[f"stream{c}_ttfb_p50_added"]),
+                        fmt_stat(f[f"stream{c}_ttfb_p99_added"]),
+                        ratio(f[f"stream{c}_ttfb_p99_added"], lit.get(f"stream{c}_ttfb_p99_added")),
+                        ratio(f[f"stream{c}_ttfb_p99"], dire.get(f"stream{c}_ttfb_p99")),
+                        fmt_stat(f[f"stream{c}_gap_p99"]),
+                        fmt_stat(f[f"stream{c}_per_s"]),
+                        str(f[f"stream{c}_errors"]),
+                    ]
+                )
             if rows:
-                out.append(f"\n**Streams: {c} concurrent** (ms; TTFB = first body byte; gap = between "
-                           "SSE events)\n")
-                out.append(table(["target", "TTFB p50", "TTFB p99", "added p50", "added p99",
-                                  "added p99 × LiteLLM", "TTFB p99 × direct", "gap p99", "streams/s",
-                                  "errors"], rows))
+                out.append(f"\n**Streams: {c} concurrent** (ms; TTFB = first body byte; gap = between SSE events)\n")
+                out.append(
+                    table(
+                        [
+                            "target",
+                            "TTFB p50",
+                            "TTFB p99",
+                            "added p50",
+                            "added p99",
+                            "added p99 × LiteLLM",
+                            "TTFB p99 × direct",
+                            "gap p99",
+                            "streams/s",
+                            "errors",
+                        ],
+                        rows,
+                    )
+                )
 
     # resources: CPU per request at max throughput (first profile), memory, soak
     first = next(iter(figs.values()), {})
@@ -301,27 +428,46 @@ def render(results: dict, figs: dict) -> str:
         soak_cell = "–"
         if s:
             soak_cell = f"{mb(s['rss_start_kb']):.0f} MB at start" + "".join(
-                f" → {mb(m['rss_kb']):.0f} MB after {m['requests']:,}" for m in s["marks"])
-        rows.append([label(results, k) + (" = simulator" if k == "direct" else ""),
-                     fmt_stat(f.get("cpu_s_per_1000")), ratio(f.get("cpu_s_per_1000"), lit.get("cpu_s_per_1000")),
-                     ratio(f.get("cpu_s_per_1000"), dire.get("cpu_s_per_1000")),
-                     fmt(peak), ratio(peak, lit_peak), ratio(peak, sim_peak), soak_cell])
+                f" → {mb(m['rss_kb']):.0f} MB after {m['requests']:,}" for m in s["marks"]
+            )
+        rows.append(
+            [
+                label(results, k) + (" = simulator" if k == "direct" else ""),
+                fmt_stat(f.get("cpu_s_per_1000")),
+                ratio(f.get("cpu_s_per_1000"), lit.get("cpu_s_per_1000")),
+                ratio(f.get("cpu_s_per_1000"), dire.get("cpu_s_per_1000")),
+                fmt(peak),
+                ratio(peak, lit_peak),
+                ratio(peak, sim_peak),
+                soak_cell,
+            ]
+        )
     pname = next(iter(figs), "")
     plan = results["meta"]["plan"]
-    out.append(f"\n## Resources\n\nCPU-seconds per 1,000 requests at the peak-throughput step "
-               f"(profile {pname}); peak RSS = VmHWM over the whole run (the process and its "
-               "children; both aigate rows are one process). Soak RSS: read when the process "
-               f"had served {plan['soak_first']:,} and {plan['soak_total']:,} requests (all kinds, "
-               "counted from the start of the run), topped up with wrk at the winning connection "
-               "count and time-capped, so a slow gateway shows the count it reached.\n")
-    out.append(table(["target", "CPU-s / 1k req", "× LiteLLM", "× direct", "peak RSS MB", "× LiteLLM",
-                      "× direct", "soak RSS"], rows))
+    out.append(
+        f"\n## Resources\n\nCPU-seconds per 1,000 requests at the peak-throughput step "
+        f"(profile {pname}); peak RSS = VmHWM over the whole run (the process and its "
+        "children; both aigate rows are one process). Soak RSS: read when the process "
+        f"had served {plan['soak_first']:,} and {plan['soak_total']:,} requests (all kinds, "
+        "counted from the start of the run), topped up with wrk at the winning connection "
+        "count and time-capped, so a slow gateway shows the count it reached.\n"
+    )
+    out.append(
+        table(
+            ["target", "CPU-s / 1k req", "× LiteLLM", "× direct", "peak RSS MB", "× LiteLLM", "× direct", "soak RSS"],
+            rows,
+        )
+    )
     idle = results.get("idle", {}).get("cpu_pct", {})
     if idle:
-        out.append("\nIdle CPU % of each process (2 s, before the load): "
-                   + ", ".join(f"{k} {v}" for k, v in idle.items()) + "\n")
-    out.append("\nRaw numbers: `results.json` (every wrk step, client run and CPU/core reading). "
-               "Chart: `results.png`.\n")
+        out.append(
+            "\nIdle CPU % of each process (2 s, before the load): "
+            + ", ".join(f"{k} {v}" for k, v in idle.items())
+            + "\n"
+        )
+    out.append(
+        "\nRaw numbers: `results.json` (every wrk step, client run and CPU/core reading). Chart: `results.png`.\n"
+    )
     changes = Path(__file__).with_name("CHANGES.md")  # the hot-path work, kept by hand
     if changes.exists():
         out.append("\n" + changes.read_text())
@@ -329,6 +475,7 @@ def render(results: dict, figs: dict) -> str:
 
 
 # --- chart ----------------------------------------------------------------------------
+
 
 def chart(results: dict, figs: dict, path: Path) -> bool:
     try:
@@ -341,8 +488,13 @@ def chart(results: dict, figs: dict, path: Path) -> bool:
         return False
     keys = [k for k in ORDER if k in results["targets"]]
     names = {k: results["targets"][k]["label"].replace(" ", "\n", 1) for k in keys}
-    colors = {"aigate-app": "#1f77b4", "aigate-relay": "#6baed6", "bare": "#2ca02c",
-              "litellm": "#d62728", "direct": "#7f7f7f"}
+    colors = {
+        "aigate-app": "#1f77b4",
+        "aigate-relay": "#6baed6",
+        "bare": "#2ca02c",
+        "litellm": "#d62728",
+        "direct": "#7f7f7f",
+    }
     first_name = next(iter(figs), None)
     first = figs.get(first_name, {})
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
@@ -363,12 +515,29 @@ def chart(results: dict, figs: dict, path: Path) -> bool:
                 lo.append(st["median"] - st["min"])
                 hi.append(st["max"] - st["median"])
                 cs.append(colors.get(k, "#999"))
-            ax.bar(xs, ys, width, yerr=[lo, hi], color=cs, alpha=1 - 0.35 * i, label=legend,
-                   edgecolor="black", linewidth=0.5, capsize=2)
+            ax.bar(
+                xs,
+                ys,
+                width,
+                yerr=[lo, hi],
+                color=cs,
+                alpha=1 - 0.35 * i,
+                label=legend,
+                edgecolor="black",
+                linewidth=0.5,
+                capsize=2,
+            )
             for x, y in zip(xs, ys):
                 if y <= 0 and scale == "log":  # nothing to draw on a log axis: say so
-                    ax.annotate("0", (x, 0.01), xycoords=("data", "axes fraction"), ha="center",
-                                va="bottom", fontsize=7, color="red")
+                    ax.annotate(
+                        "0",
+                        (x, 0.01),
+                        xycoords=("data", "axes fraction"),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        color="red",
+                    )
                 else:
                     ax.annotate(fmt(y), (x, y), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(present)), [names[k] for k in present], fontsize=8)
@@ -382,32 +551,61 @@ def chart(results: dict, figs: dict, path: Path) -> bool:
             ax.legend(fontsize=7)
 
     def pick(prof: dict, field: str) -> dict:
-        return {k: f.get(field) for k, f in prof.items()
-                if f.get(field) and not (k == "direct" and "added" in field)}
+        return {k: f.get(field) for k, f in prof.items() if f.get(field) and not (k == "direct" and "added" in field)}
 
-    bars(axes[0], "Max req/s with p99 within budget (higher is better)",
-         [(n, pick(p, "max_rps")) for n, p in figs.items()], "req/s (log)", "log")
-    bars(axes[1], f"Added latency at concurrency 1, {first_name} (lower is better)",
-         [("p50", pick(first, "c1_p50_added")), ("p99", pick(first, "c1_p99_added"))], "ms (symlog)",
-         "symlog")
-    bars(axes[2], f"Added latency at {results['meta']['plan']['rate']:.0f} req/s, {first_name}",
-         [("p50", pick(first, "rate_p50_added")), ("p99", pick(first, "rate_p99_added"))], "ms (symlog)",
-         "symlog")
-    bars(axes[3], f"Stream added TTFB, {first_name}",
-         [(f"{c} streams p99", pick(first, f"stream{c}_ttfb_p99_added"))
-          for c in results["meta"]["plan"]["stream_concurrency"]], "ms (symlog)", "symlog")
-    bars(axes[4], "CPU-seconds per 1,000 requests (at peak throughput)",
-         [("", pick(first, "cpu_s_per_1000"))], "CPU-s (log)", "log")
+    bars(
+        axes[0],
+        "Max req/s with p99 within budget (higher is better)",
+        [(n, pick(p, "max_rps")) for n, p in figs.items()],
+        "req/s (log)",
+        "log",
+    )
+    bars(
+        axes[1],
+        f"Added latency at concurrency 1, {first_name} (lower is better)",
+        [("p50", pick(first, "c1_p50_added")), ("p99", pick(first, "c1_p99_added"))],
+        "ms (symlog)",
+        "symlog",
+    )
+    bars(
+        axes[2],
+        f"Added latency at {results['meta']['plan']['rate']:.0f} req/s, {first_name}",
+        [("p50", pick(first, "rate_p50_added")), ("p99", pick(first, "rate_p99_added"))],
+        "ms (symlog)",
+        "symlog",
+    )
+    bars(
+        axes[3],
+        f"Stream added TTFB, {first_name}",
+        [
+            (f"{c} streams p99", pick(first, f"stream{c}_ttfb_p99_added"))
+            for c in results["meta"]["plan"]["stream_concurrency"]
+        ],
+        "ms (symlog)",
+        "symlog",
+    )
+    bars(
+        axes[4],
+        "CPU-seconds per 1,000 requests (at peak throughput)",
+        [("", pick(first, "cpu_s_per_1000"))],
+        "CPU-s (log)",
+        "log",
+    )
     procs = results.get("processes", {})
-    peak = {k: {"median": procs[results["targets"][k]["process"]]["peak_rss_kb"] / 1024, "min": 0, "max": 0}
-            for k in keys if procs.get(results["targets"][k]["process"], {}).get("peak_rss_kb")
-            and "ok" in (results["targets"][k]["status"], results["targets"][k]["stream_status"])}
+    peak = {
+        k: {"median": procs[results["targets"][k]["process"]]["peak_rss_kb"] / 1024, "min": 0, "max": 0}
+        for k in keys
+        if procs.get(results["targets"][k]["process"], {}).get("peak_rss_kb")
+        and "ok" in (results["targets"][k]["status"], results["targets"][k]["stream_status"])
+    }
     for st in peak.values():
         st["min"] = st["max"] = st["median"]
     bars(axes[5], "Peak RSS (direct = simulator)", [("", peak)], "MB")
     meta = results["meta"]
-    title = (f"aigate benchmark, {meta['date']}, {meta['machine']['nproc']} cores "
-             f"{meta['machine']['cpu_model']}; medians of {meta['plan']['rounds']} round(s), bars: min–max")
+    title = (
+        f"aigate benchmark, {meta['date']}, {meta['machine']['nproc']} cores "
+        f"{meta['machine']['cpu_model']}; medians of {meta['plan']['rounds']} round(s), bars: min–max"
+    )
     if meta["mode"] == "quick":
         title += "  [SMOKE RUN: not a measurement]"
     fig.suptitle(title, fontsize=11)

@@ -5,6 +5,7 @@ direct-to-simulator, on this machine, in one run. See bench/README.md for the me
     python -m bench.run --quick              # smoke run (~3 min), writes bench/.work/quick/
     python -m bench.run --only aigate,bare --scenarios a,c
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,12 @@ GATEWAYS = ("direct", "bare", "aigate", "litellm")
 SCENARIOS = ("a", "b", "c")
 USERS = 1000  # user ids bench-u0 .. bench-u999, round-robin per request
 
-APP_BODY = (b'{"strategy": "free-normal", "messages": [{"role": "user", "content": "hi"}], '
-            b'"parameters": {"example_string": "x", "example_object": {"key": "k", "key2": "v"}}}')
+APP_BODY = (
+    b'{"strategy": "free-normal", "messages": [{"role": "user", "content": "hi"}], '
+    b'"parameters": {"example_string": "x", "example_object": {"key": "k", "key2": "v"}}}'
+)
 RAW_BODY = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
-RAW_STREAM_BODY = (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], '
-                   b'"stream": true}')
+RAW_STREAM_BODY = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
 CHAT_PATH = "/v1/chat/completions"
 APP_PATH = "/bp/server/user/{user}/ai/chat"
 APP_STREAM_PATH = "/bp/server/user/{user}/ai/chat/stream"
@@ -58,20 +60,40 @@ class Plan:
     slo_ms: float = 50  # p99 budget on top of the simulator's latency
 
 
-FULL = Plan(rounds=3, step_s=2, warm_s=2, openloop_s=3, stream_s=2, soak_first=20_000,
-            soak_total=200_000, soak_caps_s={"aigate": (20, 100), "litellm": (10, 30)})
-QUICK = Plan(rounds=1, step_s=1, warm_s=1, openloop_s=1.5, stream_s=1, soak_first=2_000,
-             soak_total=20_000, soak_caps_s={"aigate": (5, 10), "litellm": (3, 5)},
-             ladder=(1, 4, 16, 64, 256))
+FULL = Plan(
+    rounds=3,
+    step_s=2,
+    warm_s=2,
+    openloop_s=3,
+    stream_s=2,
+    soak_first=20_000,
+    soak_total=200_000,
+    soak_caps_s={"aigate": (20, 100), "litellm": (10, 30)},
+)
+QUICK = Plan(
+    rounds=1,
+    step_s=1,
+    warm_s=1,
+    openloop_s=1.5,
+    stream_s=1,
+    soak_first=2_000,
+    soak_total=20_000,
+    soak_caps_s={"aigate": (5, 10), "litellm": (3, 5)},
+    ladder=(1, 4, 16, 64, 256),
+)
 
 PROFILES = (
     # 0 ms: every figure. Streams: 50 chunks written at once.
-    (stack.Profile("0ms", latency_ms=0, chunks=50, chunk_interval_ms=0),
-     {"openloop": True, "stream_concurrency": None}),
+    (
+        stack.Profile("0ms", latency_ms=0, chunks=50, chunk_interval_ms=0),
+        {"openloop": True, "stream_concurrency": None},
+    ),
     # 50 ms: throughput under many in-flight requests, and long-lived streams (50 chunks,
     # 10 ms apart) at 64 concurrent.
-    (stack.Profile("50ms", latency_ms=50, chunks=50, chunk_interval_ms=10),
-     {"openloop": False, "stream_concurrency": (64,)}),
+    (
+        stack.Profile("50ms", latency_ms=50, chunks=50, chunk_interval_ms=10),
+        {"openloop": False, "stream_concurrency": (64,)},
+    ),
 )
 
 
@@ -83,8 +105,9 @@ class Call:
     body: bytes
 
     def spec(self) -> str:
-        return json.dumps({"url": self.base + self.path, "headers": self.headers,
-                           "body": self.body.decode(), "users": USERS})
+        return json.dumps(
+            {"url": self.base + self.path, "headers": self.headers, "body": self.body.decode(), "users": USERS}
+        )
 
 
 @dataclass
@@ -135,6 +158,7 @@ class Bench:
 
 # --- one measurement ----------------------------------------------------------------
 
+
 def json_headers(auth: str) -> dict:
     return {"Content-Type": "application/json", "Authorization": f"Bearer {auth}"}
 
@@ -142,12 +166,17 @@ def json_headers(auth: str) -> dict:
 def run_wrk(b: Bench, t: Target, connections: int, duration: float, *, limit: int = 0) -> dict:
     script = t.script
     if limit:
-        script = wrk.write_script(b.run_dir / f"{t.key}-soak.lua", url_path=t.call.path,
-                                  body=t.call.body, headers=t.call.headers, users=USERS, limit=limit)
+        script = wrk.write_script(
+            b.run_dir / f"{t.key}-soak.lua",
+            url_path=t.call.path,
+            body=t.call.body,
+            headers=t.call.headers,
+            users=USERS,
+            limit=limit,
+        )
     meter = P.Meter({"gateway": b.pids[t.process], "simulator": b.pids["simulator"]}).start()
     url = t.call.base + ("/" if "{user}" in t.call.path else t.call.path)
-    res = wrk.run(b.wrk_bin, url, script, connections=connections, duration_s=duration,
-                  pin=b.procs.pin)
+    res = wrk.run(b.wrk_bin, url, script, connections=connections, duration_s=duration, pin=b.procs.pin)
     res["meter"] = meter.stop()
     b.count(t.process, res["requests"])
     return res
@@ -163,13 +192,14 @@ def ladder(b: Bench, t: Target, slo_ms: float, prior_best: int | None) -> dict:
     flat = misses = 0
     for c in steps_plan:
         r = run_wrk(b, t, c, b.plan.step_s)
-        r["within_slo"] = (r["latency_ms"]["p99"] <= slo_ms
-                           and r["errors"] <= 0.01 * max(1, r["requests"]))
+        r["within_slo"] = r["latency_ms"]["p99"] <= slo_ms and r["errors"] <= 0.01 * max(1, r["requests"])
         steps.append(r)
-        b.say(f"    c={c:<4} {r['rps']:8.1f} req/s  p50 {r['latency_ms']['p50']:7.2f} ms  "
-              f"p99 {r['latency_ms']['p99']:8.2f} ms  err {r['errors']}  "
-              f"gw cpu {r['meter']['cpu_pct']['gateway']:5.1f}%  "
-              f"cores {r['meter']['core_busy_pct']}")
+        b.say(
+            f"    c={c:<4} {r['rps']:8.1f} req/s  p50 {r['latency_ms']['p50']:7.2f} ms  "
+            f"p99 {r['latency_ms']['p99']:8.2f} ms  err {r['errors']}  "
+            f"gw cpu {r['meter']['cpu_pct']['gateway']:5.1f}%  "
+            f"cores {r['meter']['core_busy_pct']}"
+        )
         if not r["within_slo"]:
             misses += 1
             if misses >= 2 and prior_best is None:  # two misses in a row: past the knee
@@ -195,8 +225,9 @@ def client(b: Bench, t: Target, mode: str, call: Call, **kw) -> dict:
     if b.procs.pin:
         argv = ["taskset", "-c", str(P.LOAD_CPU), *argv]
     meter = P.Meter({"gateway": b.pids[t.process], "simulator": b.pids["simulator"]}).start()
-    out = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=stack.REPO,
-                         timeout=float(kw.get("duration", 5)) + 120)
+    out = subprocess.run(
+        argv, check=False, capture_output=True, text=True, cwd=stack.REPO, timeout=float(kw.get("duration", 5)) + 120
+    )
     if out.returncode != 0:
         raise RuntimeError(f"bench.client {mode} failed: {out.stderr[-1500:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -212,27 +243,31 @@ def measure(b: Bench, t: Target, profile: stack.Profile, opts: dict, prior: dict
         b.say(f"  {t.label}: throughput ladder (p99 budget {slo:.0f} ms)")
         out["ladder"] = ladder(b, t, slo, prior["ladder"]["best_connections"] if prior else None)
         if opts["openloop"]:
-            r = client(b, t, "openloop", t.call, rate=b.plan.rate, duration=b.plan.openloop_s,
-                       warmup=0.5)
+            r = client(b, t, "openloop", t.call, rate=b.plan.rate, duration=b.plan.openloop_s, warmup=0.5)
             out["openloop"] = r
             lat = r["latency_ms"]
-            b.say(f"  {t.label}: open loop {b.plan.rate:.0f} req/s: p50 {lat['p50']} ms, "
-                  f"p99 {lat['p99']} ms, errors {r['error_count']}, sent at {r['achieved_send_rate']}/s")
+            b.say(
+                f"  {t.label}: open loop {b.plan.rate:.0f} req/s: p50 {lat['p50']} ms, "
+                f"p99 {lat['p99']} ms, errors {r['error_count']}, sent at {r['achieved_send_rate']}/s"
+            )
     if t.stream is not None and t.stream_status == "ok":
         out["stream"] = {}
         for c in opts["stream_concurrency"] or b.plan.stream_concurrency:
             r = client(b, t, "stream", t.stream, concurrency=c, duration=b.plan.stream_s, warmup=0)
             out["stream"][str(c)] = r
-            b.say(f"  {t.label}: {c} streams: TTFB p50 {r['ttfb_ms']['p50']} ms, p99 "
-                  f"{r['ttfb_ms']['p99']} ms, gap p99 {r['gap_ms']['p99']} ms, "
-                  f"{r['streams']} streams, errors {r['error_count']}")
+            b.say(
+                f"  {t.label}: {c} streams: TTFB p50 {r['ttfb_ms']['p50']} ms, p99 "
+                f"{r['ttfb_ms']['p99']} ms, gap p99 {r['gap_ms']['p99']} ms, "
+                f"{r['streams']} streams, errors {r['error_count']}"
+            )
     return out
 
 
 # --- set-up ---------------------------------------------------------------------------
 
+
 def probe(call: Call, stream: bool) -> str:
-    """"ok", or why the route cannot be measured."""
+    """ "ok", or why the route cannot be measured."""
     url = call.base + call.path.replace("{user}", "bench-probe")
     try:
         status, body = P.http_post(url, call.body, call.headers, timeout=30)
@@ -273,33 +308,45 @@ def build_targets(b: Bench, urls: dict[str, str]) -> None:
         if app.call or app.stream:
             b.targets.append(app)
         if "c" in scen:
-            b.targets.append(raw("aigate-relay", "aigate relay", "aigate", base,
-                                 json_headers(stack.RELAY_KEY)))
+            b.targets.append(raw("aigate-relay", "aigate relay", "aigate", base, json_headers(stack.RELAY_KEY)))
     if "litellm" in urls and "c" in scen:
-        b.targets.append(raw("litellm", "LiteLLM", "litellm", urls["litellm"],
-                             json_headers(stack.LITELLM_KEY)))
+        b.targets.append(raw("litellm", "LiteLLM", "litellm", urls["litellm"], json_headers(stack.LITELLM_KEY)))
     for t in b.targets:
         if t.call is not None:
             t.status = probe(t.call, False)
             if t.status == "not available (404)" and t.key == "aigate-relay":
                 t.status = "relay not available"
-            t.script = wrk.write_script(b.run_dir / f"{t.key}.lua", url_path=t.call.path,
-                                        body=t.call.body, headers=t.call.headers, users=USERS)
+            t.script = wrk.write_script(
+                b.run_dir / f"{t.key}.lua", url_path=t.call.path, body=t.call.body, headers=t.call.headers, users=USERS
+            )
         if t.stream is not None:
             t.stream_status = probe(t.stream, True)
             if t.stream_status == "not available (404)" and t.key == "aigate-relay":
                 t.stream_status = "relay not available"
-        b.say(f"target {t.label}: non-stream {t.status if t.call else '-'}, "
-              f"stream {t.stream_status if t.stream else '-'}")
+        b.say(
+            f"target {t.label}: non-stream {t.status if t.call else '-'}, stream {t.stream_status if t.stream else '-'}"
+        )
 
 
 def machine_info() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor() or "unknown")
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal:"))
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(mem_kb / 1024**2, 1),
-            "kernel": platform.release(), "load_avg_at_start": os.getloadavg()}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    mem_kb = next(
+        int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:")
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(mem_kb / 1024**2, 1),
+        "kernel": platform.release(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def versions(b: Bench, with_litellm: bool) -> dict:
@@ -309,20 +356,32 @@ def versions(b: Bench, with_litellm: bool) -> dict:
         except metadata.PackageNotFoundError:
             return "-"
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                            text=True, cwd=stack.REPO).stdout.strip()
-    dirty = subprocess.run(["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"],
-                           check=False, capture_output=True, cwd=stack.REPO).returncode == 1
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, cwd=stack.REPO
+    ).stdout.strip()
+    dirty = (
+        subprocess.run(
+            ["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"],
+            check=False,
+            capture_output=True,
+            cwd=stack.REPO,
+        ).returncode
+        == 1
+    )
     return {
         "python": platform.python_version(),
         "aigate": f"{ver('aigate')} ({commit}{'+dirty' if dirty else ''})",
         "litellm": stack.litellm_version() if with_litellm else "-",
-        "uvicorn": ver("uvicorn"), "starlette": ver("starlette"), "aiohttp": ver("aiohttp"),
-        "uvloop": ver("uvloop"), "wrk": wrk.wrk_version(b.wrk_bin),
+        "uvicorn": ver("uvicorn"),
+        "starlette": ver("starlette"),
+        "aiohttp": ver("aiohttp"),
+        "uvloop": ver("uvloop"),
+        "wrk": wrk.wrk_version(b.wrk_bin),
     }
 
 
 # --- the run --------------------------------------------------------------------------
+
 
 def warm(b: Bench) -> None:
     for t in b.targets:
@@ -344,10 +403,15 @@ def soak(b: Bench, t: Target, connections: int) -> dict:
         marks = b.rss_marks.setdefault(proc, [])
         if b.served.get(proc, 0) < threshold:  # capped: record how far it got
             marks.append([b.served.get(proc, 0), P.memory_kb(b.pids[proc])["rss_kb"]])
-    out = {"connections": connections, "rss_start_kb": b.results["processes"][proc]["rss_start_kb"],
-           "marks": [{"requests": n, "rss_kb": kb} for n, kb in b.rss_marks[proc]]}
-    b.say(f"  soak {t.label}: RSS {out['rss_start_kb'] // 1024} MB at start, "
-          + ", ".join(f"{m['rss_kb'] // 1024} MB after {m['requests']:,}" for m in out["marks"]))
+    out = {
+        "connections": connections,
+        "rss_start_kb": b.results["processes"][proc]["rss_start_kb"],
+        "marks": [{"requests": n, "rss_kb": kb} for n, kb in b.rss_marks[proc]],
+    }
+    b.say(
+        f"  soak {t.label}: RSS {out['rss_start_kb'] // 1024} MB at start, "
+        + ", ".join(f"{m['rss_kb'] // 1024} MB after {m['requests']:,}" for m in out["marks"])
+    )
     return out
 
 
@@ -401,10 +465,14 @@ def run(b: Bench) -> None:
     b.results["meta"]["left_out"] = failed
     build_targets(b, urls)
     b.results["targets"] = {
-        t.key: {"label": t.label, "process": t.process, "scenario": t.scenario,
-                "stream_scenario": t.stream_scenario,
-                "status": t.status if t.call else "not run",
-                "stream_status": t.stream_status if t.stream else "not run"}
+        t.key: {
+            "label": t.label,
+            "process": t.process,
+            "scenario": t.scenario,
+            "stream_scenario": t.stream_scenario,
+            "status": t.status if t.call else "not run",
+            "stream_status": t.stream_status if t.stream else "not run",
+        }
         for t in b.targets
     }
     # idle cost of each process with nothing to do (they share the gateway core)
@@ -422,8 +490,10 @@ def run(b: Bench) -> None:
             b.procs.stop(sim)
             sim = stack.start_simulator(b.procs, sim_port, profile)
             b.pids["simulator"] = sim.pid
-        b.say(f"profile {profile.name}: simulator latency {profile.latency_ms} ms, "
-              f"{profile.chunks} chunks {profile.chunk_interval_ms} ms apart; warming up")
+        b.say(
+            f"profile {profile.name}: simulator latency {profile.latency_ms} ms, "
+            f"{profile.chunks} chunks {profile.chunk_interval_ms} ms apart; warming up"
+        )
         warm(b)
         rounds, orders = [], []
         first: dict[str, dict] = {}
@@ -441,8 +511,11 @@ def run(b: Bench) -> None:
                 if r == 0:
                     first[t.key] = block[t.key]
             rounds.append(block)
-        b.results["profiles"][profile.name] = {"rounds": rounds, "orders": orders,
-                                               "slo_ms": b.plan.slo_ms + profile.latency_ms}
+        b.results["profiles"][profile.name] = {
+            "rounds": rounds,
+            "orders": orders,
+            "slo_ms": b.plan.slo_ms + profile.latency_ms,
+        }
         if profile.latency_ms == 0 and not args.no_soak:
             b.results["soak"] = {}
             for key in ("aigate-app", "aigate-relay", "litellm"):
@@ -453,41 +526,55 @@ def run(b: Bench) -> None:
                 b.results["soak"][key] = soak(b, t, best)
     sim_peaks.append(P.memory_kb(sim.pid)["hwm_kb"])
     b.results["served"] = dict(b.served)
-    b.results["rss_marks"] = {k: [{"requests": n, "rss_kb": kb} for n, kb in v]
-                              for k, v in b.rss_marks.items()}
+    b.results["rss_marks"] = {k: [{"requests": n, "rss_kb": kb} for n, kb in v] for k, v in b.rss_marks.items()}
     for name, pid in b.pids.items():
         mem = P.memory_kb(pid)
         b.results["processes"].setdefault(name, {}).update(
-            {"peak_rss_kb": max(sim_peaks) if name == "simulator" else mem["hwm_kb"],
-             "rss_end_kb": mem["rss_kb"]})
+            {"peak_rss_kb": max(sim_peaks) if name == "simulator" else mem["hwm_kb"], "rss_end_kb": mem["rss_kb"]}
+        )
     for name, proc in gw_procs.items():
         if not proc.alive():
             b.say(f"WARNING: {name} exited during the run:\n{proc.log_tail()}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="one round, short steps (smoke run)")
-    ap.add_argument("--only", default=",".join(GATEWAYS),
-                    help=f"gateways to run, from {','.join(GATEWAYS)} (direct always runs: it is the reference)")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
-                    help="a: App API chat, b: App API stream, c: raw chat completion (default all)")
+    ap.add_argument(
+        "--only",
+        default=",".join(GATEWAYS),
+        help=f"gateways to run, from {','.join(GATEWAYS)} (direct always runs: it is the reference)",
+    )
+    ap.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="a: App API chat, b: App API stream, c: raw chat completion (default all)",
+    )
     ap.add_argument("--profiles", default="0ms,50ms", help="simulator latency profiles: 0ms,50ms")
     ap.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     ap.add_argument("--no-soak", action="store_true", help="skip the RSS soak")
     ap.add_argument("--out", type=Path, help="output folder (default bench/, or bench/.work/quick with --quick)")
-    ap.add_argument("--keep-work", action="store_true",
-                    help="keep the run folder (configs, SQLite database, process logs)")
+    ap.add_argument(
+        "--keep-work", action="store_true", help="keep the run folder (configs, SQLite database, process logs)"
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
-    ap.add_argument("--app-cost", choices=sorted(stack.APP_COSTS), default="flat",
-                    help="the App API strategy's cost: flat (1 credit) or tokens (hold, then settlement)")
+    ap.add_argument(
+        "--app-cost",
+        choices=sorted(stack.APP_COSTS),
+        default="flat",
+        help="the App API strategy's cost: flat (1 credit) or tokens (hold, then settlement)",
+    )
     args = ap.parse_args(argv)
     args.only = {x.strip() for x in args.only.split(",") if x.strip()}
     args.scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}
     args.profiles = {x.strip() for x in args.profiles.split(",") if x.strip()}
-    for name, given, allowed in (("--only", args.only, GATEWAYS), ("--scenarios", args.scenarios, SCENARIOS),
-                                 ("--profiles", args.profiles, [p.name for p, _ in PROFILES])):
+    for name, given, allowed in (
+        ("--only", args.only, GATEWAYS),
+        ("--scenarios", args.scenarios, SCENARIOS),
+        ("--profiles", args.profiles, [p.name for p, _ in PROFILES]),
+    ):
         bad = given - set(allowed)
         if bad or not given:
             ap.error(f"{name}: unknown {sorted(bad)}; choose from {','.join(allowed)}")
@@ -533,8 +620,10 @@ def main(argv: list[str] | None = None) -> int:
             b.results["meta"]["elapsed_s"] = round(time.monotonic() - b.started)
             b.results["log"] = b.log_lines
             paths = write_outputs(b.results, out_dir)
-            b.say("wrote " + ", ".join(str(p.relative_to(stack.REPO)) if p.is_relative_to(stack.REPO)
-                                      else str(p) for p in paths))
+            b.say(
+                "wrote "
+                + ", ".join(str(p.relative_to(stack.REPO)) if p.is_relative_to(stack.REPO) else str(p) for p in paths)
+            )
             if not args.keep_work:
                 shutil.rmtree(run_dir, ignore_errors=True)
         else:

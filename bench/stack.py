@@ -1,5 +1,6 @@
 """The processes under test and their configuration: the provider simulator, aigate, the
 bare reference proxy and LiteLLM's proxy (in its own cached venv under bench/.work)."""
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,26 @@ class Profile:
 
 
 def start_simulator(procs: Processes, port: int, profile: Profile) -> Proc:
-    argv = [str(VENV_BIN / "aigate"), "simulator", "--port", str(port),
-            "--latency-ms", str(profile.latency_ms), "--chunks", str(profile.chunks),
-            "--chunk-interval-ms", str(profile.chunk_interval_ms)]
+    argv = [
+        str(VENV_BIN / "aigate"),
+        "simulator",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(profile.latency_ms),
+        "--chunks",
+        str(profile.chunks),
+        "--chunk-interval-ms",
+        str(profile.chunk_interval_ms),
+    ]
     proc = procs.start(f"simulator-{profile.name}", argv, cpu=LOAD_CPU)
-    wait_http(proc, f"http://127.0.0.1:{port}/v1/models", timeout=30,
-              headers={"Authorization": f"Bearer {SIM_KEY}"}, ok=lambda s: s == 200)
+    wait_http(
+        proc,
+        f"http://127.0.0.1:{port}/v1/models",
+        timeout=30,
+        headers={"Authorization": f"Bearer {SIM_KEY}"},
+        ok=lambda s: s == 200,
+    )
     return proc
 
 
@@ -67,45 +82,70 @@ def aigate_config(db_path: Path, port: int, sim_url: str, app_cost: str = "flat"
     """The real path: SQLite, usage logs, credits and a daily limit on the strategy. The
     bench users get credits and a limit they cannot exhaust."""
     return {
-        "server": {"listen": f"127.0.0.1:{port}", "admin_key": "bench-admin-key-0123456789-abcdefghijklmnop",
-                   "worker_id": 1},
+        "server": {
+            "listen": f"127.0.0.1:{port}",
+            "admin_key": "bench-admin-key-0123456789-abcdefghijklmnop",
+            "worker_id": 1,
+        },
         "database": {"url": f"sqlite:///{db_path}"},
         "logs": {"store_bodies": "errors", "body_max_bytes": 8192, "retention_days": 30},
         "simulator": {"enabled": False},
-        "models": [{"name": "gpt-4o-mini",
-                    "price": {"input_price": 0.15, "output_price": 0.6, "cached_price": 0.075}}],
-        "platforms": [{
-            "id": "sim-openai", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": SIM_KEY,
-            "models": ["gpt-4o-mini"], "priority": 10,
-            "timeout": {"connect_s": 5, "first_byte_s": 30, "total_s": 60},
-        }],
-        "apps": [{
-            "id": APP_ID,
-            "name": "Benchmark app",
-            "server_keys": [{"name": "bench", "key": SERVER_KEY}],
-            "user_token_secret": "bench-token-secret-0123456789-abcdefghijklmnop",
-            "assets": [{"name": "ai_credit", "type": "consumable", "initial_quantity": UNLIMITED,
-                        "recoverable": True, "recovery_period": 1, "recovery_quantity": UNLIMITED}],
-            "strategies": [{
-                "name": "free-normal", "module": "chat", "platforms": ["sim-openai"],
-                "model": "gpt-4o-mini",
-                "system_prompt": "现在你扮演 {{ .example_string }}, 告诉我如何使用 "
-                                 "{{ .example_object.key }} 完成 {{ .example_object.key2 }}。",
-                "params": {"temperature": 1, "max_tokens": 1000},
-                "history": {"save": True, "context_messages": 20},
-                "cost": APP_COSTS[app_cost],
-                "limit": {"count": UNLIMITED, "period": "day"},
-            }],
-            "relay_tokens": [{"name": "bench", "key": RELAY_KEY}],
-        }],
+        "models": [{"name": "gpt-4o-mini", "price": {"input_price": 0.15, "output_price": 0.6, "cached_price": 0.075}}],
+        "platforms": [
+            {
+                "id": "sim-openai",
+                "type": "openai",
+                "base_url": f"{sim_url}/v1",
+                "api_key": SIM_KEY,
+                "models": ["gpt-4o-mini"],
+                "priority": 10,
+                "timeout": {"connect_s": 5, "first_byte_s": 30, "total_s": 60},
+            }
+        ],
+        "apps": [
+            {
+                "id": APP_ID,
+                "name": "Benchmark app",
+                "server_keys": [{"name": "bench", "key": SERVER_KEY}],
+                "user_token_secret": "bench-token-secret-0123456789-abcdefghijklmnop",
+                "assets": [
+                    {
+                        "name": "ai_credit",
+                        "type": "consumable",
+                        "initial_quantity": UNLIMITED,
+                        "recoverable": True,
+                        "recovery_period": 1,
+                        "recovery_quantity": UNLIMITED,
+                    }
+                ],
+                "strategies": [
+                    {
+                        "name": "free-normal",
+                        "module": "chat",
+                        "platforms": ["sim-openai"],
+                        "model": "gpt-4o-mini",
+                        "system_prompt": "现在你扮演 {{ .example_string }}, 告诉我如何使用 "
+                        "{{ .example_object.key }} 完成 {{ .example_object.key2 }}。",
+                        "params": {"temperature": 1, "max_tokens": 1000},
+                        "history": {"save": True, "context_messages": 20},
+                        "cost": APP_COSTS[app_cost],
+                        "limit": {"count": UNLIMITED, "period": "day"},
+                    }
+                ],
+                "relay_tokens": [{"name": "bench", "key": RELAY_KEY}],
+            }
+        ],
     }
 
 
 def start_aigate(procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat") -> tuple[Proc, str]:
     port = free_port()
     cfg_path = run_dir / "aigate.yaml"
-    cfg_path.write_text(yaml.safe_dump(aigate_config(run_dir / "aigate.db", port, sim_url, app_cost),
-                                       allow_unicode=True, sort_keys=False))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            aigate_config(run_dir / "aigate.db", port, sim_url, app_cost), allow_unicode=True, sort_keys=False
+        )
+    )
     argv = [str(VENV_BIN / "aigate"), "serve", "--config", str(cfg_path), "--log-level", "WARNING"]
     proc = procs.start("aigate", argv, cpu=GATEWAY_CPU, cwd=run_dir)
     url = f"http://127.0.0.1:{port}"
@@ -115,11 +155,26 @@ def start_aigate(procs: Processes, run_dir: Path, sim_url: str, app_cost: str = 
 
 # --- bare reference proxy -------------------------------------------------------------
 
+
 def start_bare(procs: Processes, sim_url: str) -> tuple[Proc, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "bench.bare_proxy:app", "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_proxy:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     env = {**os.environ, "BARE_UPSTREAM": sim_url}
     proc = procs.start("bare", argv, cpu=GATEWAY_CPU, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -129,20 +184,19 @@ def start_bare(procs: Processes, sim_url: str) -> tuple[Proc, str]:
 
 # --- LiteLLM ----------------------------------------------------------------------------
 
+
 def ensure_litellm(spec: str = LITELLM_SPEC) -> Path:
     """LiteLLM's proxy in its own venv, cached between runs (re-created when ``spec`` changes)."""
     marker = LITELLM_VENV / ".installed"
     binary = LITELLM_VENV / "bin" / "litellm"
     if marker.exists() and marker.read_text() == spec and binary.exists():
         return binary
-    print(f"installing {spec} into {LITELLM_VENV.relative_to(REPO)} (cached for later runs)...",
-          flush=True)
+    print(f"installing {spec} into {LITELLM_VENV.relative_to(REPO)} (cached for later runs)...", flush=True)
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     if not (LITELLM_VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
+    pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     out = subprocess.run([*pip, spec], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         tail = "\n".join(ln for ln in out.stderr.splitlines() if not ln.startswith("WARNING"))[-2000:]
@@ -154,22 +208,29 @@ def ensure_litellm(spec: str = LITELLM_SPEC) -> Path:
 
 def litellm_version() -> str:
     out = subprocess.run(
-        [str(LITELLM_VENV / "bin" / "python"), "-c",
-         "import importlib.metadata as m; print(m.version('litellm'))"],
-        check=False, capture_output=True, text=True,
+        [str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip() or "unknown"
 
 
 def litellm_config(sim_url: str) -> dict:
     return {
-        "model_list": [{
-            "model_name": "gpt-4o-mini",
-            "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{sim_url}/v1",
-                               "api_key": SIM_KEY},
-        }],
-        "litellm_settings": {"set_verbose": False, "callbacks": [], "success_callback": [],
-                             "failure_callback": [], "telemetry": False},
+        "model_list": [
+            {
+                "model_name": "gpt-4o-mini",
+                "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"{sim_url}/v1", "api_key": SIM_KEY},
+            }
+        ],
+        "litellm_settings": {
+            "set_verbose": False,
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+            "telemetry": False,
+        },
         "general_settings": {"master_key": LITELLM_KEY},
     }
 
@@ -179,14 +240,15 @@ def start_litellm(procs: Processes, run_dir: Path, sim_url: str, binary: Path) -
     cfg_path = run_dir / "litellm.yaml"
     cfg_path.write_text(yaml.safe_dump(litellm_config(sim_url), sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LITELLM_"))}
-    env.update({
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch of the price map at start
-        "LITELLM_LOG": "ERROR",
-        "LITELLM_TELEMETRY": "False",
-        "DISABLE_SCHEMA_UPDATE": "True",
-    })
-    argv = [str(binary), "--config", str(cfg_path), "--host", "127.0.0.1", "--port", str(port),
-            "--num_workers", "1"]
+    env.update(
+        {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch of the price map at start
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "DISABLE_SCHEMA_UPDATE": "True",
+        }
+    )
+    argv = [str(binary), "--config", str(cfg_path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
     proc = procs.start("litellm", argv, cpu=GATEWAY_CPU, env=env, cwd=run_dir)
     url = f"http://127.0.0.1:{port}"
     wait_http(proc, f"{url}/health/liveliness", timeout=180, ok=lambda s: s == 200)

@@ -1,5 +1,6 @@
 """Closed-loop throughput with wrk: a Lua script per target (POST body, headers, a pool of
 user ids in the path) whose ``done`` hook prints the exact latency percentiles as JSON."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def ensure_wrk() -> str:
         found = shutil.which("wrk")
         if found:
             return found
-    raise SystemExit("wrk is required: install it with `sudo apt-get install wrk` (Debian/Ubuntu) "
-                     "or `brew install wrk`, then re-run.")
+    raise SystemExit(
+        "wrk is required: install it with `sudo apt-get install wrk` (Debian/Ubuntu) "
+        "or `brew install wrk`, then re-run."
+    )
 
 
 def wrk_version(binary: str) -> str:
@@ -68,8 +71,7 @@ def wrk_version(binary: str) -> str:
     return first[0].split(" Copyright")[0] if first else "unknown"
 
 
-def write_script(path: Path, *, url_path: str, body: bytes, headers: dict, users: int,
-                 limit: int = 0) -> Path:
+def write_script(path: Path, *, url_path: str, body: bytes, headers: dict, users: int, limit: int = 0) -> Path:
     """``url_path`` may contain ``{user}``, replaced per request by ``bench-u<n>``."""
     if "{user}" in url_path:
         prefix, suffix = url_path.split("{user}")
@@ -78,25 +80,50 @@ def write_script(path: Path, *, url_path: str, body: bytes, headers: dict, users
         prefix = suffix = ""
         users = 0
     header_lines = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in headers.items())
-    path.write_text(LUA % {
-        "body": body.decode(), "headers": header_lines, "users": users, "prefix": prefix,
-        "suffix": suffix, "limit": limit, "mark": MARK,
-    })
+    path.write_text(
+        LUA
+        % {
+            "body": body.decode(),
+            "headers": header_lines,
+            "users": users,
+            "prefix": prefix,
+            "suffix": suffix,
+            "limit": limit,
+            "mark": MARK,
+        }
+    )
     return path
 
 
-def run(binary: str, base_url: str, script: Path, *, connections: int, duration_s: float,
-        timeout_s: float = 10, pin: bool = True) -> dict:
+def run(
+    binary: str,
+    base_url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    timeout_s: float = 10,
+    pin: bool = True,
+) -> dict:
     """One wrk run (one thread, pinned to the load core). Latencies in ms."""
-    argv = [binary, "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
-            "--timeout", f"{int(timeout_s)}s", "-s", str(script), base_url]
+    argv = [
+        binary,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        "--timeout",
+        f"{int(timeout_s)}s",
+        "-s",
+        str(script),
+        base_url,
+    ]
     if pin:
         argv = ["taskset", "-c", str(LOAD_CPU), *argv]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARK)), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
-    raw = json.loads(line[len(MARK):])
+    raw = json.loads(line[len(MARK) :])
     secs = raw["duration_us"] / 1e6
     errors = raw["err_connect"] + raw["err_read"] + raw["err_write"] + raw["err_status"] + raw["err_timeout"]
     return {
@@ -107,7 +134,11 @@ def run(binary: str, base_url: str, script: Path, *, connections: int, duration_
         "errors": errors,
         "error_detail": {k[4:]: v for k, v in raw.items() if k.startswith("err_") and v},
         "latency_ms": {
-            "p50": raw["p50_us"] / 1000, "p90": raw["p90_us"] / 1000, "p99": raw["p99_us"] / 1000,
-            "p99_9": raw["p999_us"] / 1000, "max": raw["max_us"] / 1000, "mean": round(raw["mean_us"] / 1000, 3),
+            "p50": raw["p50_us"] / 1000,
+            "p90": raw["p90_us"] / 1000,
+            "p99": raw["p99_us"] / 1000,
+            "p99_9": raw["p999_us"] / 1000,
+            "max": raw["max_us"] / 1000,
+            "mean": round(raw["mean_us"] / 1000, 3),
         },
     }

@@ -1,4 +1,5 @@
 """Shared fixtures: a database per test on SQLite and, when configured, PostgreSQL."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,7 @@ def pytest_terminal_summary(terminalreporter):
     used = [dict(r.user_properties).get("backends", "") for r in passed]
     on_pg = sum(1 for u in used if "postgres" in u)
     on_redis = sum(1 for u in used if "redis" in u)
-    terminalreporter.write_line(
-        f"aigate: {on_pg} tests passed on PostgreSQL, {on_redis} tests passed with Redis"
-    )
+    terminalreporter.write_line(f"aigate: {on_pg} tests passed on PostgreSQL, {on_redis} tests passed with Redis")
 
 
 async def _pg_schema_url() -> tuple[str, str]:

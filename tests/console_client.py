@@ -1,5 +1,6 @@
 """A browser-like HTTP client for the console: a cookie jar, the sign-in form, and Admin
 API calls carrying the session's CSRF token."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,9 @@ class ConsoleClient:
         async with self.http.get(self.url + "/console/signin") as r:
             html = await r.text()
         token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-        return await self.http.post(self.url + "/console/signin", data={"csrf_token": token, **fields},
-                                    allow_redirects=False)
+        return await self.http.post(
+            self.url + "/console/signin", data={"csrf_token": token, **fields}, allow_redirects=False
+        )
 
     async def signin(self, admin_key: str = ADMIN_KEY, username: str = "", password: str = "") -> None:
         fields = {"username": username, "password": password} if username else {"admin_key": admin_key}
@@ -52,8 +54,9 @@ class ConsoleClient:
         async with self.http.get(self.url + path, allow_redirects=False) as r:
             return r.status, await r.text(), r.headers
 
-    async def api(self, method: str, path: str, body: Any = None, *, csrf: bool = True,
-                  **kwargs: Any) -> tuple[int, dict]:
+    async def api(
+        self, method: str, path: str, body: Any = None, *, csrf: bool = True, **kwargs: Any
+    ) -> tuple[int, dict]:
         headers = {"X-CSRF-Token": self.csrf} if csrf and self.csrf else {}
         async with self.http.request(method, self.url + "/api" + path, json=body, headers=headers, **kwargs) as r:
             try:

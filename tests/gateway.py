@@ -1,4 +1,5 @@
 """Running a real aigate instance inside a test: uvicorn on a free loopback port."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,13 +53,29 @@ def base_config(db_url: str, sim_url: str, *, redis_url: str = "", **overrides: 
             {"name": "gemini-2.0-flash", "price": {"input_price": 0.1, "output_price": 0.4}},
         ],
         "platforms": [
-            {"id": "sim-openai", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-sim",
-             "models": ["gpt-4o-mini", "dall-e-3", "text-embedding-3-small", "tts-1"], "priority": 10,
-             "timeout": {"connect_s": 2, "first_byte_s": 5, "total_s": 20}},
-            {"id": "sim-anthropic", "type": "anthropic", "base_url": sim_url, "api_key": "sk-ant-sim",
-             "models": ["claude-3-5-haiku"]},
-            {"id": "sim-gemini", "type": "gemini", "base_url": sim_url, "api_key": "gm-sim",
-             "models": ["gemini-2.0-flash"]},
+            {
+                "id": "sim-openai",
+                "type": "openai",
+                "base_url": f"{sim_url}/v1",
+                "api_key": "sk-sim",
+                "models": ["gpt-4o-mini", "dall-e-3", "text-embedding-3-small", "tts-1"],
+                "priority": 10,
+                "timeout": {"connect_s": 2, "first_byte_s": 5, "total_s": 20},
+            },
+            {
+                "id": "sim-anthropic",
+                "type": "anthropic",
+                "base_url": sim_url,
+                "api_key": "sk-ant-sim",
+                "models": ["claude-3-5-haiku"],
+            },
+            {
+                "id": "sim-gemini",
+                "type": "gemini",
+                "base_url": sim_url,
+                "api_key": "gm-sim",
+                "models": ["gemini-2.0-flash"],
+            },
         ],
         "apps": [
             {
@@ -66,15 +83,26 @@ def base_config(db_url: str, sim_url: str, *, redis_url: str = "", **overrides: 
                 "name": "Test app",
                 "server_keys": [{"name": "backend", "key": SERVER_KEY}],
                 "user_token_secret": TOKEN_SECRET,
-                "assets": [{"name": "ai_credit", "initial_quantity": 50, "recoverable": True,
-                            "recovery_period": 1, "recovery_quantity": 50}],
+                "assets": [
+                    {
+                        "name": "ai_credit",
+                        "initial_quantity": 50,
+                        "recoverable": True,
+                        "recovery_period": 1,
+                        "recovery_quantity": 50,
+                    }
+                ],
                 "strategies": [
-                    {"name": "free-normal", "model": "gpt-4o-mini", "platforms": ["sim-openai"],
-                     "system_prompt": "You play {{ .example_string }}.",
-                     "params": {"temperature": 1, "max_tokens": 1000},
-                     "history": {"save": True, "context_messages": 20},
-                     "cost": {"asset": "ai_credit", "per_request": 1},
-                     "limit": {"count": 100, "period": "day"}},
+                    {
+                        "name": "free-normal",
+                        "model": "gpt-4o-mini",
+                        "platforms": ["sim-openai"],
+                        "system_prompt": "You play {{ .example_string }}.",
+                        "params": {"temperature": 1, "max_tokens": 1000},
+                        "history": {"save": True, "context_messages": 20},
+                        "cost": {"asset": "ai_credit", "per_request": 1},
+                        "limit": {"count": 100, "period": "day"},
+                    },
                 ],
                 "relay_tokens": [{"name": "sdk", "key": RELAY_KEY}],
             }
@@ -123,8 +151,15 @@ async def start_gateway(doc: dict | Config) -> Gateway:
     port = sock.getsockname()[1]
     app = create_app(cfg)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning",
-                       loop="asyncio", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            loop="asyncio",
+            timeout_graceful_shutdown=5,
+        )
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -1,6 +1,7 @@
 """A real identity provider for tests: keys generated here (RSA and EC, with
 ``cryptography``), a JWKS server on loopback (aiohttp) that counts its fetches and can be
 switched off, and helpers that sign tokens the way an identity provider does."""
+
 from __future__ import annotations
 
 import base64

@@ -5,6 +5,7 @@ folder, its own port and socket directory, ``pg_ctl start/stop``: the shared ser
 rest of the suite uses keeps running. Skips, with the reason, when no PostgreSQL binaries
 are installed or the tests can act neither as root nor as ``postgres``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,12 +51,15 @@ class PgCluster:
         return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
 
     def start(self) -> None:
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c shared_buffers=16MB -c max_connections=60 -c synchronous_commit=off")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c shared_buffers=16MB -c max_connections=60 -c synchronous_commit=off"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast", wait: bool = True) -> None:

@@ -5,6 +5,7 @@ The SDKs' pydantic models accept unknown fields (``extra="allow"``) and keep the
 types raise) and then walks the parsed tree, failing on any field the type does not
 declare. That is "no unknown or missing required field", checked by the SDK's own schema.
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeVar

@@ -1,6 +1,7 @@
 """Serving the App API's contract: ``/bp/openapi.json``, ``/bp/docs`` (Swagger UI), and the
 vendored Swagger UI files under a versioned URL (they never change at one URL, so browsers
 may cache them for good). Nothing is loaded from a CDN: the docs work offline."""
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +34,8 @@ def aigate_version() -> str:
 
 def swagger_page(openapi_url: str, title: str) -> Response:
     return get_swagger_ui_html(
-        openapi_url=openapi_url, title=title,
+        openapi_url=openapi_url,
+        title=title,
         swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
         swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png",
@@ -57,8 +59,11 @@ async def swagger_asset(request: Request) -> Response:
     name = request.path_params["name"]
     if request.path_params["version"] != SWAGGER_VERSION or name not in SWAGGER_FILES:
         return Response("not found", status_code=404, media_type="text/plain")
-    return FileResponse(SWAGGER_DIR / name, media_type=SWAGGER_FILES[name],
-                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return FileResponse(
+        SWAGGER_DIR / name,
+        media_type=SWAGGER_FILES[name],
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
 
 
 routes = [

@@ -7,6 +7,7 @@ invent an endpoint. Error responses come from ``aigate.errors.STATUS``: an opera
 documents every error type except those it lists as impossible, so a type added to the
 table later is documented everywhere by itself.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -48,66 +49,113 @@ class Operation:
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/token"): Operation(
-        "Mint a user token", "app server", s.TokenResponse, body=s.TokenRequest,
+        "Mint a user token",
+        "app server",
+        s.TokenResponse,
+        body=s.TokenRequest,
         impossible=CALL_ONLY | {"item_not_found"},
-        description="The app server mints an HS256 user token for `user_id` (body optional)."),
+        description="The app server mints an HS256 user token for `user_id` (body optional).",
+    ),
     ("POST", "/tokens/revoke"): Operation(
-        "Revoke a user's tokens", "app server", s.TokensRevoked, impossible=NO_BODY,
-        description="Every user token of `user_id` issued at or before now is refused from then on."),
+        "Revoke a user's tokens",
+        "app server",
+        s.TokensRevoked,
+        impossible=NO_BODY,
+        description="Every user token of `user_id` issued at or before now is refused from then on.",
+    ),
     ("POST", "/ai/chat"): Operation(
-        "Chat", "chat", s.ChatResponse, body=s.ChatRequest,
-        description="Runs the strategy's chat: system prompt, saved history, the new messages."),
+        "Chat",
+        "chat",
+        s.ChatResponse,
+        body=s.ChatRequest,
+        description="Runs the strategy's chat: system prompt, saved history, the new messages.",
+    ),
     ("POST", "/ai/chat/stream"): Operation(
-        "Chat, streamed", "chat", None, body=s.ChatRequest, stream=True,
+        "Chat, streamed",
+        "chat",
+        None,
+        body=s.ChatRequest,
+        stream=True,
         description=(
             "The same call as `/chat`, answered as server-sent events. Each piece of the reply is "
             "`event: ai_chat_msg` with `is_finish: false`; the stream ends with one `ai_chat_msg` "
             "whose `is_finish` is true and which carries `tokens`, `asset` and the counts. An error "
             "before the first byte is an ordinary JSON error with its status; an error after it is "
             "one `event: ai_chat_error` whose data is the error object, then the stream closes. "
-            "A client that disconnects stops the upstream call; what was generated is saved and billed.")),
+            "A client that disconnects stops the upstream call; what was generated is saved and billed."
+        ),
+    ),
     ("GET", "/ai/chat/history"): Operation(
-        "A chat's history", "chat", s.ChatHistoryResponse, query=s.ChatHistoryQuery,
-        impossible=CALL_ONLY | BODY_ONLY),
+        "A chat's history", "chat", s.ChatHistoryResponse, query=s.ChatHistoryQuery, impossible=CALL_ONLY | BODY_ONLY
+    ),
     ("GET", "/ai/chats"): Operation(
-        "The user's chats", "chat", s.ChatsResponse, query=s.ChatsQuery, impossible=NO_BODY),
+        "The user's chats", "chat", s.ChatsResponse, query=s.ChatsQuery, impossible=NO_BODY
+    ),
     ("POST", "/ai/chat/delete"): Operation(
-        "Delete chats", "chat", None, body=s.ChatDeleteRequest, impossible=CALL_ONLY | {"item_not_found"},
-        description="Idempotent: unknown, repeated and other users' ids are ignored."),
-    ("POST", "/ai/chat/instruction"): Operation(
-        "Run an instruction", "instruction", s.InstructionResponse, body=s.InstructionRequest,
-        description="Renders the named single-shot prompt template with `parameters` and runs it."),
-    ("GET", "/ai/assets"): Operation(
-        "The user's assets", "assets", s.AssetsResponse, impossible=NO_BODY | {"invalid_parameter"}),
-    ("POST", "/ai/assets/grant"): Operation(
-        "Grant credits", "app server", s.GrantResponse, body=s.GrantRequest,
+        "Delete chats",
+        "chat",
+        None,
+        body=s.ChatDeleteRequest,
         impossible=CALL_ONLY | {"item_not_found"},
-        description="Adds purchased credits; the same idempotency key twice grants once."),
+        description="Idempotent: unknown, repeated and other users' ids are ignored.",
+    ),
+    ("POST", "/ai/chat/instruction"): Operation(
+        "Run an instruction",
+        "instruction",
+        s.InstructionResponse,
+        body=s.InstructionRequest,
+        description="Renders the named single-shot prompt template with `parameters` and runs it.",
+    ),
+    ("GET", "/ai/assets"): Operation(
+        "The user's assets", "assets", s.AssetsResponse, impossible=NO_BODY | {"invalid_parameter"}
+    ),
+    ("POST", "/ai/assets/grant"): Operation(
+        "Grant credits",
+        "app server",
+        s.GrantResponse,
+        body=s.GrantRequest,
+        impossible=CALL_ONLY | {"item_not_found"},
+        description="Adds purchased credits; the same idempotency key twice grants once.",
+    ),
     ("POST", "/ai/ai_request"): Operation(
-        "Run an AI request", "ai requests", s.AiRequestRecord, body=s.AiRequestSubmit,
-        description=("Runs a strategy of any module. Synchronous modules answer the final record; "
-                     "asynchronous ones answer at once with `pending` or `queueing`: read "
-                     "`/ai_request/{request_id}` until `succeeded` or `failed`.")),
+        "Run an AI request",
+        "ai requests",
+        s.AiRequestRecord,
+        body=s.AiRequestSubmit,
+        description=(
+            "Runs a strategy of any module. Synchronous modules answer the final record; "
+            "asynchronous ones answer at once with `pending` or `queueing`: read "
+            "`/ai_request/{request_id}` until `succeeded` or `failed`."
+        ),
+    ),
     ("GET", "/ai/ai_request/history/query"): Operation(
-        "AI request history", "ai requests", s.AiRequestHistory, query=s.AiRequestHistoryQuery,
-        impossible=NO_BODY),
+        "AI request history", "ai requests", s.AiRequestHistory, query=s.AiRequestHistoryQuery, impossible=NO_BODY
+    ),
     ("POST", "/ai/ai_request/history/delete"): Operation(
-        "Delete AI requests", "ai requests", None, body=s.AiRequestDelete, impossible=CALL_ONLY | {"item_not_found"},
-        description="Idempotent: unknown, repeated and other users' ids are ignored; a running job is kept."),
+        "Delete AI requests",
+        "ai requests",
+        None,
+        body=s.AiRequestDelete,
+        impossible=CALL_ONLY | {"item_not_found"},
+        description="Idempotent: unknown, repeated and other users' ids are ignored; a running job is kept.",
+    ),
     ("GET", "/ai/ai_request/{request_id}"): Operation(
-        "Read an AI request", "ai requests", s.AiRequestRecord,
-        impossible=CALL_ONLY | BODY_ONLY | {"invalid_parameter"}),
+        "Read an AI request", "ai requests", s.AiRequestRecord, impossible=CALL_ONLY | BODY_ONLY | {"invalid_parameter"}
+    ),
 }
 
 TAGS = ("chat", "instruction", "assets", "ai requests", "app server")
 
 SECURITY_SCHEMES = {
     "userToken": {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
         "description": "A user token (HS256 JWT with app_id, sub, exp), for `/bp/ai/...`.",
     },
     "serverKey": {
-        "type": "http", "scheme": "bearer",
+        "type": "http",
+        "scheme": "bearer",
         "description": "The app server key, for `/bp/server/user/{user_id}/...` (never ship it in an app).",
     },
 }
@@ -116,9 +164,9 @@ SECURITY_SCHEMES = {
 def route_key(path: str) -> tuple[str, str] | None:
     """(surface, path below the prefix) of an App API route path, or None."""
     if path.startswith(SERVER_ROOT + "/"):
-        return "server", path[len(SERVER_ROOT):]
+        return "server", path[len(SERVER_ROOT) :]
     if path.startswith(CLIENT_ROOT + "/ai/"):
-        return "client", path[len(CLIENT_ROOT):]
+        return "client", path[len(CLIENT_ROOT) :]
     return None
 
 
@@ -139,8 +187,10 @@ def _components() -> dict[str, Any]:
     schemas = defs["$defs"]
     schemas["ErrorDetail"]["properties"]["error_type"]["enum"] = list(STATUS)
     schemas["ChatStreamEvent"] = {
-        "description": ("One server-sent event of a chat stream: its `event` name and its `data`, "
-                        "a JSON document described by `contentSchema`."),
+        "description": (
+            "One server-sent event of a chat stream: its `event` name and its `data`, "
+            "a JSON document described by `contentSchema`."
+        ),
         "anyOf": [_event_schema(*event) for event in s.STREAM_EVENTS],
     }
     return schemas
@@ -149,11 +199,16 @@ def _components() -> dict[str, Any]:
 def _event_schema(name: str, model: type[BaseModel], description: str) -> dict[str, Any]:
     """One event as the SSE framing delivers it (the OpenAPI 3.2 way of describing a stream)."""
     return {
-        "type": "object", "description": description, "required": ["event", "data"],
+        "type": "object",
+        "description": description,
+        "required": ["event", "data"],
         "properties": {
             "event": {"const": name},
-            "data": {"type": "string", "contentMediaType": "application/json",
-                     "contentSchema": {"$ref": REF.format(model=model.__name__)}},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": REF.format(model=model.__name__)},
+            },
             "id": {"type": "string"},
             "retry": {"type": "integer"},
         },
@@ -186,38 +241,57 @@ def _error_responses(op: Operation, surface: str) -> dict[str, Any]:
     out = {}
     for status, types in sorted(by_status.items()):
         schema = {
-            "type": "object", "additionalProperties": False, "required": ["error"],
-            "properties": {"error": {
-                "type": "object", "additionalProperties": False, "required": ["error_type", "message"],
-                "properties": {"error_type": {"enum": types}, "message": {"type": "string"}},
-            }},
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["error_type", "message"],
+                    "properties": {"error_type": {"enum": types}, "message": {"type": "string"}},
+                }
+            },
         }
         response: dict[str, Any] = {
-            "description": ", ".join(types), "content": {"application/json": {"schema": schema}},
+            "description": ", ".join(types),
+            "content": {"application/json": {"schema": schema}},
         }
         if status in (429, 503):
-            response["headers"] = {"Retry-After": {
-                "description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
+            response["headers"] = {
+                "Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
+            }
         out[str(status)] = response
     return out
 
 
 def _success(op: Operation) -> dict[str, Any]:
     if op.stream:
-        return {"description": "A stream of server-sent events (see ChatStreamEvent)", "content": {
-            "text/event-stream": {"schema": {"$ref": REF.format(model="ChatStreamEvent")}}}}
+        return {
+            "description": "A stream of server-sent events (see ChatStreamEvent)",
+            "content": {"text/event-stream": {"schema": {"$ref": REF.format(model="ChatStreamEvent")}}},
+        }
     if op.response is None:
         return {"description": "Done (empty body)"}
-    return {"description": "OK", "content": {
-        "application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}}}
+    return {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}},
+    }
 
 
 def _operation(surface: str, key: tuple[str, str], path: str, op: Operation) -> dict[str, Any]:
     method, rel = key
     params: list[dict[str, Any]] = []
     if surface == "server":
-        params.append({"name": "user_id", "in": "path", "required": True, "description": "The end user",
-                       "schema": {"type": "string", "pattern": USER_ID.pattern}})
+        params.append(
+            {
+                "name": "user_id",
+                "in": "path",
+                "required": True,
+                "description": "The end user",
+                "schema": {"type": "string", "pattern": USER_ID.pattern},
+            }
+        )
     if "{request_id}" in path:
         params.append({"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}})
     if op.query is not None:
@@ -235,8 +309,10 @@ def _operation(surface: str, key: tuple[str, str], path: str, op: Operation) -> 
         out["parameters"] = params
     if op.body is not None:
         required = key != ("POST", "/token")
-        out["requestBody"] = {"required": required, "content": {
-            "application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}}}
+        out["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
+        }
     return out
 
 
@@ -266,7 +342,8 @@ def build_document(routes: Iterable[Route], version: str) -> dict[str, Any]:
             "description": (
                 "The API an app's clients (`/bp/ai/...`, a user token) and its server "
                 "(`/bp/server/user/{user_id}/...`, the app server key) call. Every error is "
-                "`{\"error\": {\"error_type\", \"message\"}}` with the status of its type."),
+                '`{"error": {"error_type", "message"}}` with the status of its type.'
+            ),
         },
         "tags": [{"name": tag} for tag in TAGS],
         "paths": paths,

@@ -8,6 +8,7 @@ has checked the credentials, attestation, revocation, the failed-authentication 
 the app's rate limits, so nothing is metered for a refused call. Client routes also
 answer CORS preflights and carry the CORS headers (``aigate.api.cors``).
 """
+
 from __future__ import annotations
 
 import logging

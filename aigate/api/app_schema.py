@@ -6,6 +6,7 @@ a response that drifts from a model here fails a test. Request models accept fie
 they do not know (the handlers ignore them); response models forbid them, so the
 document states each response exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -45,7 +46,8 @@ class ImageUrlPart(Response):
 class Message(Response):
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart | ImageUrlPart] = Field(
-        description="Text, or a non-empty list of content parts (text and image_url).")
+        description="Text, or a non-empty list of content parts (text and image_url)."
+    )
 
 
 class Reply(Response):
@@ -61,7 +63,8 @@ class Tokens(Response):
 
 class Asset(Response):
     """One of the user's balances (seed 002 ``asset``), recovery applied."""
-    last_recovery_time: str = Field(description=f"{ISO_TIME} (seconds), or \"\" before the first recovery")
+
+    last_recovery_time: str = Field(description=f'{ISO_TIME} (seconds), or "" before the first recovery')
     name: str
     quantity: float = Field(description="The balance; a whole number unless the asset has a precision")
     recoverable: bool
@@ -75,22 +78,33 @@ class Asset(Response):
 
 
 class ChatRequest(Request):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "strategy": "free-normal", "parameters": {"example_string": "a teacher"},
-        "messages": [{"role": "user", "content": "hello"}]}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "strategy": "free-normal",
+                    "parameters": {"example_string": "a teacher"},
+                    "messages": [{"role": "user", "content": "hello"}],
+                }
+            ]
+        },
+    )
 
     strategy: str = Field(min_length=1, description="The strategy's name")
     messages: list[Message] = Field(min_length=1)
     response_format: Literal["", "text", "json_object"] | None = Field(
-        default=None, description="json_object forces a JSON reply")
+        default=None, description="json_object forces a JSON reply"
+    )
     parameters: dict[str, Any] | None = Field(
-        default=None, description="Variables of the strategy's system prompt template")
+        default=None, description="Variables of the strategy's system prompt template"
+    )
     chat_id: str | None = Field(default=None, max_length=64, description="Continue this saved chat")
 
 
 class ChatResponse(Response):
     asset: list[Asset] = Field(description="The user's assets after this call")
-    chat_id: str = Field(description="The saved chat (new when none was sent); \"\" when the strategy saves none")
+    chat_id: str = Field(description='The saved chat (new when none was sent); "" when the strategy saves none')
     current_count: int = Field(description="Calls of this strategy in the current limit period, this one included")
     current_total_count: int = Field(description="Calls of this strategy, all time")
     reply: Reply
@@ -100,6 +114,7 @@ class ChatResponse(Response):
 
 class ChatDelta(Response):
     """``data`` of an ``ai_chat_msg`` event that carries a piece of the reply."""
+
     chat_id: str
     content: str = Field(description="The next piece of the reply, as the upstream produced it")
     is_finish: Literal[False]
@@ -107,6 +122,7 @@ class ChatDelta(Response):
 
 class ChatFinish(Response):
     """``data`` of the last ``ai_chat_msg`` event: the stream ended normally."""
+
     chat_id: str
     content: Literal[""]
     is_finish: Literal[True]
@@ -186,7 +202,10 @@ class ChatDeleteRequest(Request):
 
 
 class InstructionRequest(Request):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"name": "test", "parameters": {"role": "doctor", "question": "H1N1"}}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"name": "test", "parameters": {"role": "doctor", "question": "H1N1"}}]},
+    )
 
     name: str = Field(min_length=1, description="The instruction's name")
     parameters: dict[str, Any] | None = Field(default=None, description="Variables of its message templates")
@@ -209,12 +228,16 @@ class AssetsResponse(Response):
 
 
 class GrantRequest(Request):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"asset": "ai_credit", "quantity": 100, "idempotency_key": "order-42"}]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"asset": "ai_credit", "quantity": 100, "idempotency_key": "order-42"}]},
+    )
 
     asset: str = Field(min_length=1, description="The asset's name, e.g. ai_credit")
     quantity: int = Field(gt=0)
-    idempotency_key: str = Field(min_length=1, max_length=200,
-                                 description="The same key twice grants once (e.g. the order id)")
+    idempotency_key: str = Field(
+        min_length=1, max_length=200, description="The same key twice grants once (e.g. the order id)"
+    )
 
 
 class GrantResponse(Response):
@@ -243,7 +266,9 @@ class TokensRevoked(Response):
 
 
 class AiRequestSubmit(Request):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"strategy": "dell-3", "parameters": {"prompt": "a red fox"}}]})
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"examples": [{"strategy": "dell-3", "parameters": {"prompt": "a red fox"}}]}
+    )
 
     strategy: str = Field(min_length=1)
     parameters: dict[str, Any] | None = Field(default=None, description="Variables of the strategy's templates")
@@ -276,10 +301,10 @@ class AiRequestHistoryQuery(Request):
     page_size: int = Field(ge=1, le=1000)
     start_time: int | None = Field(default=None, description="Exclusive lower bound, ms since the epoch")
     end_time: int | None = Field(default=None, description="Exclusive upper bound, ms since the epoch")
-    status: str | None = Field(default=None, pattern=STATUS_PATTERN,
-                               description="Comma-separated statuses, no spaces")
+    status: str | None = Field(default=None, pattern=STATUS_PATTERN, description="Comma-separated statuses, no spaces")
     from_appserver: Literal["true", "false"] | None = Field(
-        default=None, description="true: only calls through the app server API; false: only the client's")
+        default=None, description="true: only calls through the app server API; false: only the client's"
+    )
 
 
 class AiRequestHistory(Response):

@@ -1,4 +1,5 @@
 """Reading request bodies: size limit and JSON parsing with errors that say what is wrong."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The App API (seeds 000 and 002): every route, under both prefixes."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -39,7 +40,8 @@ async def chat_stream(request: Request, caller: Caller, services: Services) -> R
     body = await read_json_object(request, services.config.server.max_body_bytes)
     frames = await chat.start(services, caller, body, request.url.path, client_ip(request), stream=True)
     return StreamingResponse(
-        frames, media_type="text/event-stream",
+        frames,
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

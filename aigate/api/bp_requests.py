@@ -1,4 +1,5 @@
 """The App API's AI request routes (seed 000, SPEC §5.5–5.6), under both prefixes."""
+
 from __future__ import annotations
 
 from starlette.datastructures import QueryParams
@@ -34,8 +35,9 @@ def status_param(query: QueryParams) -> tuple[str, ...]:
     values = raw.split(",")
     for value in values:
         if value not in ai_requests.STATUSES:
-            raise invalid(f"status: {value!r} is not one of {', '.join(ai_requests.STATUSES)} "
-                          "(comma-separated, no spaces)")
+            raise invalid(
+                f"status: {value!r} is not one of {', '.join(ai_requests.STATUSES)} (comma-separated, no spaces)"
+            )
     return tuple(dict.fromkeys(values))
 
 

@@ -2,6 +2,7 @@
 out everywhere. Every user token of that user issued at or before now (aigate's HS256
 tokens and identity-provider tokens alike; a token without ``iat`` too) is refused from
 then on, on every instance (``aigate.auth.revocations``)."""
+
 from __future__ import annotations
 
 import orjson

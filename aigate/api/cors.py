@@ -12,6 +12,7 @@
 
 Non-browser calls pay one header look-up and one header write.
 """
+
 from __future__ import annotations
 
 import orjson
@@ -32,15 +33,17 @@ def preflight(snapshot: Snapshot, request: Request, methods: list[str]) -> Respo
     if not origin or max_age is None or not request.headers.get("access-control-request-method"):
         message = f"origin {origin!r} may not call the App API" if origin else "not a CORS preflight"
         body = {"error": {"error_type": "unauthorized", "message": message}}
-        return Response(orjson.dumps(body), status_code=403, media_type="application/json",
-                        headers={"Vary": "Origin"})
-    return Response(status_code=204, headers={
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": ", ".join(m for m in methods if m != "OPTIONS"),
-        "Access-Control-Allow-Headers": ", ".join((*BASE_HEADERS, *index.attestation_headers)),
-        "Access-Control-Max-Age": str(max_age),
-        "Vary": "Origin",
-    })
+        return Response(orjson.dumps(body), status_code=403, media_type="application/json", headers={"Vary": "Origin"})
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": ", ".join(m for m in methods if m != "OPTIONS"),
+            "Access-Control-Allow-Headers": ", ".join((*BASE_HEADERS, *index.attestation_headers)),
+            "Access-Control-Max-Age": str(max_age),
+            "Vary": "Origin",
+        },
+    )
 
 
 def decorate(response: Response, origin: str | None, app: AppRuntime | None) -> Response:

@@ -2,6 +2,7 @@
 no table can hold is a 400 naming its field instead of a 500 (or, worse, a committed row
 that breaks every later read): integers within int64, finite numbers, text without NUL
 characters and lone surrogates."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Operational endpoints: liveness, readiness, Prometheus metrics."""
+
 from __future__ import annotations
 
 import asyncio

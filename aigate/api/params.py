@@ -1,4 +1,5 @@
 """Query-string parsing with errors that name the parameter."""
+
 from __future__ import annotations
 
 from typing import Literal, overload
@@ -10,16 +11,36 @@ from aigate.errors import invalid
 
 
 @overload
-def int_param(query: QueryParams, name: str, default: int, lo: int | None = None,
-              hi: int | None = None, required: bool = False) -> int: ...
+def int_param(
+    query: QueryParams, name: str, default: int, lo: int | None = None, hi: int | None = None, required: bool = False
+) -> int: ...
 @overload
-def int_param(query: QueryParams, name: str, default: None, lo: int | None = None,
-              hi: int | None = None, *, required: Literal[True]) -> int: ...
+def int_param(
+    query: QueryParams,
+    name: str,
+    default: None,
+    lo: int | None = None,
+    hi: int | None = None,
+    *,
+    required: Literal[True],
+) -> int: ...
 @overload
-def int_param(query: QueryParams, name: str, default: int | None, lo: int | None = None,
-              hi: int | None = None, required: bool = False) -> int | None: ...
-def int_param(query: QueryParams, name: str, default: int | None, lo: int | None = None,
-              hi: int | None = None, required: bool = False) -> int | None:
+def int_param(
+    query: QueryParams,
+    name: str,
+    default: int | None,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> int | None: ...
+def int_param(
+    query: QueryParams,
+    name: str,
+    default: int | None,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> int | None:
     raw = query.get(name)
     if raw is None or raw == "":
         if required:

@@ -90,16 +90,12 @@ def client_ip(request: Request) -> str:
     return edge_of(request.app.state.services).client_ip(request)
 
 
-async def _begin(
-    request: Request, services: Services, token: RelayToken, module: str
-) -> relay.RelayCall:
+async def _begin(request: Request, services: Services, token: RelayToken, module: str) -> relay.RelayCall:
     endpoint, ip = request.url.path, client_ip(request)
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:  # too large: refused, and logged like every refusal
-        raise await relay.refuse(
-            services, token, module, endpoint, ip, RelayError(exc.status, exc.message)
-        ) from None
+        raise await relay.refuse(services, token, module, endpoint, ip, RelayError(exc.status, exc.message)) from None
     return await relay.begin(services, token, raw, module, endpoint, ip)
 
 

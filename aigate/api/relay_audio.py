@@ -6,6 +6,7 @@ a larger declared ``Content-Length`` is refused before reading, and a body that 
 past the limit while streaming is cut off; both answer 413 and are logged. The form
 parser spools the file to disk beyond 1 MiB, so an upload never sits whole in memory.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,31 +50,41 @@ def _limited(request: Request, limit: int):
 async def transcriptions(request: Request, services: Services, token: RelayToken) -> Response:
     endpoint, ip = request.url.path, client_ip(request)
     limit = services.config.relay.audio_max_bytes
-    too_large = RelayError(413, f"The audio upload is larger than {limit} bytes.", param="file",
-                           code="file_too_large")
+    too_large = RelayError(413, f"The audio upload is larger than {limit} bytes.", param="file", code="file_too_large")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise await relay.refuse(services, token, "audio", endpoint, ip, too_large)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise await relay.refuse(services, token, "audio", endpoint, ip, RelayError(
-            400, "The request must be multipart/form-data with a 'file' part.", param="file"))
+        raise await relay.refuse(
+            services,
+            token,
+            "audio",
+            endpoint,
+            ip,
+            RelayError(400, "The request must be multipart/form-data with a 'file' part.", param="file"),
+        )
     try:
-        form = await Request(request.scope, _limited(request, limit)).form(
-            max_files=1, max_fields=50)
+        form = await Request(request.scope, _limited(request, limit)).form(max_files=1, max_fields=50)
     except _TooLarge:
         raise await relay.refuse(services, token, "audio", endpoint, ip, too_large) from None
     except (MultiPartException, MultipartParseError) as exc:
-        raise await relay.refuse(services, token, "audio", endpoint, ip, RelayError(
-            400, f"The multipart body could not be read: {exc}", param="file")) from None
+        raise await relay.refuse(
+            services,
+            token,
+            "audio",
+            endpoint,
+            ip,
+            RelayError(400, f"The multipart body could not be read: {exc}", param="file"),
+        ) from None
     try:
         upload = form.get("file")
         fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
         fields["file"] = upload.filename if isinstance(upload, UploadFile) else None
         rc = await audio.begin(services, token, fields, endpoint, ip, required="file")
         assert isinstance(upload, UploadFile)  # begin refused a missing file
-        body, kind = await audio.transcribe(rc, audio.Upload(
-            upload.filename or "audio", upload.file,
-            upload.content_type or "application/octet-stream"))
+        body, kind = await audio.transcribe(
+            rc, audio.Upload(upload.filename or "audio", upload.file, upload.content_type or "application/octet-stream")
+        )
     finally:
         await form.close()  # deletes the spooled file
     return Response(body, media_type=kind, headers={"x-request-id": rc.request_id})
@@ -84,8 +95,7 @@ async def speech(request: Request, services: Services, token: RelayToken) -> Res
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:
-        raise await relay.refuse(services, token, "audio", endpoint, ip,
-                                 RelayError(exc.status, exc.message)) from None
+        raise await relay.refuse(services, token, "audio", endpoint, ip, RelayError(exc.status, exc.message)) from None
     try:
         body = relay.parse_body(raw)
     except RelayError as exc:

@@ -14,6 +14,7 @@ and only then (405) one matching the path alone, so this catch-all sees every re
 no other route takes and asks the others which methods the path accepts. No
 authentication: the answer discloses nothing beyond the public API's shape.
 """
+
 from __future__ import annotations
 
 import orjson
@@ -42,8 +43,7 @@ def _anthropic_body(kind: str, message: str) -> bytes:
 
 
 def _openai_body(message: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                   "param": None, "code": code}})
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
 
 
 async def unserved(request: Request) -> Response:
@@ -52,13 +52,14 @@ async def unserved(request: Request) -> Response:
     allowed = _allowed_methods(request)
     if allowed:
         message = f"Invalid method for URL ({what}); allowed: {', '.join(allowed)}."
-        body = (_anthropic_body("invalid_request_error", message) if anthropic
-                else _openai_body(message, "method_not_allowed"))
-        return Response(body, status_code=405, media_type=JSON,
-                        headers={"Allow": ", ".join(allowed)})
+        body = (
+            _anthropic_body("invalid_request_error", message)
+            if anthropic
+            else _openai_body(message, "method_not_allowed")
+        )
+        return Response(body, status_code=405, media_type=JSON, headers={"Allow": ", ".join(allowed)})
     message = f"Invalid URL ({what})."
-    body = (_anthropic_body("not_found_error", message) if anthropic
-            else _openai_body(message, "unknown_url"))
+    body = _anthropic_body("not_found_error", message) if anthropic else _openai_body(message, "unknown_url")
     return Response(body, status_code=404, media_type=JSON)
 
 

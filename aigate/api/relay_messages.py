@@ -7,6 +7,7 @@ The relay token is accepted as ``x-api-key`` (the anthropic SDK's default) or as
 anthropic SDK raises its usual classes; responses carry ``request-id`` (and
 ``x-request-id``), the usage log row's id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,16 +53,21 @@ def authenticate(services: Services, request: Request) -> RelayToken:
 
 
 def error_response(exc: RelayError) -> Response:
-    return Response(orjson.dumps(error_document(exc.status, exc.message)),
-                    status_code=exc.status, media_type=JSON, headers=exc.headers)
+    return Response(
+        orjson.dumps(error_document(exc.status, exc.message)),
+        status_code=exc.status,
+        media_type=JSON,
+        headers=exc.headers,
+    )
 
 
 async def _read(request: Request, services: Services, token: RelayToken) -> bytes:
     try:
         return await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:  # too large: refused, and logged like every refusal
-        raise await relay.refuse(services, token, "chat", request.url.path, client_ip(request),
-                                 RelayError(exc.status, exc.message)) from None
+        raise await relay.refuse(
+            services, token, "chat", request.url.path, client_ip(request), RelayError(exc.status, exc.message)
+        ) from None
 
 
 async def _create(request: Request, services: Services, token: RelayToken) -> Response:
@@ -72,14 +78,12 @@ async def _create(request: Request, services: Services, token: RelayToken) -> Re
     if not rc.stream:
         return Response(await messages.complete(rc, beta), media_type=JSON, headers=ids)
     frames = await messages.open_stream(rc, beta)
-    return StreamingResponse(frames, media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **ids})
+    return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **ids})
 
 
 async def _count(request: Request, services: Services, token: RelayToken) -> Response:
     raw = await _read(request, services, token)
-    rc = await messages.begin(services, token, raw, request.url.path, client_ip(request),
-                              counting=True)
+    rc = await messages.begin(services, token, raw, request.url.path, client_ip(request), counting=True)
     ids = {"request-id": rc.request_id, "x-request-id": rc.request_id}
     beta = request.headers.get("anthropic-beta", "")
     return Response(await messages.count_tokens(rc, beta), media_type=JSON, headers=ids)

@@ -1,6 +1,7 @@
 """The Responses API on the relay: ``POST /v1/responses`` (stream or not),
 ``GET /v1/responses/{id}`` and ``DELETE /v1/responses/{id}`` (``aigate.engine.responses``).
 Authentication and OpenAI-shaped errors as every ``/v1`` route (``aigate.api.relay``)."""
+
 from __future__ import annotations
 
 import orjson
@@ -18,8 +19,7 @@ from aigate.services import Services
 
 
 def _not_found(response_id: str) -> RelayError:
-    return RelayError(404, f"No response found with id '{response_id}'.", param="response_id",
-                      code="not_found")
+    return RelayError(404, f"No response found with id '{response_id}'.", param="response_id", code="not_found")
 
 
 async def create(request: Request, services: Services, token: RelayToken) -> Response:
@@ -27,16 +27,13 @@ async def create(request: Request, services: Services, token: RelayToken) -> Res
     try:
         raw = await read_body(request, services.config.server.max_body_bytes)
     except AppError as exc:
-        raise await relay.refuse(services, token, "chat", endpoint, ip,
-                                 RelayError(exc.status, exc.message)) from None
+        raise await relay.refuse(services, token, "chat", endpoint, ip, RelayError(exc.status, exc.message)) from None
     call = await responses.begin(services, token, raw, endpoint, ip)
     headers = {"x-request-id": call.request_id}
     if not call.relay.stream:
-        return Response(orjson.dumps(await responses.complete(call)), media_type=JSON,
-                        headers=headers)
+        return Response(orjson.dumps(await responses.complete(call)), media_type=JSON, headers=headers)
     frames = await responses.open_stream(call)
-    return StreamingResponse(frames, media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **headers})
+    return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
 async def retrieve(request: Request, services: Services, token: RelayToken) -> Response:

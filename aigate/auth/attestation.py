@@ -9,6 +9,7 @@ any service with a JWKS) in a configured header, proving the call comes from the
   refused). The set of seen ``jti``s is shared by every instance through Redis (``SET NX``
   until the token's ``exp`` plus the clock leeway), in-process without Redis.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,8 @@ from aigate.errors import AppError, unauthorized
 log = logging.getLogger("aigate.auth")
 
 FAILURES = Counter(
-    "aigate_attestation_failures_total", "Calls whose attestation token was missing or invalid",
+    "aigate_attestation_failures_total",
+    "Calls whose attestation token was missing or invalid",
     ["app", "mode"],
 )
 MAX_JTI_CHARS = 256
@@ -73,8 +75,7 @@ async def check_attestation(
         log.info("attestation would be refused (monitor mode): %s", exc.message, extra={"app_id": app.id})
 
 
-async def _verify(cfg, token: str | None, app_id: str, jwks: JwksCache, replay: ReplayGuard,
-                  may_fetch: bool) -> None:
+async def _verify(cfg, token: str | None, app_id: str, jwks: JwksCache, replay: ReplayGuard, may_fetch: bool) -> None:
     what = f"attestation token ({cfg.header} header)"
     if not token:
         raise unauthorized(f"missing {what}")

@@ -3,6 +3,7 @@
 Every App API handler receives a ``Caller``; every query it makes is scoped by
 ``caller.app.id`` and ``caller.user_id``, so a handler cannot forget tenant scoping.
 """
+
 from __future__ import annotations
 
 import re
@@ -103,8 +104,9 @@ async def caller_from_user_token(
         raise
 
 
-async def _provider_token(token: str, header: dict, app: AppRuntime, issuer, jwks: JwksCache,
-                          may_fetch: bool) -> UserToken:
+async def _provider_token(
+    token: str, header: dict, app: AppRuntime, issuer, jwks: JwksCache, may_fetch: bool
+) -> UserToken:
     claims = await verify_jwt(token, header, issuer, jwks, "user token", may_fetch=may_fetch)
     for name, expected in issuer.required_claims.items():
         if name not in claims:
@@ -130,8 +132,7 @@ def _own_token(snapshot: Snapshot, token: str, header: dict, claims: dict) -> Us
     if header.get("alg") != "HS256":
         raise unauthorized(f"invalid user token: algorithm {header.get('alg')!r} is not accepted (HS256)")
     now = now_ms()
-    previous = [p.secret for p in app.client.previous_user_token_secrets
-                if p.expires_at.timestamp() * 1000 > now]
+    previous = [p.secret for p in app.client.previous_user_token_secrets if p.expires_at.timestamp() * 1000 > now]
     try:
         claims = verify_user_token(token, app.user_token_secret, previous)
     except jwt.ExpiredSignatureError:

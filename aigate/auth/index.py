@@ -1,5 +1,6 @@
 """Look-ups over the configuration snapshot that the client edge needs on every request,
 built once per snapshot (a new snapshot after any change builds them again)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

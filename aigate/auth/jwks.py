@@ -13,6 +13,7 @@
 
 Keys are parsed with PyJWT (``PyJWK``); the signature check itself is PyJWT's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,7 +105,8 @@ class JwksCache:
         if keyset.fetched_at is None or self.clock() - keyset.fetched_at > MAX_STALE_S:
             retry = max(1, int(REFETCH_INTERVAL_S - (self.clock() - (keyset.last_attempt or 0))))
             raise AppError(
-                "service_unavailable", "the identity provider's signing keys cannot be fetched; try again later",
+                "service_unavailable",
+                "the identity provider's signing keys cannot be fetched; try again later",
                 headers={"Retry-After": str(min(retry, REFETCH_INTERVAL_S))},
             )
         data = keyset.find(kid)
@@ -146,8 +148,9 @@ class JwksCache:
 
     async def _fetch(self, url: str) -> tuple[dict, int]:
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-        async with self.http.get(url, allow_redirects=False, timeout=timeout,
-                                 headers={"Accept": "application/json"}) as resp:
+        async with self.http.get(
+            url, allow_redirects=False, timeout=timeout, headers={"Accept": "application/json"}
+        ) as resp:
             if resp.status != 200:
                 raise FetchError(f"HTTP {resp.status}")
             if (resp.content_length or 0) > MAX_BYTES:

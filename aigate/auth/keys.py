@@ -1,4 +1,5 @@
 """Hashing and comparing the secrets clients present."""
+
 from __future__ import annotations
 
 import hashlib

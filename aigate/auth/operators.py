@@ -5,6 +5,7 @@ argon2id password hash (argon2-cffi: memory-hard, salted, parameters stored in t
 version they were made with, so such a change ends every session of that operator on
 every instance.
 """
+
 from __future__ import annotations
 
 import re
@@ -76,14 +77,15 @@ async def authenticate(engine: AsyncEngine, name: str, password: str) -> Operato
 
 async def create(conn: AsyncConnection, name: str, password: str, role: str) -> Operator:
     ts = now_ms()
-    await conn.execute(insert(t.operators).values(
-        name=name, password_hash=hash_password(password), role=role, auth_version=1,
-        created_ms=ts, updated_ms=ts))
+    await conn.execute(
+        insert(t.operators).values(
+            name=name, password_hash=hash_password(password), role=role, auth_version=1, created_ms=ts, updated_ms=ts
+        )
+    )
     return Operator(name, role, 1)
 
 
-async def change(conn: AsyncConnection, name: str, *, password: str | None = None,
-                 role: str | None = None) -> None:
+async def change(conn: AsyncConnection, name: str, *, password: str | None = None, role: str | None = None) -> None:
     """Set a new password and/or role; either one ends the operator's sessions."""
     values: dict = {"updated_ms": now_ms(), "auth_version": t.operators.c.auth_version + 1}
     if password is not None:

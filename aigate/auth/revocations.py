@@ -8,6 +8,7 @@ once by the instance that revokes, pushed to the others through Redis pub/sub, a
 polled every ``POLL_INTERVAL_S`` (rows revoked recently) as the safety net and the only
 channel without Redis. Revocations are rare and tiny, so all of them fit in memory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,12 @@ class Revocations:
     async def revoke(self, app_id: str, user_id: str) -> int:
         revoked = now_ms()
         async with self.engine.begin() as conn:
-            await upsert(conn, t.token_revocations,
-                         [dict(app_id=app_id, user_id=user_id, revoked_ms=revoked)], ["app_id", "user_id"])
+            await upsert(
+                conn,
+                t.token_revocations,
+                [dict(app_id=app_id, user_id=user_id, revoked_ms=revoked)],
+                ["app_id", "user_id"],
+            )
         self._note(app_id, user_id, revoked)
         if self.redis is not None:
             try:
@@ -67,8 +72,9 @@ class Revocations:
     async def load(self, since_ms: int = 0) -> None:
         tr = t.token_revocations
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(tr.c.app_id, tr.c.user_id, tr.c.revoked_ms)
-                                      .where(tr.c.revoked_ms >= since_ms))
+            rows = await conn.execute(
+                select(tr.c.app_id, tr.c.user_id, tr.c.revoked_ms).where(tr.c.revoked_ms >= since_ms)
+            )
             for row in rows:
                 self._note(row.app_id, row.user_id, row.revoked_ms)
 

@@ -6,6 +6,7 @@ The cookie holds a random session id; the table holds only its SHA-256. A sessio
 own CSRF token, which every non-GET request must send back (``X-CSRF-Token`` header or a
 ``csrf_token`` form field).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,11 +58,14 @@ async def create(engine: AsyncEngine, operator: str, role: str, stamp: str) -> t
     async with engine.begin() as conn:
         # expired sessions of anyone are cleared here: sign-ins are rare, this stays small
         s = t.console_sessions.c
-        await conn.execute(delete(t.console_sessions).where(
-            (s.seen_ms < ts - IDLE_MS) | (s.created_ms < ts - ABSOLUTE_MS)))
-        await conn.execute(insert(t.console_sessions).values(
-            id_hash=_digest(sid), operator=operator, role=role, csrf=csrf, stamp=stamp,
-            created_ms=ts, seen_ms=ts))
+        await conn.execute(
+            delete(t.console_sessions).where((s.seen_ms < ts - IDLE_MS) | (s.created_ms < ts - ABSOLUTE_MS))
+        )
+        await conn.execute(
+            insert(t.console_sessions).values(
+                id_hash=_digest(sid), operator=operator, role=role, csrf=csrf, stamp=stamp, created_ms=ts, seen_ms=ts
+            )
+        )
     return sid, Session(operator, role, csrf)
 
 
@@ -72,12 +76,23 @@ async def load(engine: AsyncEngine, sid: str | None, admin_key: str) -> Session 
     s, o = t.console_sessions.c, t.operators.c
     ts = now_ms()
     async with engine.connect() as conn:
-        row = (await conn.execute(
-            select(s.id_hash, s.operator, s.role, s.csrf, s.stamp, s.created_ms, s.seen_ms,
-                   o.role.label("current_role"), o.auth_version)
-            .select_from(t.console_sessions.outerjoin(t.operators, o.name == s.operator))
-            .where(s.id_hash == _digest(sid))
-        )).first()
+        row = (
+            await conn.execute(
+                select(
+                    s.id_hash,
+                    s.operator,
+                    s.role,
+                    s.csrf,
+                    s.stamp,
+                    s.created_ms,
+                    s.seen_ms,
+                    o.role.label("current_role"),
+                    o.auth_version,
+                )
+                .select_from(t.console_sessions.outerjoin(t.operators, o.name == s.operator))
+                .where(s.id_hash == _digest(sid))
+            )
+        ).first()
     if row is None or row.seen_ms < ts - IDLE_MS or row.created_ms < ts - ABSOLUTE_MS:
         return None
     if row.operator == ADMIN_KEY_OPERATOR:

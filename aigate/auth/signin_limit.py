@@ -2,6 +2,7 @@
 deliberately slow: unlimited attempts would be both a guessing and a CPU-exhaustion
 attack). A fixed window in Redis when configured (shared by every instance), else in
 this process."""
+
 from __future__ import annotations
 
 import time

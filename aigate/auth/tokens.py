@@ -1,5 +1,6 @@
 """User tokens aigate and app servers mint: HS256 JWTs signed with the app's
 ``user_token_secret`` (or, until they expire, one of its ``previous_user_token_secrets``)."""
+
 from __future__ import annotations
 
 import secrets
@@ -26,7 +27,9 @@ def verify_user_token(token: str, secret: str, previous: Iterable[str] = ()) -> 
     for candidate in (secret, *previous):
         try:
             return jwt.decode(
-                token, candidate, algorithms=[ALGORITHM],
+                token,
+                candidate,
+                algorithms=[ALGORITHM],
                 options={"require": ["exp", "sub", "app_id"]},
             )
         except jwt.InvalidSignatureError:

@@ -3,6 +3,7 @@ service). Everything that decides how a token is checked comes from the configur
 the algorithms, the key source (its JWKS URL or its secret), the issuer and audience.
 The token only names its algorithm (which must be one of the configured ones) and its
 ``kid``; ``jku``, ``x5u`` and ``jwk`` headers are ignored."""
+
 from __future__ import annotations
 
 import jwt
@@ -53,7 +54,12 @@ async def verify_jwt(
         key = (await jwks.key(cfg.jwks_url, kid if isinstance(kid, str) else None, alg, may_fetch=may_fetch)).key
     try:
         return jwt.decode(
-            token, key, algorithms=[alg], audience=cfg.audience, issuer=cfg.issuer, leeway=LEEWAY_S,
+            token,
+            key,
+            algorithms=[alg],
+            audience=cfg.audience,
+            issuer=cfg.issuer,
+            leeway=LEEWAY_S,
             options={"require": ["exp", "iss", "aud"]},
         )
     except jwt.ExpiredSignatureError:

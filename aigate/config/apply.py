@@ -1,4 +1,5 @@
 """Write a validated configuration into the database (upsert: the file wins for what it declares)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,9 +21,7 @@ def dump(model) -> dict[str, Any]:
 async def bump_version(conn: AsyncConnection) -> int:
     """Mark configuration as changed; every instance reloads when it sees a new version."""
     ts = now_ms()
-    await conn.execute(
-        insert_ignore(conn, t.config_version, ["id"]).values(id=1, version=0, updated_ms=ts)
-    )
+    await conn.execute(insert_ignore(conn, t.config_version, ["id"]).values(id=1, version=0, updated_ms=ts))
     await conn.execute(
         update(t.config_version)
         .where(t.config_version.c.id == 1)
@@ -35,34 +34,65 @@ async def apply_app(conn: AsyncConnection, app: AppCfg, ts: int) -> None:
     await upsert(
         conn,
         t.apps,
-        [dict(id=app.id, name=app.name, user_token_secret=app.user_token_secret,
-              enabled=app.enabled, settings={}, updated_ms=ts,
-              client_trust=dump(app.client_trust()))],
+        [
+            dict(
+                id=app.id,
+                name=app.name,
+                user_token_secret=app.user_token_secret,
+                enabled=app.enabled,
+                settings={},
+                updated_ms=ts,
+                client_trust=dump(app.client_trust()),
+            )
+        ],
         ["id"],
     )
     await upsert(
         conn,
         t.server_keys,
-        [dict(app_id=app.id, name=k.name, key_hash=hash_key(k.key), key_prefix=key_prefix(k.key),
-              enabled=True, created_ms=ts) for k in app.server_keys],
+        [
+            dict(
+                app_id=app.id,
+                name=k.name,
+                key_hash=hash_key(k.key),
+                key_prefix=key_prefix(k.key),
+                enabled=True,
+                created_ms=ts,
+            )
+            for k in app.server_keys
+        ],
         ["app_id", "name"],
         update=["key_hash", "key_prefix", "enabled"],
     )
     await upsert(
         conn,
         t.relay_tokens,
-        [dict(app_id=app.id, name=r.name, key_hash=hash_key(r.key), key_prefix=key_prefix(r.key),
-              models=r.models, rpm=r.rpm, tpm=r.tpm, spend_limit=r.spend_limit,
-              expires_ms=ms_from_datetime(r.expires_at) if r.expires_at else None,
-              enabled=r.enabled, created_ms=ts) for r in app.relay_tokens],
+        [
+            dict(
+                app_id=app.id,
+                name=r.name,
+                key_hash=hash_key(r.key),
+                key_prefix=key_prefix(r.key),
+                models=r.models,
+                rpm=r.rpm,
+                tpm=r.tpm,
+                spend_limit=r.spend_limit,
+                expires_ms=ms_from_datetime(r.expires_at) if r.expires_at else None,
+                enabled=r.enabled,
+                created_ms=ts,
+            )
+            for r in app.relay_tokens
+        ],
         ["app_id", "name"],
         update=["key_hash", "key_prefix", "models", "rpm", "tpm", "spend_limit", "expires_ms", "enabled"],
     )
     await upsert(
         conn,
         t.strategies,
-        [dict(app_id=app.id, name=s.name, module=s.module, spec=dump(s), enabled=s.enabled,
-              updated_ms=ts) for s in app.strategies],
+        [
+            dict(app_id=app.id, name=s.name, module=s.module, spec=dump(s), enabled=s.enabled, updated_ms=ts)
+            for s in app.strategies
+        ],
         ["app_id", "name"],
     )
     await upsert(
@@ -98,8 +128,7 @@ async def apply_config(engine: AsyncEngine, cfg: Config) -> int:
         await upsert(
             conn,
             t.platforms,
-            [dict(id=p.id, type=p.type, spec=dump(p), enabled=p.enabled, updated_ms=ts)
-             for p in cfg.platforms],
+            [dict(id=p.id, type=p.type, spec=dump(p), enabled=p.enabled, updated_ms=ts) for p in cfg.platforms],
             ["id"],
         )
         for app in cfg.apps:

@@ -1,4 +1,5 @@
 """Read, expand and validate the YAML file; every error is reported with its path."""
+
 from __future__ import annotations
 
 import os
@@ -105,9 +106,7 @@ def _templates_in(path: str, value: Any) -> list[str]:
     return []
 
 
-def route_errors(
-    path: str, model: str, names: list[str], platforms: dict[str, PlatformCfg]
-) -> list[str]:
+def route_errors(path: str, model: str, names: list[str], platforms: dict[str, PlatformCfg]) -> list[str]:
     """A strategy or instruction must name known platforms, one of which serves its model."""
     errors = []
     for i, name in enumerate(names):
@@ -119,19 +118,23 @@ def route_errors(
     return errors
 
 
-def strategy_errors(
-    path: str, s: StrategyCfg, platforms: dict[str, PlatformCfg], assets: set[str]
-) -> list[str]:
+def strategy_errors(path: str, s: StrategyCfg, platforms: dict[str, PlatformCfg], assets: set[str]) -> list[str]:
     errors = route_errors(path, s.model, s.platforms, platforms)
     for i, model in enumerate(s.fallback_models):
         if not any(model in p.models for p in platforms.values()):
             errors.append(f"{path}.fallback_models[{i}]: unknown model '{model}'")
     if s.cost and s.cost.asset not in assets:
         errors.append(f"{path}.cost.asset: unknown asset '{s.cost.asset}'")
-    if s.cost and s.cost.usage_based and s.cost.hold is None and (
-            s.module != "chat" or not isinstance(s.params.get("max_tokens"), int)):
-        errors.append(f"{path}.cost.hold: a usage-based cost needs a hold, or params.max_tokens "
-                      f"to compute it from (chat strategies)")
+    if (
+        s.cost
+        and s.cost.usage_based
+        and s.cost.hold is None
+        and (s.module != "chat" or not isinstance(s.params.get("max_tokens"), int))
+    ):
+        errors.append(
+            f"{path}.cost.hold: a usage-based cost needs a hold, or params.max_tokens "
+            f"to compute it from (chat strategies)"
+        )
     if s.module != "chat" and s.request is None:
         errors.append(f"{path}.request: required for module '{s.module}'")
     errors += _template_errors(f"{path}.system_prompt", s.system_prompt)
@@ -161,9 +164,7 @@ def instruction_errors(
         for j, part in enumerate(msg.multi_content or []):
             errors += _template_errors(f"{mpath}.multi_content[{j}].text", part.text)
             if part.image_url:
-                errors += _template_errors(
-                    f"{mpath}.multi_content[{j}].image_url.url", part.image_url.url
-                )
+                errors += _template_errors(f"{mpath}.multi_content[{j}].image_url.url", part.image_url.url)
     return errors
 
 

@@ -5,6 +5,7 @@ first platform that serves it and that platform's upstream model name; an explic
 zeros included, always wins. The database is the snapshot inside the installed package:
 nothing is fetched at run time (upgrading the package updates the prices).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,9 @@ def lookup(platform_type: str, model: str, when: datetime | None = None) -> Foun
     from genai_prices import data_snapshot  # about a second to import: only when a price is missing
 
     try:
-        provider, info = data_snapshot.get_snapshot().find_provider_model(model, None, PROVIDERS.get(platform_type),
-                                                                          None)
+        provider, info = data_snapshot.get_snapshot().find_provider_model(
+            model, None, PROVIDERS.get(platform_type), None
+        )
     except LookupError:
         return None
     prices = info.get_prices(when or datetime.now(UTC))

@@ -5,6 +5,7 @@ The hot path reads only this snapshot: no per-request configuration queries. A c
 reload on a Redis pub/sub message when Redis is configured, and by polling the version
 row (one tiny query) otherwise, so a change is live everywhere within a second.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -107,12 +108,8 @@ class Snapshot:
         key = (model, tuple(names))
         found = self._route_cache.get(key)
         if found is None:
-            pool = [self.platforms[n] for n in names if n in self.platforms] if names else list(
-                self.platforms.values()
-            )
-            found = sorted(
-                (p for p in pool if p.enabled and model in p.models), key=lambda p: -p.priority
-            )
+            pool = [self.platforms[n] for n in names if n in self.platforms] if names else list(self.platforms.values())
+            found = sorted((p for p in pool if p.enabled and model in p.models), key=lambda p: -p.priority)
             self._route_cache[key] = found
         return found
 
@@ -132,9 +129,7 @@ def _price_from_database(snap: Snapshot, model: str) -> None:
 async def load_snapshot(engine: AsyncEngine) -> Snapshot:
     snap = Snapshot()
     async with engine.connect() as conn:
-        snap.version = (
-            await conn.execute(select(t.config_version.c.version))
-        ).scalar_one_or_none() or 0
+        snap.version = (await conn.execute(select(t.config_version.c.version))).scalar_one_or_none() or 0
         unpriced = []
         for row in await conn.execute(select(t.models)):
             if row.price is None:

@@ -3,6 +3,7 @@
 Every model forbids unknown fields, so a typo is an error that names its path instead of
 a setting silently ignored.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,7 @@ NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
 Module = Literal["chat", "image", "video", "audio", "embedding"]
-PlatformType = Literal[
-    "openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "http_job"
-]
+PlatformType = Literal["openai", "azure_openai", "anthropic", "gemini", "openai_compatible", "http_job"]
 
 
 def _json_number(value: Decimal) -> int | float:
@@ -36,8 +35,12 @@ def _json_number(value: Decimal) -> int | float:
 
 # A credit quantity: exact, at most 6 decimal places (the store keeps millionths), never
 # negative, a JSON number in dumps (``50`` stays ``50``); one JSON schema for input and output.
-Quantity = Annotated[Decimal, Field(ge=0, decimal_places=6), PlainSerializer(_json_number, when_used="json"),
-                     WithJsonSchema({"type": "number", "minimum": 0})]
+Quantity = Annotated[
+    Decimal,
+    Field(ge=0, decimal_places=6),
+    PlainSerializer(_json_number, when_used="json"),
+    WithJsonSchema({"type": "number", "minimum": 0}),
+]
 
 
 class Strict(BaseModel):
@@ -192,16 +195,20 @@ class CostCfg(Strict):
                 raise ValueError("per_used_amount cannot be combined with per_request or per_1k_* prices")
         elif not tokens:
             if self.per_request is None:
-                raise ValueError("one of per_request, per_1k_input_tokens/per_1k_output_tokens "
-                                 "or per_used_amount is required")
+                raise ValueError(
+                    "one of per_request, per_1k_input_tokens/per_1k_output_tokens or per_used_amount is required"
+                )
             if self.hold is not None:
                 raise ValueError("hold applies only to usage-based costs (per_1k_* or per_used_amount)")
         return self
 
     @property
     def usage_based(self) -> bool:
-        return (self.per_used_amount is not None or self.per_1k_input_tokens is not None
-                or self.per_1k_output_tokens is not None)
+        return (
+            self.per_used_amount is not None
+            or self.per_1k_input_tokens is not None
+            or self.per_1k_output_tokens is not None
+        )
 
 
 class LimitCfg(Strict):
@@ -275,9 +282,7 @@ class RelayTokenCfg(Strict):
     enabled: bool = True
 
 
-WebhookEvent = Literal[
-    "ai_request.succeeded", "ai_request.failed", "asset.low", "platform.down", "platform.up"
-]
+WebhookEvent = Literal["ai_request.succeeded", "ai_request.failed", "asset.low", "platform.down", "platform.up"]
 
 
 class WebhookCfg(Strict):
@@ -309,8 +314,7 @@ class WebhookCfg(Strict):
     @model_validator(mode="after")
     def _public_target(self) -> WebhookCfg:
         if not self.allow_private and is_private_host(urlsplit(self.url).hostname or ""):
-            raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true "
-                             "to allow it")
+            raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true to allow it")
         return self
 
 
@@ -365,8 +369,7 @@ class CorsCfg(Strict):
             origin = origin.rstrip("/")
             if not _ORIGIN.match(origin):
                 raise ValueError(
-                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, no path, "
-                    "no wildcard, not 'null'"
+                    f"{origin!r} is not an origin: scheme://host[:port] in lower case, no path, no wildcard, not 'null'"
                 )
             out.append(origin)
         return out
@@ -387,8 +390,10 @@ class TokenIssuerCfg(Strict):
         if (self.jwks_url is None) == (self.secret is None):
             raise ValueError("exactly one of jwks_url and secret is required")
         if self.jwks_url is not None:
-            if not (self.jwks_url.startswith("https://")
-                    or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))):
+            if not (
+                self.jwks_url.startswith("https://")
+                or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))
+            ):
                 raise ValueError("jwks_url: must be https:// (http:// only on a loopback address)")
         allowed = ASYMMETRIC_ALGORITHMS if self.jwks_url is not None else HMAC_ALGORITHMS
         for alg in self.algorithms or ():
@@ -489,6 +494,7 @@ class CreditsCfg(Strict):
 
     hold_lease_s: float = Field(default=60, gt=0)
     sweep_interval_s: float = Field(default=15, gt=0)
+
 
 class HealthCfg(Strict):
     """When a platform (or one of its keys) leaves rotation, and how it comes back."""

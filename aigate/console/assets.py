@@ -1,5 +1,6 @@
 """Static files with versioned URLs: ``/console/static/<content hash>/<name>``, served
 with a one-year immutable cache; a changed file gets a new URL, so no stale asset."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,8 @@ def versions() -> dict[str, str]:
     """Every static file's name (relative path) -> the first 12 hex digits of its SHA-256."""
     return {
         str(p.relative_to(STATIC)): hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-        for p in sorted(STATIC.rglob("*")) if p.is_file()
+        for p in sorted(STATIC.rglob("*"))
+        if p.is_file()
     }
 
 

@@ -1,6 +1,7 @@
 """What each console page shows: the same functions the Admin API routes use, called in
 process (so a page and the API never disagree). Rollups only: no page scans the log,
 except a log search with a keyword, which says so."""
+
 from __future__ import annotations
 
 from typing import Any, Literal, cast
@@ -62,8 +63,11 @@ def _int(request: Request, name: str, lo: int = 0, hi: int = 2**62) -> int | Non
 
 
 async def dashboard(request: Request, services, session: Session) -> Data:
-    return {"apps": _app_ids(services), "app": request.query_params.get("app", ""),
-            "range": request.query_params.get("range", "24h")}
+    return {
+        "apps": _app_ids(services),
+        "app": request.query_params.get("app", ""),
+        "range": request.query_params.get("range", "24h"),
+    }
 
 
 async def logs(request: Request, services, session: Session) -> Data:
@@ -72,11 +76,17 @@ async def logs(request: Request, services, session: Session) -> Data:
     if code_type not in (None, "all", "success", "error"):
         raise HTTPException(400, "code_type: must be all, success or error")
     params = logs_api.LogParams(
-        page=_int(request, "page", 1, 1_000_000), per_page=_int(request, "per_page", 1, 100),
-        model_name=q.get("model_name") or None, token_name=q.get("token_name") or None,
-        start_timestamp=_int(request, "start_timestamp"), end_timestamp=_int(request, "end_timestamp"),
-        code_type=cast(Literal["all", "success", "error"] | None, code_type), request_id=(q.get("request_id") or None), user=(q.get("user") or None),
-        channel=_int(request, "channel", 0, 2**31 - 1), code=_int(request, "code", 0, 2**31 - 1),
+        page=_int(request, "page", 1, 1_000_000),
+        per_page=_int(request, "per_page", 1, 100),
+        model_name=q.get("model_name") or None,
+        token_name=q.get("token_name") or None,
+        start_timestamp=_int(request, "start_timestamp"),
+        end_timestamp=_int(request, "end_timestamp"),
+        code_type=cast(Literal["all", "success", "error"] | None, code_type),
+        request_id=(q.get("request_id") or None),
+        user=(q.get("user") or None),
+        channel=_int(request, "channel", 0, 2**31 - 1),
+        code=_int(request, "code", 0, 2**31 - 1),
         keyword=(q.get("keyword") or None),
     )
     group = q.get("group") or None
@@ -92,19 +102,25 @@ async def log_detail(request: Request, services, session: Session) -> Data:
     if not rows:
         raise HTTPException(404, f"log {request.path_params['log_id']} not found")
     row = joined_to_json(rows[0])
-    return {"log": row, "bodies": session.role == "admin",
-            "metadata_json": orjson.dumps(row["metadata"], option=orjson.OPT_INDENT_2).decode()}
+    return {
+        "log": row,
+        "bodies": session.role == "admin",
+        "metadata_json": orjson.dumps(row["metadata"], option=orjson.OPT_INDENT_2).decode(),
+    }
 
 
 async def strategies(request: Request, services, session: Session) -> Data:
     app_id = _pick_app(request, services)
     app = services.snapshot.apps.get(app_id)
     declared = _declared(services)
-    return {"apps": _app_ids(services), "app": app_id,
-            "strategies": sorted(app.strategies.values(), key=lambda s: s.name) if app else [],
-            "instructions": sorted(app.instructions.values(), key=lambda i: i.name) if app else [],
-            "declared_strategies": {n for a, n in declared.get("strategies", ()) if a == app_id},
-            "declared_instructions": {n for a, n in declared.get("instructions", ()) if a == app_id}}
+    return {
+        "apps": _app_ids(services),
+        "app": app_id,
+        "strategies": sorted(app.strategies.values(), key=lambda s: s.name) if app else [],
+        "instructions": sorted(app.instructions.values(), key=lambda i: i.name) if app else [],
+        "declared_strategies": {n for a, n in declared.get("strategies", ()) if a == app_id},
+        "declared_instructions": {n for a, n in declared.get("instructions", ()) if a == app_id},
+    }
 
 
 async def spec_edit(request: Request, services, session: Session) -> Data:
@@ -117,27 +133,43 @@ async def spec_edit(request: Request, services, session: Session) -> Data:
     if spec is None and name != "_new":
         raise HTTPException(404, f"unknown {kind} '{name}'")
     doc = dump(spec) if spec is not None else {}
-    return {"app": app_id, "kind": kind, "name": name, "spec": doc, "is_new": spec is None,
-            "messages_json": orjson.dumps(doc.get("messages", [{"role": "system", "content": ""}]),
-                                          option=orjson.OPT_INDENT_2).decode(),
-            "params_json": orjson.dumps(doc.get("params", {})).decode(),
-            "models": sorted(services.snapshot.prices), "platform_ids": sorted(services.snapshot.platforms),
-            "declared": (app_id, name) in _declared(services).get(
-                "strategies" if kind == "strategy" else "instructions", set())}
+    return {
+        "app": app_id,
+        "kind": kind,
+        "name": name,
+        "spec": doc,
+        "is_new": spec is None,
+        "messages_json": orjson.dumps(
+            doc.get("messages", [{"role": "system", "content": ""}]), option=orjson.OPT_INDENT_2
+        ).decode(),
+        "params_json": orjson.dumps(doc.get("params", {})).decode(),
+        "models": sorted(services.snapshot.prices),
+        "platform_ids": sorted(services.snapshot.platforms),
+        "declared": (app_id, name)
+        in _declared(services).get("strategies" if kind == "strategy" else "instructions", set()),
+    }
 
 
 async def platforms(request: Request, services, session: Session) -> Data:
     declared = _declared(services)
-    return {"platforms": (await platforms_api.list_platforms(services))["data"],
-            "models": (await models_api.list_models(services))["data"],
-            "declared_platforms": declared["platforms"], "declared_models": declared["models"]}
+    return {
+        "platforms": (await platforms_api.list_platforms(services))["data"],
+        "models": (await models_api.list_models(services))["data"],
+        "declared_platforms": declared["platforms"],
+        "declared_models": declared["models"],
+    }
 
 
 async def users(request: Request, services, session: Session) -> Data:
     app_id = _pick_app(request, services)
     user_id = request.query_params.get("user", "").strip()
-    out: Data = {"apps": _app_ids(services), "app": app_id, "user_id": user_id, "view": None,
-                 "assets": sorted(services.snapshot.apps[app_id].assets) if app_id else []}
+    out: Data = {
+        "apps": _app_ids(services),
+        "app": app_id,
+        "user_id": user_id,
+        "view": None,
+        "assets": sorted(services.snapshot.apps[app_id].assets) if app_id else [],
+    }
     if not user_id:
         out["recent"] = (await users_api.list_users(app_id, services, 1, 20))["data"] if app_id else None
         return out
@@ -157,8 +189,12 @@ async def _chat_messages(services, app_id: str, user_id: str, chat_ids: list[str
     if not chat_ids:
         return found
     async with services.engine.connect() as conn:
-        rows = await conn.execute(select(x.chat_id, x.messages).where(
-            (x.app_id == app_id) & (x.user_id == user_id) & x.chat_id.in_(chat_ids)).order_by(x.id).limit(500))
+        rows = await conn.execute(
+            select(x.chat_id, x.messages)
+            .where((x.app_id == app_id) & (x.user_id == user_id) & x.chat_id.in_(chat_ids))
+            .order_by(x.id)
+            .limit(500)
+        )
         for r in rows:
             messages = orjson.loads(r.messages) if isinstance(r.messages, (str, bytes)) else r.messages
             found[r.chat_id].extend(messages)
@@ -170,19 +206,27 @@ async def keys(request: Request, services, session: Session) -> Data:
     if not app_id:
         return {"apps": [], "app": ""}
     declared = _declared(services)
-    return {"apps": _app_ids(services), "app": app_id,
-            "app_view": (await apps_api.get_app(app_id, services))["data"],
-            "server_keys": (await keys_api.list_server_keys(app_id, services))["data"],
-            "relay_tokens": (await keys_api.list_relay_tokens(app_id, services))["data"],
-            "declared_keys": {n for a, n in declared.get("server_keys", ()) if a == app_id},
-            "declared_tokens": {n for a, n in declared.get("relay_tokens", ()) if a == app_id}}
+    return {
+        "apps": _app_ids(services),
+        "app": app_id,
+        "app_view": (await apps_api.get_app(app_id, services))["data"],
+        "server_keys": (await keys_api.list_server_keys(app_id, services))["data"],
+        "relay_tokens": (await keys_api.list_relay_tokens(app_id, services))["data"],
+        "declared_keys": {n for a, n in declared.get("server_keys", ()) if a == app_id},
+        "declared_tokens": {n for a, n in declared.get("relay_tokens", ()) if a == app_id},
+    }
 
 
 async def playground(request: Request, services, session: Session) -> Data:
-    choices = {a.id: sorted(n for n, s in a.strategies.items() if s.module == "chat" and s.enabled)
-               for a in services.snapshot.apps.values()}
-    return {"choices": choices, "choices_json": orjson.dumps(choices).decode(),
-            "default_user": session.operator or "admin"}
+    choices = {
+        a.id: sorted(n for n, s in a.strategies.items() if s.module == "chat" and s.enabled)
+        for a in services.snapshot.apps.values()
+    }
+    return {
+        "choices": choices,
+        "choices_json": orjson.dumps(choices).decode(),
+        "default_user": session.operator or "admin",
+    }
 
 
 async def audit(request: Request, services, session: Session) -> Data:

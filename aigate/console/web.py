@@ -5,6 +5,7 @@ to the sign-in form. Sign-in is rate-limited per client IP before any hashing, m
 new session id every time, and sets an HttpOnly SameSite=Strict cookie (Secure on HTTPS
 or when a trusted proxy says the client used HTTPS).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -69,8 +70,7 @@ def _limiter(request: Request) -> SigninLimiter:
 
 async def current_session(request: Request) -> sessions.Session | None:
     services = _services(request)
-    return await sessions.load(services.engine, request.cookies.get(sessions.COOKIE),
-                               services.config.server.admin_key)
+    return await sessions.load(services.engine, request.cookies.get(sessions.COOKIE), services.config.server.admin_key)
 
 
 # --- sign-in, sign-out
@@ -83,8 +83,9 @@ async def signin_form(request: Request) -> Response:
 def _signin_page(request: Request, errors: dict[str, str], status: int, username: str = "") -> Response:
     token = secrets.token_urlsafe(24)
     response = render("signin.html", status, errors=errors, pre_token=token, username=username)
-    response.set_cookie(PRE_COOKIE, token, httponly=True, samesite="strict", path="/console/signin",
-                        secure=_secure(request))
+    response.set_cookie(
+        PRE_COOKIE, token, httponly=True, samesite="strict", path="/console/signin", secure=_secure(request)
+    )
     return response
 
 
@@ -107,8 +108,12 @@ async def signin(request: Request) -> Response:
     if admin_key:
         if not admin_ok(services.config.server.admin_key, f"Bearer {admin_key}"):
             return _signin_page(request, {"admin_key": "Wrong admin key."}, 401)
-        sid, _ = await sessions.create(services.engine, sessions.ADMIN_KEY_OPERATOR, "admin",
-                                       sessions.admin_key_stamp(services.config.server.admin_key))
+        sid, _ = await sessions.create(
+            services.engine,
+            sessions.ADMIN_KEY_OPERATOR,
+            "admin",
+            sessions.admin_key_stamp(services.config.server.admin_key),
+        )
     elif username and password:
         op = await operators.authenticate(services.engine, username, password)
         if op is None:
@@ -120,8 +125,15 @@ async def signin(request: Request) -> Response:
     if old:  # the session this browser had before is replaced, not kept alongside
         await sessions.end(services.engine, old)
     response = RedirectResponse("/console/dashboard", status_code=303)
-    response.set_cookie(sessions.COOKIE, sid, httponly=True, samesite="strict", path="/",
-                        secure=_secure(request), max_age=sessions.ABSOLUTE_MS // 1000)
+    response.set_cookie(
+        sessions.COOKIE,
+        sid,
+        httponly=True,
+        samesite="strict",
+        path="/",
+        secure=_secure(request),
+        max_age=sessions.ABSOLUTE_MS // 1000,
+    )
     response.delete_cookie(PRE_COOKIE, path="/console/signin")
     return secure_headers(response)
 
@@ -154,10 +166,25 @@ def page(template: str, loader, title: str):
             data = await loader(request, _services(request), session)
         except HTTPException as exc:
             data = {"error": str(exc.detail)}
-            return render(template, exc.status_code, session=session, title=title, q=request.query_params, request=request,
-                          is_admin=session.role == "admin", **data)
-        return render(template, session=session, title=title, q=request.query_params, request=request,
-                      is_admin=session.role == "admin", **data)
+            return render(
+                template,
+                exc.status_code,
+                session=session,
+                title=title,
+                q=request.query_params,
+                request=request,
+                is_admin=session.role == "admin",
+                **data,
+            )
+        return render(
+            template,
+            session=session,
+            title=title,
+            q=request.query_params,
+            request=request,
+            is_admin=session.role == "admin",
+            **data,
+        )
 
     return endpoint
 

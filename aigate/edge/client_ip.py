@@ -4,6 +4,7 @@ Walking ``X-Forwarded-For`` from the right, each address added by a trusted prox
 skipped; the first address that is not a trusted proxy is the client. Entries further left
 were written by the client itself and are never believed.
 """
+
 from __future__ import annotations
 
 import ipaddress

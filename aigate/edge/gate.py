@@ -19,6 +19,7 @@
 
 One ``EdgeGate`` per process, kept in ``services.edge``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,7 @@ class EdgeGate:
             caller = token.caller
             if self.revocations.refuses(caller.app.id, caller.user_id, token.issued_at):
                 raise refuse("user", "user token revoked: sign in again")
-            await check_attestation(caller.app, request.headers, self.jwks, self.replay,
-                                    may_fetch=flooding is None)
+            await check_attestation(caller.app, request.headers, self.jwks, self.replay, may_fetch=flooding is None)
         except AppError as exc:
             if exc.status != 401:
                 raise
@@ -156,7 +156,8 @@ class EdgeGate:
     def _flood_error(self, wait_ms: int) -> AppError:
         return _limit_error(
             f"server.unauthenticated_ip_rpm: more than {self.failure_cap} failed authentications "
-            "from this address in a minute; try again later", wait_ms,
+            "from this address in a minute; try again later",
+            wait_ms,
         )
 
     async def _rate_limits(self, caller: Caller, ip: str) -> None:

@@ -9,6 +9,7 @@ With Redis the log is a sorted set per key, checked and written by one Lua scrip
 Without Redis each process keeps its own logs. A Redis outage fails open (admitted, and
 a warning is logged) rather than taking the App API down with the cache.
 """
+
 from __future__ import annotations
 
 import itertools

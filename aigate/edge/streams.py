@@ -6,6 +6,7 @@ set shared by every instance; each slot is a lease (``LEASE_MS``) that its insta
 renews while the stream is open, so the slots of an instance that died free themselves.
 Without Redis each process counts its own open streams. A Redis outage fails open.
 """
+
 from __future__ import annotations
 
 import asyncio

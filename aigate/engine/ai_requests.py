@@ -4,6 +4,7 @@
 Every query is scoped by the caller's (app_id, user_id): another user's record is
 indistinguishable from one that does not exist.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -28,8 +29,20 @@ MAX_SNOWFLAKE = (1 << 63) - 1
 NO_PRICE = {"input_per_price": 0, "output_per_price": 0, "input_token": 0, "output_token": 0}
 
 # The columns a record's JSON is built from (the history query reads only these).
-RECORD_COLUMNS = (C.request_id, C.platform_id, C.platform, C.module, C.strategy, C.status,
-                  C.response, C.error, C.unit_price, C.custom_response, C.created_ms, C.updated_ms)
+RECORD_COLUMNS = (
+    C.request_id,
+    C.platform_id,
+    C.platform,
+    C.module,
+    C.strategy,
+    C.status,
+    C.response,
+    C.error,
+    C.unit_price,
+    C.custom_response,
+    C.created_ms,
+    C.updated_ms,
+)
 
 
 def record_json(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
@@ -71,9 +84,7 @@ async def read_one(services: Services, caller: Caller, request_id: str) -> dict[
     row = None
     if ids:
         async with services.engine.connect() as conn:
-            row = (await conn.execute(
-                select(*RECORD_COLUMNS).where(_mine(caller), C.request_id == ids.pop())
-            )).first()
+            row = (await conn.execute(select(*RECORD_COLUMNS).where(_mine(caller), C.request_id == ids.pop()))).first()
     if row is None:
         raise not_found(f"request_id: '{request_id}' not found")
     return record_json(row._mapping)
@@ -103,13 +114,16 @@ async def history(services: Services, caller: Caller, q: HistoryQuery) -> dict[s
     if q.from_appserver is not None:
         where.append(C.from_appserver == q.from_appserver)
     # (app_id, user_id, created_ms) is indexed; the snowflake only breaks ties
-    stmt = (select(*RECORD_COLUMNS).where(*where)
-            .order_by(C.created_ms.desc(), C.request_id.desc())
-            .limit(q.page_size + 1).offset((q.page - 1) * q.page_size))
+    stmt = (
+        select(*RECORD_COLUMNS)
+        .where(*where)
+        .order_by(C.created_ms.desc(), C.request_id.desc())
+        .limit(q.page_size + 1)
+        .offset((q.page - 1) * q.page_size)
+    )
     async with services.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return {"data": [record_json(r._mapping) for r in rows[:q.page_size]],
-            "has_more": len(rows) > q.page_size}
+    return {"data": [record_json(r._mapping) for r in rows[: q.page_size]], "has_more": len(rows) > q.page_size}
 
 
 async def delete_records(services: Services, caller: Caller, request_ids: list[str]) -> int:
@@ -124,19 +138,22 @@ async def delete_records(services: Services, caller: Caller, request_ids: list[s
     await services.writer.flush()  # the log rows of just-finished calls are in the database
     logs = t.usage_logs
     async with services.engine.begin() as conn:
-        owned = (await conn.execute(
-            select(C.request_id, C.platform_id).where(
-                _mine(caller), C.request_id.in_(ids), C.status.not_in(ACTIVE))
-        )).all()
+        owned = (
+            await conn.execute(
+                select(C.request_id, C.platform_id).where(_mine(caller), C.request_id.in_(ids), C.status.not_in(ACTIVE))
+            )
+        ).all()
         if not owned:
             return 0
         await conn.execute(delete(T).where(_mine(caller), C.request_id.in_([r.request_id for r in owned])))
         log_ids = [r.platform_id for r in owned if r.platform_id]
         if log_ids:
             # the operator keeps the billing fields; the content goes with the record
-            theirs = ((logs.c.request_id.in_(log_ids)) & (logs.c.app_id == caller.app.id)
-                      & (logs.c.user == caller.user_id))
-            await conn.execute(delete(t.request_details).where(
-                t.request_details.c.log_id.in_(select(logs.c.id).where(theirs))))
+            theirs = (
+                (logs.c.request_id.in_(log_ids)) & (logs.c.app_id == caller.app.id) & (logs.c.user == caller.user_id)
+            )
+            await conn.execute(
+                delete(t.request_details).where(t.request_details.c.log_id.in_(select(logs.c.id).where(theirs)))
+            )
             await conn.execute(update(logs).where(theirs).values(content=""))
     return len(owned)

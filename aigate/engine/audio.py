@@ -7,6 +7,7 @@ prices for the tokens the upstream reports (transcription models that count toke
 speech input is estimated from its text). The usage-log row keeps the form fields of a
 transcription, never the audio.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,23 +34,21 @@ class Upload:
     content_type: str
 
 
-async def begin(services: Services, token: RelayToken, body: dict[str, Any], endpoint: str,
-                ip: str, *, required: str) -> RelayCall:
+async def begin(
+    services: Services, token: RelayToken, body: dict[str, Any], endpoint: str, ip: str, *, required: str
+) -> RelayCall:
     """Check the model and the token's limits; ``required`` names the field that must be
     present besides ``model`` (``file`` is checked by the caller, ``input`` here)."""
-    call = Call(services, relay.new_record(services, token, "audio", endpoint, ip,
-                                           orjson.dumps(body)), RELAY_ERRORS)
+    call = Call(services, relay.new_record(services, token, "audio", endpoint, ip, orjson.dumps(body)), RELAY_ERRORS)
     rc = RelayCall(call, token, body)
     async with call.ending():
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise invalid("You must provide a model parameter.", "model",
-                          "missing_required_parameter")
+            raise invalid("You must provide a model parameter.", "model", "missing_required_parameter")
         call.record.model = model
         value = body.get(required)
         if value is None or value == "":
-            raise invalid(f"Missing required parameter: '{required}'.", required,
-                          "missing_required_parameter")
+            raise invalid(f"Missing required parameter: '{required}'.", required, "missing_required_parameter")
         fmt = body.get("response_format")
         if required == "file" and fmt is not None and fmt not in FORMATS:
             raise invalid(f"'response_format' must be one of {list(FORMATS)}.", "response_format")
@@ -65,8 +64,9 @@ async def transcribe(rc: RelayCall, upload: Upload) -> tuple[bytes, str]:
     async def attempt(platform: Platform, model: str):
         fields = [(k, str(v)) for k, v in rc.body.items() if k not in ("model", "file")]
         fields.insert(0, ("model", platform.upstream_model(model)))
-        return await openai_audio.transcribe(services.http, platform, fields, upload.filename,
-                                             upload.file, upload.content_type)
+        return await openai_audio.transcribe(
+            services.http, platform, fields, upload.filename, upload.file, upload.content_type
+        )
 
     async with call.ending():
         raw, kind, usage = await call.route(relay.candidates(rc), attempt)
@@ -87,7 +87,6 @@ async def speech(rc: RelayCall) -> tuple[bytes, str]:
     async with call.ending():
         result = await call.route(relay.candidates(rc), attempt)
         record.usage = result.usage
-        record.response_raw = orjson.dumps({"content_type": result.content_type,
-                                            "bytes": len(result.content)})
+        record.response_raw = orjson.dumps({"content_type": result.content_type, "bytes": len(result.content)})
         await call.succeed()
     return result.content, result.content_type

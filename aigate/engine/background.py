@@ -4,6 +4,7 @@ and the leases of credit holds.
 A starter is ``async def start(services) -> None``; it may append an async stopper to
 ``services.stoppers``.
 """
+
 from __future__ import annotations
 
 from aigate import telemetry

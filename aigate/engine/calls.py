@@ -18,6 +18,7 @@ database error or outage, an encoding error, a client that disconnects, a cancel
   ``Retry-After`` for a database outage, 499 for a client that left;
 * rows leave through the batched writer, so they reach the database after an outage.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,9 @@ class Meter(Protocol):
         """The call was served (or its client left after a partial answer): keep the charge."""
 
 
-def app_record(services: Services, caller: Caller, module: str, endpoint: str, ip: str,
-               strategy: str = "") -> CallRecord:
+def app_record(
+    services: Services, caller: Caller, module: str, endpoint: str, ip: str, strategy: str = ""
+) -> CallRecord:
     """The record of an App API call: an AI request id and a usage-log request id."""
     return CallRecord(
         request_id=services.ids.next(),
@@ -175,15 +177,15 @@ class Call:
 
     # --- routing
 
-    async def route(self, cands: list[tuple[Platform, str]],
-                    attempt: Callable[[Platform, str], Awaitable[T]]) -> T:
+    async def route(self, cands: list[tuple[Platform, str]], attempt: Callable[[Platform, str], Awaitable[T]]) -> T:
         """Run ``attempt`` over the candidates with retries and failover (``routing``)."""
-        return await routing.call_with_retries(cands, attempt, self.record.trace,
-                                               routing.cooldowns_of(self.services))
+        return await routing.call_with_retries(cands, attempt, self.record.trace, routing.cooldowns_of(self.services))
 
-    async def open_stream(self, cands: list[tuple[Platform, str]],
-                          start: Callable[[Platform, str], AsyncIterator[StreamEvent]],
-                          ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+    async def open_stream(
+        self,
+        cands: list[tuple[Platform, str]],
+        start: Callable[[Platform, str], AsyncIterator[StreamEvent]],
+    ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """Start an upstream stream, failing over only until its first event arrives."""
 
         async def attempt(platform: Platform, model: str):
@@ -191,8 +193,9 @@ class Call:
             try:
                 first = await events.__anext__()
             except StopAsyncIteration:
-                raise UpstreamError("the upstream stream ended before any event", retryable=True,
-                                    kind="protocol") from None
+                raise UpstreamError(
+                    "the upstream stream ended before any event", retryable=True, kind="protocol"
+                ) from None
             return events, first
 
         return await self.route(cands, attempt)
@@ -279,8 +282,9 @@ class StreamOutput(Protocol):
         """Usage when the upstream reported none before the stream ended."""
 
 
-async def pump(call: Call, events: AsyncIterator[StreamEvent], first: StreamEvent,
-               out: StreamOutput) -> AsyncIterator[bytes]:
+async def pump(
+    call: Call, events: AsyncIterator[StreamEvent], first: StreamEvent, out: StreamOutput
+) -> AsyncIterator[bytes]:
     """Forward a started stream to the client. An error after the first byte becomes one
     error frame (the call released and recorded); a client that leaves stops the upstream
     read, and what was generated is billed as 499 in a task of its own."""
@@ -332,8 +336,7 @@ async def _complete(call: Call, state: StreamState, out: StreamOutput) -> Except
     return None
 
 
-async def _abandon(call: Call, events: AsyncIterator[StreamEvent], state: StreamState,
-                   out: StreamOutput) -> None:
+async def _abandon(call: Call, events: AsyncIterator[StreamEvent], state: StreamState, out: StreamOutput) -> None:
     # stop reading the upstream (closes its connection); a broken one has nothing to stop
     with contextlib.suppress(Exception):
         await events.aclose()  # type: ignore[attr-defined]

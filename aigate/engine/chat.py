@@ -5,6 +5,7 @@ limit and cost (atomic) → call platforms (retry/fallback) → save the exchang
 any failure on the way releases the reservation; the lifecycle writes the AI request
 record and the usage log row.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -102,8 +103,16 @@ async def prepare(services: Services, caller: Caller, body: dict[str, Any], endp
         call.record.metadata["chat_id"] = chat_id
         messages = ([{"role": "system", "content": system}] if system else []) + history + inp.messages
         reservation = await metering.reserve_call(
-            services, caller, strategy.name, strategy.cost, strategy.limit, str(call.record.request_id),
-            model=strategy.model, messages=messages, max_tokens=strategy.params.get("max_tokens"))
+            services,
+            caller,
+            strategy.name,
+            strategy.cost,
+            strategy.limit,
+            str(call.record.request_id),
+            model=strategy.model,
+            messages=messages,
+            max_tokens=strategy.params.get("max_tokens"),
+        )
         call.meter = CreditMeter(services, reservation)
     return ChatCall(call, caller, strategy, inp, reservation, chat_id, new_chat, messages)
 
@@ -121,13 +130,17 @@ def _chat_request(chat: ChatCall, model: str) -> ChatRequest:
 
 def _candidates(chat: ChatCall):
     s = chat.strategy
-    return routing.candidates(chat.services.snapshot, routing.cooldowns_of(chat.services), s.model,
-                              s.fallback_models, s.platforms)
+    return routing.candidates(
+        chat.services.snapshot, routing.cooldowns_of(chat.services), s.model, s.fallback_models, s.platforms
+    )
 
 
 def _tokens(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 async def _save_exchange(chat: ChatCall, reply: str, usage: Usage) -> None:
@@ -135,12 +148,23 @@ async def _save_exchange(chat: ChatCall, reply: str, usage: Usage) -> None:
         return
     # Committed before the response (the client's next turn must see it), in a short
     # transaction of its own; concurrent saves share one commit on SQLite.
-    await run_script(chat.services.engine, write_chat_exchanges, [dict(
-        chat_id=chat.chat_id, app_id=chat.caller.app.id, user_id=chat.caller.user_id,
-        strategy=chat.strategy.name, title=first_user_text(chat.input.messages)[:100] if chat.new_chat else "",
-        messages=[*chat.input.messages, {"role": "assistant", "content": reply}],
-        tokens=usage.total_tokens, request_id=str(chat.record.request_id), created_ms=now_ms(),
-    )])
+    await run_script(
+        chat.services.engine,
+        write_chat_exchanges,
+        [
+            dict(
+                chat_id=chat.chat_id,
+                app_id=chat.caller.app.id,
+                user_id=chat.caller.user_id,
+                strategy=chat.strategy.name,
+                title=first_user_text(chat.input.messages)[:100] if chat.new_chat else "",
+                messages=[*chat.input.messages, {"role": "assistant", "content": reply}],
+                tokens=usage.total_tokens,
+                request_id=str(chat.record.request_id),
+                created_ms=now_ms(),
+            )
+        ],
+    )
 
 
 def _summary(chat: ChatCall, usage: Usage) -> dict[str, Any]:
@@ -229,8 +253,7 @@ class ChatStream:
         return sse("ai_chat_error", body)
 
 
-async def start(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str,
-                *, stream: bool):
+async def start(services: Services, caller: Caller, body: dict[str, Any], endpoint: str, ip: str, *, stream: bool):
     chat = await prepare(services, caller, body, endpoint, ip)
     if stream:
         return await open_stream(chat)

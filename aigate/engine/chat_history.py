@@ -1,4 +1,5 @@
 """Reading and deleting a user's chats (SPEC §5.3). Every query is scoped by the caller."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,10 +25,15 @@ async def history(services: Services, caller: Caller, chat_id: str, page: int, p
         if chat is None:
             raise not_found(f"chat_id: '{chat_id}' not found")
         total = (await conn.execute(select(func.count()).where(X.chat_id == chat_id))).scalar_one()
-        rows = (await conn.execute(
-            select(t.chat_exchanges).where(X.chat_id == chat_id)
-            .order_by(X.id.desc()).limit(page_size).offset((page - 1) * page_size)
-        )).all()
+        rows = (
+            await conn.execute(
+                select(t.chat_exchanges)
+                .where(X.chat_id == chat_id)
+                .order_by(X.id.desc())
+                .limit(page_size)
+                .offset((page - 1) * page_size)
+            )
+        ).all()
     return {
         "chat_histories": [
             {
@@ -50,14 +56,24 @@ async def history(services: Services, caller: Caller, chat_id: str, page: int, p
 async def list_chats(services: Services, caller: Caller, page: int, page_size: int) -> dict[str, Any]:
     async with services.engine.connect() as conn:
         total = (await conn.execute(select(func.count()).where(_mine(caller)))).scalar_one()
-        rows = (await conn.execute(
-            select(t.chats).where(_mine(caller))
-            .order_by(C.updated_ms.desc(), C.chat_id).limit(page_size).offset((page - 1) * page_size)
-        )).all()
+        rows = (
+            await conn.execute(
+                select(t.chats)
+                .where(_mine(caller))
+                .order_by(C.updated_ms.desc(), C.chat_id)
+                .limit(page_size)
+                .offset((page - 1) * page_size)
+            )
+        ).all()
     return {
         "chats": [
-            {"chat_id": r.chat_id, "strategy": r.strategy, "title": r.title,
-             "sys_created_time": iso_ms(r.created_ms), "sys_updated_time": iso_ms(r.updated_ms)}
+            {
+                "chat_id": r.chat_id,
+                "strategy": r.strategy,
+                "title": r.title,
+                "sys_created_time": iso_ms(r.created_ms),
+                "sys_updated_time": iso_ms(r.updated_ms),
+            }
             for r in rows
         ],
         "total": total,
@@ -66,8 +82,7 @@ async def list_chats(services: Services, caller: Caller, page: int, page_size: i
 
 async def delete_chats(services: Services, caller: Caller, chat_ids: list[str]) -> None:
     async with services.engine.begin() as conn:
-        owned = [r[0] for r in await conn.execute(
-            select(C.chat_id).where(_mine(caller), C.chat_id.in_(set(chat_ids))))]
+        owned = [r[0] for r in await conn.execute(select(C.chat_id).where(_mine(caller), C.chat_id.in_(set(chat_ids))))]
         if owned:
             await conn.execute(delete(t.chat_exchanges).where(X.chat_id.in_(owned)))
             await conn.execute(delete(t.chats).where(C.chat_id.in_(owned)))

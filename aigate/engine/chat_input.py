@@ -1,4 +1,5 @@
 """Validating the body of ``POST .../ai/chat`` (seed 002): every error names its field."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

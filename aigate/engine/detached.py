@@ -1,4 +1,5 @@
 """Work that must finish although the request that started it was cancelled."""
+
 from __future__ import annotations
 
 import asyncio

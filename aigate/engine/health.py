@@ -23,6 +23,7 @@ are counted per instance; going down and coming back up are single shared transi
 (``HSETNX`` / ``HDEL``: one instance wins, logs it, counts it and sends the webhook).
 Probes of one target run on one instance at a time (a Redis lock per probe interval).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -162,8 +163,10 @@ class Board:
             await self.take_down(key, f"the upstream refused the key (HTTP {exc.status})", disabled=True)
             return
         if exc.status == 429:
-            await self.cool_down(key or platform_target(platform.id),
-                                 exc.retry_after if exc.retry_after is not None else self.cfg.cooldown_s)
+            await self.cool_down(
+                key or platform_target(platform.id),
+                exc.retry_after if exc.retry_after is not None else self.cfg.cooldown_s,
+            )
             return
         if not exc.retryable:
             return
@@ -193,8 +196,9 @@ class Board:
         if target in self.down:
             return
         now = now_ms()
-        state = Down(reason=reason, since_ms=now, disabled=disabled,
-                     probe_ms=now + int(self.cfg.probe_interval_s * 1000))
+        state = Down(
+            reason=reason, since_ms=now, disabled=disabled, probe_ms=now + int(self.cfg.probe_interval_s * 1000)
+        )
         won = True
         if self.redis is not None:
             won = bool(await self._redis(lambda r: r.hsetnx(DOWN, target, orjson.dumps(asdict(state)))))
@@ -217,15 +221,23 @@ class Board:
         if scope == "platform":
             metrics.PLATFORM_UP.labels(platform_id).set(1 if state == "up" else 0)
         level = logging.WARNING if state == "down" else logging.INFO
-        log.log(level, "%s %s is %s: %s", scope, target, state, reason,
-                extra={"platform": platform_id, "scope": scope, "state": state})
+        log.log(
+            level,
+            "%s %s is %s: %s",
+            scope,
+            target,
+            state,
+            reason,
+            extra={"platform": platform_id, "scope": scope, "state": state},
+        )
         if self.redis is not None:
             await self._publish()
         if scope == "platform":
             from aigate.engine import webhooks  # health -> webhooks -> (store); no cycle at import
 
-            await webhooks.emit_platform(self.services, f"platform.{state}", {
-                "platform": platform_id, "reason": reason, "time_ms": now_ms()})
+            await webhooks.emit_platform(
+                self.services, f"platform.{state}", {"platform": platform_id, "reason": reason, "time_ms": now_ms()}
+            )
 
     # --- Redis plumbing
 
@@ -298,15 +310,20 @@ class Board:
             return
         ok, detail = await probe(self.services.http, platform, key)
         metrics.HEALTH_PROBES.labels(platform.id, "ok" if ok else "failed").inc()
-        state = replace(state, good=state.good + 1 if ok else 0, last_probe=detail or "ok",
-                        probe_ms=now_ms() + int(self.cfg.probe_interval_s * 1000))
+        state = replace(
+            state,
+            good=state.good + 1 if ok else 0,
+            last_probe=detail or "ok",
+            probe_ms=now_ms() + int(self.cfg.probe_interval_s * 1000),
+        )
         if state.good >= self.cfg.recoveries:
             await self.bring_up(target, f"{state.good} good probes in a row")
             return
         self.down[target] = state
         if self.redis is not None:
-            await self._redis(lambda r: self._script(_SET_IF_PRESENT)(
-                keys=[DOWN], args=[target, orjson.dumps(asdict(state))]))
+            await self._redis(
+                lambda r: self._script(_SET_IF_PRESENT)(keys=[DOWN], args=[target, orjson.dumps(asdict(state))])
+            )
 
     # --- background
 
@@ -368,9 +385,14 @@ class Board:
         def one(target: str) -> dict[str, Any]:
             down = self.down.get(target)
             if down is not None:
-                return {"state": "disabled" if down.disabled else "down", "reason": down.reason,
-                        "since_ms": down.since_ms, "good_probes": down.good, "last_probe": down.last_probe,
-                        "next_probe_ms": down.probe_ms}
+                return {
+                    "state": "disabled" if down.disabled else "down",
+                    "reason": down.reason,
+                    "since_ms": down.since_ms,
+                    "good_probes": down.good,
+                    "last_probe": down.last_probe,
+                    "next_probe_ms": down.probe_ms,
+                }
             until = self.cool.get(target, 0)
             if until > now:
                 return {"state": "cooldown", "until_ms": until}
@@ -378,8 +400,13 @@ class Board:
 
         out = []
         for p in self.services.snapshot.platforms.values():
-            item = {"id": p.id, "number": p.number, "enabled": p.enabled, **one(platform_target(p.id)),
-                    "failures_in_a_row": self.fails.get(p.id, 0)}
+            item = {
+                "id": p.id,
+                "number": p.number,
+                "enabled": p.enabled,
+                **one(platform_target(p.id)),
+                "failures_in_a_row": self.fails.get(p.id, 0),
+            }
             item["keys"] = [{"fingerprint": fingerprint(k), **one(key_target(p.id, k))} for k in p.api_keys]
             out.append(item)
         return out
@@ -394,8 +421,11 @@ async def probe(session, platform: Platform, key: str) -> tuple[bool, str]:
     if key != platform.api_key:
         platform = replace(platform, api_key=key)
     model = platform.options.get("probe_model") or platform.models[0]
-    req = ChatRequest(model=platform.upstream_model(model),
-                      messages=[{"role": "user", "content": PROBE_TEXT}], params={"max_tokens": 1})
+    req = ChatRequest(
+        model=platform.upstream_model(model),
+        messages=[{"role": "user", "content": PROBE_TEXT}],
+        params={"max_tokens": 1},
+    )
     try:
         async with asyncio.timeout(min(PROBE_TIMEOUT_S, platform.timeouts.total_s)):
             await chat_provider(platform.type).chat(session, platform, req)

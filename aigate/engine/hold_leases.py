@@ -9,6 +9,7 @@ the client's side, like any failed call, and what it used is unknown. The sweep 
 call's own settlement both end a hold by deleting its row, so exactly one of them wins;
 a settlement that finds its hold gone charges nothing.
 """
+
 from __future__ import annotations
 
 import asyncio

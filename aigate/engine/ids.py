@@ -1,4 +1,5 @@
 """Identifiers: snowflake request ids and chat ids."""
+
 from __future__ import annotations
 
 import secrets
@@ -43,9 +44,7 @@ class Snowflake:
             else:
                 self._seq = 0
             self._last_ms = now
-            return ((now - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (
-                self.worker_id << SEQUENCE_BITS
-            ) | self._seq
+            return ((now - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (self.worker_id << SEQUENCE_BITS) | self._seq
 
 
 def snowflake_ms(value: int) -> int:

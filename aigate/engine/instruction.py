@@ -1,4 +1,5 @@
 """Instructions (SPEC §5.4): a named single-shot prompt rendered from ``parameters``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,17 +65,26 @@ async def run_instruction(services: Services, caller: Caller, body: dict[str, An
             raise not_found(f"name: instruction '{name}' not found")
         record.model = ins.model
         messages = [render_message(m, parameters, f"instruction '{name}'") for m in ins.messages]
-        reservation = await metering.reserve_call(services, caller, record.strategy, ins.cost, ins.limit,
-                                                  str(record.request_id), model=ins.model, messages=messages,
-                                                  max_tokens=ins.max_token)
+        reservation = await metering.reserve_call(
+            services,
+            caller,
+            record.strategy,
+            ins.cost,
+            ins.limit,
+            str(record.request_id),
+            model=ins.model,
+            messages=messages,
+            max_tokens=ins.max_token,
+        )
         call.meter = CreditMeter(services, reservation)
 
         params: dict[str, Any] = {"max_tokens": ins.max_token, "temperature": ins.temperature}
         fmt = {"type": "json_object"} if ins.response_format == "json_object" else None
 
         async def attempt(platform, model):
-            req = ChatRequest(model=platform.upstream_model(model), messages=messages, params=params,
-                              response_format=fmt)
+            req = ChatRequest(
+                model=platform.upstream_model(model), messages=messages, params=params, response_format=fmt
+            )
             return await chat_provider(platform.type).chat(services.http, platform, req)
 
         cands = routing.candidates(services.snapshot, routing.cooldowns_of(services), ins.model, [], ins.platforms)
@@ -84,6 +94,9 @@ async def run_instruction(services: Services, caller: Caller, body: dict[str, An
     u = result.usage
     return {
         "instruction": {"content": result.content},
-        "usage": {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                  "total_tokens": u.total_tokens},
+        "usage": {
+            "prompt_tokens": u.input_tokens,
+            "completion_tokens": u.output_tokens,
+            "total_tokens": u.total_tokens,
+        },
     }

@@ -34,6 +34,7 @@ Known limits: a job whose upstream submit succeeded but whose instance died befo
 saving the upstream id is submitted again by the next instance; upstream jobs are not
 cancelled when the deadline passes (generic job APIs have no common cancel call).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -102,8 +103,9 @@ def step_timeout_s(platform: Platform) -> float:
 
 def lease_ms(services: Services) -> int:
     """The longest lease any job platform asks for (one value per claim statement)."""
-    leases = [_seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values()
-              if p.type in JOB_TYPES]
+    leases = [
+        _seconds(p, "lease_s", DEFAULT_LEASE_S) for p in services.snapshot.platforms.values() if p.type in JOB_TYPES
+    ]
     return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
 
 
@@ -114,16 +116,24 @@ async def _platform_full(conn: AsyncConnection, platform: Platform) -> bool:
     limit = platform.options.get("max_concurrency")
     if not limit:
         return False
-    busy = (await conn.execute(
-        select(func.count()).select_from(T).where(
-            C.status == "processing", C.job["platform"].as_string() == platform.id)
-    )).scalar_one()
+    busy = (
+        await conn.execute(
+            select(func.count())
+            .select_from(T)
+            .where(C.status == "processing", C.job["platform"].as_string() == platform.id)
+        )
+    ).scalar_one()
     return busy >= limit
 
 
-async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
-                  cands: list[tuple[Platform, str]], body: dict[str, Any],
-                  reservation: metering.Reservation) -> dict[str, Any]:
+async def enqueue(
+    services: Services,
+    record: CallRecord,
+    strategy: StrategyCfg,
+    cands: list[tuple[Platform, str]],
+    body: dict[str, Any],
+    reservation: metering.Reservation,
+) -> dict[str, Any]:
     """Insert the job's record (directly: any instance may pick it up at once) and wake
     the local poller. Returns the record, `pending` or `queueing`."""
     platform, model = cands[0]
@@ -137,8 +147,11 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
         "body": body,
         "upstream_id": None,
         "deadline_ms": now + int(_seconds(platform, "deadline_s", DEFAULT_DEADLINE_S) * 1000),
-        "reservation": {"counter": res.counter_name, "period": res.period,
-                        "cost": res.cost.model_dump(mode="json") if res.cost else None},
+        "reservation": {
+            "counter": res.counter_name,
+            "period": res.period,
+            "cost": res.cost.model_dump(mode="json") if res.cost else None,
+        },
         "custom_response": dict(strategy.custom_response),
         "attempts": [],
         "polls": 0,
@@ -154,8 +167,9 @@ async def enqueue(services: Services, record: CallRecord, strategy: StrategyCfg,
     async with services.engine.begin() as conn:
         row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
         await conn.execute(insert(T).values(**row))
-    await services.writer.put("user", {"app_id": record.app_id, "user_id": record.user_id,
-                                       "created_ms": record.started_ms})
+    await services.writer.put(
+        "user", {"app_id": record.app_id, "user_id": record.user_id, "created_ms": record.started_ms}
+    )
     kick(services)
     return record_json(row)
 
@@ -183,14 +197,15 @@ async def claim(services: Services, claimer: str, limit: int) -> list[dict[str, 
     async with services.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             picked = due.with_for_update(skip_locked=True).scalar_subquery()
-            rows = (await conn.execute(
-                update(T).where(C.request_id.in_(picked)).values(**lease).returning(*T.c))).all()
+            rows = (await conn.execute(update(T).where(C.request_id.in_(picked)).values(**lease).returning(*T.c))).all()
         else:
             rows = []
             for (request_id,) in (await conn.execute(due)).all():
-                row = (await conn.execute(
-                    update(T).where(C.request_id == request_id, _claimable(now)).values(**lease)
-                    .returning(*T.c))).first()
+                row = (
+                    await conn.execute(
+                        update(T).where(C.request_id == request_id, _claimable(now)).values(**lease).returning(*T.c)
+                    )
+                ).first()
                 if row is not None:
                     rows.append(row)
     return [dict(r._mapping) for r in rows]
@@ -212,7 +227,8 @@ async def _save(conn: AsyncConnection, claimer: str, request_id: int, *, release
     if release:
         values.update(claimed_by=None, claim_until_ms=None)
     result = await conn.execute(
-        update(T).where(C.request_id == request_id, C.claimed_by == claimer, C.status.in_(ACTIVE)).values(**values))
+        update(T).where(C.request_id == request_id, C.claimed_by == claimer, C.status.in_(ACTIVE)).values(**values)
+    )
     return result.rowcount == 1
 
 
@@ -224,26 +240,55 @@ async def _save_now(services: Services, claimer: str, request_id: int, **values:
 def _reservation(row: dict[str, Any], job: dict[str, Any]) -> metering.Reservation:
     r = job["reservation"]
     return metering.Reservation(
-        app_id=row["app_id"], user_id=row["user_id"], counter_name=r["counter"], period=r["period"],
-        request_id=str(row["request_id"]), cost=CostCfg(**r["cost"]) if r.get("cost") else None, limit=None)
+        app_id=row["app_id"],
+        user_id=row["user_id"],
+        counter_name=r["counter"],
+        period=r["period"],
+        request_id=str(row["request_id"]),
+        cost=CostCfg(**r["cost"]) if r.get("cost") else None,
+        limit=None,
+    )
 
 
-def _call_record(services: Services, row: dict[str, Any], job: dict[str, Any], *, code: int, error: str,
-                 usage: Usage, response: bytes | str) -> CallRecord:
+def _call_record(
+    services: Services,
+    row: dict[str, Any],
+    job: dict[str, Any],
+    *,
+    code: int,
+    error: str,
+    usage: Usage,
+    response: bytes | str,
+) -> CallRecord:
     platforms = services.snapshot.platforms
     rec = CallRecord(
-        request_id=row["request_id"], log_request_id=row["platform_id"], app_id=row["app_id"],
-        user_id=row["user_id"], module=row["module"], strategy=row["strategy"],
-        endpoint=job.get("endpoint", ""), started_ms=row["created_ms"], from_appserver=row["from_appserver"],
-        ip=job.get("ip", ""), model=job["model"], code=code, error=error, usage=usage,
+        request_id=row["request_id"],
+        log_request_id=row["platform_id"],
+        app_id=row["app_id"],
+        user_id=row["user_id"],
+        module=row["module"],
+        strategy=row["strategy"],
+        endpoint=job.get("endpoint", ""),
+        started_ms=row["created_ms"],
+        from_appserver=row["from_appserver"],
+        ip=job.get("ip", ""),
+        model=job["model"],
+        code=code,
+        error=error,
+        usage=usage,
         status="succeeded" if code == 200 else "failed",
-        request_body=job.get("request_body", ""), response_raw=response,
+        request_body=job.get("request_body", ""),
+        response_raw=response,
         metadata={"job_id": job.get("upstream_id") or "", "polls": job.get("polls", 0)},
     )
     rec.trace = Trace(
-        attempts=[Attempt(platforms[a["platform"]], a.get("model", job["model"]), a["started_ms"])
-                  for a in job.get("attempts", []) if a["platform"] in platforms],
-        ttfb_ms=job.get("ttfb_ms", 0))
+        attempts=[
+            Attempt(platforms[a["platform"]], a.get("model", job["model"]), a["started_ms"])
+            for a in job.get("attempts", [])
+            if a["platform"] in platforms
+        ],
+        ttfb_ms=job.get("ttfb_ms", 0),
+    )
     return rec
 
 
@@ -257,8 +302,9 @@ SETTLE = (
 )
 
 
-def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | None,
-                   deliveries: list[dict[str, Any]]) -> bool:
+def _settle_script(
+    db, values: dict[str, Any], refund: metering.Reservation | None, deliveries: list[dict[str, Any]]
+) -> bool:
     """One transaction: the refund of a failed job and its webhooks commit with its
     transition or not at all."""
     if not db.rows(SETTLE, values):
@@ -269,17 +315,31 @@ def _settle_script(db, values: dict[str, Any], refund: metering.Reservation | No
     return True
 
 
-async def settle(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any], *,
-                 status: str, code: int = 200, error: str = "", response: bytes | str | None = None,
-                 custom: Any = None, usage: Usage | None = None) -> bool:
+async def settle(
+    services: Services,
+    claimer: str,
+    row: dict[str, Any],
+    job: dict[str, Any],
+    *,
+    status: str,
+    code: int = 200,
+    error: str = "",
+    response: bytes | str | None = None,
+    custom: Any = None,
+    usage: Usage | None = None,
+) -> bool:
     """End the job (refunding a failure) exactly once, then log it."""
     if response is None:
         response = row.get("response") or ""
     values = {
-        "status": status, "error": error,
+        "status": status,
+        "error": error,
         "response": response.decode("utf-8", "replace") if isinstance(response, bytes) else response,
         "custom": None if custom is None else orjson.dumps(custom).decode(),
-        "job": orjson.dumps(job).decode(), "ts": now_ms(), "id": row["request_id"], "me": claimer,
+        "job": orjson.dumps(job).decode(),
+        "ts": now_ms(),
+        "id": row["request_id"],
+        "me": claimer,
     }
     refund = _reservation(row, job) if status == "failed" else None
     deliveries = webhooks.rows_for(services.snapshot, row["app_id"], *webhooks.ai_request_event(row, status, error))
@@ -304,19 +364,23 @@ async def _upstream(platform: Platform, call):
         raise UpstreamTimeout(f"upstream {platform.id} did not answer within the job lease") from None
 
 
-async def _start(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any],
-                 platform: Platform) -> None:
+async def _start(
+    services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any], platform: Platform
+) -> None:
     """Take a platform slot and submit upstream (or wait in `queueing`)."""
     request_id = row["request_id"]
     interval = poll_interval_ms(platform)
     if row["status"] != "processing":  # a `processing` job without upstream id already holds its slot
         async with services.engine.begin() as conn:
             if platform.options.get("max_concurrency") and conn.dialect.name == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": zlib.crc32(f"aigate-job:{platform.id}".encode())})
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": zlib.crc32(f"aigate-job:{platform.id}".encode())},
+                )
             if await _platform_full(conn, platform):
-                await _save(conn, claimer, request_id, release=True, status="queueing",
-                            next_poll_ms=now_ms() + interval)
+                await _save(
+                    conn, claimer, request_id, release=True, status="queueing", next_poll_ms=now_ms() + interval
+                )
                 return
             if not await _save(conn, claimer, request_id, release=False, status="processing"):
                 return
@@ -331,21 +395,33 @@ async def _start(services: Services, claimer: str, row: dict[str, Any], job: dic
         if exc.retryable and len(job["attempts"]) < MAX_SUBMITS:
             # try again (on the next job platform, if the strategy has several), slot freed
             job["platform"], job["model"] = job["candidates"][len(job["attempts"]) % len(job["candidates"])]
-            await _save_now(services, claimer, request_id, status="pending", job=job,
-                            next_poll_ms=now_ms() + SUBMIT_BACKOFF_MS * len(job["attempts"]))
+            await _save_now(
+                services,
+                claimer,
+                request_id,
+                status="pending",
+                job=job,
+                next_poll_ms=now_ms() + SUBMIT_BACKOFF_MS * len(job["attempts"]),
+            )
             return
         err = to_app_error(exc)
-        await settle(services, claimer, row, job, status="failed", code=err.status, error=err.message,
-                     response=exc.body)
+        await settle(
+            services, claimer, row, job, status="failed", code=err.status, error=err.message, response=exc.body
+        )
         return
     job["upstream_id"] = upstream_id
     job["ttfb_ms"] = int((time.perf_counter() - started) * 1000)
-    await _save_now(services, claimer, request_id, job=job, response=res.raw.decode("utf-8", "replace"),
-                    next_poll_ms=now_ms() + interval)
+    await _save_now(
+        services,
+        claimer,
+        request_id,
+        job=job,
+        response=res.raw.decode("utf-8", "replace"),
+        next_poll_ms=now_ms() + interval,
+    )
 
 
-async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any],
-                platform: Platform) -> None:
+async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict[str, Any], platform: Platform) -> None:
     request_id = row["request_id"]
     interval = poll_interval_ms(platform)
     try:
@@ -357,8 +433,9 @@ async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict
             await _save_now(services, claimer, request_id, job=job, next_poll_ms=now_ms() + wait)
             return
         err = to_app_error(exc)
-        await settle(services, claimer, row, job, status="failed", code=err.status, error=err.message,
-                     response=exc.body)
+        await settle(
+            services, claimer, row, job, status="failed", code=err.status, error=err.message, response=exc.body
+        )
         return
     job["polls"] = job.get("polls", 0) + 1
     job["poll_errors"] = 0
@@ -366,14 +443,36 @@ async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict
         data = res.data
         u = data.get("usage") if isinstance(data, dict) else None
         usage = parse_usage(u) if isinstance(u, dict) else Usage()
-        await settle(services, claimer, row, job, status="succeeded", response=res.raw,
-                     custom=custom_response(job.get("custom_response") or {}, data), usage=usage)
+        await settle(
+            services,
+            claimer,
+            row,
+            job,
+            status="succeeded",
+            response=res.raw,
+            custom=custom_response(job.get("custom_response") or {}, data),
+            usage=usage,
+        )
     elif status == "failed":
-        await settle(services, claimer, row, job, status="failed", code=502,
-                     error=error or "the upstream job failed", response=res.raw)
+        await settle(
+            services,
+            claimer,
+            row,
+            job,
+            status="failed",
+            code=502,
+            error=error or "the upstream job failed",
+            response=res.raw,
+        )
     else:
-        await _save_now(services, claimer, request_id, job=job, response=res.raw.decode("utf-8", "replace"),
-                        next_poll_ms=now_ms() + interval)
+        await _save_now(
+            services,
+            claimer,
+            request_id,
+            job=job,
+            response=res.raw.decode("utf-8", "replace"),
+            next_poll_ms=now_ms() + interval,
+        )
 
 
 async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None:
@@ -382,11 +481,25 @@ async def advance(services: Services, claimer: str, row: dict[str, Any]) -> None
     platform = services.snapshot.platforms.get(job.get("platform", ""))
     if now_ms() >= job["deadline_ms"]:
         seconds = (job["deadline_ms"] - row["created_ms"]) / 1000
-        await settle(services, claimer, row, job, status="failed", code=504,
-                     error=f"deadline exceeded: the job did not finish within {seconds:g} s")
+        await settle(
+            services,
+            claimer,
+            row,
+            job,
+            status="failed",
+            code=504,
+            error=f"deadline exceeded: the job did not finish within {seconds:g} s",
+        )
     elif platform is None or platform.type not in JOB_TYPES or (row["status"] != "processing" and not platform.enabled):
-        await settle(services, claimer, row, job, status="failed", code=400,
-                     error=f"platform '{job.get('platform')}' is no longer available")
+        await settle(
+            services,
+            claimer,
+            row,
+            job,
+            status="failed",
+            code=400,
+            error=f"platform '{job.get('platform')}' is no longer available",
+        )
     elif row["status"] == "processing" and job.get("upstream_id"):
         await _poll(services, claimer, row, job, platform)
     else:
@@ -423,8 +536,9 @@ class Poller:
         if release_leases:
             try:
                 async with self.services.engine.begin() as conn:
-                    await conn.execute(update(T).where(C.claimed_by == self.claimer)
-                                       .values(claimed_by=None, claim_until_ms=None))
+                    await conn.execute(
+                        update(T).where(C.claimed_by == self.claimer).values(claimed_by=None, claim_until_ms=None)
+                    )
             except Exception:  # the leases then simply expire
                 log.warning("could not hand back job leases", exc_info=True)
 
@@ -464,8 +578,9 @@ class Poller:
         except Exception:
             log.exception("job %s: step failed; retrying later", row["request_id"])
             try:  # back off instead of retrying in a tight loop; the deadline still ends it
-                await _save_now(self.services, self.claimer, row["request_id"],
-                                next_poll_ms=now_ms() + int(IDLE_WAIT_S * 1000))
+                await _save_now(
+                    self.services, self.claimer, row["request_id"], next_poll_ms=now_ms() + int(IDLE_WAIT_S * 1000)
+                )
             except Exception:  # the lease then expires on its own
                 log.warning("job %s: could not back off", row["request_id"], exc_info=True)
 
@@ -476,4 +591,3 @@ async def start(services: Services) -> None:
     services.job_poller = poller
     poller.start()
     services.stoppers.append(poller.stop)
-

@@ -10,6 +10,7 @@ Anthropic message or event stream. Errors are ``RelayError``s here; the API edge
 renders them in Anthropic's shape. ``count_tokens`` asks an Anthropic platform, and is
 estimated locally (tiktoken-free character rule of ``providers.http``) for the others.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -34,11 +35,11 @@ def _translation_error(exc: mc_.TranslationError) -> RelayError:
     return invalid(exc.message, exc.param)
 
 
-async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str, ip: str,
-                *, counting: bool = False) -> RelayCall:
+async def begin(
+    services: Services, token: RelayToken, raw: bytes, endpoint: str, ip: str, *, counting: bool = False
+) -> RelayCall:
     """Parse and check the request, admit the token's limits; refusals recorded and raised."""
-    call = Call(services, relay.new_record(services, token, "chat", endpoint, ip, raw),
-                RELAY_ERRORS)
+    call = Call(services, relay.new_record(services, token, "chat", endpoint, ip, raw), RELAY_ERRORS)
     rc = RelayCall(call, token)
     async with call.ending():
         rc.body = body = relay.parse_body(raw)
@@ -57,8 +58,7 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
             if stream is not None and not isinstance(stream, bool):
                 raise invalid("stream: Input should be a valid boolean", "stream")
             rc.stream = bool(stream)
-        user = (body.get("metadata") or {}).get("user_id") if isinstance(
-            body.get("metadata"), dict) else None
+        user = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
         if isinstance(user, str):
             call.record.user_id = user[:64]
         await relay.admit(rc, model, "chat")
@@ -84,11 +84,9 @@ async def complete(rc: RelayCall, beta: str = "") -> bytes:
     async def attempt(platform: Platform, model: str) -> tuple[bytes, Usage]:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
-            result = await anthropic.passthrough(services.http, platform,
-                                                 _upstream_body(rc, upstream), beta)
+            result = await anthropic.passthrough(services.http, platform, _upstream_body(rc, upstream), beta)
             return result.raw, result.usage
-        chat = await chat_provider(platform.type).chat(services.http, platform,
-                                                       _chat_request(rc, upstream))
+        chat = await chat_provider(platform.type).chat(services.http, platform, _chat_request(rc, upstream))
         message = mc_.message_document(chat.openai, chat.usage, model=model)
         record.response_raw = chat.raw
         return orjson.dumps(message), chat.usage
@@ -109,8 +107,7 @@ async def count_tokens(rc: RelayCall, beta: str = "") -> bytes:
     async def attempt(platform: Platform, model: str) -> JsonResult:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
-            return await anthropic.count_tokens(services.http, platform,
-                                                _upstream_body(rc, upstream), beta)
+            return await anthropic.count_tokens(services.http, platform, _upstream_body(rc, upstream), beta)
         usage = estimate_usage(_chat_request(rc, upstream).messages, 0)
         data = {"input_tokens": usage.input_tokens}
         return JsonResult(data=data, raw=orjson.dumps(data), usage=Usage())
@@ -131,9 +128,9 @@ async def open_stream(rc: RelayCall, beta: str = "") -> AsyncIterator[bytes]:
         upstream = platform.upstream_model(model)
         if platform.type == "anthropic":
             return anthropic.passthrough_stream(
-                services.http, platform, {**_upstream_body(rc, upstream), "stream": True}, beta)
-        return chat_provider(platform.type).chat_stream(services.http, platform,
-                                                        _chat_request(rc, upstream))
+                services.http, platform, {**_upstream_body(rc, upstream), "stream": True}, beta
+            )
+        return chat_provider(platform.type).chat_stream(services.http, platform, _chat_request(rc, upstream))
 
     async with call.ending():
         events, first = await call.open_stream(relay.candidates(rc), start)
@@ -155,8 +152,7 @@ class MessagesOutput:
             return None
         doc = orjson.loads(event.openai_chunk)
         if self.builder is None:
-            return b"event: " + str(doc.get("type", "")).encode() + b"\ndata: " + (
-                event.openai_chunk) + b"\n\n"
+            return b"event: " + str(doc.get("type", "")).encode() + b"\ndata: " + (event.openai_chunk) + b"\n\n"
         return b"".join(self.builder.chunk(doc)) or None
 
     def estimate(self, state: StreamState) -> Usage:
@@ -168,7 +164,8 @@ class MessagesOutput:
 
     async def complete(self, state: StreamState) -> None:
         self.rc.record.response_raw = orjson.dumps(
-            {"streamed_chars": len(state.text), "usage": mc_.usage_document(self.rc.record.usage)})
+            {"streamed_chars": len(state.text), "usage": mc_.usage_document(self.rc.record.usage)}
+        )
 
     async def abandoned(self, state: StreamState) -> None:
         await self.complete(state)

@@ -30,6 +30,7 @@ Two kinds of cost (SPEC 12):
 
 The SQL is written once (see ``aigate.store.script``) and each step runs in one round trip.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -92,9 +93,12 @@ VALUES (:request_id, :app, :user, :asset, :amount, :holder, :lease, :ts)"""
 CLAIM_HOLD = "DELETE FROM asset_holds WHERE request_id = :request_id RETURNING amount_micros"
 
 # A grant's idempotency key is unique per (app, user, asset): a repeat inserts nothing.
-LEDGER_ONCE = LEDGER + """
+LEDGER_ONCE = (
+    LEDGER
+    + """
 ON CONFLICT (app_id, user_id, asset, idempotency_key) DO NOTHING
 RETURNING id"""
+)
 
 CREATE = """
 INSERT INTO user_assets (app_id, user_id, name, quantity_micros, last_recovery_ms, updated_ms)
@@ -146,14 +150,15 @@ def charge_micros(cost: CostCfg, precision: int, usage: Usage, used_amount: Deci
         if cost.per_used_amount is not None:
             raw = used_amount * cost.per_used_amount
         else:
-            raw = ((cost.per_request or 0)
-                   + Decimal(usage.input_tokens) * (cost.per_1k_input_tokens or 0) / 1000
-                   + Decimal(usage.output_tokens) * (cost.per_1k_output_tokens or 0) / 1000)
+            raw = (
+                (cost.per_request or 0)
+                + Decimal(usage.input_tokens) * (cost.per_1k_input_tokens or 0) / 1000
+                + Decimal(usage.output_tokens) * (cost.per_1k_output_tokens or 0) / 1000
+            )
         return micros(round_up(raw, precision))
 
 
-def hold_micros(cost: CostCfg, precision: int, *, prompt_tokens: int, max_tokens: int | None,
-                price: Price) -> int:
+def hold_micros(cost: CostCfg, precision: int, *, prompt_tokens: int, max_tokens: int | None, price: Price) -> int:
     """The hold a usage-based call reserves: the cost's ``hold``, or what the call would cost
     if it used all of ``max_tokens`` after a prompt of ``prompt_tokens``."""
     if cost.hold is not None:
@@ -245,10 +250,28 @@ def _boundary(policy: AssetCfg, ts: int) -> int | None:
     return recovery_boundary(ts, policy.recovery_period) if policy.recoverable else None
 
 
-def _ledger(who: dict, asset: str, delta: int, balance: int, reason: str, ts: int,
-            request_id: str | None = None, key: str | None = None, charge: int | None = None) -> dict[str, Any]:
-    return {**who, "asset": asset, "delta": delta, "balance": balance, "reason": reason,
-            "request_id": request_id, "key": key, "ts": ts, "charge": charge}
+def _ledger(
+    who: dict,
+    asset: str,
+    delta: int,
+    balance: int,
+    reason: str,
+    ts: int,
+    request_id: str | None = None,
+    key: str | None = None,
+    charge: int | None = None,
+) -> dict[str, Any]:
+    return {
+        **who,
+        "asset": asset,
+        "delta": delta,
+        "balance": balance,
+        "reason": reason,
+        "request_id": request_id,
+        "key": key,
+        "ts": ts,
+        "charge": charge,
+    }
 
 
 # --- transaction scripts (synchronous; run by aigate.store.script.run_script)
@@ -274,14 +297,19 @@ def _prepare_script(db, who: dict, policies: list[AssetCfg], ts: int) -> None:
             db.rows(LEDGER, _ledger(who, policy.name, new - old, new, "recovery", ts))
 
 
-def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, holder: str, lease_until: int,
-                    ts: int) -> None:
+def _reserve_script(
+    db, who: dict, res: Reservation, other_assets: bool, holder: str, lease_until: int, ts: int
+) -> None:
     limit = res.limit.count if res.limit else NO_LIMIT
     counted = db.rows(COUNT, {**who, "strategy": res.counter_name, "period": res.period, "limit": limit})
     if not counted:
         assert res.limit is not None  # without a limit the count always admits
-        raise Refused(AppError("limit_exceeded", f"strategy '{res.counter_name}': limit of "
-                                                 f"{res.limit.count} per {res.limit.period} reached"))
+        raise Refused(
+            AppError(
+                "limit_exceeded",
+                f"strategy '{res.counter_name}': limit of {res.limit.count} per {res.limit.period} reached",
+            )
+        )
     res.current_count, res.current_total_count = counted[0]
     cost = res.cost
     amount = res.hold if res.holds else res.flat
@@ -291,13 +319,24 @@ def _reserve_script(db, who: dict, res: Reservation, other_assets: bool, holder:
             if not db.rows(BALANCE, {**who, "asset": cost.asset}):
                 raise Refused(AppError("internal_error", "balance missing"))  # erased meanwhile
             what = "hold" if res.holds else "cost"
-            raise Refused(AppError("insufficient_asset", f"asset '{cost.asset}': balance is below the "
-                                                         f"{what} of {_plain(amount)}"))
+            raise Refused(
+                AppError("insufficient_asset", f"asset '{cost.asset}': balance is below the {what} of {_plain(amount)}")
+            )
         res.balances[cost.asset] = taken[0][0]
         db.rows(LEDGER, _ledger(who, cost.asset, -amount, taken[0][0], "reserve", ts, res.request_id))
         if res.holds:
-            db.rows(HOLD, {**who, "asset": cost.asset, "amount": amount, "request_id": res.request_id,
-                           "holder": holder, "lease": lease_until, "ts": ts})
+            db.rows(
+                HOLD,
+                {
+                    **who,
+                    "asset": cost.asset,
+                    "amount": amount,
+                    "request_id": res.request_id,
+                    "holder": holder,
+                    "lease": lease_until,
+                    "ts": ts,
+                },
+            )
     if other_assets:
         for name, qty, last in db.rows(BALANCES, who):
             res.balances[name] = qty
@@ -351,10 +390,16 @@ def queued_release_script(db, rows: list[dict[str, Any]]) -> None:
         who = {"app": row["app"], "user": row["user"]}
         cost = None
         if row["asset"]:
-            cost = (CostCfg(asset=row["asset"], per_1k_input_tokens=Decimal(0)) if row.get("hold")
-                    else CostCfg(asset=row["asset"], per_request=Decimal(row["amount"]) / SCALE))
-        if cost and not cost.usage_based and db.rows(REFUNDED, {**who, "asset": cost.asset,
-                                                                 "key": _refund_key(row["request_id"])}):
+            cost = (
+                CostCfg(asset=row["asset"], per_1k_input_tokens=Decimal(0))
+                if row.get("hold")
+                else CostCfg(asset=row["asset"], per_request=Decimal(row["amount"]) / SCALE)
+            )
+        if (
+            cost
+            and not cost.usage_based
+            and db.rows(REFUNDED, {**who, "asset": cost.asset, "key": _refund_key(row["request_id"])})
+        ):
             continue
         res = Reservation(row["app"], row["user"], row["strategy"], row["period"], row["request_id"], cost, None)
         release_script(db, who, res, row["ts"])
@@ -410,8 +455,10 @@ def _adjust_script(db, who: dict, asset: str, delta: int, note: str, key: str, t
     changed = db.rows(ADD if delta >= 0 else TAKE, amount)
     if not changed:
         raise Refused(AppError("insufficient_asset", f"delta: the balance is below {render(abs(delta), 6)}"))
-    if not db.rows(ADJUST_LEDGER, {**who, "asset": asset, "delta": delta, "balance": changed[0][0],
-                                   "key": key, "ts": ts, "note": note}):
+    if not db.rows(
+        ADJUST_LEDGER,
+        {**who, "asset": asset, "delta": delta, "balance": changed[0][0], "key": key, "ts": ts, "note": note},
+    ):
         raise Refused(AppError("invalid_parameter", "duplicate"))  # roll the change back
     return changed[0][0]
 
@@ -435,8 +482,16 @@ def lease_ms(services: Services) -> int:
     return int(services.config.credits.hold_lease_s * 1000)
 
 
-async def reserve(services: Services, caller: Caller, counter_name: str, cost: CostCfg | None,
-                  limit: LimitCfg | None, request_id: str, *, hold: int | None = None) -> Reservation:
+async def reserve(
+    services: Services,
+    caller: Caller,
+    counter_name: str,
+    cost: CostCfg | None,
+    limit: LimitCfg | None,
+    request_id: str,
+    *,
+    hold: int | None = None,
+) -> Reservation:
     """Take one slot of the limit period and the call's cost (flat) or hold (usage-based,
     ``hold`` in millionths from ``hold_micros``), atomically, or raise ``limit_exceeded`` /
     ``insufficient_asset`` having changed nothing. A usage-based reservation must end in
@@ -444,8 +499,9 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
     ts = now_ms()
     app = caller.app
     who = {"app": app.id, "user": caller.user_id}
-    res = Reservation(app.id, caller.user_id, counter_name, period_key(limit.period if limit else "day", ts),
-                      request_id, cost, limit)
+    res = Reservation(
+        app.id, caller.user_id, counter_name, period_key(limit.period if limit else "day", ts), request_id, cost, limit
+    )
     if cost is not None and cost.asset in app.assets:
         res.precision = app.assets[cost.asset].precision
     if res.holds:
@@ -457,8 +513,16 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
         res.recovered[policy.name] = _boundary(policy, ts)
     charged = {cost.asset} if cost is not None and (res.flat > 0 or res.holds) else set()
     try:
-        await run_script(services.engine, _reserve_script, who, res, bool(set(app.assets) - charged),
-                         services.instance, ts + lease_ms(services), ts)
+        await run_script(
+            services.engine,
+            _reserve_script,
+            who,
+            res,
+            bool(set(app.assets) - charged),
+            services.instance,
+            ts + lease_ms(services),
+            ts,
+        )
     except Refused as exc:
         if exc.error.error_type == "internal_error":  # balances erased behind this process's back
             _prepared(services).forget(app.id, caller.user_id)
@@ -469,9 +533,18 @@ async def reserve(services: Services, caller: Caller, counter_name: str, cost: C
     return res
 
 
-async def reserve_call(services: Services, caller: Caller, counter_name: str, cost: CostCfg | None,
-                       limit: LimitCfg | None, request_id: str, *, model: str,
-                       messages: list[dict[str, Any]] | None = None, max_tokens: int | None = None) -> Reservation:
+async def reserve_call(
+    services: Services,
+    caller: Caller,
+    counter_name: str,
+    cost: CostCfg | None,
+    limit: LimitCfg | None,
+    request_id: str,
+    *,
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    max_tokens: int | None = None,
+) -> Reservation:
     """``reserve`` for a call about to go upstream: a usage-based cost's hold is the cost's
     ``hold``, or what ``messages`` (counted with tiktoken) plus all of ``max_tokens`` would
     cost on ``model``'s price."""
@@ -479,8 +552,13 @@ async def reserve_call(services: Services, caller: Caller, counter_name: str, co
     if cost is not None and cost.usage_based:
         prompt = count_messages(messages or [], model) if cost.hold is None else 0
         policy = caller.app.assets.get(cost.asset)
-        hold = hold_micros(cost, policy.precision if policy else 0, prompt_tokens=prompt,
-                           max_tokens=max_tokens, price=services.snapshot.price(model))
+        hold = hold_micros(
+            cost,
+            policy.precision if policy else 0,
+            prompt_tokens=prompt,
+            max_tokens=max_tokens,
+            price=services.snapshot.price(model),
+        )
     return await reserve(services, caller, counter_name, cost, limit, request_id, hold=hold)
 
 
@@ -508,15 +586,25 @@ async def settle(services: Services, res: Reservation, charge: int) -> bool:
     res.charge = charge
     ts = now_ms()
     try:
-        return await run_script(services.engine, settle_script, {"app": res.app_id, "user": res.user_id},
-                                res, charge, ts)
+        return await run_script(
+            services.engine, settle_script, {"app": res.app_id, "user": res.user_id}, res, charge, ts
+        )
     except Exception as exc:
         if not is_outage(exc):
             raise
         # applied by the writer once the database is back (unless the sweep got there first)
         assert res.cost is not None  # only a usage-based reservation holds
-        await services.writer.put("settle", {"app": res.app_id, "user": res.user_id, "request_id": res.request_id,
-                                             "asset": res.cost.asset, "charge": charge, "ts": ts})
+        await services.writer.put(
+            "settle",
+            {
+                "app": res.app_id,
+                "user": res.user_id,
+                "request_id": res.request_id,
+                "asset": res.cost.asset,
+                "charge": charge,
+                "ts": ts,
+            },
+        )
         return True
 
 
@@ -535,29 +623,52 @@ async def release(services: Services, res: Reservation) -> None:
         if not is_outage(exc):
             raise
         charged = res.cost is not None and (res.holds or res.flat > 0)
-        await services.writer.put("release", {
-            "app": res.app_id, "user": res.user_id, "strategy": res.counter_name, "period": res.period,
-            "request_id": res.request_id, "asset": res.cost.asset if charged and res.cost is not None else "",
-            "amount": res.flat if charged else 0, "hold": res.holds, "ts": ts})
+        await services.writer.put(
+            "release",
+            {
+                "app": res.app_id,
+                "user": res.user_id,
+                "strategy": res.counter_name,
+                "period": res.period,
+                "request_id": res.request_id,
+                "asset": res.cost.asset if charged and res.cost is not None else "",
+                "amount": res.flat if charged else 0,
+                "hold": res.holds,
+                "ts": ts,
+            },
+        )
         return
     res.current_count -= 1
     res.current_total_count -= 1
 
 
-async def grant(services: Services, caller: Caller, asset: str, quantity: Decimal | int,
-                idempotency_key: str) -> bool:
+async def grant(services: Services, caller: Caller, asset: str, quantity: Decimal | int, idempotency_key: str) -> bool:
     """Add purchased credits once per idempotency key; False when the key was already used."""
     ts = now_ms()
     await ensure_assets(services, caller.app.id, caller.user_id, [caller.app.assets[asset]], ts)
     try:
-        return await run_script(services.engine, _grant_script, {"app": caller.app.id, "user": caller.user_id},
-                                asset, micros(quantity), idempotency_key, ts)
+        return await run_script(
+            services.engine,
+            _grant_script,
+            {"app": caller.app.id, "user": caller.user_id},
+            asset,
+            micros(quantity),
+            idempotency_key,
+            ts,
+        )
     except Refused:
         return False
 
 
-async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg, delta: Decimal | int, note: str,
-                 idempotency_key: str) -> tuple[bool, int | float]:
+async def adjust(
+    services: Services,
+    app_id: str,
+    user_id: str,
+    policy: AssetCfg,
+    delta: Decimal | int,
+    note: str,
+    idempotency_key: str,
+) -> tuple[bool, int | float]:
     """An operator's grant (delta > 0) or deduction (delta < 0) of ``delta`` credits with a
     reason, once per idempotency key; never below zero. Returns (applied, balance), the
     balance rendered with the asset's precision."""
@@ -565,8 +676,9 @@ async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg
     who = {"app": app_id, "user": user_id}
     await ensure_assets(services, app_id, user_id, [policy], ts)
     try:
-        balance = await run_script(services.engine, _adjust_script, who, policy.name, micros(delta), note,
-                                   idempotency_key, ts)
+        balance = await run_script(
+            services.engine, _adjust_script, who, policy.name, micros(delta), note, idempotency_key, ts
+        )
         return True, render(balance, policy.precision)
     except Refused as exc:
         if exc.error.error_type != "invalid_parameter":
@@ -578,8 +690,9 @@ async def adjust(services: Services, app_id: str, user_id: str, policy: AssetCfg
 async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:
     """Balances (millionths) and last recovery times of the caller's assets."""
     await ensure_assets(services, caller.app.id, caller.user_id, caller.app.assets.values(), now_ms())
-    rows = await run_script(services.engine, lambda db: db.rows(BALANCES, {"app": caller.app.id,
-                                                                           "user": caller.user_id}))
+    rows = await run_script(
+        services.engine, lambda db: db.rows(BALANCES, {"app": caller.app.id, "user": caller.user_id})
+    )
     return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
 
 
@@ -593,14 +706,16 @@ def assets_json(caller: Caller, balances: dict[str, int], recovered: dict[str, i
     """The user's assets as seed 002's ``asset`` objects (``balances`` in millionths)."""
     out = []
     for name, policy in caller.app.assets.items():
-        out.append({
-            "last_recovery_time": _iso_seconds(recovered.get(name)),
-            "name": name,
-            "quantity": render(balances.get(name, micros(policy.initial_quantity)), policy.precision),
-            "recoverable": policy.recoverable,
-            "recovery_period": policy.recovery_period,
-            "recovery_quantity": render(micros(policy.recovery_quantity), policy.precision),
-            "type": policy.type,
-            "valid_seconds": policy.valid_seconds,
-        })
+        out.append(
+            {
+                "last_recovery_time": _iso_seconds(recovered.get(name)),
+                "name": name,
+                "quantity": render(balances.get(name, micros(policy.initial_quantity)), policy.precision),
+                "recoverable": policy.recoverable,
+                "recovery_period": policy.recovery_period,
+                "recovery_quantity": render(micros(policy.recovery_quantity), policy.precision),
+                "type": policy.type,
+                "valid_seconds": policy.valid_seconds,
+            }
+        )
     return out

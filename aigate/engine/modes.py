@@ -1,4 +1,5 @@
 """The usage log's ``mode``: which kind of upstream API a row is for."""
+
 from __future__ import annotations
 
 CHAT = 1  # chat completions, stream or not (App API chat, instructions, relay)

@@ -35,6 +35,7 @@ after the POST finds it; rejected calls (bad input, limits, upstream failure) ar
 recorded as ``failed`` and answered with the error, whose message names the request_id.
 The lifecycle (reserve, route, settle or release, records) is ``aigate.engine.calls``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -124,16 +125,22 @@ async def _embedding(services: Services, s: StrategyCfg, p: Platform, model: str
 async def _audio(services: Services, s: StrategyCfg, p: Platform, model: str, body: Any) -> Outcome:
     upstream = p.upstream_model(model)
     res = await openai.speech(services.http, p, {**body, "model": upstream})
-    meta = {"object": "audio.speech", "model": upstream, "content_type": res.content_type,
-            "bytes": len(res.content)}
-    custom = {"audio_base64": base64.b64encode(res.content).decode(), "content_type": res.content_type,
-              **(custom_response(s.custom_response, meta) or {})}
+    meta = {"object": "audio.speech", "model": upstream, "content_type": res.content_type, "bytes": len(res.content)}
+    custom = {
+        "audio_base64": base64.b64encode(res.content).decode(),
+        "content_type": res.content_type,
+        **(custom_response(s.custom_response, meta) or {}),
+    }
     return Outcome(orjson.dumps(meta), res.usage, custom)
 
 
 async def _chat(services: Services, s: StrategyCfg, p: Platform, model: str, messages: Any) -> Outcome:
-    req = ChatRequest(model=p.upstream_model(model), messages=messages, params=dict(s.params),
-                      response_format={"type": "json_object"} if s.response_format == "json_object" else None)
+    req = ChatRequest(
+        model=p.upstream_model(model),
+        messages=messages,
+        params=dict(s.params),
+        response_format={"type": "json_object"} if s.response_format == "json_object" else None,
+    )
     res = await chat_provider(p.type).chat(services.http, p, req)
     custom = custom_response(s.custom_response, res.openai) or {"content": res.content}
     return Outcome(res.raw, res.usage, custom)
@@ -166,22 +173,40 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
             record.strategy = name
             strategy = resolve(caller, name)
             record.module, record.model = strategy.module, strategy.model
-            is_job, cands = _usable(strategy, routing.candidates(
-                services.snapshot, routing.cooldowns_of(services), strategy.model, strategy.fallback_models,
-                strategy.platforms))
+            is_job, cands = _usable(
+                strategy,
+                routing.candidates(
+                    services.snapshot,
+                    routing.cooldowns_of(services),
+                    strategy.model,
+                    strategy.fallback_models,
+                    strategy.platforms,
+                ),
+            )
             if not cands:
                 kind = "http_job" if is_job else f"{strategy.module}-capable"
                 raise AppError("config_invalid", f"strategy '{name}': no enabled {kind} platform serves its model")
-            prepared: Any = chat_messages(strategy, parameters) if strategy.module == "chat" and not is_job \
+            prepared: Any = (
+                chat_messages(strategy, parameters)
+                if strategy.module == "chat" and not is_job
                 else upstream_body(strategy, parameters)
+            )
             if is_job:  # a job settles itself when it ends: flat costs only (a hold is refused)
-                reservation = await metering.reserve(services, caller, strategy.name, strategy.cost,
-                                                     strategy.limit, str(record.request_id))
+                reservation = await metering.reserve(
+                    services, caller, strategy.name, strategy.cost, strategy.limit, str(record.request_id)
+                )
             else:
                 reservation = await metering.reserve_call(
-                    services, caller, strategy.name, strategy.cost, strategy.limit, str(record.request_id),
-                    model=strategy.model, messages=prepared if isinstance(prepared, list) else None,
-                    max_tokens=strategy.params.get("max_tokens"))
+                    services,
+                    caller,
+                    strategy.name,
+                    strategy.cost,
+                    strategy.limit,
+                    str(record.request_id),
+                    model=strategy.model,
+                    messages=prepared if isinstance(prepared, list) else None,
+                    max_tokens=strategy.params.get("max_tokens"),
+                )
             call.meter = CreditMeter(services, reservation)
             if is_job:  # the job records and settles itself when it ends (aigate.engine.jobs)
                 accepted = await jobs.enqueue(services, record, strategy, cands, prepared, reservation)
@@ -198,7 +223,8 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
     except AppError as exc:
         if exc.error_type == "internal_error":  # its message already names the call
             raise
-        raise AppError(exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status,
-                       exc.headers) from None
+        raise AppError(
+            exc.error_type, f"{exc.message} (request_id: {record.request_id})", exc.status, exc.headers
+        ) from None
     assert call.ai_row is not None  # written by succeed()
     return record_json(call.ai_row)

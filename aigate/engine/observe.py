@@ -5,6 +5,7 @@ the request span's GenAI attributes, and ``asset.low`` webhooks (SPEC §14).
 queued) and ``charge_settled`` once per served App API call; both are cheap when
 nothing is configured (no telemetry, no ``low_quantity``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,21 +22,29 @@ def call_ended(services: Any, record: CallRecord) -> None:
     price = services.snapshot.prices.get(record.model) if record.model else None
     amount = used_amount(record.usage, price, succeeded=record.succeeded) if price else 0
     u = record.usage
-    metrics.observe_call(model=record.model, strategy=record.strategy, code=record.code,
-                         input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                         used_amount=amount, ttfb_ms=record.trace.ttfb_ms)
+    metrics.observe_call(
+        model=record.model,
+        strategy=record.strategy,
+        code=record.code,
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        used_amount=amount,
+        ttfb_ms=record.trace.ttfb_ms,
+    )
     if telemetry.enabled():
-        telemetry.annotate_request(**{
-            "gen_ai.request.model": record.model or None,
-            "gen_ai.usage.input_tokens": u.input_tokens,
-            "gen_ai.usage.output_tokens": u.output_tokens,
-            "aigate.strategy": record.strategy or None,
-            "aigate.module": record.module,
-            "aigate.request_id": record.log_request_id,
-            "aigate.code": record.code,
-            "aigate.retries": record.trace.retry_times,
-            "aigate.used_amount": float(amount),
-        })
+        telemetry.annotate_request(
+            **{
+                "gen_ai.request.model": record.model or None,
+                "gen_ai.usage.input_tokens": u.input_tokens,
+                "gen_ai.usage.output_tokens": u.output_tokens,
+                "aigate.strategy": record.strategy or None,
+                "aigate.module": record.module,
+                "aigate.request_id": record.log_request_id,
+                "aigate.code": record.code,
+                "aigate.retries": record.trace.retry_times,
+                "aigate.used_amount": float(amount),
+            }
+        )
 
 
 async def charge_settled(services: Any, reservation: Any, charge: int) -> None:
@@ -51,8 +60,8 @@ async def charge_settled(services: Any, reservation: Any, charge: int) -> None:
     from aigate.engine import webhooks
 
     try:
-        await webhooks.balance_changed(services, reservation.app_id, reservation.user_id, cost.asset,
-                                       after + charge, after)
+        await webhooks.balance_changed(
+            services, reservation.app_id, reservation.user_id, cost.asset, after + charge, after
+        )
     except Exception:  # a webhook must never fail the call it reports on
-        log.warning("could not queue asset.low for %s/%s", reservation.app_id, reservation.user_id,
-                    exc_info=True)
+        log.warning("could not queue asset.low for %s/%s", reservation.app_id, reservation.user_id, exc_info=True)

@@ -1,4 +1,5 @@
 """Calendar arithmetic for limits and asset recovery (all UTC)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

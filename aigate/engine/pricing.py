@@ -17,6 +17,7 @@ half-up, the scale of the ``used_amount`` column):
 * under token pricing a failed call still costs the tokens the upstream reported (it
   billed them), so ``succeeded`` only matters for per-request pricing.
 """
+
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -27,7 +28,6 @@ from aigate.store.price_fields import PRICE_FIELDS
 
 QUANTUM = Decimal("0.000000000001")  # 12 decimal places, as Numeric(24, 12)
 ZERO = Decimal(0)
-
 
 
 def _cost(count: int, price: Decimal, unit: int) -> Decimal:
@@ -46,10 +46,7 @@ def used_amount(usage: Usage, price: Price, *, succeeded: bool = True) -> Decima
         ctx.prec = 60
         plain_input = max(
             0,
-            usage.input_tokens
-            - usage.cached_tokens
-            - usage.cache_creation_tokens
-            - usage.image_input_tokens,
+            usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens - usage.image_input_tokens,
         )
         total = (
             _cost(plain_input, price.input_price, price.input_price_unit)

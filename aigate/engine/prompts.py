@@ -1,4 +1,5 @@
 """Rendering server-side prompt templates with the client's ``parameters``."""
+
 from __future__ import annotations
 
 from typing import Any

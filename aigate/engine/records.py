@@ -1,6 +1,7 @@
 """What every call leaves behind: a usage log row (the operator's view) and, for App API
 calls, an AI request record (the end user's view). Both leave through the batched writer.
 """
+
 from __future__ import annotations
 
 import logging
@@ -115,10 +116,13 @@ def usage_log_row(services: Services, rec: CallRecord) -> dict[str, Any]:
         token_id=rec.token_id,
         token_name=rec.token_name,
         ttfb_ms=rec.trace.ttfb_ms,
-        metadata={**rec.metadata, "strategy": rec.strategy,
-                  "ai_request_id": str(rec.request_id) if rec.ai_record else "",
-                  **({"platform": last.platform.id} if last else {}),
-                  **({"usage_estimated": True} if u.estimated else {})},
+        metadata={
+            **rec.metadata,
+            "strategy": rec.strategy,
+            "ai_request_id": str(rec.request_id) if rec.ai_record else "",
+            **({"platform": last.platform.id} if last else {}),
+            **({"usage_estimated": True} if u.estimated else {}),
+        },
         input_tokens=u.input_tokens,
         output_tokens=u.output_tokens,
         cached_tokens=u.cached_tokens,

@@ -74,7 +74,6 @@ ENDPOINT_TYPES = {"chat": CHAT_TYPES, "embedding": OPENAI_FORMAT, "image": OPENA
 DONE = b"data: [DONE]\n\n"
 
 
-
 class RelayError(Exception):
     """An error in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
 
@@ -141,9 +140,7 @@ def from_upstream(exc: UpstreamError) -> RelayError:
             "service_unavailable",
         )
     if exc.kind == "timeout":
-        return RelayError(
-            504, f"The upstream did not answer in time: {exc.message}", "server_error", "timeout"
-        )
+        return RelayError(504, f"The upstream did not answer in time: {exc.message}", "server_error", "timeout")
     if exc.status == 429:
         return RelayError(
             429,
@@ -161,9 +158,7 @@ def from_upstream(exc: UpstreamError) -> RelayError:
     if not exc.retryable and exc.status is not None and 400 <= exc.status < 500:
         param, code = _upstream_detail(exc.body)
         return RelayError(exc.status, exc.message, "invalid_request_error", code, param)
-    return RelayError(
-        502, f"Every platform tried failed: {exc.message}", "server_error", "upstream_error"
-    )
+    return RelayError(502, f"Every platform tried failed: {exc.message}", "server_error", "upstream_error")
 
 
 class RelayErrors:
@@ -178,8 +173,13 @@ class RelayErrors:
         return RelayError(500, f"internal error (request_id: {ref})", "server_error", "internal_error")
 
     def unavailable(self, retry_after_s: int) -> RelayError:
-        return RelayError(503, "The service is temporarily unavailable; retry later.", "server_error",
-                          "service_unavailable", headers={"retry-after": str(retry_after_s)})
+        return RelayError(
+            503,
+            "The service is temporarily unavailable; retry later.",
+            "server_error",
+            "service_unavailable",
+            headers={"retry-after": str(retry_after_s)},
+        )
 
 
 RELAY_ERRORS = RelayErrors()
@@ -263,9 +263,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise invalid(
-            f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos})."
-        ) from None
+        raise invalid(f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos}).") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
@@ -302,20 +300,14 @@ def usable_platforms(snapshot: Snapshot, token: RelayToken, model: str, module: 
 def _check_chat(rc: RelayCall) -> None:
     body = rc.body
     messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) for m in messages)
-    ):
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise invalid("'messages' must be a non-empty array of message objects.", "messages")
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise invalid("'stream' must be a boolean.", "stream")
     rc.stream = bool(stream)
     options = body.get("stream_options")
-    rc.include_usage = (
-        rc.stream and isinstance(options, dict) and options.get("include_usage") is True
-    )
+    rc.include_usage = rc.stream and isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _check_required(body: dict[str, Any], name: str) -> None:
@@ -324,9 +316,7 @@ def _check_required(body: dict[str, Any], name: str) -> None:
         raise invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
 
 
-async def begin(
-    services: Services, token: RelayToken, raw: bytes, module: str, endpoint: str, ip: str
-) -> RelayCall:
+async def begin(services: Services, token: RelayToken, raw: bytes, module: str, endpoint: str, ip: str) -> RelayCall:
     """Parse, check the model and the token's limits. Refusals are recorded and raised."""
     call = Call(services, new_record(services, token, module, endpoint, ip, raw), RELAY_ERRORS)
     rc = RelayCall(call, token)
@@ -338,9 +328,7 @@ async def begin(
             record.user_id = user[:64]
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise invalid(
-                "You must provide a model parameter.", "model", "missing_required_parameter"
-            )
+            raise invalid("You must provide a model parameter.", "model", "missing_required_parameter")
         record.model = model
         if module == "chat":
             _check_chat(rc)
@@ -433,9 +421,7 @@ async def complete(rc: RelayCall) -> bytes:
     request = _requester(rc)
 
     async def attempt(platform: Platform, model: str):
-        return await chat_provider(platform.type).chat(
-            services.http, platform, request(platform, model)
-        )
+        return await chat_provider(platform.type).chat(services.http, platform, request(platform, model))
 
     async with call.ending():
         result = await call.route(candidates(rc), attempt)
@@ -528,9 +514,7 @@ async def _json_call(rc: RelayCall, send: Send) -> bytes:
 
     async def attempt(platform: Platform, model: str):
         upstream = platform.upstream_model(model)
-        return await send(
-            services.http, platform, body if upstream == model else {**body, "model": upstream}
-        )
+        return await send(services.http, platform, body if upstream == model else {**body, "model": upstream})
 
     async with call.ending():
         result = await call.route(candidates(rc), attempt)

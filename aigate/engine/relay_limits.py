@@ -82,8 +82,7 @@ def _retry_after(minute: int) -> int:
 def _rpm_refusal(token: RelayToken, minute: int) -> Refusal:
     return Refusal(
         "requests",
-        f"Rate limit reached for relay token '{token.name}': "
-        f"{token.rpm} requests per minute. Try again shortly.",
+        f"Rate limit reached for relay token '{token.name}': {token.rpm} requests per minute. Try again shortly.",
         _retry_after(minute),
     )
 
@@ -91,8 +90,7 @@ def _rpm_refusal(token: RelayToken, minute: int) -> Refusal:
 def _tpm_refusal(token: RelayToken, minute: int) -> Refusal:
     return Refusal(
         "tokens",
-        f"Rate limit reached for relay token '{token.name}': "
-        f"{token.tpm} tokens per minute. Try again shortly.",
+        f"Rate limit reached for relay token '{token.name}': {token.tpm} tokens per minute. Try again shortly.",
         _retry_after(minute),
     )
 
@@ -226,11 +224,7 @@ class RedisLimits:
                     return _tpm_refusal(token, minute)
             if token.spend_limit is not None:
                 value = next(replies)
-                spent = (
-                    Decimal(value.decode())
-                    if value is not None
-                    else await self._seed(token, spend_key)
-                )
+                spent = Decimal(value.decode()) if value is not None else await self._seed(token, spend_key)
                 if spent >= token.spend_limit:
                     return _spend_refusal(token, spent)
         except Exception:  # Redis down: admit rather than fail every call
@@ -250,9 +244,7 @@ class RedisLimits:
                 pipe.incrby(tpm_key, tokens)
                 pipe.expire(tpm_key, WINDOW_TTL_S)
             if token.spend_limit is not None and amount:
-                await self._add_spend(
-                    keys=[spend_key], args=[format(amount, "f"), SPEND_IDLE_S], client=pipe
-                )
+                await self._add_spend(keys=[spend_key], args=[format(amount, "f"), SPEND_IDLE_S], client=pipe)
             await pipe.execute()
         except Exception:
             log.warning("relay limits unavailable; a call was not counted", exc_info=True)

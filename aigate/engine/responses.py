@@ -12,6 +12,7 @@ failover to another platform keeps the thread. A stream holds back its closing e
 (``response.completed``) until the response is stored, so a client that reacts to it
 at once finds the response.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -56,20 +57,17 @@ def _translation_error(exc: rc_.TranslationError) -> RelayError:
     return invalid(exc.message, exc.param)
 
 
-async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str,
-                ip: str) -> ResponsesCall:
+async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str, ip: str) -> ResponsesCall:
     """Parse and check the request, load ``previous_response_id``, admit the token's limits.
     Refusals are recorded and raised."""
-    call = Call(services, relay.new_record(services, token, "chat", endpoint, ip, raw),
-                RELAY_ERRORS)
+    call = Call(services, relay.new_record(services, token, "chat", endpoint, ip, raw), RELAY_ERRORS)
     rcall = RelayCall(call, token)
     x = ResponsesCall(rcall)
     async with call.ending():
         rcall.body = body = relay.parse_body(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise invalid("Missing required parameter: 'model'.", "model",
-                          "missing_required_parameter")
+            raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
         call.record.model = model
         if isinstance(body.get("user"), str):
             call.record.user_id = body["user"][:64]
@@ -85,8 +83,12 @@ async def begin(services: Services, token: RelayToken, raw: bytes, endpoint: str
         if previous is not None:
             stored = await response_store.load(services, token.app_id, str(previous))
             if stored is None:
-                raise RelayError(404, f"Previous response with id '{previous}' not found.",
-                                 param="previous_response_id", code="previous_response_not_found")
+                raise RelayError(
+                    404,
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
             x.history = stored.conversation
         await relay.admit(rcall, model, "chat")
     return x
@@ -102,8 +104,11 @@ def _portable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "reasoning":
             continue
         if kind == "message" and item.get("role") == "assistant" and "id" in item:
-            text = "".join(part.get("text") or part.get("refusal") or ""
-                           for part in item.get("content") or () if isinstance(part, dict))
+            text = "".join(
+                part.get("text") or part.get("refusal") or ""
+                for part in item.get("content") or ()
+                if isinstance(part, dict)
+            )
             out.append({"role": "assistant", "content": text})
         elif kind in ("function_call", "function_call_output"):
             out.append({k: v for k, v in item.items() if k not in ("id", "status")})
@@ -123,8 +128,7 @@ def _chat_request(x: ResponsesCall, model: str) -> ChatRequest:
         messages, params, extra, fmt = rc_.chat_parts(x.body, x.history)
     except rc_.TranslationError as exc:
         raise _translation_error(exc) from None
-    return ChatRequest(model=model, messages=messages, params=params, response_format=fmt,
-                       extra=extra)
+    return ChatRequest(model=model, messages=messages, params=params, response_format=fmt, extra=extra)
 
 
 def _own(x: ResponsesCall, doc: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +146,13 @@ async def _keep(x: ResponsesCall, response: dict[str, Any]) -> None:
     record = x.relay.record
     output = [item for item in response.get("output") or () if isinstance(item, dict)]
     await response_store.save(
-        x.relay.services, response_id=x.response_id, app_id=x.relay.token.app_id,
-        token_id=x.relay.token.id, model=record.model,
-        conversation=[*x.history, *x.items, *output], response=response,
+        x.relay.services,
+        response_id=x.response_id,
+        app_id=x.relay.token.app_id,
+        token_id=x.relay.token.id,
+        model=record.model,
+        conversation=[*x.history, *x.items, *output],
+        response=response,
     )
 
 
@@ -155,13 +163,12 @@ async def complete(x: ResponsesCall) -> dict[str, Any]:
     async def attempt(platform: Platform, model: str) -> tuple[dict[str, Any], Usage, bytes]:
         upstream = platform.upstream_model(model)
         if openai_responses.speaks_natively(platform):
-            result = await openai_responses.create(services.http, platform,
-                                                   _native_body(x, upstream))
+            result = await openai_responses.create(services.http, platform, _native_body(x, upstream))
             return _own(x, result.data), result.usage, result.raw
-        chat = await chat_provider(platform.type).chat(services.http, platform,
-                                                       _chat_request(x, upstream))
-        doc = rc_.response_document(x.body, chat.openai, chat.usage, response_id=x.response_id,
-                                    model=chat.openai.get("model") or upstream)
+        chat = await chat_provider(platform.type).chat(services.http, platform, _chat_request(x, upstream))
+        doc = rc_.response_document(
+            x.body, chat.openai, chat.usage, response_id=x.response_id, model=chat.openai.get("model") or upstream
+        )
         return doc, chat.usage, chat.raw
 
     async with call.ending():
@@ -179,17 +186,18 @@ async def open_stream(x: ResponsesCall) -> AsyncIterator[bytes]:
     def start(platform: Platform, model: str) -> AsyncIterator[StreamEvent]:
         upstream = platform.upstream_model(model)
         if openai_responses.speaks_natively(platform):
-            return openai_responses.stream(services.http, platform,
-                                           {**_native_body(x, upstream), "stream": True})
-        return chat_provider(platform.type).chat_stream(services.http, platform,
-                                                        _chat_request(x, upstream))
+            return openai_responses.stream(services.http, platform, {**_native_body(x, upstream), "stream": True})
+        return chat_provider(platform.type).chat_stream(services.http, platform, _chat_request(x, upstream))
 
     async with call.ending():
         events, first = await call.open_stream(relay.candidates(x.relay), start)
         last = x.relay.record.trace.last
         native = last is not None and openai_responses.speaks_natively(last.platform)
-    output = NativeStream(x) if native else TranslatedStream(x, rc_.ResponsesStream(
-        x.body, x.response_id, x.relay.record.model))
+    output = (
+        NativeStream(x)
+        if native
+        else TranslatedStream(x, rc_.ResponsesStream(x.body, x.response_id, x.relay.record.model))
+    )
     return pump(call, events, first, output)
 
 
@@ -218,8 +226,13 @@ class _Output:
     def error_frame(self, err: Exception) -> bytes:
         if not isinstance(err, RelayError):
             err = RELAY_ERRORS.internal(self.x.request_id)
-        doc = {"type": "error", "sequence_number": 0, "code": err.code or err.type,
-               "message": err.message, "param": err.param}
+        doc = {
+            "type": "error",
+            "sequence_number": 0,
+            "code": err.code or err.type,
+            "message": err.message,
+            "param": err.param,
+        }
         return _sse("error", doc)
 
 

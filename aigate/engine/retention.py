@@ -12,6 +12,7 @@
 * A pass runs a minute after start and then every five minutes. ``retention_days: 0``
   keeps everything. Instances purging at the same time only repeat each other's work.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,9 +44,13 @@ async def _purge_logs(engine: AsyncEngine, cutoff: int, batch: int, pause_s: flo
     deleted = 0
     while True:
         async with engine.begin() as conn:
-            ids = list((await conn.execute(
-                select(logs.id).where(logs.created_ms < cutoff).order_by(logs.created_ms).limit(batch)
-            )).scalars())
+            ids = list(
+                (
+                    await conn.execute(
+                        select(logs.id).where(logs.created_ms < cutoff).order_by(logs.created_ms).limit(batch)
+                    )
+                ).scalars()
+            )
             if ids:
                 await conn.execute(delete(t.request_details).where(details.log_id.in_(ids)))
                 await conn.execute(delete(t.usage_logs).where(logs.id.in_(ids)))
@@ -60,9 +65,9 @@ async def _purge_responses(engine: AsyncEngine, cutoff: int, batch: int, pause_s
     deleted = 0
     while True:
         async with engine.begin() as conn:
-            ids = list((await conn.execute(
-                select(responses.id).where(responses.created_ms < cutoff).limit(batch)
-            )).scalars())
+            ids = list(
+                (await conn.execute(select(responses.id).where(responses.created_ms < cutoff).limit(batch))).scalars()
+            )
             if ids:
                 await conn.execute(delete(t.relay_responses).where(responses.id.in_(ids)))
         deleted += len(ids)
@@ -93,9 +98,7 @@ async def _purge_rollups(engine: AsyncEngine, cutoff: int, pause_s: float) -> in
                 if oldest is None:
                     break
                 upto = min(cutoff, oldest + DAY_MS)
-                result = await conn.execute(
-                    delete(table).where(table.c.bucket_ms < upto, *conds[1:])
-                )
+                result = await conn.execute(delete(table).where(table.c.bucket_ms < upto, *conds[1:]))
                 deleted += result.rowcount or 0
             await asyncio.sleep(pause_s)
     return deleted

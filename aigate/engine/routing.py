@@ -11,6 +11,7 @@ is exhausted it starts over, up to ``max_attempts`` in all. Other 4xx errors end
 call at once. Each attempt is counted by outcome in ``/metrics`` and traced as a child
 span of the request when telemetry is on.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -93,8 +94,9 @@ def order(platforms: list[Platform], cooldowns: Cooldowns) -> list[Platform]:
     return [p for p, o in zip(ordered, out) if not o] + [p for p, o in zip(ordered, out) if o]
 
 
-def candidates(snapshot: Snapshot, cooldowns: Cooldowns, model: str, fallback_models: list[str],
-               names: list[str]) -> list[tuple[Platform, str]]:
+def candidates(
+    snapshot: Snapshot, cooldowns: Cooldowns, model: str, fallback_models: list[str], names: list[str]
+) -> list[tuple[Platform, str]]:
     out = [(p, model) for p in order(snapshot.platforms_for(model, names), cooldowns)]
     for fb in fallback_models:
         out += [(p, fb) for p in order(snapshot.platforms_for(fb), cooldowns)]

@@ -1,4 +1,5 @@
 """How the App API speaks about failed calls: upstream failures, bugs and outages."""
+
 from __future__ import annotations
 
 from aigate.errors import AppError
@@ -29,8 +30,11 @@ class AppErrors:
         return AppError("internal_error", f"internal error (request_id: {ref})")
 
     def unavailable(self, retry_after_s: int) -> AppError:
-        return AppError("service_unavailable", "the database is unavailable; retry later",
-                        headers={"Retry-After": str(retry_after_s)})
+        return AppError(
+            "service_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
 
 
 APP_ERRORS = AppErrors()

@@ -23,6 +23,7 @@ unless the endpoint has ``allow_private: true``: literal addresses when the
 configuration is validated, and every address a name resolves to when delivering (the
 connection is made to the checked address, so DNS cannot swap it in between).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,8 +79,10 @@ def rows_for(snapshot: Any, app_id: str, event: str, data: dict[str, Any]) -> li
     if not targets:
         return []
     body, ts = payload(event, data), now_ms()
-    return [dict(msg_id=f"msg_{secrets.token_hex(12)}", app_id=app_id, url=w.url, event=event,
-                 payload=body, ts=ts) for w in targets]
+    return [
+        dict(msg_id=f"msg_{secrets.token_hex(12)}", app_id=app_id, url=w.url, event=event, payload=body, ts=ts)
+        for w in targets
+    ]
 
 
 def insert_script(db, rows: list[dict[str, Any]]) -> None:
@@ -116,13 +119,16 @@ async def emit_platform(services: Any, event: str, data: dict[str, Any]) -> None
 def ai_request_event(row: dict[str, Any], status: str, error: str = "") -> tuple[str, dict[str, Any]]:
     """The event of an AI request that reached ``succeeded`` / ``failed``."""
     return f"ai_request.{status}", {
-        "request_id": str(row["request_id"]), "user_id": row["user_id"], "strategy": row["strategy"],
-        "module": row["module"], "status": status, "error": error,
+        "request_id": str(row["request_id"]),
+        "user_id": row["user_id"],
+        "strategy": row["strategy"],
+        "module": row["module"],
+        "status": status,
+        "error": error,
     }
 
 
-async def balance_changed(services: Any, app_id: str, user_id: str, asset: str,
-                          before: int, after: int) -> None:
+async def balance_changed(services: Any, app_id: str, user_id: str, asset: str, before: int, after: int) -> None:
     """Call after a charge settles (balances in millionths, as stored): ``asset.low`` when
     the balance drops to or below the asset's ``low_quantity`` with this charge (once per
     crossing, not on every call)."""
@@ -131,9 +137,17 @@ async def balance_changed(services: Any, app_id: str, user_id: str, asset: str,
     low = getattr(policy, "low_quantity", None)
     if policy is None or low is None or not (before > metering.micros(low) >= after):
         return
-    await emit(services, app_id, "asset.low", {
-        "user_id": user_id, "asset": asset, "quantity": metering.render(after, policy.precision),
-        "low_quantity": metering.render(metering.micros(low), policy.precision)})
+    await emit(
+        services,
+        app_id,
+        "asset.low",
+        {
+            "user_id": user_id,
+            "asset": asset,
+            "quantity": metering.render(after, policy.precision),
+            "low_quantity": metering.render(metering.micros(low), policy.precision),
+        },
+    )
 
 
 # --- address checks
@@ -195,8 +209,7 @@ class Deliverer:
         self.delays_ms = [int(s * 1000) for s in cfg.retry_delays_s]
         self.give_up_ms = int(cfg.give_up_after_s * 1000)
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self.public = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver()),
-                                            timeout=timeout)
+        self.public = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver()), timeout=timeout)
         self.private = aiohttp.ClientSession(timeout=timeout)
 
     def start(self) -> None:
@@ -213,8 +226,11 @@ class Deliverer:
         await asyncio.gather(*self.inflight, return_exceptions=True)
         try:  # hand back leases at once; a crash leaves them to expire
             async with self.services.engine.begin() as conn:
-                await conn.execute(update(W).where(C.claimed_by == self.claimer, C.status == "pending")
-                                   .values(claimed_by=None, claim_until_ms=None))
+                await conn.execute(
+                    update(W)
+                    .where(C.claimed_by == self.claimer, C.status == "pending")
+                    .values(claimed_by=None, claim_until_ms=None)
+                )
         except Exception:
             log.warning("could not hand back webhook leases", exc_info=True)
         await self.public.close()
@@ -247,8 +263,9 @@ class Deliverer:
         session = self.private if endpoint.allow_private else self.public
         headers = _sign(endpoint.secret, row["msg_id"], row["payload"])
         try:
-            async with session.post(endpoint.url, data=row["payload"].encode(), headers=headers,
-                                    allow_redirects=False) as resp:
+            async with session.post(
+                endpoint.url, data=row["payload"].encode(), headers=headers, allow_redirects=False
+            ) as resp:
                 text = (await resp.content.read(MAX_ERROR_CHARS)).decode("utf-8", "replace")
                 return resp.status, "" if 200 <= resp.status < 300 else f"HTTP {resp.status}: {text}"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -262,8 +279,14 @@ class Deliverer:
             status, error = await self._post(endpoint, row)
         now = now_ms()
         attempts = row["attempts"] + 1
-        values: dict[str, Any] = dict(attempts=attempts, last_status=status, last_error=error[:MAX_ERROR_CHARS],
-                                      claimed_by=None, claim_until_ms=None, updated_ms=now)
+        values: dict[str, Any] = dict(
+            attempts=attempts,
+            last_status=status,
+            last_error=error[:MAX_ERROR_CHARS],
+            claimed_by=None,
+            claim_until_ms=None,
+            updated_ms=now,
+        )
         if not error:
             values.update(status="delivered", delivered_ms=now, next_attempt_ms=None)
             outcome = "delivered"
@@ -302,8 +325,11 @@ async def claim(services: Any, claimer: str, limit: int) -> list[dict[str, Any]]
         else:
             rows = []
             for (delivery_id,) in (await conn.execute(due)).all():
-                row = (await conn.execute(update(W).where(C.id == delivery_id, _claimable(now))
-                                          .values(**lease).returning(*W.c))).first()
+                row = (
+                    await conn.execute(
+                        update(W).where(C.id == delivery_id, _claimable(now)).values(**lease).returning(*W.c)
+                    )
+                ).first()
                 if row is not None:
                     rows.append(row)
     return [dict(r._mapping) for r in rows]
@@ -313,11 +339,23 @@ async def resend(services: Any, msg_id: str) -> dict[str, Any] | None:
     """Start a new round for a delivery (same ``msg_id``); None when unknown."""
     now = now_ms()
     async with services.engine.begin() as conn:
-        row = (await conn.execute(
-            update(W).where(C.msg_id == msg_id).values(
-                status="pending", attempts=0, next_attempt_ms=now, round_ms=now, claimed_by=None,
-                claim_until_ms=None, updated_ms=now, delivered_ms=None)
-            .returning(*W.c))).first()
+        row = (
+            await conn.execute(
+                update(W)
+                .where(C.msg_id == msg_id)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    next_attempt_ms=now,
+                    round_ms=now,
+                    claimed_by=None,
+                    claim_until_ms=None,
+                    updated_ms=now,
+                    delivered_ms=None,
+                )
+                .returning(*W.c)
+            )
+        ).first()
     kick(services)
     return dict(row._mapping) if row is not None else None
 

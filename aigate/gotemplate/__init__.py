@@ -103,9 +103,7 @@ def _line_col(source: str, pos: int) -> tuple[int, int]:
 
 _SPACES = " \t\r\n"
 _SPACE_CHARS = frozenset(_SPACES)
-_KEYWORDS = frozenset(
-    {"if", "else", "end", "range", "with", "break", "continue", "define", "template", "block"}
-)
+_KEYWORDS = frozenset({"if", "else", "end", "range", "with", "break", "continue", "define", "template", "block"})
 _LITERAL_WORDS = {"true": ("bool", True), "false": ("bool", False), "nil": ("nil", None)}
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _HEX_SIZES = {"x": 2, "u": 4, "U": 8}
@@ -360,9 +358,7 @@ def _eq(first: Any, *others: Any) -> bool:
     kind = _kind(first)
     for other in others:
         if kind != _kind(other) and None not in (first, other):
-            raise TemplateError(
-                f"incompatible types for comparison: {_go_type(first)} and {_go_type(other)}"
-            )
+            raise TemplateError(f"incompatible types for comparison: {_go_type(first)} and {_go_type(other)}")
         if kind == "other" and other is not None:
             raise TemplateError(f"non-comparable type {_go_type(first)}")
         if kind == _kind(other) and first == other:
@@ -1014,8 +1010,7 @@ class _Parser:
             want = f"at least {low}" if high is None else str(low)
             raise self.error(f"wrong number of args for {name}: want {want} got {count}", head.pos)
         exprs = tuple(
-            self.make_call(arg.name, [], tok, False) if isinstance(arg, _FuncRef) else arg
-            for arg, tok in args
+            self.make_call(arg.name, [], tok, False) if isinstance(arg, _FuncRef) else arg for arg, tok in args
         )
         reads_root = exprs and ((exprs[0] is _dot and self.rooted) or exprs[0] is _root)
         if name == "index" and reads_root and len(args) > 1 and args[1][1].kind == "string":

@@ -253,8 +253,9 @@ def refuse_json_with_thinking() -> UpstreamError:
         "Anthropic platform (the schema is enforced by a forced tool call, which Anthropic "
         "does not allow while thinking); drop one of them."
     )
-    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                   "param": "response_format", "code": None}})
+    body = orjson.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": "response_format", "code": None}}
+    )
     return UpstreamError(message, status=400, retryable=False, body=body)
 
 
@@ -371,8 +372,13 @@ def to_result(data: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
         finish = "stop"
     u = data.get("usage")
     return oa.translated_result(
-        req, raw, upstream_id=data.get("id") or "", model=data.get("model") or req.model,
-        content=content, tool_calls=tool_calls, finish=finish,
+        req,
+        raw,
+        upstream_id=data.get("id") or "",
+        model=data.get("model") or req.model,
+        content=content,
+        tool_calls=tool_calls,
+        finish=finish,
         usage=parse_usage(u) if u else None,
     )
 
@@ -396,9 +402,7 @@ def stream_error(data: bytes, platform: Platform) -> UpstreamError:
 class AnthropicChat:
     """``ChatProvider`` for the Anthropic Messages API."""
 
-    async def chat(
-        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
-    ) -> ChatResult:
+    async def chat(self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest) -> ChatResult:
         url, headers = endpoint(platform)
         data, raw = await request_json(
             session, platform, "POST", url, headers=headers, body=build_body(req, stream=False)
@@ -411,9 +415,7 @@ class AnthropicChat:
         self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
     ) -> AsyncIterator[StreamEvent]:
         url, headers = endpoint(platform)
-        frames = await open_stream(
-            session, platform, url, headers=headers, body=build_body(req, stream=True)
-        )
+        frames = await open_stream(session, platform, url, headers=headers, body=build_body(req, stream=True))
         try:
             msg_id = ""
             model = req.model
@@ -468,9 +470,7 @@ class AnthropicChat:
                     yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "content_block_start":
                     block = doc.get("content_block") or {}
-                    if block.get("type") == "tool_use" and json_mode and (
-                        block.get("name") == JSON_TOOL
-                    ):
+                    if block.get("type") == "tool_use" and json_mode and (block.get("name") == JSON_TOOL):
                         json_blocks.add(doc.get("index", -1))
                     elif block.get("type") == "tool_use":
                         index = tool_index[doc.get("index", -1)] = len(tool_index)
@@ -528,8 +528,9 @@ def _passthrough_endpoint(platform: Platform, beta: str, path: str = "") -> tupl
     return url + path, headers
 
 
-async def passthrough(session: aiohttp.ClientSession, platform: Platform,
-                      body: dict[str, Any], beta: str = "") -> JsonResult:
+async def passthrough(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any], beta: str = ""
+) -> JsonResult:
     """``POST /v1/messages`` with the caller's body as it is (model already mapped)."""
     url, headers = _passthrough_endpoint(platform, beta)
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
@@ -540,8 +541,9 @@ async def passthrough(session: aiohttp.ClientSession, platform: Platform,
     return JsonResult(data=data, raw=raw, usage=usage, upstream_id=data.get("id") or "")
 
 
-async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
-                             body: dict[str, Any], beta: str = "") -> AsyncIterator[StreamEvent]:
+async def passthrough_stream(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any], beta: str = ""
+) -> AsyncIterator[StreamEvent]:
     """The upstream's events untouched: each StreamEvent's ``openai_chunk`` holds the event's
     JSON data as received (Anthropic's, despite the field's name); text deltas in ``delta``;
     the usage (cumulative, read from message_start and message_delta) on message_stop."""
@@ -579,8 +581,9 @@ async def passthrough_stream(session: aiohttp.ClientSession, platform: Platform,
         frames.release()
 
 
-async def count_tokens(session: aiohttp.ClientSession, platform: Platform,
-                       body: dict[str, Any], beta: str = "") -> JsonResult:
+async def count_tokens(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any], beta: str = ""
+) -> JsonResult:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``."""
     url, headers = _passthrough_endpoint(platform, beta, "/count_tokens")
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)

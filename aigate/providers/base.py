@@ -3,6 +3,7 @@
 Nothing outside ``aigate.providers`` knows a provider's format: the engine hands an
 adapter an OpenAI-shaped request and gets back text, usage and the raw upstream bytes.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -145,9 +146,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ChatProvider(Protocol):
-    async def chat(
-        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
-    ) -> ChatResult: ...
+    async def chat(self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest) -> ChatResult: ...
 
     def chat_stream(
         self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest

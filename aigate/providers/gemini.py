@@ -285,8 +285,13 @@ def to_result(doc: dict[str, Any], raw: bytes, req: ChatRequest) -> ChatResult:
     content, calls, finish = read_candidate(doc)
     u = doc.get("usageMetadata")
     return oa.translated_result(
-        req, raw, upstream_id=doc.get("responseId") or "", model=doc.get("modelVersion") or req.model,
-        content=content, tool_calls=calls, finish=finish or "stop",
+        req,
+        raw,
+        upstream_id=doc.get("responseId") or "",
+        model=doc.get("modelVersion") or req.model,
+        content=content,
+        tool_calls=calls,
+        finish=finish or "stop",
         usage=parse_usage(u) if u else None,
     )
 
@@ -304,13 +309,9 @@ def stream_error(doc: dict[str, Any], data: bytes, platform: Platform) -> Upstre
 class GeminiChat:
     """``ChatProvider`` for the Gemini API."""
 
-    async def chat(
-        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
-    ) -> ChatResult:
+    async def chat(self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest) -> ChatResult:
         url, headers = endpoint(platform, req.model, stream=False)
-        data, raw = await request_json(
-            session, platform, "POST", url, headers=headers, body=build_body(req)
-        )
+        data, raw = await request_json(session, platform, "POST", url, headers=headers, body=build_body(req))
         if not isinstance(data, dict):
             raise protocol_error(f"upstream {platform.id} sent no candidates", raw)
         return to_result(data, raw, req)

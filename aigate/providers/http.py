@@ -112,13 +112,15 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def status_error(status: int, raw: bytes, platform: Platform,
-                 headers: Mapping[str, str] | None = None) -> UpstreamError:
+def status_error(
+    status: int, raw: bytes, platform: Platform, headers: Mapping[str, str] | None = None
+) -> UpstreamError:
     """An HTTP error status: 429 and 5xx (Anthropic's 529 included) are retryable."""
     message = redact(error_message(raw), platform) or f"upstream returned HTTP {status}"
     retryable = status == 429 or status >= 500
-    return UpstreamError(message, status=status, retryable=retryable, body=raw, kind="http",
-                         retry_after=retry_after_s(headers))
+    return UpstreamError(
+        message, status=status, retryable=retryable, body=raw, kind="http", retry_after=retry_after_s(headers)
+    )
 
 
 def protocol_error(message: str, raw: bytes = b"") -> UpstreamError:
@@ -141,9 +143,7 @@ def body_error(platform: Platform, exc: BaseException) -> UpstreamError:
     """A failure while reading an already started body: the answer is cut short."""
     if isinstance(exc, TimeoutError):
         return timeout_error(platform, "reading the response")
-    return protocol_error(
-        redact(f"upstream {platform.id} response cut short: {type(exc).__name__}", platform)
-    )
+    return protocol_error(redact(f"upstream {platform.id} response cut short: {type(exc).__name__}", platform))
 
 
 # --- requests ----------------------------------------------------------------------
@@ -230,9 +230,7 @@ async def request_bytes(
     body: Any,
 ) -> tuple[bytes, str]:
     """POST JSON, answer with raw bytes: ``(body, content type)``."""
-    resp = await open_response(
-        session, platform, "POST", url, headers=headers, body=orjson.dumps(body)
-    )
+    resp = await open_response(session, platform, "POST", url, headers=headers, body=orjson.dumps(body))
     content_type = resp.headers.get("Content-Type", "application/octet-stream")
     return await read_body(resp, platform), content_type
 

@@ -75,9 +75,7 @@ def _upstream_id(data: Any) -> str:
     return str(data.get("id", "")) if isinstance(data, dict) else ""
 
 
-async def submit(
-    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
-) -> tuple[str, JsonResult]:
+async def submit(session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]) -> tuple[str, JsonResult]:
     """Create a job: ``(job id, the submit response)``."""
     step = _step(platform, "submit")
     url = join_url(platform.base_url, step["path"])
@@ -95,9 +93,7 @@ async def submit(
     return str(job_id), JsonResult(data=data, raw=raw, upstream_id=str(job_id))
 
 
-async def poll(
-    session: aiohttp.ClientSession, platform: Platform, job_id: str
-) -> tuple[str, str, JsonResult]:
+async def poll(session: aiohttp.ClientSession, platform: Platform, job_id: str) -> tuple[str, str, JsonResult]:
     """Check a job: ``(processing | succeeded | failed, error text, the poll response)``."""
     step = _step(platform, "poll")
     path = step["path"].replace("{job_id}", quote(job_id, safe=""))

@@ -27,6 +27,7 @@ Streams (``MessagesStream``): chat chunks -> ``message_start``, per block
 ``input_json_delta``) / ``content_block_stop``, then ``message_delta`` (stop reason and
 output tokens) and ``message_stop``.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -37,8 +38,13 @@ import orjson
 
 from .base import Usage
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
-                "function_call": "tool_use", "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 class TranslationError(ValueError):
@@ -59,8 +65,7 @@ def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "".join(b.get("text", "") for b in value if isinstance(b, dict)
-                       and b.get("type") == "text")
+        return "".join(b.get("text", "") for b in value if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
 
@@ -71,8 +76,7 @@ def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
     elif source.get("type") == "url":
         url = source.get("url", "")
     else:
-        raise TranslationError(f"{where}: unsupported image source {source.get('type')!r}.",
-                               "messages")
+        raise TranslationError(f"{where}: unsupported image source {source.get('type')!r}.", "messages")
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -88,8 +92,7 @@ def _user(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not isinstance(content, list):
-        raise TranslationError(f"{where}.content must be a string or an array of blocks.",
-                               "messages")
+        raise TranslationError(f"{where}.content must be a string or an array of blocks.", "messages")
     tools: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for index, block in enumerate(content):
@@ -101,8 +104,10 @@ def _user(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "tool_result":
             tools.append(_tool_result(block))
         else:
-            raise TranslationError(f"{where}.content[{index}]: the block type {kind!r} is not "
-                                   "available on this model's platform.", "messages")
+            raise TranslationError(
+                f"{where}.content[{index}]: the block type {kind!r} is not available on this model's platform.",
+                "messages",
+            )
     out = tools
     if parts:
         out.append({"role": "user", "content": parts})
@@ -113,8 +118,7 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     if not isinstance(content, list):
-        raise TranslationError(f"{where}.content must be a string or an array of blocks.",
-                               "messages")
+        raise TranslationError(f"{where}.content must be a string or an array of blocks.", "messages")
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in content:
@@ -122,9 +126,16 @@ def _assistant(content: Any, where: str) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            calls.append({"id": block.get("id", ""), "type": "function", "function": {
-                "name": block.get("name", ""),
-                "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
         # thinking / redacted_thinking: the model's own notes, not part of the chat
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
@@ -139,10 +150,12 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
             kind = tool.get("type") if isinstance(tool, dict) else tool
-            raise TranslationError(f"tools[{index}]: the tool type {kind!r} is not available on "
-                                   "this model's platform (only custom tools are).", "tools")
-        function = {"name": tool.get("name", ""),
-                    "parameters": tool.get("input_schema") or {"type": "object"}}
+            raise TranslationError(
+                f"tools[{index}]: the tool type {kind!r} is not available on "
+                "this model's platform (only custom tools are).",
+                "tools",
+            )
+        function = {"name": tool.get("name", ""), "parameters": tool.get("input_schema") or {"type": "object"}}
         if tool.get("description"):
             function["description"] = tool["description"]
         out.append({"type": "function", "function": function})
@@ -162,8 +175,7 @@ def _tool_choice(choice: Any) -> tuple[Any, bool | None]:
     return mapped, parallel
 
 
-def chat_parts(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any],
-                                               dict[str, Any]]:
+def chat_parts(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """(messages, params, extra) of the chat request for a Messages API request."""
     messages: list[dict[str, Any]] = []
     system = _text_of(body.get("system"))
@@ -202,8 +214,7 @@ def chat_parts(body: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, An
 
 def usage_document(usage: Usage) -> dict[str, Any]:
     return {
-        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens
-                            - usage.cache_creation_tokens),
+        "input_tokens": max(0, usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens),
         "output_tokens": usage.output_tokens,
         "cache_creation_input_tokens": usage.cache_creation_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
@@ -227,8 +238,14 @@ def message_document(chat: dict[str, Any], usage: Usage, *, model: str) -> dict[
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or new_id("toolu"),
-                        "name": fn.get("name", ""), "input": _input(fn.get("arguments", ""))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or new_id("toolu"),
+                "name": fn.get("name", ""),
+                "input": _input(fn.get("arguments", "")),
+            }
+        )
     return {
         "id": new_id("msg"),
         "type": "message",
@@ -263,10 +280,16 @@ class MessagesStream:
 
     def start(self, input_tokens: int = 0) -> list[bytes]:
         self.started = True
-        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant",
-                   "model": self.model, "content": [], "stop_reason": None,
-                   "stop_sequence": None,
-                   "usage": {"input_tokens": input_tokens, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
+        }
         return [event("message_start", {"type": "message_start", "message": message})]
 
     def _close(self) -> list[bytes]:
@@ -279,13 +302,13 @@ class MessagesStream:
         out = self._close()
         self.index += 1
         self.open_kind = block["type"]
-        out.append(event("content_block_start", {"type": "content_block_start",
-                                                 "index": self.index, "content_block": block}))
+        out.append(
+            event("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block})
+        )
         return out
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        return event("content_block_delta", {"type": "content_block_delta", "index": self.index,
-                                             "delta": delta})
+        return event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
 
     def chunk(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = [] if self.started else self.start()
@@ -300,12 +323,17 @@ class MessagesStream:
                 number = call.get("index", 0)
                 fn = call.get("function") or {}
                 if number not in self.calls:
-                    out += self._open({"type": "tool_use", "id": call.get("id") or new_id("toolu"),
-                                       "name": fn.get("name", ""), "input": {}})
+                    out += self._open(
+                        {
+                            "type": "tool_use",
+                            "id": call.get("id") or new_id("toolu"),
+                            "name": fn.get("name", ""),
+                            "input": {},
+                        }
+                    )
                     self.calls[number] = self.index
                 if fn.get("arguments") and self.calls[number] == self.index:
-                    out.append(self._delta({"type": "input_json_delta",
-                                            "partial_json": fn["arguments"]}))
+                    out.append(self._delta({"type": "input_json_delta", "partial_json": fn["arguments"]}))
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return out
@@ -314,18 +342,32 @@ class MessagesStream:
         out: list[bytes] = [] if self.started else self.start(usage.input_tokens)
         out += self._close()
         stop = STOP_REASONS.get(self.finish_reason or "stop", "end_turn")
-        out.append(event("message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": usage_document(usage)}))
+        out.append(
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": usage_document(usage),
+                },
+            )
+        )
         out.append(event("message_stop", {"type": "message_stop"}))
         return out
 
 
 def error_document(status: int, message: str) -> dict[str, Any]:
     """Anthropic's error body for an HTTP status."""
-    kind = {400: "invalid_request_error", 401: "authentication_error",
-            403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-            429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}.get(status)
+    kind = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        504: "timeout_error",
+        529: "overloaded_error",
+    }.get(status)
     if kind is None:
         kind = "api_error" if status >= 500 else "invalid_request_error"
     return {"type": "error", "error": {"type": kind, "message": message}}

@@ -130,9 +130,7 @@ def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
 class OpenAIChat:
     """``ChatProvider`` for the OpenAI wire format (OpenAI, Azure, compatible servers)."""
 
-    async def chat(
-        self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
-    ) -> ChatResult:
+    async def chat(self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest) -> ChatResult:
         url, headers = endpoint(platform, "/chat/completions", req.model)
         data, raw = await request_json(
             session, platform, "POST", url, headers=headers, body=chat_body(req, stream=False)
@@ -159,9 +157,7 @@ class OpenAIChat:
         self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
     ) -> AsyncIterator[StreamEvent]:
         url, headers = endpoint(platform, "/chat/completions", req.model)
-        frames = await open_stream(
-            session, platform, url, headers=headers, body=chat_body(req, stream=True)
-        )
+        frames = await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
         try:
             done = finished = has_usage = False
             reply_parts: list[str] = []
@@ -216,9 +212,7 @@ class OpenAIChat:
 # --- other endpoints -------------------------------------------------------------------
 
 
-async def post_json(
-    session: aiohttp.ClientSession, platform: Platform, path: str, body: dict[str, Any]
-) -> JsonResult:
+async def post_json(session: aiohttp.ClientSession, platform: Platform, path: str, body: dict[str, Any]) -> JsonResult:
     """POST ``body`` to ``path`` (relative to the API root, e.g. ``/moderations``)."""
     url, headers = endpoint(platform, path, body.get("model"))
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
@@ -234,9 +228,7 @@ async def post_json(
     return JsonResult(data=data, raw=raw, usage=usage, upstream_id=upstream_id)
 
 
-async def images(
-    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
-) -> JsonResult:
+async def images(session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]) -> JsonResult:
     """``POST /images/generations``; usage only when the model reports it (gpt-image)."""
     return await post_json(session, platform, "/images/generations", body)
 
@@ -250,9 +242,7 @@ def _input_tokens(value: Any, model: str) -> int:
     return 0
 
 
-async def embeddings(
-    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
-) -> JsonResult:
+async def embeddings(session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]) -> JsonResult:
     """``POST /embeddings``; usage from the response, estimated from the input if absent."""
     result = await post_json(session, platform, "/embeddings", body)
     data = result.data
@@ -262,9 +252,7 @@ async def embeddings(
     return result
 
 
-async def speech(
-    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
-) -> BinaryResult:
+async def speech(session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]) -> BinaryResult:
     """``POST /audio/speech``: audio bytes. Speech reports no usage, so the input is estimated."""
     url, headers = endpoint(platform, "/audio/speech", body.get("model"))
     content, content_type = await request_bytes(session, platform, url, headers=headers, body=body)
@@ -325,12 +313,9 @@ def completion_document(
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": usage_document(usage),
     }
-
 
 
 def translated_result(
@@ -358,13 +343,12 @@ def translated_result(
         usage,
         tool_calls,
     )
-    return ChatResult(content=content, usage=usage, raw=raw, upstream_id=upstream_id,
-                      finish_reason=finish, openai=document)
+    return ChatResult(
+        content=content, usage=usage, raw=raw, upstream_id=upstream_id, finish_reason=finish, openai=document
+    )
 
 
-def chunk_bytes(
-    id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None
-) -> bytes:
+def chunk_bytes(id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     """A serialised ``chat.completion.chunk`` with one choice."""
     return orjson.dumps(
         {
@@ -372,9 +356,7 @@ def chunk_bytes(
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-            ],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
         }
     )
 

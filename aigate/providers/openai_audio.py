@@ -8,6 +8,7 @@ Usage: OpenAI reports tokens for the ``gpt-4o-*-transcribe`` models
 ``whisper-1`` (``{"type": "duration", "seconds"}``, which has no token price: such
 models are priced per request).
 """
+
 from __future__ import annotations
 
 import io
@@ -34,7 +35,7 @@ class _Borrowed(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self._file.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def seekable(self) -> bool:
@@ -59,9 +60,14 @@ def parse_usage(raw: bytes, content_type: str) -> Usage:
     return Usage(input_tokens=u.get("input_tokens") or 0, output_tokens=u.get("output_tokens") or 0)
 
 
-async def transcribe(session: aiohttp.ClientSession, platform: Platform,
-                     fields: list[tuple[str, str]], filename: str, file: IO[bytes],
-                     content_type: str) -> tuple[bytes, str, Usage]:
+async def transcribe(
+    session: aiohttp.ClientSession,
+    platform: Platform,
+    fields: list[tuple[str, str]],
+    filename: str,
+    file: IO[bytes],
+    content_type: str,
+) -> tuple[bytes, str, Usage]:
     """(body, content type, usage) of one transcription; ``fields`` go as form fields
     (``model`` already mapped)."""
     model = next((value for name, value in fields if name == "model"), None)

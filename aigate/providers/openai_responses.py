@@ -6,6 +6,7 @@
 answer and each stream event come back parsed, with usage read from the ``response``
 object (``input_tokens`` includes cached tokens, ``output_tokens`` reasoning tokens).
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -36,8 +37,7 @@ def parse_usage(u: dict[str, Any] | None) -> Usage | None:
     )
 
 
-async def create(session: aiohttp.ClientSession, platform: Platform,
-                 body: dict[str, Any]) -> JsonResult:
+async def create(session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]) -> JsonResult:
     url, headers = endpoint(platform, "/responses", body.get("model"))
     data, raw = await request_json(session, platform, "POST", url, headers=headers, body=body)
     if not isinstance(data, dict) or data.get("object") != "response":
@@ -46,8 +46,9 @@ async def create(session: aiohttp.ClientSession, platform: Platform,
     return JsonResult(data=data, raw=raw, usage=usage, upstream_id=data.get("id") or "")
 
 
-async def stream(session: aiohttp.ClientSession, platform: Platform,
-                 body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+async def stream(
+    session: aiohttp.ClientSession, platform: Platform, body: dict[str, Any]
+) -> AsyncIterator[StreamEvent]:
     """Each upstream event as a StreamEvent whose ``openai_chunk`` is the event's JSON;
     text deltas in ``delta``; the closing ``response.completed`` (or ``.incomplete``)
     carries usage. An ``error`` or ``response.failed`` event raises UpstreamError."""
@@ -69,8 +70,7 @@ async def stream(session: aiohttp.ClientSession, platform: Platform,
             if kind in ("response.completed", "response.incomplete"):
                 usage = parse_usage((doc.get("response") or {}).get("usage")) or Usage(estimated=True)
                 finished = True
-            yield StreamEvent(delta=delta if isinstance(delta, str) else "", usage=usage,
-                              openai_chunk=data)
+            yield StreamEvent(delta=delta if isinstance(delta, str) else "", usage=usage, openai_chunk=data)
             if finished:
                 break
         if not finished:

@@ -29,6 +29,7 @@ Streams (``ResponsesStream``): chat chunks -> the typed Responses events, number
 (``function_call_arguments.delta`` ..., ``.done``), ``response.output_item.done``, and
 ``response.completed`` with the whole response and its usage.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -42,8 +43,19 @@ import orjson
 from .base import Usage
 
 # request fields that configure the response object itself rather than the model
-ECHOED = ("instructions", "max_output_tokens", "metadata", "parallel_tool_calls",
-          "temperature", "tool_choice", "tools", "top_p", "text", "reasoning", "user")
+ECHOED = (
+    "instructions",
+    "max_output_tokens",
+    "metadata",
+    "parallel_tool_calls",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "text",
+    "reasoning",
+    "user",
+)
 
 
 class TranslationError(ValueError):
@@ -75,8 +87,7 @@ def _chat_content(content: Any, index: int) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise TranslationError(f"input[{index}].content must be a string or an array.",
-                               f"input[{index}].content")
+        raise TranslationError(f"input[{index}].content must be a string or an array.", f"input[{index}].content")
     parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -88,15 +99,16 @@ def _chat_content(content: Any, index: int) -> str | list[dict[str, Any]]:
             url = part.get("image_url")
             if not url:
                 raise TranslationError(
-                    "input_image needs an image_url (file ids are not supported).",
-                    f"input[{index}].content")
+                    "input_image needs an image_url (file ids are not supported).", f"input[{index}].content"
+                )
             image: dict[str, Any] = {"url": url}
             if part.get("detail"):
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
         else:
-            raise TranslationError(f"input[{index}].content: unsupported part type {kind!r}.",
-                                   f"input[{index}].content")
+            raise TranslationError(
+                f"input[{index}].content: unsupported part type {kind!r}.", f"input[{index}].content"
+            )
     return parts
 
 
@@ -115,16 +127,19 @@ def items_to_messages(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
-                raise TranslationError(f"input[{index}].role must be user, assistant, system "
-                                       "or developer.", f"input[{index}].role")
+                raise TranslationError(
+                    f"input[{index}].role must be user, assistant, system or developer.", f"input[{index}].role"
+                )
             content = _chat_content(item.get("content"), index)
             if role != "user":
                 content = _text_only(content)
             messages.append({"role": role, "content": content})
         elif kind == "function_call":
-            call = {"id": item.get("call_id") or item.get("id") or "", "type": "function",
-                    "function": {"name": item.get("name", ""),
-                                 "arguments": item.get("arguments") or "{}"}}
+            call = {
+                "id": item.get("call_id") or item.get("id") or "",
+                "type": "function",
+                "function": {"name": item.get("name", ""), "arguments": item.get("arguments") or "{}"},
+            }
             last = messages[-1] if messages else None
             if last and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
@@ -134,13 +149,19 @@ def items_to_messages(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             output = item.get("output")
             if isinstance(output, list):
                 output = _text_only(_chat_content(output, index))
-            messages.append({"role": "tool", "tool_call_id": item.get("call_id", ""),
-                             "content": output if isinstance(output, str) else str(output or "")})
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id", ""),
+                    "content": output if isinstance(output, str) else str(output or ""),
+                }
+            )
         elif kind == "reasoning":
             continue  # a model's private reasoning: no chat equivalent, and not needed
         else:
-            raise TranslationError(f"input[{index}]: unsupported item type {kind!r} on this "
-                                   "model's platform.", f"input[{index}]")
+            raise TranslationError(
+                f"input[{index}]: unsupported item type {kind!r} on this model's platform.", f"input[{index}]"
+            )
     # an assistant message that only carried text before its tool calls
     for message in messages:
         if message.get("tool_calls") and message.get("content") == "":
@@ -153,10 +174,15 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else tool
-            raise TranslationError(f"tools[{index}]: the tool type {kind!r} is not available on "
-                                   "this model's platform (only function tools are).", "tools")
-        function = {"name": tool.get("name", ""),
-                    "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+            raise TranslationError(
+                f"tools[{index}]: the tool type {kind!r} is not available on "
+                "this model's platform (only function tools are).",
+                "tools",
+            )
+        function = {
+            "name": tool.get("name", ""),
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
         if tool.get("description"):
             function["description"] = tool["description"]
         if tool.get("strict") is not None:
@@ -170,8 +196,10 @@ def _tool_choice(choice: Any) -> Any:
         return {"type": "function", "function": {"name": choice.get("name", "")}}
     if choice in (None, "auto", "none", "required"):
         return choice
-    raise TranslationError("tool_choice: only auto, none, required and function choices are "
-                           "available on this model's platform.", "tool_choice")
+    raise TranslationError(
+        "tool_choice: only auto, none, required and function choices are available on this model's platform.",
+        "tool_choice",
+    )
 
 
 def response_format(text: Any) -> dict[str, Any] | None:
@@ -186,8 +214,9 @@ def response_format(text: Any) -> dict[str, Any] | None:
     raise TranslationError(f"text.format.type {fmt['type']!r} is not supported.", "text.format")
 
 
-def chat_parts(body: dict[str, Any], history: list[dict[str, Any]]
-               ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+def chat_parts(
+    body: dict[str, Any], history: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """(messages, params, extra, response_format) of the chat request for this Responses
     request; ``history`` is the rebuilt conversation of ``previous_response_id``."""
     messages: list[dict[str, Any]] = []
@@ -222,8 +251,10 @@ def chat_parts(body: dict[str, Any], history: list[dict[str, Any]]
 def usage_document(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens,
-                                 "cache_write_tokens": usage.cache_creation_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_creation_tokens,
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.total_tokens,
@@ -232,20 +263,38 @@ def usage_document(usage: Usage) -> dict[str, Any]:
 
 def message_item(text: str, item_id: str | None = None, status: str = "completed") -> dict[str, Any]:
     return {
-        "type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant",
+        "type": "message",
+        "id": item_id or new_id("msg"),
+        "status": status,
+        "role": "assistant",
         "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
     }
 
 
-def function_call_item(call_id: str, name: str, arguments: str, item_id: str | None = None,
-                       status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call_id,
-            "name": name, "arguments": arguments, "status": status}
+def function_call_item(
+    call_id: str, name: str, arguments: str, item_id: str | None = None, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id or new_id("fc"),
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
 
 
-def response_object(body: dict[str, Any], *, response_id: str, model: str, created: int,
-                    status: str, output: list[dict[str, Any]], usage: Usage | None,
-                    incomplete: str | None = None) -> dict[str, Any]:
+def response_object(
+    body: dict[str, Any],
+    *,
+    response_id: str,
+    model: str,
+    created: int,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    incomplete: str | None = None,
+) -> dict[str, Any]:
     """A ``response`` object; the request's own settings are echoed as OpenAI does."""
     text = body["text"] if isinstance(body.get("text"), dict) else {}
     return {
@@ -274,8 +323,9 @@ def response_object(body: dict[str, Any], *, response_id: str, model: str, creat
     }
 
 
-def response_document(body: dict[str, Any], chat: dict[str, Any], usage: Usage, *,
-                      response_id: str, model: str) -> dict[str, Any]:
+def response_document(
+    body: dict[str, Any], chat: dict[str, Any], usage: Usage, *, response_id: str, model: str
+) -> dict[str, Any]:
     """A chat completion (OpenAI shape) as a ``response`` object."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -285,14 +335,20 @@ def response_document(body: dict[str, Any], chat: dict[str, Any], usage: Usage, 
         output.append(message_item(content))
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        output.append(function_call_item(call.get("id") or new_id("call"), fn.get("name", ""),
-                                         fn.get("arguments") or "{}"))
+        output.append(
+            function_call_item(call.get("id") or new_id("call"), fn.get("name", ""), fn.get("arguments") or "{}")
+        )
     if not output:
         output.append(message_item(""))
     incomplete = "max_output_tokens" if choice.get("finish_reason") == "length" else None
     return response_object(
-        body, response_id=response_id, model=model, created=int(time.time()),
-        status="incomplete" if incomplete else "completed", output=output, usage=usage,
+        body,
+        response_id=response_id,
+        model=model,
+        created=int(time.time()),
+        status="incomplete" if incomplete else "completed",
+        output=output,
+        usage=usage,
         incomplete=incomplete,
     )
 
@@ -330,16 +386,26 @@ class ResponsesStream:
         self.sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
-    def _response(self, status: str, output: list[dict[str, Any]], usage: Usage | None,
-                  incomplete: str | None = None) -> dict[str, Any]:
-        return response_object(self.body, response_id=self.response_id, model=self.model,
-                               created=self.created, status=status, output=output, usage=usage,
-                               incomplete=incomplete)
+    def _response(
+        self, status: str, output: list[dict[str, Any]], usage: Usage | None, incomplete: str | None = None
+    ) -> dict[str, Any]:
+        return response_object(
+            self.body,
+            response_id=self.response_id,
+            model=self.model,
+            created=self.created,
+            status=status,
+            output=output,
+            usage=usage,
+            incomplete=incomplete,
+        )
 
     def start(self) -> list[bytes]:
         response = self._response("in_progress", [], None)
-        return [self._event("response.created", response=response),
-                self._event("response.in_progress", response=response)]
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
 
     def chunk(self, chunk: dict[str, Any]) -> list[bytes]:
         """Events for one chat completion chunk (parsed)."""
@@ -361,14 +427,18 @@ class ResponsesStream:
         if item is None or item.done:
             item = self.text_item = _Item("message", new_id("msg"), len(self.items))
             self.items.append(item)
-            out.append(self._event("response.output_item.added", output_index=item.output_index,
-                                   item={**message_item("", item.item_id, "in_progress"),
-                                         "content": []}))
-            out.append(self._event("response.content_part.added", **self._where(item),
-                                   part=message_item("")["content"][0]))
+            out.append(
+                self._event(
+                    "response.output_item.added",
+                    output_index=item.output_index,
+                    item={**message_item("", item.item_id, "in_progress"), "content": []},
+                )
+            )
+            out.append(
+                self._event("response.content_part.added", **self._where(item), part=message_item("")["content"][0])
+            )
         item.parts.append(text)
-        out.append(self._event("response.output_text.delta", **self._where(item), delta=text,
-                               logprobs=[]))
+        out.append(self._event("response.output_text.delta", **self._where(item), delta=text, logprobs=[]))
         return out
 
     def _call(self, call: dict[str, Any]) -> list[bytes]:
@@ -379,19 +449,33 @@ class ResponsesStream:
         if item is None:
             if self.text_item is not None and not self.text_item.done:
                 out += self._close(self.text_item)
-            item = _Item("function_call", new_id("fc"), len(self.items),
-                         call_id=call.get("id") or new_id("call"), name=fn.get("name") or "")
+            item = _Item(
+                "function_call",
+                new_id("fc"),
+                len(self.items),
+                call_id=call.get("id") or new_id("call"),
+                name=fn.get("name") or "",
+            )
             self.calls[index] = item
             self.items.append(item)
-            out.append(self._event(
-                "response.output_item.added", output_index=item.output_index,
-                item=function_call_item(item.call_id, item.name, "", item.item_id, "in_progress")))
+            out.append(
+                self._event(
+                    "response.output_item.added",
+                    output_index=item.output_index,
+                    item=function_call_item(item.call_id, item.name, "", item.item_id, "in_progress"),
+                )
+            )
         arguments = fn.get("arguments")
         if arguments:
             item.parts.append(arguments)
-            out.append(self._event("response.function_call_arguments.delta",
-                                   item_id=item.item_id, output_index=item.output_index,
-                                   delta=arguments))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item.item_id,
+                    output_index=item.output_index,
+                    delta=arguments,
+                )
+            )
         return out
 
     @staticmethod
@@ -408,15 +492,22 @@ class ResponsesStream:
         item.done = True
         doc = self._document(item)
         if item.kind == "message":
-            out = [self._event("response.output_text.done", **self._where(item),
-                               text=doc["content"][0]["text"], logprobs=[]),
-                   self._event("response.content_part.done", **self._where(item),
-                               part=doc["content"][0])]
+            out = [
+                self._event(
+                    "response.output_text.done", **self._where(item), text=doc["content"][0]["text"], logprobs=[]
+                ),
+                self._event("response.content_part.done", **self._where(item), part=doc["content"][0]),
+            ]
         else:
-            out = [self._event("response.function_call_arguments.done", item_id=item.item_id,
-                               output_index=item.output_index, arguments=doc["arguments"])]
-        out.append(self._event("response.output_item.done", output_index=item.output_index,
-                               item=doc))
+            out = [
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item.item_id,
+                    output_index=item.output_index,
+                    arguments=doc["arguments"],
+                )
+            ]
+        out.append(self._event("response.output_item.done", output_index=item.output_index, item=doc))
         return out
 
     def output(self) -> list[dict[str, Any]]:
@@ -428,17 +519,21 @@ class ResponsesStream:
         if not self.items:  # an empty answer is still one (empty) message
             item = self.text_item = _Item("message", new_id("msg"), 0)
             self.items.append(item)
-            out.append(self._event("response.output_item.added", output_index=0,
-                                   item={**message_item("", item.item_id, "in_progress"),
-                                         "content": []}))
-            out.append(self._event("response.content_part.added", **self._where(item),
-                                   part=message_item("")["content"][0]))
+            out.append(
+                self._event(
+                    "response.output_item.added",
+                    output_index=0,
+                    item={**message_item("", item.item_id, "in_progress"), "content": []},
+                )
+            )
+            out.append(
+                self._event("response.content_part.added", **self._where(item), part=message_item("")["content"][0])
+            )
         for item in self.items:
             if not item.done:
                 out += self._close(item)
         incomplete = "max_output_tokens" if self.finish_reason == "length" else None
-        response = self._response("incomplete" if incomplete else "completed", self.output(),
-                                  usage, incomplete)
+        response = self._response("incomplete" if incomplete else "completed", self.output(), usage, incomplete)
         kind = "response.incomplete" if incomplete else "response.completed"
         out.append(self._event(kind, response=response))
         return out, response

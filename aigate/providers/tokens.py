@@ -12,6 +12,7 @@ is an error, not a download.
 For non-OpenAI models the count is an approximation (their tokenizers differ); OpenAI
 models get the encoding tiktoken names for them, anything unknown gets ``o200k_base``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,7 @@ def verify(name: str) -> Path:
         raise EncodingFileError(f"encoding file for {name} is missing: {path}") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != PUBLISHED_SHA256[name]:
-        raise EncodingFileError(f"encoding file for {name} has SHA-256 {actual}, "
-                                f"expected {PUBLISHED_SHA256[name]}")
+        raise EncodingFileError(f"encoding file for {name} has SHA-256 {actual}, expected {PUBLISHED_SHA256[name]}")
     return path
 
 

@@ -1,4 +1,5 @@
 """The aigate provider simulator (see ``aigate.simulator.server`` for routes and switches)."""
+
 from aigate.simulator.server import SimulatorHandle, create_app, run, start_simulator
 from aigate.simulator.switches import SwitchError, Switches
 from aigate.simulator.text import count_tokens

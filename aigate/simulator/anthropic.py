@@ -9,6 +9,7 @@ answers one ``tool_use`` block whose ``input`` follows the tool's ``input_schema
 ``aigate.simulator.schema_instance``; string fields hold the reply echo); streamed, the
 input arrives as ``input_json_delta`` pieces of its JSON text.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,7 @@ class AnthropicDialect:
             return call.error(400, "anthropic-version: header is required")
         return None
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
 
@@ -74,9 +74,7 @@ def _system_texts(system: Any) -> list[str]:
 
 
 def _prompt_tokens(body: dict[str, Any], messages: list[Any]) -> int:
-    conversation = [
-        text.part_texts(m.get("content")) if isinstance(m, dict) else () for m in messages
-    ]
+    conversation = [text.part_texts(m.get("content")) if isinstance(m, dict) else () for m in messages]
     system = _system_texts(body.get("system"))
     if system:
         conversation.append(iter(system))
@@ -149,7 +147,10 @@ async def messages(call: Call) -> web.StreamResponse:
         reply, stop_reason = orjson.dumps(arguments).decode(), "tool_use"
         completion = text.count_tokens(tool + reply)
         block: dict[str, Any] = {
-            "type": "tool_use", "id": text.new_id("toolu_sim"), "name": tool, "input": arguments,
+            "type": "tool_use",
+            "id": text.new_id("toolu_sim"),
+            "name": tool,
+            "input": arguments,
         }
     else:
         reply = text.make_reply(call.switches.reply, _last_user_text(conversation))
@@ -171,8 +172,7 @@ async def messages(call: Call) -> web.StreamResponse:
     return call.json(message)
 
 
-async def _stream(call: Call, message: dict[str, Any], reply: str, prompt: int,
-                  completion: int) -> web.StreamResponse:
+async def _stream(call: Call, message: dict[str, Any], reply: str, prompt: int, completion: int) -> web.StreamResponse:
     with_usage = call.switches.usage
     block = message["content"][0]
     start = {**message, "content": [], "stop_reason": None}
@@ -187,14 +187,18 @@ async def _stream(call: Call, message: dict[str, Any], reply: str, prompt: int,
         delta_type, field = "text_delta", "text"
     head = [
         _event("message_start", {"type": "message_start", "message": start}),
-        _event("content_block_start",
-               {"type": "content_block_start", "index": 0, "content_block": opening}),
+        _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": opening}),
         _event("ping", {"type": "ping"}),
     ]
     content = [
-        _event("content_block_delta", {
-            "type": "content_block_delta", "index": 0, "delta": {"type": delta_type, field: piece},
-        })
+        _event(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": delta_type, field: piece},
+            },
+        )
         for piece in text.split_chunks(reply, call.switches.chunks)
     ]
     final: dict[str, Any] = {
@@ -211,9 +215,7 @@ async def _stream(call: Call, message: dict[str, Any], reply: str, prompt: int,
 
     def error() -> bytes:
         status = call.switches.status or 529
-        return b"event: error\ndata: " + call.dialect.error_body(
-            status, text.fault_message(status)
-        ) + b"\n\n"
+        return b"event: error\ndata: " + call.dialect.error_body(status, text.fault_message(status)) + b"\n\n"
 
     return await call.send_stream(SSE_TYPE, head, content, tail, MALFORMED_FRAME, error)
 

@@ -10,6 +10,7 @@ reports ``{"type": "duration", "seconds"}``; other models (``gpt-4o-transcribe``
 report tokens: ``audio_tokens = ceil(seconds * 10)`` input and ``count_tokens`` of the
 transcript output.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,16 +58,15 @@ def form_fields(call: Call) -> tuple[dict[str, str], dict[str, tuple[str, bytes]
     return fields, files
 
 
-
 def wav_seconds(data: bytes) -> float | None:
     """The duration of a PCM WAV file, or None when ``data`` is not one."""
     if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     offset, byte_rate, size = 12, 0, 0
     while offset + 8 <= len(data):
-        kind, length = data[offset:offset + 4], struct.unpack("<I", data[offset + 4:offset + 8])[0]
+        kind, length = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
         if kind == b"fmt " and length >= 16:
-            byte_rate = struct.unpack("<I", data[offset + 16:offset + 20])[0]
+            byte_rate = struct.unpack("<I", data[offset + 16 : offset + 20])[0]
         elif kind == b"data":
             size = min(length, len(data) - offset - 8)
             break
@@ -111,19 +111,31 @@ async def transcriptions(call: Call) -> web.Response:
         audio_tokens = math.ceil(seconds * 10)
         output = text.count_tokens(transcript)
         usage = {
-            "type": "tokens", "input_tokens": audio_tokens, "output_tokens": output,
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "output_tokens": output,
             "total_tokens": audio_tokens + output,
             "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
         }
     if fmt == "verbose_json":
         data: dict[str, Any] = {
             "language": fields.get("language") or "english",
-            "duration": seconds, "text": transcript,
-            "segments": [{
-                "id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": transcript,
-                "tokens": [], "temperature": 0.0, "avg_logprob": -0.1,
-                "compression_ratio": 1.0, "no_speech_prob": 0.0,
-            }],
+            "duration": seconds,
+            "text": transcript,
+            "segments": [
+                {
+                    "id": 0,
+                    "seek": 0,
+                    "start": 0.0,
+                    "end": seconds,
+                    "text": transcript,
+                    "tokens": [],
+                    "temperature": 0.0,
+                    "avg_logprob": -0.1,
+                    "compression_ratio": 1.0,
+                    "no_speech_prob": 0.0,
+                }
+            ],
             "usage": {"type": "duration", "seconds": math.ceil(seconds)},
         }
         return call.json(data)

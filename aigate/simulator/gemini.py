@@ -10,6 +10,7 @@ JSON mode: ``responseMimeType: application/json`` with ``responseJsonSchema`` (o
 ``responseSchema``) answers an instance of the schema, and a forced function call's
 ``args`` follow its declared parameters (``aigate.simulator.schema_instance``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -67,8 +68,7 @@ class GeminiDialect:
             return call.error(401, "API key not valid. Please pass a valid API key. (simulated)")
         return None
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         name = code or STATUSES.get(status) or ("INTERNAL" if status >= 500 else "UNKNOWN")
         return orjson.dumps({"error": {"code": status, "message": message, "status": name}})
 
@@ -153,8 +153,7 @@ def _usage(call: Call, prompt: int, completion: int) -> dict[str, int]:
     return usage
 
 
-def _response(parts: list[dict[str, Any]], model: str, response_id: str,
-              finish: bool) -> dict[str, Any]:
+def _response(parts: list[dict[str, Any]], model: str, response_id: str, finish: bool) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
     if finish:
         candidate["finishReason"] = "STOP"
@@ -188,9 +187,7 @@ async def generate_content(call: Call) -> web.StreamResponse:
     prompt = _prompt_tokens(body, contents)
     function, reply = _reply(call, body, contents)
     if function is not None:
-        parts: list[dict[str, Any]] = [
-            {"functionCall": {"name": function, "args": orjson.loads(reply)}}
-        ]
+        parts: list[dict[str, Any]] = [{"functionCall": {"name": function, "args": orjson.loads(reply)}}]
         completion = text.count_tokens(function + reply)
     else:
         parts = [{"text": reply}]
@@ -203,19 +200,18 @@ async def generate_content(call: Call) -> web.StreamResponse:
     return call.json(data)
 
 
-async def _stream(call: Call, model: str, function: str | None, reply: str, prompt: int,
-                  completion: int) -> web.StreamResponse:
+async def _stream(
+    call: Call, model: str, function: str | None, reply: str, prompt: int, completion: int
+) -> web.StreamResponse:
     response_id = text.new_id("sim")
     if function is not None:
         call_part = {"functionCall": {"name": function, "args": orjson.loads(reply)}}
-        events = [_response([call_part], model,
-                            response_id, finish=True)]
+        events = [_response([call_part], model, response_id, finish=True)]
     else:
         pieces = text.split_chunks(reply, call.switches.chunks)
         last = len(pieces) - 1
         events = [
-            _response([{"text": piece}], model, response_id, finish=index == last)
-            for index, piece in enumerate(pieces)
+            _response([{"text": piece}], model, response_id, finish=index == last) for index, piece in enumerate(pieces)
         ]
     if call.switches.usage:
         events[-1]["usageMetadata"] = _usage(call, prompt, completion)
@@ -227,16 +223,21 @@ async def _stream(call: Call, model: str, function: str | None, reply: str, prom
     if call.request.query.get("alt") == "sse":
         content = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events]
         return await call.send_stream(
-            SSE_TYPE, [], content, [], MALFORMED_SSE,
+            SSE_TYPE,
+            [],
+            content,
+            [],
+            MALFORMED_SSE,
             lambda: b"data: " + error_json() + b"\n\n",
         )
     # without alt=sse Gemini streams one JSON array, element by element
-    content = [
-        (b"[" if index == 0 else b",\r\n") + orjson.dumps(event)
-        for index, event in enumerate(events)
-    ]
+    content = [(b"[" if index == 0 else b",\r\n") + orjson.dumps(event) for index, event in enumerate(events)]
     return await call.send_stream(
-        JSON_TYPE, [], content, [b"]"], MALFORMED_ARRAY,
+        JSON_TYPE,
+        [],
+        content,
+        [b"]"],
+        MALFORMED_ARRAY,
         lambda: b",\r\n" + error_json() + b"]",
     )
 

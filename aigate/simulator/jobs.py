@@ -7,6 +7,7 @@ from 10 towards 99), then ``succeeded`` (progress 100, ``result.video_url``) or,
 ``job_fail`` switch was set at submit, ``failed`` (progress 100, ``error.message``).
 Jobs live in memory until ``POST /_sim/reset``.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,7 @@ class JobsDialect:
     def precheck(self, call: Call) -> web.Response | None:
         return check_key(call, bearer_key(call.request))
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         error: dict[str, Any] = {"message": message}
         if code:
             error["code"] = code
@@ -82,8 +82,7 @@ async def submit(call: Call) -> web.Response:
         fail=sw.job_fail,
     )
     call.state.jobs[job.id] = job
-    return call.json({"id": job.id, "object": "job", "status": "queued", "progress": 0,
-                      "created_at": job.created_at})
+    return call.json({"id": job.id, "object": "job", "status": "queued", "progress": 0, "created_at": job.created_at})
 
 
 async def poll(call: Call) -> web.Response:

@@ -4,6 +4,7 @@ A forced tool call's arguments and a ``json_schema`` answer follow their schema
 (``aigate.simulator.schema_instance``). Usage arithmetic follows OpenAI: ``prompt_tokens`` includes ``cached_tokens`` and
 ``completion_tokens`` includes ``reasoning_tokens`` (both reported in the details).
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,9 +29,18 @@ MALFORMED_FRAME = b'data: {"id": "chatcmpl-sim", "object": "chat.completion.chun
 IMAGE_URL = "https://simulator.invalid/images/{}.png"
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 MODELS = (
-    "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini", "o4-mini",
-    "text-embedding-3-small", "text-embedding-3-large", "dall-e-3", "gpt-image-1",
-    "tts-1", "gpt-4o-mini-tts",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "o3-mini",
+    "o4-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "dall-e-3",
+    "gpt-image-1",
+    "tts-1",
+    "gpt-4o-mini-tts",
 )
 
 # status -> (type, code), as OpenAI reports them
@@ -56,11 +66,10 @@ class OpenAIDialect:
     def precheck(self, call: Call) -> web.Response | None:
         return check_key(call, bearer_key(call.request))
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         kind, default_code = ERROR_KINDS.get(
-            status, ("server_error", "server_error") if status >= 500 else (
-                "invalid_request_error", "invalid_request_error")
+            status,
+            ("server_error", "server_error") if status >= 500 else ("invalid_request_error", "invalid_request_error"),
         )
         error = {"message": message, "type": kind, "param": param, "code": code or default_code}
         return orjson.dumps({"error": error})
@@ -94,8 +103,7 @@ class AzureDialect:
             return call.error(400, message, "MissingApiVersionParameter")
         return None
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         return orjson.dumps({"error": {"code": code or str(status), "message": message}})
 
 
@@ -124,9 +132,7 @@ def _last_user_text(messages: list[Any]) -> str:
 
 
 def _prompt_tokens(messages: list[Any]) -> int:
-    return text.prompt_tokens(
-        text.part_texts(m.get("content")) if isinstance(m, dict) else () for m in messages
-    )
+    return text.prompt_tokens(text.part_texts(m.get("content")) if isinstance(m, dict) else () for m in messages)
 
 
 def _forced_tool(body: dict[str, Any]) -> str | None:
@@ -207,7 +213,9 @@ async def chat_completions(call: Call) -> web.StreamResponse:
         return await _stream_chat(call, model, tool, reply, finish, prompt, completion)
     if tool is not None:
         message: dict[str, Any] = {
-            "role": "assistant", "content": None, "tool_calls": [_tool_call(tool, reply)],
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_tool_call(tool, reply)],
             "refusal": None,
         }
     else:
@@ -225,8 +233,9 @@ async def chat_completions(call: Call) -> web.StreamResponse:
     return call.json(data)
 
 
-async def _stream_chat(call: Call, model: str, tool: str | None, reply: str, finish: str,
-                       prompt: int, completion: int) -> web.StreamResponse:
+async def _stream_chat(
+    call: Call, model: str, tool: str | None, reply: str, finish: str, prompt: int, completion: int
+) -> web.StreamResponse:
     body = call.body
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -248,10 +257,7 @@ async def _stream_chat(call: Call, model: str, tool: str | None, reply: str, fin
     if tool is not None:
         first_call = {"index": 0, **_tool_call(tool, "")}
         head = [frame({"role": "assistant", "content": None, "tool_calls": [first_call]})]
-        content = [
-            frame({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            for piece in pieces
-        ]
+        content = [frame({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}) for piece in pieces]
     else:
         head = [frame({"role": "assistant", "content": ""})]
         content = [frame({"content": piece}) for piece in pieces]
@@ -323,9 +329,7 @@ def _tiny_png() -> bytes:
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00\x5b\x8c\xd6")  # filter byte + one RGB pixel
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(
-        b"IEND", b""
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 PNG_BYTES = _tiny_png()
@@ -346,9 +350,7 @@ async def images_generations(call: Call) -> web.Response:
     revised = f"Simulated image (aigate provider simulator): {text.strip_directives(prompt)}"
     data = []
     for _ in range(n):
-        item = {"b64_json": PNG_B64} if fmt == "b64_json" else {
-            "url": IMAGE_URL.format(text.new_id("img_sim"))
-        }
+        item = {"b64_json": PNG_B64} if fmt == "b64_json" else {"url": IMAGE_URL.format(text.new_id("img_sim"))}
         item["revised_prompt"] = revised
         data.append(item)
     return call.json({"created": int(time.time()), "data": data})
@@ -362,9 +364,15 @@ def _wav(samples: int = 240, rate: int = 24000) -> bytes:
     data = b"\x00\x00" * samples
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
     return (
-        b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE"
-        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"data" + struct.pack("<I", len(data)) + data
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
     )
 
 
@@ -396,10 +404,7 @@ async def audio_speech(call: Call) -> web.Response:
 
 MODELS_BODY = {
     "object": "list",
-    "data": [
-        {"id": name, "object": "model", "created": 1700000000, "owned_by": "aigate-simulator"}
-        for name in MODELS
-    ],
+    "data": [{"id": name, "object": "model", "created": 1700000000, "owned_by": "aigate-simulator"} for name in MODELS],
 }
 
 

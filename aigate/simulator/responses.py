@@ -25,6 +25,7 @@ Streams send the typed events OpenAI documents, each with a ``sequence_number``:
 ``response.output_item.done``, ``response.completed`` (function calls:
 ``response.function_call_arguments.delta``/``.done`` instead of the part events).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -73,9 +74,7 @@ def _items(body: dict[str, Any]) -> list[Any]:
 
 def _last_user_text(items: list[Any]) -> str:
     for item in reversed(items):
-        if isinstance(item, dict) and item.get("type", "message") == "message" and (
-            item.get("role") == "user"
-        ):
+        if isinstance(item, dict) and item.get("type", "message") == "message" and (item.get("role") == "user"):
             return " ".join(text.part_texts(item.get("content")))
     return ""
 
@@ -140,7 +139,8 @@ async def create(call: Call) -> web.StreamResponse:
     if body.get("previous_response_id"):
         raise RequestError(
             f"Previous response with id '{body['previous_response_id']}' not found. "
-            "(the simulator stores no responses)", "previous_response_id",
+            "(the simulator stores no responses)",
+            "previous_response_id",
         )
     items = _items(body)
     conversation = [_item_texts(item) for item in items]
@@ -154,8 +154,11 @@ async def create(call: Call) -> web.StreamResponse:
         arguments = orjson.dumps(schema_instance.instance(function.get("parameters"), echo)).decode()
         name = str(function.get("name") or "function")
         item: dict[str, Any] = {
-            "type": "function_call", "id": text.new_id("fc_sim"),
-            "call_id": text.new_id("call_sim"), "name": name, "arguments": arguments,
+            "type": "function_call",
+            "id": text.new_id("fc_sim"),
+            "call_id": text.new_id("call_sim"),
+            "name": name,
+            "arguments": arguments,
             "status": "completed",
         }
         reply, completion = arguments, text.count_tokens(name + arguments)
@@ -166,7 +169,9 @@ async def create(call: Call) -> web.StreamResponse:
         reply = json_mode_reply(call, fmt, user_text)
         completion = text.count_tokens(reply)
         item = {
-            "type": "message", "id": text.new_id("msg_sim"), "status": "completed",
+            "type": "message",
+            "id": text.new_id("msg_sim"),
+            "status": "completed",
             "role": "assistant",
             "content": [{"type": "output_text", "text": reply, "annotations": [], "logprobs": []}],
         }
@@ -178,8 +183,9 @@ async def create(call: Call) -> web.StreamResponse:
     return call.json(response)
 
 
-async def _stream(call: Call, body: dict[str, Any], model: str, item: dict[str, Any],
-                  reply: str, usage: dict[str, Any] | None) -> web.StreamResponse:
+async def _stream(
+    call: Call, body: dict[str, Any], model: str, item: dict[str, Any], reply: str, usage: dict[str, Any] | None
+) -> web.StreamResponse:
     numbers = itertools.count()
     response = _response(body, model, "in_progress", [])
 
@@ -189,28 +195,32 @@ async def _stream(call: Call, body: dict[str, Any], model: str, item: dict[str, 
 
     item_id = item["id"]
     pieces = text.split_chunks(reply, call.switches.chunks)
-    head = [event("response.created", response=response),
-            event("response.in_progress", response=response)]
+    head = [event("response.created", response=response), event("response.in_progress", response=response)]
     if item["type"] == "function_call":
-        head.append(event("response.output_item.added", output_index=0,
-                          item={**item, "arguments": "", "status": "in_progress"}))
-        content = [event("response.function_call_arguments.delta", item_id=item_id,
-                         output_index=0, delta=piece) for piece in pieces]
-        tail = [event("response.function_call_arguments.done", item_id=item_id,
-                      output_index=0, arguments=reply)]
+        head.append(
+            event("response.output_item.added", output_index=0, item={**item, "arguments": "", "status": "in_progress"})
+        )
+        content = [
+            event("response.function_call_arguments.delta", item_id=item_id, output_index=0, delta=piece)
+            for piece in pieces
+        ]
+        tail = [event("response.function_call_arguments.done", item_id=item_id, output_index=0, arguments=reply)]
     else:
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-        head.append(event("response.output_item.added", output_index=0,
-                          item={**item, "status": "in_progress", "content": []}))
+        head.append(
+            event("response.output_item.added", output_index=0, item={**item, "status": "in_progress", "content": []})
+        )
         head.append(event("response.content_part.added", **where, part=part))
-        content = [event("response.output_text.delta", **where, delta=piece, logprobs=[])
-                   for piece in pieces]
-        tail = [event("response.output_text.done", **where, text=reply, logprobs=[]),
-                event("response.content_part.done", **where, part=item["content"][0])]
+        content = [event("response.output_text.delta", **where, delta=piece, logprobs=[]) for piece in pieces]
+        tail = [
+            event("response.output_text.done", **where, text=reply, logprobs=[]),
+            event("response.content_part.done", **where, part=item["content"][0]),
+        ]
     tail.append(event("response.output_item.done", output_index=0, item=item))
-    tail.append(event("response.completed",
-                      response={**response, "status": "completed", "output": [item], "usage": usage}))
+    tail.append(
+        event("response.completed", response={**response, "status": "completed", "output": [item], "usage": usage})
+    )
 
     def error() -> bytes:
         status = call.switches.status or 500

@@ -10,6 +10,7 @@ strings the ``text`` given (or the first ``enum``); integers and numbers ``minim
 ``#/$defs/...`` or ``#/definitions/...`` is followed. Without a schema: an object holding
 ``reply``.
 """
+
 from __future__ import annotations
 
 from typing import Any

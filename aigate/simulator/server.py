@@ -87,6 +87,7 @@ Control API (no auth, never scripted, recorded or counted)
 ``GET /_sim/stats``     ``{"<METHOD> <route template>": count}``, e.g.
                         ``{"POST /v1/chat/completions": 3}``
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -125,8 +126,7 @@ class Dialect(Protocol):
     def precheck(self, call: Call) -> web.Response | None:
         """Auth and required headers/parameters: an error response, or None."""
 
-    def error_body(self, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> bytes:
+    def error_body(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
         """The format's error document for ``status``."""
 
 
@@ -173,15 +173,12 @@ class Call:
         return self.body
 
     def json(self, data: Any, status: int = 200) -> web.Response:
-        return web.Response(
-            body=orjson.dumps(data), status=status, headers=SIM_HEADERS, content_type=JSON_TYPE
-        )
+        return web.Response(body=orjson.dumps(data), status=status, headers=SIM_HEADERS, content_type=JSON_TYPE)
 
     def binary(self, data: bytes, content_type: str) -> web.Response:
         return web.Response(body=data, headers=SIM_HEADERS, content_type=content_type)
 
-    def error(self, status: int, message: str, code: str | None = None,
-              param: str | None = None) -> web.Response:
+    def error(self, status: int, message: str, code: str | None = None, param: str | None = None) -> web.Response:
         headers = SIM_HEADERS
         retry_after = self.switches.retry_after
         if retry_after is not None and self.switches.status == status:
@@ -290,8 +287,9 @@ def _resolve(state: SimState, request: web.Request, raw: bytes) -> Switches:
     return merge(state.defaults, headers, by_key, directives, step)
 
 
-def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
-             stream: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def endpoint(
+    state: SimState, dialect: Dialect, handler: Handler, route: str, *, stream: bool = False
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap a format handler in the shared pipeline: record, switches, auth, faults."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -318,9 +316,7 @@ def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
         rejected = dialect.precheck(call)
         if rejected is not None:
             return rejected
-        if sw.status is not None and sw.status >= 400 and not (
-            call.stream and sw.error_after is not None
-        ):
+        if sw.status is not None and sw.status >= 400 and not (call.stream and sw.error_after is not None):
             return call.error(sw.status, text.fault_message(sw.status))
         if sw.disconnect_after is not None and not call.stream:
             call.disconnect()
@@ -331,9 +327,7 @@ def endpoint(state: SimState, dialect: Dialect, handler: Handler, route: str, *,
             response = await handler(call)
         except RequestError as exc:
             return call.error(400, str(exc), param=exc.param)
-        if sw.malformed and isinstance(response, web.Response) and (
-            response.content_type == JSON_TYPE
-        ):
+        if sw.malformed and isinstance(response, web.Response) and (response.content_type == JSON_TYPE):
             response.body = MALFORMED_BODY
         return response
 
@@ -383,9 +377,7 @@ def _control_routes(state: SimState) -> list[web.RouteDef]:
 
 
 def _control_json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, headers=SIM_HEADERS, content_type=JSON_TYPE
-    )
+    return web.Response(body=orjson.dumps(data), status=status, headers=SIM_HEADERS, content_type=JSON_TYPE)
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -450,8 +442,7 @@ class SimulatorHandle:
             self.runner = None
 
 
-async def start_simulator(host: str = "127.0.0.1", port: int = 0,
-                          **defaults: Any) -> SimulatorHandle:
+async def start_simulator(host: str = "127.0.0.1", port: int = 0, **defaults: Any) -> SimulatorHandle:
     """Start a simulator in the running event loop; ``port=0`` picks a free port."""
     app = create_app(**defaults)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)

@@ -5,6 +5,7 @@ priority, by ``x-sim-<name>`` request headers, by ``[[sim name=value ...]]`` dir
 found in the request body, and by the next step of a script (see ``server.py``).
 Names accept ``-`` or ``_`` (``x-sim-latency-ms`` is ``latency_ms``).
 """
+
 from __future__ import annotations
 
 import re

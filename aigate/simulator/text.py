@@ -21,6 +21,7 @@ Token rule (the same for every format, so one conversation costs the same everyw
 * ``reasoning_tokens`` / ``cached_tokens`` switches are reported on top, following each
   provider's own arithmetic (see the format modules).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,7 +56,7 @@ def strip_directives(text: str) -> str:
         end = text.find(DIRECTIVE_CLOSE, start)
         if end < 0:
             return text[:start]
-        text = text[:start] + text[end + len(DIRECTIVE_CLOSE):]
+        text = text[:start] + text[end + len(DIRECTIVE_CLOSE) :]
 
 
 def echo_reply(user_text: str) -> str:
@@ -105,7 +106,7 @@ def split_chunks(text: str, n: int) -> list[str]:
     if n == 1:
         return [text]
     bounds = [i * size // n for i in range(n + 1)]
-    return [text[bounds[i]:bounds[i + 1]] for i in range(n)]
+    return [text[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
 def part_texts(content: Any) -> Iterator[str]:

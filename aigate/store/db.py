@@ -1,4 +1,5 @@
 """Database engines: SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg) by URL."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,12 @@ def _reset_sqlite(dbapi_connection, _record, _state) -> None:
 # rare model, a short range) and keeps it across ANALYZEs; planning every execution costs
 # well under a millisecond next to these queries. JIT compilation would add more than the
 # queries take; a bigger work_mem keeps a keyword's bitmap of matches exact (not lossy).
-READER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off", "work_mem": "32MB",
-                   "application_name": "aigate-log-search"}
+READER_SETTINGS = {
+    "plan_cache_mode": "force_custom_plan",
+    "jit": "off",
+    "work_mem": "32MB",
+    "application_name": "aigate-log-search",
+}
 
 
 def create_reader_engine(url: str, *, pool_size: int = 4) -> AsyncEngine | None:
@@ -67,7 +72,11 @@ def create_engine(url: str, *, pool_size: int = 20, server_settings: dict[str, s
         # SQLite has one writer at a time; one shared connection serialises work in
         # process instead of spinning on "database is locked".
         engine = create_async_engine(
-            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=60,
+            url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
             pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -87,6 +96,9 @@ def create_engine(url: str, *, pool_size: int = 20, server_settings: dict[str, s
     if settings:
         connect_args["server_settings"] = settings
     return create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
         connect_args=connect_args,
     )

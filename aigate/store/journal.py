@@ -12,6 +12,7 @@ replay skips what that row says is done, so a crash between the commit and the f
 truncation does not write a row twice. A journal whose lock can be taken belongs to a
 process that is gone: the writer replays it at start-up and deletes it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -49,8 +50,7 @@ def encode(entries: list[Entry]) -> bytes:
     lines = []
     for s, k, r in entries:
         try:
-            lines.append(orjson.dumps({"s": s, "k": k, "r": r}, default=_default,
-                                      option=orjson.OPT_APPEND_NEWLINE))
+            lines.append(orjson.dumps({"s": s, "k": k, "r": r}, default=_default, option=orjson.OPT_APPEND_NEWLINE))
         except TypeError as exc:
             log.error("row cannot be journaled (%s): %s %r", exc, k, r)
     return b"".join(lines)
@@ -92,7 +92,7 @@ class JournalFile:
     def append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
         os.fsync(self._fd)
 
     def read(self, max_rows: int) -> list[Entry]:

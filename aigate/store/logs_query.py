@@ -24,6 +24,7 @@ PostgreSQL, the FTS5 trigram table ``usage_logs_fts`` on SQLite (its candidates 
 checked with LIKE, so the matches are exactly LIKE's; keywords under three characters
 scan the range).
 """
+
 from __future__ import annotations
 
 import csv
@@ -71,9 +72,25 @@ USAGE_FIELDS = (
 )
 DETAIL_COLUMNS = ("request_body", "request_body_truncated", "response_body", "response_body_truncated")
 EXPORT_COLUMNS = (
-    "id", "request_id", "created_at", "group", "channel", "mode", "model", "user", "token_name",
-    "code", "retry_times", "ttfb_milliseconds", "input_tokens", "output_tokens", "cached_tokens",
-    "reasoning_tokens", "total_tokens", "used_amount", "content",
+    "id",
+    "request_id",
+    "created_at",
+    "group",
+    "channel",
+    "mode",
+    "model",
+    "user",
+    "token_name",
+    "code",
+    "retry_times",
+    "ttfb_milliseconds",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "used_amount",
+    "content",
 )
 
 
@@ -180,13 +197,29 @@ def csv_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for r in rows:
-        writer.writerow((
-            r["id"], r["request_id"], iso_ms(r["created_ms"]), r["app_id"], r["channel"],
-            r["mode"], _inert(r["model"]), _inert(r["user"]), _inert(r["token_name"]), r["code"],
-            r["retry_times"], r["ttfb_ms"], r["input_tokens"], r["output_tokens"], r["cached_tokens"],
-            r["reasoning_tokens"], r["total_tokens"], _plain_decimal(r["used_amount"]),
-            _inert(r["content"]),
-        ))
+        writer.writerow(
+            (
+                r["id"],
+                r["request_id"],
+                iso_ms(r["created_ms"]),
+                r["app_id"],
+                r["channel"],
+                r["mode"],
+                _inert(r["model"]),
+                _inert(r["user"]),
+                _inert(r["token_name"]),
+                r["code"],
+                r["retry_times"],
+                r["ttfb_ms"],
+                r["input_tokens"],
+                r["output_tokens"],
+                r["cached_tokens"],
+                r["reasoning_tokens"],
+                r["total_tokens"],
+                _plain_decimal(r["used_amount"]),
+                _inert(r["content"]),
+            )
+        )
     return buf.getvalue()
 
 
@@ -261,14 +294,17 @@ def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:
 
 def _dimension_conditions(f: LogFilter, cols) -> list[ColumnElement[bool]]:
     """The filters usage_logs and usage_log_counts share (their columns have the same names)."""
-    pairs = ((f.group, cols.app_id), (f.model, cols.model), (f.token_name, cols.token_name),
-             (f.channel, cols.channel))
+    pairs = ((f.group, cols.app_id), (f.model, cols.model), (f.token_name, cols.token_name), (f.channel, cols.channel))
     conds = [col == value for value, col in pairs if value is not None]
     return conds + _code_conditions(f, cols.code)
 
 
 def log_conditions(
-    f: LogFilter, dialect: str, *, start: int | None = None, end: int | None = None,
+    f: LogFilter,
+    dialect: str,
+    *,
+    start: int | None = None,
+    end: int | None = None,
     use_range: bool = True,
 ) -> list[ColumnElement[bool]]:
     """WHERE terms on usage_logs; ``start``/``end`` narrow the filter's own range."""
@@ -338,9 +374,27 @@ def detail_query(log_id: int, group: str | None) -> Select:
 
 def export_query(f: LogFilter, dialect: str, *, after: tuple[int, int] | None, limit: int) -> Select:
     """One keyset chunk of the export: rows strictly after ``(created_ms, id)``."""
-    cols = ("id", "request_id", "created_ms", "app_id", "channel", "mode", "model", "user",
-            "token_name", "code", "retry_times", "ttfb_ms", "input_tokens", "output_tokens",
-            "cached_tokens", "reasoning_tokens", "total_tokens", "used_amount", "content")
+    cols = (
+        "id",
+        "request_id",
+        "created_ms",
+        "app_id",
+        "channel",
+        "mode",
+        "model",
+        "user",
+        "token_name",
+        "code",
+        "retry_times",
+        "ttfb_ms",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "used_amount",
+        "content",
+    )
     q = select(*(L[c] for c in cols)).where(*log_conditions(f, dialect))
     if after is not None:
         created, log_id = after
@@ -384,8 +438,9 @@ def _count_conditions(f: LogFilter) -> list[ColumnElement[bool]]:
     return _dimension_conditions(f, C)
 
 
-def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None,
-                extra: tuple[ColumnElement[bool], ...] = ()) -> Select:
+def _raw_counts(
+    f: LogFilter, dialect: str, lo: int | None, hi: int | None, extra: tuple[ColumnElement[bool], ...] = ()
+) -> Select:
     return (
         select(L.channel, L.model, L.token_name, func.count().label("n"))
         .where(*log_conditions(f, dialect, start=lo, end=hi), *extra)
@@ -393,8 +448,7 @@ def _raw_counts(f: LogFilter, dialect: str, lo: int | None, hi: int | None,
     )
 
 
-def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int,
-                   extra: tuple[ColumnElement[bool], ...] = ()) -> Select:
+def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int, extra: tuple[ColumnElement[bool], ...] = ()) -> Select:
     return (
         select(C.channel, C.model, C.token_name, func.sum(C.logs).label("n"))
         .where(C.grain_ms == grain, C.bucket_ms >= lo, C.bucket_ms < hi, *_count_conditions(f), *extra)
@@ -402,8 +456,9 @@ def _rollup_counts(f: LogFilter, grain: int, lo: int, hi: int,
     )
 
 
-def _counted_pieces(f: LogFilter, dialect: str, now_ms: int,
-                    extra: Callable[[Any], tuple[ColumnElement[bool], ...]] = lambda cols: ()) -> list[Select]:
+def _counted_pieces(
+    f: LogFilter, dialect: str, now_ms: int, extra: Callable[[Any], tuple[ColumnElement[bool], ...]] = lambda cols: ()
+) -> list[Select]:
     """Counts of a countable filter over its range: whole days and hours from
     usage_log_counts, the partial hours at the edges from the log; ``extra(cols)`` adds
     terms on the columns both tables share."""

@@ -8,6 +8,7 @@ arrives as a plain ``DBAPIError`` with ``connection_invalidated`` false; a value
 cannot encode arrives as an ``InterfaceError``), so the cause chain is walked down to the
 driver's own error and judged there: PostgreSQL by SQLSTATE, SQLite by its result code.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -25,10 +26,18 @@ _PG_OUTAGE_CODES = frozenset({"57P01", "57P02", "57P03", "57014", "55P03"})
 
 # SQLite primary result codes of the same kind: busy/locked, out of memory, read-only
 # (a remounted disk), I/O error, disk full, cannot open, lock protocol.
-_SQLITE_OUTAGE_CODES = frozenset({
-    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
-    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
-})
+_SQLITE_OUTAGE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 
 
 class DatabaseUnavailable(Exception):

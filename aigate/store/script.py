@@ -15,6 +15,7 @@ raises to roll back. ``run_script`` runs it in a single transaction:
 This is the only module that reaches into aiosqlite's internals (``_execute`` and
 ``_conn``, unchanged since aiosqlite 0.17); the tests run every script on both databases.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -4,6 +4,7 @@ Each script is plain SQL run by ``aigate.store.script`` (on SQLite the whole flu
 hop to the database thread). Rows arrive as dicts keyed by column name; missing columns
 take the table's defaults, JSON columns are encoded here.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -126,8 +127,11 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
         keys = [(minute, (created // MINUTE_MS * MINUTE_MS, app, model, strategy))]
         for group in (app, "*"):
             for sums, bucket in ((hourly, hour), (daily, day)):
-                keys += [(sums, (group, "total", bucket, "")), (sums, (group, "model", bucket, model)),
-                         (sums, (group, "strategy", bucket, strategy))]
+                keys += [
+                    (sums, (group, "total", bucket, "")),
+                    (sums, (group, "model", bucket, model)),
+                    (sums, (group, "strategy", bucket, strategy)),
+                ]
         for sums, key in keys:
             acc = sums.get(key)
             if acc is None:
@@ -149,11 +153,15 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
         (t.usage_rollups_daily, daily, ("app_id", "dim", "bucket_ms", "value")),
     ):
         # a fixed order avoids deadlocks between instances
-        db.many(_add_on_conflict(table, names, ROLLUP_SUMS),
-                [_bind(db, table, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(sums.items())])
+        db.many(
+            _add_on_conflict(table, names, ROLLUP_SUMS),
+            [_bind(db, table, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(sums.items())],
+        )
     count_names = ("grain_ms", "bucket_ms", "app_id", "model", "channel", "token_name", "code")
-    db.many(_add_on_conflict(t.usage_log_counts, count_names, ("logs",)),
-            [{**dict(zip(count_names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())])
+    db.many(
+        _add_on_conflict(t.usage_log_counts, count_names, ("logs",)),
+        [{**dict(zip(count_names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())],
+    )
 
 
 USER_DAILY_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount")
@@ -175,9 +183,10 @@ def _add_user_daily(db, rows: list[dict[str, Any]]) -> None:
         acc["total_tokens"] += row.get("total_tokens", 0)
         acc["used_amount"] += Decimal(row.get("used_amount", 0))
     names = ("app_id", "user_id", "day_ms")
-    db.many(_add_on_conflict(t.user_usage_daily, names, USER_DAILY_SUMS),
-            [_bind(db, t.user_usage_daily, {**dict(zip(names, k, strict=True)), **v})
-             for k, v in sorted(days.items())])
+    db.many(
+        _add_on_conflict(t.user_usage_daily, names, USER_DAILY_SUMS),
+        [_bind(db, t.user_usage_daily, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(days.items())],
+    )
 
 
 def write_ai_requests(db, rows: list[dict[str, Any]]) -> None:
@@ -192,26 +201,50 @@ def write_chat_exchanges(db, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         chat = chats.setdefault(
             row["chat_id"],
-            dict(chat_id=row["chat_id"], app_id=row["app_id"], user_id=row["user_id"],
-                 strategy=row["strategy"], title=row.get("title", ""),
-                 created_ms=row["created_ms"], updated_ms=row["created_ms"]),
+            dict(
+                chat_id=row["chat_id"],
+                app_id=row["app_id"],
+                user_id=row["user_id"],
+                strategy=row["strategy"],
+                title=row.get("title", ""),
+                created_ms=row["created_ms"],
+                updated_ms=row["created_ms"],
+            ),
         )
         chat["updated_ms"] = max(chat["updated_ms"], row["created_ms"])
-    db.many(_insert_sql(t.chats, "ON CONFLICT (chat_id) DO UPDATE SET updated_ms = excluded.updated_ms"),
-            [_bind(db, t.chats, c) for c in chats.values()])
-    db.many(_insert_sql(t.chat_exchanges), [
-        _bind(db, t.chat_exchanges, dict(
-            chat_id=r["chat_id"], app_id=r["app_id"], user_id=r["user_id"], strategy=r["strategy"],
-            messages=r["messages"], tokens=r.get("tokens", 0), request_id=r.get("request_id"),
-            created_ms=r["created_ms"], updated_ms=r["created_ms"]))
-        for r in rows
-    ])
+    db.many(
+        _insert_sql(t.chats, "ON CONFLICT (chat_id) DO UPDATE SET updated_ms = excluded.updated_ms"),
+        [_bind(db, t.chats, c) for c in chats.values()],
+    )
+    db.many(
+        _insert_sql(t.chat_exchanges),
+        [
+            _bind(
+                db,
+                t.chat_exchanges,
+                dict(
+                    chat_id=r["chat_id"],
+                    app_id=r["app_id"],
+                    user_id=r["user_id"],
+                    strategy=r["strategy"],
+                    messages=r["messages"],
+                    tokens=r.get("tokens", 0),
+                    request_id=r.get("request_id"),
+                    created_ms=r["created_ms"],
+                    updated_ms=r["created_ms"],
+                ),
+            )
+            for r in rows
+        ],
+    )
 
 
 def write_users(db, rows: list[dict[str, Any]]) -> None:
     unique = {(r["app_id"], r["user_id"]): r for r in rows}
-    db.many(_insert_sql(t.users, "ON CONFLICT (app_id, user_id) DO NOTHING"),
-            [_bind(db, t.users, r) for r in unique.values()])
+    db.many(
+        _insert_sql(t.users, "ON CONFLICT (app_id, user_id) DO NOTHING"),
+        [_bind(db, t.users, r) for r in unique.values()],
+    )
 
 
 def register_sinks(writer: BatchWriter) -> None:

@@ -5,6 +5,7 @@ columns, which compare and index the same way on SQLite and PostgreSQL; JSON doc
 use the portable ``JSON`` type; secrets a client presents (server keys, relay tokens)
 are stored as SHA-256 hex digests, never in the clear.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -330,6 +331,7 @@ request_details = Table(
     Column("response_body_truncated", Boolean, nullable=False, default=False),
 )
 
+
 def _rollup_sums() -> list[Column]:
     """The sums every dashboard rollup keeps (the writer adds to them)."""
     counts = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens")
@@ -381,19 +383,34 @@ usage_log_counts = Table(
 
 # Log search orderings (newest first) for the filters seed 001 combines.
 _L = usage_logs.c
-Index("ix_usage_logs_app_model_created", _L.app_id, _L.model, _L.created_ms, _L.id, _L.code,
-      _L.token_name, _L.channel)
-Index("ix_usage_logs_app_token_created", _L.app_id, _L.token_name, _L.created_ms, _L.id, _L.code,
-      _L.model, _L.channel)
-Index("ix_usage_logs_channel_created", _L.channel, _L.created_ms, _L.id, _L.code, _L.app_id,
-      _L.model, _L.token_name)
+Index("ix_usage_logs_app_model_created", _L.app_id, _L.model, _L.created_ms, _L.id, _L.code, _L.token_name, _L.channel)
+Index("ix_usage_logs_app_token_created", _L.app_id, _L.token_name, _L.created_ms, _L.id, _L.code, _L.model, _L.channel)
+Index("ix_usage_logs_channel_created", _L.channel, _L.created_ms, _L.id, _L.code, _L.app_id, _L.model, _L.token_name)
 # Errors are a small share of the log: partial indexes keep "code_type=error" pages cheap.
-Index("ix_usage_logs_errors_created", _L.created_ms, _L.id, _L.code, _L.app_id, _L.model,
-      _L.token_name, _L.channel,
-      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
-Index("ix_usage_logs_app_errors_created", _L.app_id, _L.created_ms, _L.id, _L.code, _L.model,
-      _L.token_name, _L.channel,
-      postgresql_where=_L.code != 200, sqlite_where=_L.code != 200)
+Index(
+    "ix_usage_logs_errors_created",
+    _L.created_ms,
+    _L.id,
+    _L.code,
+    _L.app_id,
+    _L.model,
+    _L.token_name,
+    _L.channel,
+    postgresql_where=_L.code != 200,
+    sqlite_where=_L.code != 200,
+)
+Index(
+    "ix_usage_logs_app_errors_created",
+    _L.app_id,
+    _L.created_ms,
+    _L.id,
+    _L.code,
+    _L.model,
+    _L.token_name,
+    _L.channel,
+    postgresql_where=_L.code != 200,
+    sqlite_where=_L.code != 200,
+)
 
 # Keyword search (a case-insensitive substring of these columns). PostgreSQL: a pg_trgm GIN
 # index per column (migration 0012 qualifies the operator class with pg_trgm's schema).
@@ -401,8 +418,13 @@ Index("ix_usage_logs_app_errors_created", _L.app_id, _L.created_ms, _L.id, _L.co
 # triggers), which Core cannot declare; migration_filter() hides it from comparisons.
 KEYWORD_COLUMNS = ("request_id", "user", "model", "token_name", "content")
 for _name in KEYWORD_COLUMNS:
-    Index(f"ix_usage_logs_trgm_{_name}", usage_logs.c[_name], postgresql_using="gin",
-          postgresql_ops={_name: "gin_trgm_ops"}, info={"dialect": "postgresql"})
+    Index(
+        f"ix_usage_logs_trgm_{_name}",
+        usage_logs.c[_name],
+        postgresql_using="gin",
+        postgresql_ops={_name: "gin_trgm_ops"},
+        info={"dialect": "postgresql"},
+    )
 SQLITE_FTS_TABLE = "usage_logs_fts"
 
 # Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC

@@ -7,6 +7,7 @@ The escape uses U+F8FF (private use, never meaningful in text): NUL → U+F8FF "
 U+F8FF itself → U+F8FF U+F8FF, so decoding is exact. Text with neither character (nearly
 all text) is stored unchanged and costs one scan to check.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """INSERT ... ON CONFLICT for both SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,9 +28,7 @@ async def upsert(
     stmt = _insert(conn, table)
     cols = update if update is not None else [c for c in rows[0] if c not in keys]
     if cols:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={c: stmt.excluded[c] for c in cols}
-        )
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in cols})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     await conn.execute(stmt, list(rows))

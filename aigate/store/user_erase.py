@@ -19,6 +19,7 @@ still group together (totals per user add up), but the marker cannot be traced b
 the user id by hashing candidate ids, and erasing the same id again later gives another
 marker. Nothing outside (app_id, user_id) is touched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,17 +50,13 @@ async def erase_user(engine: AsyncEngine, app_id: str, user_id: str) -> dict[str
             ("usage_counters", t.usage_counters),
             ("users", t.users),
         ):
-            result = await conn.execute(
-                delete(table).where((table.c.app_id == app_id) & (table.c.user_id == user_id))
-            )
+            result = await conn.execute(delete(table).where((table.c.app_id == app_id) & (table.c.user_id == user_id)))
             counts[name] = result.rowcount
 
         logs = t.usage_logs
         mine = (logs.c.app_id == app_id) & (logs.c.user == user_id)
         result = await conn.execute(
-            delete(t.request_details).where(
-                t.request_details.c.log_id.in_(select(logs.c.id).where(mine))
-            )
+            delete(t.request_details).where(t.request_details.c.log_id.in_(select(logs.c.id).where(mine)))
         )
         counts["request_details"] = result.rowcount
         result = await conn.execute(update(logs).where(mine).values(content="", ip="", user=marker))
@@ -67,9 +64,7 @@ async def erase_user(engine: AsyncEngine, app_id: str, user_id: str) -> dict[str
 
         ledger = t.asset_ledger
         result = await conn.execute(
-            update(ledger)
-            .where((ledger.c.app_id == app_id) & (ledger.c.user_id == user_id))
-            .values(user_id=marker)
+            update(ledger).where((ledger.c.app_id == app_id) & (ledger.c.user_id == user_id)).values(user_id=marker)
         )
         counts["ledger_anonymised"] = result.rowcount
 

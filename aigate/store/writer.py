@@ -25,6 +25,7 @@ comes first. Guarantees:
   it raises ``DatabaseUnavailable`` (a 503 on the call path); the row stays queued and is
   written once the database is back. ``flush`` does the same.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -197,8 +198,9 @@ class BatchWriter:
 
     def _to_journal(self, kind: str, row: dict[str, Any]) -> None:
         if not self._journaling:
-            log.warning("database unavailable and the writer's queue is full: rows go to the journal in %s",
-                        self.journal_dir)
+            log.warning(
+                "database unavailable and the writer's queue is full: rows go to the journal in %s", self.journal_dir
+            )
         self._journaling = True
         self._drained.clear()
         self._spill.append((self._next_seq, kind, row))
@@ -265,8 +267,9 @@ class BatchWriter:
             log.warning("replayed %d rows from the journal %s of a stopped process", replayed, path)
 
     async def _write_entries(self, journal: str, entries: list[Entry]) -> None:
-        await self._write_until_done([(k, r) for _, k, r in entries], progress=(journal, entries[-1][0]),
-                                     seqs=[s for s, _, _ in entries])
+        await self._write_until_done(
+            [(k, r) for _, k, r in entries], progress=(journal, entries[-1][0]), seqs=[s for s, _, _ in entries]
+        )
 
     # --- the writer task
 
@@ -282,8 +285,9 @@ class BatchWriter:
         try:
             await asyncio.wait_for(self.flush(through_outage=True), timeout_s)
         except TimeoutError:
-            log.error("database still unavailable at shutdown: unwritten rows go to the journal in %s",
-                      self.journal_dir)
+            log.error(
+                "database still unavailable at shutdown: unwritten rows go to the journal in %s", self.journal_dir
+            )
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -363,8 +367,9 @@ class BatchWriter:
         metrics.WRITER_RETRIES.inc()
         log.warning("database unavailable, retrying in %.2fs: %s", backoff, exc)
 
-    async def _write_until_done(self, rows: Rows, *, progress: tuple[str, int] | None = None,
-                                seqs: list[int] | None = None) -> None:
+    async def _write_until_done(
+        self, rows: Rows, *, progress: tuple[str, int] | None = None, seqs: list[int] | None = None
+    ) -> None:
         """Commit the rows (and the journal progress) in one transaction, waiting out
         outages; if the database rejects the batch for its data, row by row."""
         if not rows:
@@ -377,13 +382,11 @@ class BatchWriter:
         self.rows_written += len(rows)
         metrics.WRITER_ROWS.inc(len(rows))
 
-    async def _write_one_by_one(self, rows: Rows, progress: tuple[str, int] | None,
-                                seqs: list[int] | None) -> None:
+    async def _write_one_by_one(self, rows: Rows, progress: tuple[str, int] | None, seqs: list[int] | None) -> None:
         for i, (kind, row) in enumerate(rows):
             step = (progress[0], seqs[i]) if progress and seqs else None
             try:
-                await self._until_written(partial(
-                    run_script, self.engine, _flush, self._handlers, [(kind, row)], step))
+                await self._until_written(partial(run_script, self.engine, _flush, self._handlers, [(kind, row)], step))
                 self.rows_written += 1
                 metrics.WRITER_ROWS.inc()
             except Exception as exc:

@@ -1,4 +1,5 @@
 """A running gateway wired to a running simulator, on each database backend."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The Admin API shows and edits an app's SPEC §10 settings, secrets masked, with the
 file's checks (including the (issuer, audience) pair across apps)."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,7 @@ async def test_settings_are_shown_masked_and_edited(gw):
     async with gw.session.get(url, headers=gw.admin_headers()) as resp:
         client = (await resp.json())["data"]["client"]
     assert client["user_tokens"][0]["secret"] == "an-…cdef"
-    assert client["rate_limits"] == {"per_user_rpm": None, "per_ip_rpm": None,
-                                     "max_concurrent_streams_per_user": None}
+    assert client["rate_limits"] == {"per_user_rpm": None, "per_ip_rpm": None, "max_concurrent_streams_per_user": None}
     async with gw.session.patch(url, json={"rate_limits": {"per_user_rpm": 2}}, headers=gw.admin_headers()) as resp:
         assert resp.status == 200
         assert (await resp.json())["data"]["client"]["user_tokens"][0]["issuer"] == ISSUER["issuer"]  # kept
@@ -45,16 +45,20 @@ async def test_a_pair_another_app_uses_is_rejected(gw):
     async with gw.session.post(f"{gw.url}/api/apps", json=body, headers=gw.admin_headers()) as resp:
         assert resp.status == 400
         message = (await resp.json())["message"]
-        assert "user_tokens[0]: issuer 'https://sb.example.com/auth/v1' with audience 'authenticated' " \
-               "is already used by app 'APPTEST'" in message
+        assert (
+            "user_tokens[0]: issuer 'https://sb.example.com/auth/v1' with audience 'authenticated' "
+            "is already used by app 'APPTEST'" in message
+        )
     async with gw.session.post(f"{gw.url}/api/apps", json={"id": "APP2"}, headers=gw.admin_headers()) as resp:
         assert resp.status == 201
-    async with gw.session.patch(f"{gw.url}/api/apps/APP2", json={"user_tokens": [ISSUER]},
-                                headers=gw.admin_headers()) as resp:
+    async with gw.session.patch(
+        f"{gw.url}/api/apps/APP2", json={"user_tokens": [ISSUER]}, headers=gw.admin_headers()
+    ) as resp:
         assert resp.status == 400 and "already used by app 'APPTEST'" in (await resp.json())["message"]
     two = [ISSUER | {"audience": "x"}, ISSUER | {"audience": "y"}]
-    async with gw.session.patch(f"{gw.url}/api/apps/APP2", json={"user_tokens": two},
-                                headers=gw.admin_headers()) as resp:
+    async with gw.session.patch(
+        f"{gw.url}/api/apps/APP2", json={"user_tokens": two}, headers=gw.admin_headers()
+    ) as resp:
         assert resp.status == 400 and "user_tokens[1].user_prefix" in (await resp.json())["message"]
 
 
@@ -66,8 +70,9 @@ async def test_a_refused_token_is_accepted_once_the_configuration_accepts_it(gw)
     for _ in range(2):  # the second refusal comes from memory
         async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
             assert resp.status == 401 and "no app accepts issuer" in (await resp.json())["error"]["message"]
-    async with gw.session.patch(f"{gw.url}/api/apps/{APP_ID}", json={"user_tokens": [ISSUER, other]},
-                                headers=gw.admin_headers()) as resp:
+    async with gw.session.patch(
+        f"{gw.url}/api/apps/{APP_ID}", json={"user_tokens": [ISSUER, other]}, headers=gw.admin_headers()
+    ) as resp:
         assert resp.status == 200
     async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200

@@ -1,4 +1,5 @@
 """The dashboard over HTTP: sums from the rollups equal the inserted log rows."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -15,18 +16,26 @@ OTHER = "APPOTHER"
 MINUTE = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
-FIELDS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount",
-          "avg_ttfb_milliseconds")
+FIELDS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount", "avg_ttfb_milliseconds")
 _seq = count()
 
 
 def log_row(created_ms: int, **extra: Any) -> dict:
     n = next(_seq)
     row = {
-        "request_id": str(800_000 + n), "created_ms": created_ms, "request_ms": created_ms,
-        "code": 200, "app_id": APP_ID, "model": "gpt-4o-mini", "user": "u",
-        "metadata": {"strategy": "free-normal"}, "input_tokens": 10 + n % 7, "output_tokens": 3 + n % 5,
-        "ttfb_ms": 100 + n % 13, "price": {}, "used_amount": Decimal("0.000001") * (1 + n % 4),
+        "request_id": str(800_000 + n),
+        "created_ms": created_ms,
+        "request_ms": created_ms,
+        "code": 200,
+        "app_id": APP_ID,
+        "model": "gpt-4o-mini",
+        "user": "u",
+        "metadata": {"strategy": "free-normal"},
+        "input_tokens": 10 + n % 7,
+        "output_tokens": 3 + n % 5,
+        "ttfb_ms": 100 + n % 13,
+        "price": {},
+        "used_amount": Decimal("0.000001") * (1 + n % 4),
     }
     row["total_tokens"] = row["input_tokens"] + row["output_tokens"]
     row.update(extra)
@@ -66,8 +75,9 @@ def assert_fields(got: dict, want: dict) -> None:
 
 def expected(rows: list[dict], start: int, end: int, span: int, group: str | None) -> dict:
     """What the dashboard must show: rows whose minute starts in [start, end)."""
-    chosen = [r for r in rows if start <= r["created_ms"] // MINUTE * MINUTE < end
-              and (group is None or r["app_id"] == group)]
+    chosen = [
+        r for r in rows if start <= r["created_ms"] // MINUTE * MINUTE < end and (group is None or r["app_id"] == group)
+    ]
     by_bucket: dict[int, list] = {}
     by_model: dict[str, dict[int, list]] = {}
     by_strategy: dict[str, dict[int, list]] = {}
@@ -82,8 +92,17 @@ def expected(rows: list[dict], start: int, end: int, span: int, group: str | Non
 def check(data: dict, rows: list[dict], start: int, end: int, span: int, group: str | None) -> None:
     want = expected(rows, start, end, span, group)
     assert want["rows"], "the case must cover some rows"
-    assert set(data) == {"group", "timespan", "start_timestamp", "end_timestamp", "timestamps",
-                         "totals", "series", "by_model", "by_strategy"}
+    assert set(data) == {
+        "group",
+        "timespan",
+        "start_timestamp",
+        "end_timestamp",
+        "timestamps",
+        "totals",
+        "series",
+        "by_model",
+        "by_strategy",
+    }
     assert_fields(data["totals"], sums(want["rows"]))
     buckets = list(range(start // span * span, end, span))
     assert data["timestamps"] == buckets
@@ -113,13 +132,15 @@ async def test_sums_equal_the_inserted_rows(gw):
     strategies = ["free-normal", "pro", ""]
     rows = []
     for i in range(240):
-        rows.append(log_row(
-            now - 3 * DAY + i * 1_111_111 % (3 * DAY),
-            model=models[i % 3],
-            metadata={"strategy": strategies[i % 4 % 3]} if i % 5 else {},
-            code=200 if i % 6 else 502,
-            app_id=APP_ID if i % 7 else OTHER,
-        ))
+        rows.append(
+            log_row(
+                now - 3 * DAY + i * 1_111_111 % (3 * DAY),
+                model=models[i % 3],
+                metadata={"strategy": strategies[i % 4 % 3]} if i % 5 else {},
+                code=200 if i % 6 else 502,
+                app_id=APP_ID if i % 7 else OTHER,
+            )
+        )
     for gw_row in rows:
         await gw.services.writer.put("usage_log", gw_row)
     await gw.flush()
@@ -127,12 +148,17 @@ async def test_sums_equal_the_inserted_rows(gw):
     hour = now // HOUR * HOUR
     cases = [
         # unaligned edges: partial hours come from the minute rollups
-        ({"start_timestamp": now - 30 * HOUR - 17 * MINUTE, "end_timestamp": now - 2 * HOUR + 5 * MINUTE,
-          "timespan": "hour"}, None),
+        (
+            {
+                "start_timestamp": now - 30 * HOUR - 17 * MINUTE,
+                "end_timestamp": now - 2 * HOUR + 5 * MINUTE,
+                "timespan": "hour",
+            },
+            None,
+        ),
         ({"start_timestamp": hour - 2 * DAY, "end_timestamp": hour, "timespan": "hour"}, None),
         ({"start_timestamp": now - 3 * DAY, "end_timestamp": now + MINUTE, "timespan": "day"}, None),
-        ({"start_timestamp": now - 3 * DAY, "end_timestamp": now + MINUTE, "timespan": "day",
-          "group": APP_ID}, APP_ID),
+        ({"start_timestamp": now - 3 * DAY, "end_timestamp": now + MINUTE, "timespan": "day", "group": APP_ID}, APP_ID),
         ({"start_timestamp": now - 20 * HOUR, "end_timestamp": now - 15 * HOUR, "timespan": "minute"}, None),
         ({"start_timestamp": now - 40 * HOUR, "end_timestamp": now, "group": OTHER}, OTHER),
     ]

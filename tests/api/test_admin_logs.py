@@ -1,4 +1,5 @@
 """Admin log search, detail and export over HTTP (seed 001), on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import csv
@@ -22,22 +23,62 @@ DAY = 86_400_000
 _seq = count()
 
 LOG_KEYS = {
-    "channel", "code", "content", "created_at", "endpoint", "group", "id", "ip", "metadata", "mode",
-    "model", "price", "request_at", "request_detail", "request_id", "retry_at", "retry_times",
-    "token_id", "token_name", "ttfb_milliseconds", "usage", "used_amount", "user",
+    "channel",
+    "code",
+    "content",
+    "created_at",
+    "endpoint",
+    "group",
+    "id",
+    "ip",
+    "metadata",
+    "mode",
+    "model",
+    "price",
+    "request_at",
+    "request_detail",
+    "request_id",
+    "retry_at",
+    "retry_times",
+    "token_id",
+    "token_name",
+    "ttfb_milliseconds",
+    "usage",
+    "used_amount",
+    "user",
 }
 
 
 def log_row(created_ms: int, **extra: Any) -> dict:
     n = next(_seq)
     row = {
-        "request_id": str(900_000 + n), "created_ms": created_ms, "request_ms": created_ms - 5,
-        "retry_ms": None, "retry_times": 0, "code": 200, "content": "", "endpoint": "/bp/ai/chat",
-        "app_id": APP_ID, "channel": 1, "mode": 1, "model": "gpt-4o-mini", "ip": "10.0.0.1",
-        "user": "alice", "token_id": 0, "token_name": "", "ttfb_ms": 120,
-        "metadata": {"strategy": "free-normal"}, "input_tokens": 100, "output_tokens": 20,
-        "cached_tokens": 0, "cache_creation_tokens": 0, "image_input_tokens": 0,
-        "reasoning_tokens": 0, "total_tokens": 120, "web_search_count": 0, "price": {},
+        "request_id": str(900_000 + n),
+        "created_ms": created_ms,
+        "request_ms": created_ms - 5,
+        "retry_ms": None,
+        "retry_times": 0,
+        "code": 200,
+        "content": "",
+        "endpoint": "/bp/ai/chat",
+        "app_id": APP_ID,
+        "channel": 1,
+        "mode": 1,
+        "model": "gpt-4o-mini",
+        "ip": "10.0.0.1",
+        "user": "alice",
+        "token_id": 0,
+        "token_name": "",
+        "ttfb_ms": 120,
+        "metadata": {"strategy": "free-normal"},
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cached_tokens": 0,
+        "cache_creation_tokens": 0,
+        "image_input_tokens": 0,
+        "reasoning_tokens": 0,
+        "total_tokens": 120,
+        "web_search_count": 0,
+        "price": {},
         "used_amount": Decimal("0.000027"),
     }
     row.update(extra)
@@ -69,12 +110,30 @@ async def test_log_object_has_exactly_the_seed_fields(gw):
     t0 = now_ms() - 60_000
     price = price_snapshot(Price(input_price=Decimal("0.15"), output_price=Decimal("0.6")))
     full = log_row(
-        t0, retry_ms=t0 + 7, retry_times=2, code=502, content="upstream 502", channel=3, mode=1,
-        token_id=7, token_name="sdk", metadata={"strategy": "free-normal", "k": "v"},
-        input_tokens=1234, output_tokens=567, cached_tokens=34, cache_creation_tokens=5,
-        image_input_tokens=6, reasoning_tokens=8, total_tokens=1801, web_search_count=1, price=price,
-        used_amount=Decimal("0.0005253"), request_body='{"messages":[]}', request_body_truncated=False,
-        response_body="x" * 10, response_body_truncated=True,
+        t0,
+        retry_ms=t0 + 7,
+        retry_times=2,
+        code=502,
+        content="upstream 502",
+        channel=3,
+        mode=1,
+        token_id=7,
+        token_name="sdk",
+        metadata={"strategy": "free-normal", "k": "v"},
+        input_tokens=1234,
+        output_tokens=567,
+        cached_tokens=34,
+        cache_creation_tokens=5,
+        image_input_tokens=6,
+        reasoning_tokens=8,
+        total_tokens=1801,
+        web_search_count=1,
+        price=price,
+        used_amount=Decimal("0.0005253"),
+        request_body='{"messages":[]}',
+        request_body_truncated=False,
+        response_body="x" * 10,
+        response_body_truncated=True,
     )
     bare = log_row(t0 - 1000)
     await put_all(gw, [full, bare])
@@ -89,35 +148,72 @@ async def test_log_object_has_exactly_the_seed_fields(gw):
     assert set(first) == LOG_KEYS
     log_id = first["id"]
     assert first == {
-        "channel": 3, "code": 502, "content": "upstream 502", "created_at": iso_ms(t0),
-        "endpoint": "/bp/ai/chat", "group": APP_ID, "id": log_id, "ip": "10.0.0.1",
-        "metadata": {"strategy": "free-normal", "k": "v"}, "mode": 1, "model": "gpt-4o-mini",
+        "channel": 3,
+        "code": 502,
+        "content": "upstream 502",
+        "created_at": iso_ms(t0),
+        "endpoint": "/bp/ai/chat",
+        "group": APP_ID,
+        "id": log_id,
+        "ip": "10.0.0.1",
+        "metadata": {"strategy": "free-normal", "k": "v"},
+        "mode": 1,
+        "model": "gpt-4o-mini",
         "price": {
-            "cache_creation_price": 0, "cache_creation_price_unit": 1_000_000, "cached_price": 0,
-            "cached_price_unit": 1_000_000, "image_input_price": 0, "image_input_price_unit": 1_000_000,
-            "input_price": 0.15, "input_price_unit": 1_000_000, "output_price": 0.6,
-            "output_price_unit": 1_000_000, "per_request_price": 0, "thinking_mode_output_price": 0,
-            "thinking_mode_output_price_unit": 1_000_000, "web_search_price": 0, "web_search_price_unit": 1,
+            "cache_creation_price": 0,
+            "cache_creation_price_unit": 1_000_000,
+            "cached_price": 0,
+            "cached_price_unit": 1_000_000,
+            "image_input_price": 0,
+            "image_input_price_unit": 1_000_000,
+            "input_price": 0.15,
+            "input_price_unit": 1_000_000,
+            "output_price": 0.6,
+            "output_price_unit": 1_000_000,
+            "per_request_price": 0,
+            "thinking_mode_output_price": 0,
+            "thinking_mode_output_price_unit": 1_000_000,
+            "web_search_price": 0,
+            "web_search_price_unit": 1,
         },
         "request_at": iso_ms(t0 - 5),
         "request_detail": {
-            "id": log_id, "log_id": log_id, "request_body": '{"messages":[]}',
-            "request_body_truncated": False, "response_body": "x" * 10, "response_body_truncated": True,
+            "id": log_id,
+            "log_id": log_id,
+            "request_body": '{"messages":[]}',
+            "request_body_truncated": False,
+            "response_body": "x" * 10,
+            "response_body_truncated": True,
         },
-        "request_id": full["request_id"], "retry_at": iso_ms(t0 + 7), "retry_times": 2, "token_id": 7,
-        "token_name": "sdk", "ttfb_milliseconds": 120,
+        "request_id": full["request_id"],
+        "retry_at": iso_ms(t0 + 7),
+        "retry_times": 2,
+        "token_id": 7,
+        "token_name": "sdk",
+        "ttfb_milliseconds": 120,
         "usage": {
-            "cache_creation_tokens": 5, "cached_tokens": 34, "image_input_tokens": 6, "input_tokens": 1234,
-            "output_tokens": 567, "reasoning_tokens": 8, "total_tokens": 1801, "web_search_count": 1,
+            "cache_creation_tokens": 5,
+            "cached_tokens": 34,
+            "image_input_tokens": 6,
+            "input_tokens": 1234,
+            "output_tokens": 567,
+            "reasoning_tokens": 8,
+            "total_tokens": 1801,
+            "web_search_count": 1,
         },
-        "used_amount": 0.0005253, "user": "alice",
+        "used_amount": 0.0005253,
+        "user": "alice",
     }
     assert first["created_at"].endswith("Z") and len(first["created_at"]) == 24
     # no stored detail: an empty one that still names its log; no retry: ""
     assert second["retry_at"] == ""
     assert second["request_detail"] == {
-        "id": 0, "log_id": second["id"], "request_body": "", "request_body_truncated": False,
-        "response_body": "", "response_body_truncated": False,
+        "id": 0,
+        "log_id": second["id"],
+        "request_body": "",
+        "request_body_truncated": False,
+        "response_body": "",
+        "response_body_truncated": False,
     }
     assert all(v == 0 for v in second["price"].values()) and len(second["price"]) == 15
 
@@ -131,8 +227,7 @@ async def test_log_object_has_exactly_the_seed_fields(gw):
     assert status == 200 and body == {"data": first, "message": "", "success": True}
     status, body = await get(gw, f"/api/logs/detail/{log_id}")
     assert status == 200 and body["data"] == first
-    for path in (f"/api/log/{APP_ID}/detail/999999", "/api/logs/detail/999999",
-                 f"/api/log/{OTHER}/detail/{log_id}"):
+    for path in (f"/api/log/{APP_ID}/detail/999999", "/api/logs/detail/999999", f"/api/log/{OTHER}/detail/{log_id}"):
         status, body = await get(gw, path)
         assert status == 404 and body["data"] is None and body["success"] is False and body["message"]
     for bad in ("abc", "0", str(2**64)):
@@ -145,24 +240,40 @@ def dataset(now: int) -> list[dict]:
     today = now // DAY * DAY
     hour = now // HOUR * HOUR
     times = [
-        now - 60_000, now - 61_000, hour, hour - 1, hour - HOUR + 17, today, today - 1, today + 1,
-        today - DAY, today - DAY + HOUR, today - DAY - 3 * HOUR - 59, today - 2 * DAY + 5,
-        now - 2 * DAY - 7 * HOUR, now - 3 * DAY + 11, now - 5 * HOUR, now - 27 * HOUR, now + 2 * HOUR,
+        now - 60_000,
+        now - 61_000,
+        hour,
+        hour - 1,
+        hour - HOUR + 17,
+        today,
+        today - 1,
+        today + 1,
+        today - DAY,
+        today - DAY + HOUR,
+        today - DAY - 3 * HOUR - 59,
+        today - 2 * DAY + 5,
+        now - 2 * DAY - 7 * HOUR,
+        now - 3 * DAY + 11,
+        now - 5 * HOUR,
+        now - 27 * HOUR,
+        now + 2 * HOUR,
     ]
     models = ["gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash"]
     rows = []
     for i, ts in enumerate(times * 3):
         code = [200, 200, 429, 200, 500, 200, 400][i % 7]
-        rows.append(log_row(
-            ts,
-            app_id=APP_ID if i % 4 else OTHER,
-            model=models[i % 3],
-            channel=1 + i % 3 if i % 5 else 4,
-            code=code,
-            content="" if code == 200 else f"Upstream TIMEOUT #{i}" if code == 500 else f"error {code}",
-            token_name=["", "sdk", "mobile"][i % 3 if i % 2 else 0],
-            user=["alice", "bob", "Carol_x"][i % 3],
-        ))
+        rows.append(
+            log_row(
+                ts,
+                app_id=APP_ID if i % 4 else OTHER,
+                model=models[i % 3],
+                channel=1 + i % 3 if i % 5 else 4,
+                code=code,
+                content="" if code == 200 else f"Upstream TIMEOUT #{i}" if code == 500 else f"error {code}",
+                token_name=["", "sdk", "mobile"][i % 3 if i % 2 else 0],
+                user=["alice", "bob", "Carol_x"][i % 3],
+            )
+        )
     return rows
 
 
@@ -173,8 +284,12 @@ def expected(rows: list[dict], params: dict, group: str | None) -> list[dict]:
             return False
         if "group" in p and r["app_id"] != p["group"]:
             return False
-        for param, col in (("model_name", "model"), ("token_name", "token_name"),
-                           ("request_id", "request_id"), ("user", "user")):
+        for param, col in (
+            ("model_name", "model"),
+            ("token_name", "token_name"),
+            ("request_id", "request_id"),
+            ("user", "user"),
+        ):
             if param in p and r[col] != p[param]:
                 return False
         if "channel" in p and r["channel"] != int(p["channel"]):
@@ -220,8 +335,12 @@ async def test_filters_totals_and_facets_match_the_rows(gw):
         {"start_timestamp": today - 1, "end_timestamp": today},  # end exclusive
         {"start_timestamp": hour - HOUR + 17, "end_timestamp": hour},
         {"start_timestamp": now - 3 * DAY + 1, "end_timestamp": now - 61_000},
-        {"start_timestamp": now - 2 * DAY - 7 * HOUR + 1, "end_timestamp": now + 3 * HOUR,
-         "model_name": "gpt-4o-mini", "code_type": "error"},
+        {
+            "start_timestamp": now - 2 * DAY - 7 * HOUR + 1,
+            "end_timestamp": now + 3 * HOUR,
+            "model_name": "gpt-4o-mini",
+            "code_type": "error",
+        },
         {"start_timestamp": today - DAY, "token_name": "mobile", "code_type": "success"},
         {"request_id": some["request_id"]},
         {"user": "bob"},
@@ -278,20 +397,30 @@ async def test_pagination_validation_and_auth(gw):
     status, body = await get(gw, "/api/logs/search", {"page": 4, "per_page": 20})
     assert body["data"]["logs"] == [] and body["data"]["total"] == 45
     # default page size 20, and empty values mean "no filter"
-    status, body = await get(gw, "/api/logs/search", {"page": "", "per_page": "", "model_name": "",
-                                                      "channel": "", "code_type": ""})
+    status, body = await get(
+        gw, "/api/logs/search", {"page": "", "per_page": "", "model_name": "", "channel": "", "code_type": ""}
+    )
     assert status == 200 and len(body["data"]["logs"]) == 20
 
     # every bad value is a 400 envelope naming the parameter; no admin key is a 401
     bad = [
-        ({"page": "0"}, "page"), ({"page": "x"}, "page"), ({"page": "1.5"}, "page"),
-        ({"per_page": "0"}, "per_page"), ({"per_page": "1001"}, "per_page"), ({"per_page": "-3"}, "per_page"),
-        ({"start_timestamp": "yesterday"}, "start_timestamp"), ({"start_timestamp": "-1"}, "start_timestamp"),
+        ({"page": "0"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"page": "1.5"}, "page"),
+        ({"per_page": "0"}, "per_page"),
+        ({"per_page": "1001"}, "per_page"),
+        ({"per_page": "-3"}, "per_page"),
+        ({"start_timestamp": "yesterday"}, "start_timestamp"),
+        ({"start_timestamp": "-1"}, "start_timestamp"),
         ({"end_timestamp": "1.5"}, "end_timestamp"),
         ({"start_timestamp": "2000", "end_timestamp": "1000"}, "end_timestamp"),
         ({"start_timestamp": "1000", "end_timestamp": "1000"}, "end_timestamp"),
-        ({"code_type": "failed"}, "code_type"), ({"channel": "one"}, "channel"), ({"code": "2xx"}, "code"),
-        ({"channel": str(2**40)}, "channel"), ({"code": "-1"}, "code"), ({"page": str(10**30)}, "page"),
+        ({"code_type": "failed"}, "code_type"),
+        ({"channel": "one"}, "channel"),
+        ({"code": "2xx"}, "code"),
+        ({"channel": str(2**40)}, "channel"),
+        ({"code": "-1"}, "code"),
+        ({"page": str(10**30)}, "page"),
         ({"keyword": "k" * 201}, "keyword"),
     ]
     for path in ("/api/logs/search", f"/api/log/{APP_ID}/search", "/api/logs/export"):
@@ -300,8 +429,13 @@ async def test_pagination_validation_and_auth(gw):
             assert status == 400, (path, params)
             assert body["data"] is None and body["success"] is False, (path, params)
             assert body["message"].startswith(name), (path, params, body["message"])
-    for path in ("/api/logs/search", f"/api/log/{APP_ID}/search", "/api/logs/detail/1",
-                 f"/api/log/{APP_ID}/detail/1", "/api/logs/export"):
+    for path in (
+        "/api/logs/search",
+        f"/api/log/{APP_ID}/search",
+        "/api/logs/detail/1",
+        f"/api/log/{APP_ID}/detail/1",
+        "/api/logs/export",
+    ):
         status, body = await get(gw, path, auth=False)
         assert status == 401 and body["success"] is False and body["data"] is None
 
@@ -309,10 +443,15 @@ async def test_pagination_validation_and_auth(gw):
 async def test_export_streams_every_matching_row_as_csv(gw, monkeypatch):
     monkeypatch.setattr(admin_logs, "EXPORT_CHUNK", 7)  # many chunks, boundaries inside ties
     base = now_ms() - HOUR
-    rows = [log_row(base + (i // 4) * 10, content='say "hi",\nbye' if i == 3 else "",
-                    used_amount=Decimal("0.000000000123") if i == 3 else Decimal("1.5"),
-                    model="claude-3-5-haiku" if i % 5 == 0 else "gpt-4o-mini")
-            for i in range(40)]
+    rows = [
+        log_row(
+            base + (i // 4) * 10,
+            content='say "hi",\nbye' if i == 3 else "",
+            used_amount=Decimal("0.000000000123") if i == 3 else Decimal("1.5"),
+            model="claude-3-5-haiku" if i % 5 == 0 else "gpt-4o-mini",
+        )
+        for i in range(40)
+    ]
     rows.append(log_row(base, app_id=OTHER))
     await put_all(gw, rows)
 
@@ -320,9 +459,25 @@ async def test_export_streams_every_matching_row_as_csv(gw, monkeypatch):
     assert status == 200
     parsed = list(csv.reader(io.StringIO(text)))
     assert parsed[0] == [
-        "id", "request_id", "created_at", "group", "channel", "mode", "model", "user", "token_name",
-        "code", "retry_times", "ttfb_milliseconds", "input_tokens", "output_tokens", "cached_tokens",
-        "reasoning_tokens", "total_tokens", "used_amount", "content",
+        "id",
+        "request_id",
+        "created_at",
+        "group",
+        "channel",
+        "mode",
+        "model",
+        "user",
+        "token_name",
+        "code",
+        "retry_times",
+        "ttfb_milliseconds",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "used_amount",
+        "content",
     ]
     body = [dict(zip(parsed[0], line, strict=True)) for line in parsed[1:]]
     mine = [r for r in rows if r["app_id"] == APP_ID]
@@ -332,8 +487,9 @@ async def test_export_streams_every_matching_row_as_csv(gw, monkeypatch):
     assert tricky["created_at"] == iso_ms(rows[3]["created_ms"]) and tricky["group"] == APP_ID
     assert body[0]["used_amount"] == "1.5" and body[0]["total_tokens"] == "120"
 
-    async with gw.session.get(gw.url + "/api/logs/export", headers=gw.admin_headers(),
-                              params={"model_name": "claude-3-5-haiku"}) as resp:
+    async with gw.session.get(
+        gw.url + "/api/logs/export", headers=gw.admin_headers(), params={"model_name": "claude-3-5-haiku"}
+    ) as resp:
         assert resp.headers["Content-Type"].startswith("text/csv")
         assert "attachment" in resp.headers["Content-Disposition"]
         lines = list(csv.reader(io.StringIO(await resp.text())))

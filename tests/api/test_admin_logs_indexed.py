@@ -1,6 +1,7 @@
 """Log search through its indexes, on SQLite and PostgreSQL: keyword results equal a plain
 substring scan, every page equals an OFFSET over the reference order, and the log queries
 keep being planned for their actual parameters however often a connection runs them."""
+
 from __future__ import annotations
 
 import random
@@ -19,16 +20,51 @@ from tests.gateway import APP_ID, base_config, start_gateway
 
 HOUR = 3_600_000
 DAY = 86_400_000
-WORDS = ["timeout", "Overloaded", "rate limit", "50% off", "snake_case", 'say "hi"', "a/b",
-         "context length", "BAD gateway", "x"]
+WORDS = [
+    "timeout",
+    "Overloaded",
+    "rate limit",
+    "50% off",
+    "snake_case",
+    'say "hi"',
+    "a/b",
+    "context length",
+    "BAD gateway",
+    "x",
+]
 USERS = ["alice", "Bob", "carol_x", "DAVE%", "eve"]
 MODELS = ["gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash"]
 TOKENS = ["", "sdk", "Mobile-App", "ci_bot"]
 KEYWORDS = [
-    "timeout", "TIMEOUT", "overload", "rate lim", "it rea",  # content, across a space
-    "50%", "%", "_", "e_c", "snake_case", '"hi"', '"', "a/b", "/", "t l",
-    "BOB", "carol_", "ave%", "4o-mi", "HAIKU", "2.0", "mobile-a", "ci_", "sdk",
-    "77", "1234", "no such thing", "x", "ox",
+    "timeout",
+    "TIMEOUT",
+    "overload",
+    "rate lim",
+    "it rea",  # content, across a space
+    "50%",
+    "%",
+    "_",
+    "e_c",
+    "snake_case",
+    '"hi"',
+    '"',
+    "a/b",
+    "/",
+    "t l",
+    "BOB",
+    "carol_",
+    "ave%",
+    "4o-mi",
+    "HAIKU",
+    "2.0",
+    "mobile-a",
+    "ci_",
+    "sdk",
+    "77",
+    "1234",
+    "no such thing",
+    "x",
+    "ox",
 ]
 
 
@@ -45,13 +81,19 @@ def generated(now: int, n: int = 400) -> list[dict]:
     for i in range(n):
         code = rnd.choice([200, 200, 200, 429, 500])
         content = "" if code == 200 else " ".join(rnd.sample(WORDS, 2))
-        rows.append(log_row(
-            now - rnd.randrange(3 * DAY) // 1000 * 1000,  # whole seconds: many ties on created_ms
-            request_id=str(rnd.randrange(10**11, 10**12)),
-            app_id=APP_ID if i % 4 else OTHER,
-            model=rnd.choice(MODELS), token_name=rnd.choice(TOKENS), user=rnd.choice(USERS),
-            channel=rnd.randrange(1, 4), code=code, content=content,
-        ))
+        rows.append(
+            log_row(
+                now - rnd.randrange(3 * DAY) // 1000 * 1000,  # whole seconds: many ties on created_ms
+                request_id=str(rnd.randrange(10**11, 10**12)),
+                app_id=APP_ID if i % 4 else OTHER,
+                model=rnd.choice(MODELS),
+                token_name=rnd.choice(TOKENS),
+                user=rnd.choice(USERS),
+                channel=rnd.randrange(1, 4),
+                code=code,
+                content=content,
+            )
+        )
     return rows
 
 
@@ -92,8 +134,14 @@ async def test_keyword_and_pages_equal_a_reference_scan(gw):
     await check(survivors, ["alice", "ALI", "timeout", "erased", "BOB"])
 
     # every page of a few filters is the matching slice of the reference order
-    for params in ({}, {"model_name": MODELS[0]}, {"code_type": "success"}, {"keyword": "o"},
-                   {"token_name": "sdk", "code_type": "error"}, {"keyword": "gpt"}):
+    for params in (
+        {},
+        {"model_name": MODELS[0]},
+        {"code_type": "success"},
+        {"keyword": "o"},
+        {"token_name": "sdk", "code_type": "error"},
+        {"keyword": "gpt"},
+    ):
         want = [r["request_id"] for r in expected(survivors, params, None)]
         assert len(want) > 7
         pages = -(-len(want) // 7)
@@ -101,33 +149,47 @@ async def test_keyword_and_pages_equal_a_reference_scan(gw):
             status, body = await get(gw, "/api/logs/search", {**params, "page": page, "per_page": 7})
             assert status == 200
             got = [r["request_id"] for r in body["data"]["logs"]]
-            assert got == want[(page - 1) * 7:page * 7], (params, page)
+            assert got == want[(page - 1) * 7 : page * 7], (params, page)
 
 
 def shapes(now: int, dialect: str) -> list:
     """The statements behind the log search, the export and the dashboard."""
     month = {"start_ms": now - 30 * DAY, "end_ms": now}
     filters = [
-        q.LogFilter(), q.LogFilter(**month), q.LogFilter(group=APP_ID, model=MODELS[0]),
+        q.LogFilter(),
+        q.LogFilter(**month),
+        q.LogFilter(group=APP_ID, model=MODELS[0]),
         q.LogFilter(model=MODELS[1], token_name="sdk", code_type="error", **month),
         q.LogFilter(group=APP_ID, code_type="success", start_ms=now - DAY),
-        q.LogFilter(keyword="timeout", **month), q.LogFilter(keyword="ab"),
-        q.LogFilter(user="Bob"), q.LogFilter(channel=2, code=429),
+        q.LogFilter(keyword="timeout", **month),
+        q.LogFilter(keyword="ab"),
+        q.LogFilter(user="Bob"),
+        q.LogFilter(channel=2, code=429),
     ]
     out = []
     for f in filters:
-        out += [q.page_query(f, dialect, offset=0, limit=20), q.page_query(f, dialect, offset=100, limit=100),
-                q.counts_query(f, dialect, now), q.export_query(f, dialect, after=(now, 10**9), limit=1000)]
+        out += [
+            q.page_query(f, dialect, offset=0, limit=20),
+            q.page_query(f, dialect, offset=100, limit=100),
+            q.counts_query(f, dialect, now),
+            q.export_query(f, dialect, after=(now, 10**9), limit=1000),
+        ]
     hours = dash._pieces(now - 30 * DAY, now, HOUR)[0]
-    out += [dash.hourly_query(*hours, HOUR, None, dialect), dash.hourly_query(*hours, DAY, APP_ID, dialect),
-            dash.hourly_query(now - 30 * DAY, now, DAY, None, dialect, grain=DAY)]
+    out += [
+        dash.hourly_query(*hours, HOUR, None, dialect),
+        dash.hourly_query(*hours, DAY, APP_ID, dialect),
+        dash.hourly_query(now - 30 * DAY, now, DAY, None, dialect, grain=DAY),
+    ]
     return out
 
 
 async def _plan_counts(conn) -> list[tuple[int, int]]:
-    rows = await conn.execute(text(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-        "WHERE statement LIKE '%usage_%' AND statement NOT LIKE '%pg_prepared_statements%'"))
+    rows = await conn.execute(
+        text(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%usage_%' AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    )
     return [tuple(r) for r in rows]
 
 
@@ -143,8 +205,11 @@ async def test_log_queries_are_planned_for_their_parameters_every_time(gw):
     reader = admin_logs.log_reader(gw.services)
     if dialect == "sqlite":
         assert reader is engine
-        sql = str(q.page_query(q.LogFilter(keyword="timeout"), dialect, offset=0, limit=20)
-                  .compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+        sql = str(
+            q.page_query(q.LogFilter(keyword="timeout"), dialect, offset=0, limit=20).compile(
+                dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
         async with engine.connect() as conn:
             plan = " ".join(r[3] for r in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
         assert "usage_logs_fts VIRTUAL TABLE" in plan, plan

@@ -1,4 +1,5 @@
 """GET .../ai/ai_request/history/query and POST .../ai/ai_request/history/delete (seed 000)."""
+
 from __future__ import annotations
 
 import orjson
@@ -28,15 +29,17 @@ async def gw(db_url, simulator):
 
 
 async def query(gw, user: str, qs: str, via: str = "server", hdrs: dict | None = None):
-    async with gw.session.get(gw.url + prefix(user, via) + "/ai_request/history/query?" + qs,
-                              headers=hdrs or headers(gw, user, via)) as resp:
+    async with gw.session.get(
+        gw.url + prefix(user, via) + "/ai_request/history/query?" + qs, headers=hdrs or headers(gw, user, via)
+    ) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
 async def delete(gw, user: str, body, via: str = "server", raw: bytes | None = None):
     kwargs = {"data": raw} if raw is not None else {"json": body}
-    async with gw.session.post(gw.url + prefix(user, via) + "/ai_request/history/delete",
-                               headers=headers(gw, user, via), **kwargs) as resp:
+    async with gw.session.post(
+        gw.url + prefix(user, via) + "/ai_request/history/delete", headers=headers(gw, user, via), **kwargs
+    ) as resp:
         return resp.status, await resp.read()
 
 
@@ -48,8 +51,9 @@ async def embed(gw, user: str, text: str = "x", via: str = "server") -> str:
 
 async def created_ms(gw, request_id: str) -> int:
     async with gw.services.engine.connect() as conn:
-        return (await conn.execute(select(t.ai_requests.c.created_ms)
-                                   .where(t.ai_requests.c.request_id == int(request_id)))).scalar_one()
+        return (
+            await conn.execute(select(t.ai_requests.c.created_ms).where(t.ai_requests.c.request_id == int(request_id)))
+        ).scalar_one()
 
 
 async def test_pages_newest_first_with_has_more(gw):

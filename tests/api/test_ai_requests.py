@@ -1,5 +1,6 @@
 """POST .../ai/ai_request and GET .../ai/ai_request/{id}: every sync module, the seed 000
 record, metering, failed calls and scoping, under both prefixes."""
+
 from __future__ import annotations
 
 import base64
@@ -11,8 +12,20 @@ from sqlalchemy import select
 from aigate.store import tables as t
 from tests.gateway import base_config, start_gateway
 
-RECORD_FIELDS = {"request_id", "platform_id", "platform", "module", "strategy", "status", "response", "error",
-                 "unit_price", "custom_response", "created_time", "updated_time"}
+RECORD_FIELDS = {
+    "request_id",
+    "platform_id",
+    "platform",
+    "module",
+    "strategy",
+    "status",
+    "response",
+    "error",
+    "unit_price",
+    "custom_response",
+    "created_time",
+    "updated_time",
+}
 OTHER_APP = "APPOTHER"
 OTHER_SERVER_KEY = "other-server-key-0123456789"
 OTHER_SECRET = "other-token-secret-0123456789-abcdefgh"
@@ -30,40 +43,74 @@ JOB_OPTIONS = {
 
 
 def job_platform(sim_url: str, pid: str, max_concurrency: int | None = None, **options) -> dict:
-    return {"id": pid, "type": "http_job", "base_url": sim_url, "api_key": "video-sim",
-            "models": ["sim-video-1"], "options": {**JOB_OPTIONS, **options}, "max_concurrency": max_concurrency,
-            "timeout": {"connect_s": 2, "first_byte_s": 1, "total_s": 2}}
+    return {
+        "id": pid,
+        "type": "http_job",
+        "base_url": sim_url,
+        "api_key": "video-sim",
+        "models": ["sim-video-1"],
+        "options": {**JOB_OPTIONS, **options},
+        "max_concurrency": max_concurrency,
+        "timeout": {"connect_s": 2, "first_byte_s": 1, "total_s": 2},
+    }
 
 
 def strategies() -> list[dict]:
-    video = {"module": "video", "model": "sim-video-1",
-             "request": {"prompt": "{{ .prompt }}", "duration_s": "{{ .seconds }}"},
-             "custom_response": {"video_url": "result.video_url"},
-             "cost": {"asset": "ai_credit", "per_request": 10}}
+    video = {
+        "module": "video",
+        "model": "sim-video-1",
+        "request": {"prompt": "{{ .prompt }}", "duration_s": "{{ .seconds }}"},
+        "custom_response": {"video_url": "result.video_url"},
+        "cost": {"asset": "ai_credit", "per_request": 10},
+    }
     return [
-        {"name": "dell-3", "module": "image", "model": "dall-e-3", "platforms": ["sim-openai"],
-         "request": {"prompt": "{{ .prompt }}", "size": "1024x1024", "n": "{{ .n }}"},
-         "custom_response": {"image_urls": "data[].url"},
-         "cost": {"asset": "ai_credit", "per_request": 5}},
-        {"name": "embed", "module": "embedding", "model": "text-embedding-3-small",
-         "request": {"input": "{{ .text }}"}},
-        {"name": "speak", "module": "audio", "model": "tts-1",
-         "request": {"input": "{{ .text }}", "voice": "alloy", "response_format": "mp3"},
-         "cost": {"asset": "ai_credit", "per_request": 2}},
-        {"name": "ask", "module": "chat", "model": "gpt-4o-mini", "platforms": ["sim-openai"],
-         "system_prompt": "You answer as {{ .persona }}.",
-         "request": {"messages": [{"role": "user", "content": "Question: {{ .question }}"}]},
-         "cost": {"asset": "ai_credit", "per_request": 1}},
-        {"name": "once", "module": "embedding", "model": "text-embedding-3-small",
-         "request": {"input": "{{ .text }}"}, "limit": {"count": 1, "period": "day"}},
+        {
+            "name": "dell-3",
+            "module": "image",
+            "model": "dall-e-3",
+            "platforms": ["sim-openai"],
+            "request": {"prompt": "{{ .prompt }}", "size": "1024x1024", "n": "{{ .n }}"},
+            "custom_response": {"image_urls": "data[].url"},
+            "cost": {"asset": "ai_credit", "per_request": 5},
+        },
+        {
+            "name": "embed",
+            "module": "embedding",
+            "model": "text-embedding-3-small",
+            "request": {"input": "{{ .text }}"},
+        },
+        {
+            "name": "speak",
+            "module": "audio",
+            "model": "tts-1",
+            "request": {"input": "{{ .text }}", "voice": "alloy", "response_format": "mp3"},
+            "cost": {"asset": "ai_credit", "per_request": 2},
+        },
+        {
+            "name": "ask",
+            "module": "chat",
+            "model": "gpt-4o-mini",
+            "platforms": ["sim-openai"],
+            "system_prompt": "You answer as {{ .persona }}.",
+            "request": {"messages": [{"role": "user", "content": "Question: {{ .question }}"}]},
+            "cost": {"asset": "ai_credit", "per_request": 1},
+        },
+        {
+            "name": "once",
+            "module": "embedding",
+            "model": "text-embedding-3-small",
+            "request": {"input": "{{ .text }}"},
+            "limit": {"count": 1, "period": "day"},
+        },
         {"name": "video", "platforms": ["sim-video"], **video},
         {"name": "video-short", "platforms": ["sim-video-short"], **video},
         {"name": "video-one", "platforms": ["sim-video-one"], **video},
     ]
 
 
-def ai_config(db_url: str, sim_url: str, *, redis_url: str = "", worker_id: int | None = None,
-              store_bodies: str = "errors") -> dict:
+def ai_config(
+    db_url: str, sim_url: str, *, redis_url: str = "", worker_id: int | None = None, store_bodies: str = "errors"
+) -> dict:
     """The test config plus models, platforms and strategies of every module, and a second app."""
     doc = base_config(db_url, sim_url, redis_url=redis_url)
     if worker_id is not None:
@@ -82,8 +129,13 @@ def ai_config(db_url: str, sim_url: str, *, redis_url: str = "", worker_id: int 
     ]
     app = doc["apps"][0]
     app["strategies"] += strategies()
-    other = {**app, "id": OTHER_APP, "server_keys": [{"name": "backend", "key": OTHER_SERVER_KEY}],
-             "user_token_secret": OTHER_SECRET, "relay_tokens": []}
+    other = {
+        **app,
+        "id": OTHER_APP,
+        "server_keys": [{"name": "backend", "key": OTHER_SERVER_KEY}],
+        "user_token_secret": OTHER_SECRET,
+        "relay_tokens": [],
+    }
     doc["apps"].append(other)
     return doc
 
@@ -107,14 +159,16 @@ def headers(gw, user: str, via: str) -> dict[str, str]:
 
 async def submit(gw, user: str, strategy: str, parameters: dict | None = None, via: str = "server"):
     body = {"strategy": strategy, "parameters": parameters or {}}
-    async with gw.session.post(gw.url + prefix(user, via) + "/ai_request", json=body,
-                               headers=headers(gw, user, via)) as resp:
+    async with gw.session.post(
+        gw.url + prefix(user, via) + "/ai_request", json=body, headers=headers(gw, user, via)
+    ) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
 async def read(gw, user: str, request_id: str, via: str = "server", hdrs: dict | None = None):
-    async with gw.session.get(gw.url + prefix(user, via) + f"/ai_request/{request_id}",
-                              headers=hdrs or headers(gw, user, via)) as resp:
+    async with gw.session.get(
+        gw.url + prefix(user, via) + f"/ai_request/{request_id}", headers=hdrs or headers(gw, user, via)
+    ) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -218,8 +272,9 @@ async def test_bad_input_is_answered_and_recorded(gw):
     assert body["error"]["message"].startswith("parameters.prompt")
     status, body = await submit(gw, "u1", "ask", {"persona": "x", "messages": "hi"})
     assert status == 400 and body["error"]["message"].startswith("parameters.messages")
-    async with gw.session.post(gw.url + prefix("u1", "server") + "/ai_request", data=b"{nope",
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(
+        gw.url + prefix("u1", "server") + "/ai_request", data=b"{nope", headers=gw.server_headers()
+    ) as resp:
         assert resp.status == 400 and (await resp.json())["error"]["error_type"] == "invalid_parameter"
 
     recs = await db_rows(gw, t.ai_requests)
@@ -274,9 +329,11 @@ async def test_read_is_scoped_to_the_user_and_the_app(gw):
         assert resp.status == 401
 
     # another app runs its own strategies; its records are not APPTEST's
-    async with gw.session.post(gw.url + "/bp/server/user/alice/ai/ai_request",
-                               json={"strategy": "embed", "parameters": {"text": "x"}},
-                               headers={"Authorization": f"Bearer {OTHER_SERVER_KEY}"}) as resp:
+    async with gw.session.post(
+        gw.url + "/bp/server/user/alice/ai/ai_request",
+        json={"strategy": "embed", "parameters": {"text": "x"}},
+        headers={"Authorization": f"Bearer {OTHER_SERVER_KEY}"},
+    ) as resp:
         rec = await resp.json()
         assert resp.status == 200
     [row] = await db_rows(gw, t.ai_requests, t.ai_requests.c.app_id == OTHER_APP)

@@ -1,6 +1,7 @@
 """App attestation (SPEC §10): an attestation JWT (App Check style) in a configured header,
 verified against its own JWKS; required, consume-once (shared by two instances through
 Redis) and monitor-only; never interchangeable with a user token."""
+
 from __future__ import annotations
 
 import secrets
@@ -21,16 +22,23 @@ APP_CHECK, USER_KEY, STRANGER = rsa_key("ac-1"), rsa_key("user-1"), rsa_key("ac-
 
 def attestation_config(db_url: str, sim_url: str, jwks: JwksServer, redis_url: str = "", **attestation) -> dict:
     doc = base_config(db_url, sim_url, redis_url=redis_url)
-    doc["apps"][0]["attestation"] = {"header": HEADER, "issuer": ATT_ISS, "audience": ATT_AUD,
-                                     "jwks_url": jwks.jwks_url("appcheck"), **attestation}
-    doc["apps"][0]["user_tokens"] = [{"issuer": USER_ISS, "audience": "demo-project",
-                                      "jwks_url": jwks.jwks_url("users")}]
+    doc["apps"][0]["attestation"] = {
+        "header": HEADER,
+        "issuer": ATT_ISS,
+        "audience": ATT_AUD,
+        "jwks_url": jwks.jwks_url("appcheck"),
+        **attestation,
+    }
+    doc["apps"][0]["user_tokens"] = [
+        {"issuer": USER_ISS, "audience": "demo-project", "jwks_url": jwks.jwks_url("users")}
+    ]
     return doc
 
 
 def app_check_token(key=APP_CHECK, **extra) -> str:
-    return key.sign(claims(ATT_ISS, [ATT_AUD, "projects/demo-project"], sub="1:123456:web:abc",
-                           jti=secrets.token_hex(8), **extra))
+    return key.sign(
+        claims(ATT_ISS, [ATT_AUD, "projects/demo-project"], sub="1:123456:web:abc", jti=secrets.token_hex(8), **extra)
+    )
 
 
 @pytest.fixture
@@ -98,8 +106,9 @@ async def test_attestation_and_user_tokens_are_never_accepted_for_each_other(tmp
 
 
 async def test_monitor_mode_counts_but_never_refuses(tmp_path, simulator, jwks):
-    gw = await start_gateway(attestation_config(f"sqlite:///{tmp_path}/a.db", simulator.url, jwks,
-                                                required=False, monitor=True))
+    gw = await start_gateway(
+        attestation_config(f"sqlite:///{tmp_path}/a.db", simulator.url, jwks, required=False, monitor=True)
+    )
     try:
         before = failures("monitor")
         user = gw.user_token("alice")

@@ -2,6 +2,7 @@
 breaks after the reservation — a database error or outage, an encoding error, a bug, a
 cancellation — the call is released (or, for a client gone mid-stream, billed) exactly
 once, and leaves exactly one usage-log row and one AI request record with the right code."""
+
 from __future__ import annotations
 
 import asyncio
@@ -78,6 +79,7 @@ def _frame(cls):
             return original(self, event, state)
 
         mp.setattr(cls, "frame", frame)
+
     return patch
 
 
@@ -108,10 +110,16 @@ COST = {"chat": 1, "chat_stream": 1, "instruction": 2, "ai_request": 5, "ai_requ
 @pytest.fixture
 async def gw(db_url, simulator):
     doc = ai_config(db_url, simulator.url)
-    doc["apps"][0]["instructions"] = [{
-        "name": "ask", "model": "gpt-4o-mini", "max_token": 100, "temperature": 0,
-        "cost": {"asset": "ai_credit", "per_request": 2},
-        "messages": [{"role": "user", "content": "Tell me about {{ .topic }}."}]}]
+    doc["apps"][0]["instructions"] = [
+        {
+            "name": "ask",
+            "model": "gpt-4o-mini",
+            "max_token": 100,
+            "temperature": 0,
+            "cost": {"asset": "ai_credit", "per_request": 2},
+            "messages": [{"role": "user", "content": "Tell me about {{ .topic }}."}],
+        }
+    ]
     gateway = await start_gateway(doc)
     try:
         yield gateway
@@ -121,10 +129,16 @@ async def gw(db_url, simulator):
 
 async def _send(gw, flow: str, user: str) -> tuple[int, bytes]:
     h = gw.user_headers(user)
-    chat_body = {"strategy": "free-normal", "parameters": {"example_string": "a tester"},
-                 "messages": [{"role": "user", "content": "tell me a long story"}]}
-    relay_body = {"model": "gpt-4o-mini", "user": user,
-                  "messages": [{"role": "user", "content": "tell me a long story"}]}
+    chat_body = {
+        "strategy": "free-normal",
+        "parameters": {"example_string": "a tester"},
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+    }
+    relay_body = {
+        "model": "gpt-4o-mini",
+        "user": user,
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+    }
     requests = {
         "chat": ("/bp/ai/chat", chat_body, h),
         "chat_stream": ("/bp/ai/chat/stream", chat_body, h),
@@ -132,8 +146,11 @@ async def _send(gw, flow: str, user: str) -> tuple[int, bytes]:
         "ai_request": ("/bp/ai/ai_request", {"strategy": "dell-3", "parameters": {"prompt": "a fox", "n": 1}}, h),
         "ai_request_job": ("/bp/ai/ai_request", {"strategy": "video", "parameters": {"prompt": "w", "seconds": 1}}, h),
         "relay": ("/v1/chat/completions", relay_body, {"Authorization": f"Bearer {RELAY_KEY}"}),
-        "relay_stream": ("/v1/chat/completions", {**relay_body, "stream": True},
-                         {"Authorization": f"Bearer {RELAY_KEY}"}),
+        "relay_stream": (
+            "/v1/chat/completions",
+            {**relay_body, "stream": True},
+            {"Authorization": f"Bearer {RELAY_KEY}"},
+        ),
     }
     path, body, headers = requests[flow]
     try:
@@ -146,16 +163,24 @@ async def _send(gw, flow: str, user: str) -> tuple[int, bytes]:
 async def _rows(gw, user: str):
     async with gw.services.engine.connect() as conn:
         logs = (await conn.execute(select(t.usage_logs.c.code).where(t.usage_logs.c.user == user))).all()
-        records = (await conn.execute(
-            select(t.ai_requests.c.status).where(t.ai_requests.c.user_id == user))).all()
-        ledger = (await conn.execute(
-            select(t.asset_ledger.c.reason, t.asset_ledger.c.delta_micros).where(t.asset_ledger.c.user_id == user)
-            .order_by(t.asset_ledger.c.id))).all()
-        balance = (await conn.execute(
-            select(t.user_assets.c.quantity_micros).where(t.user_assets.c.user_id == user))).scalar()
+        records = (await conn.execute(select(t.ai_requests.c.status).where(t.ai_requests.c.user_id == user))).all()
+        ledger = (
+            await conn.execute(
+                select(t.asset_ledger.c.reason, t.asset_ledger.c.delta_micros)
+                .where(t.asset_ledger.c.user_id == user)
+                .order_by(t.asset_ledger.c.id)
+            )
+        ).all()
+        balance = (
+            await conn.execute(select(t.user_assets.c.quantity_micros).where(t.user_assets.c.user_id == user))
+        ).scalar()
     micros = 1_000_000  # quantities are stored in millionths of a credit
-    return ([r[0] for r in logs], [r[0] for r in records], [(r[0], r[1] // micros) for r in ledger],
-            None if balance is None else balance // micros)
+    return (
+        [r[0] for r in logs],
+        [r[0] for r in records],
+        [(r[0], r[1] // micros) for r in ledger],
+        None if balance is None else balance // micros,
+    )
 
 
 async def _settled_rows(gw, user: str, want_records: bool):
@@ -186,8 +211,11 @@ async def test_a_fault_after_the_reservation_ends_the_call_exactly_once(gw, monk
     if code != 499:
         if mid_stream or point == "save" and flow == "chat_stream":  # after the first byte
             assert status == 200
-            assert (b"ai_chat_error" in body and ERROR_TYPES[code].encode() in body) if not is_relay \
+            assert (
+                (b"ai_chat_error" in body and ERROR_TYPES[code].encode() in body)
+                if not is_relay
                 else b'"error"' in body
+            )
         else:
             assert status == code
     if is_relay:

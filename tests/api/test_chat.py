@@ -1,4 +1,5 @@
 """POST .../ai/chat under both prefixes: the seed 002 contract, metering and records."""
+
 from __future__ import annotations
 
 import time
@@ -41,15 +42,30 @@ async def rows(gw, table, *where):
 async def test_chat_answers_with_the_seed_shape(gw, simulator, via):
     status, body = await chat(gw, "u1", via=via)
     assert status == 200, body
-    assert set(body) == {"asset", "chat_id", "current_count", "current_total_count", "reply", "tokens",
-                         "user_surplus_count"}
+    assert set(body) == {
+        "asset",
+        "chat_id",
+        "current_count",
+        "current_total_count",
+        "reply",
+        "tokens",
+        "user_surplus_count",
+    }
     assert body["reply"]["role"] == "assistant" and "Simulated" in body["reply"]["content"]
     assert len(body["chat_id"]) == 18 and body["chat_id"].isalnum()
     assert (body["current_count"], body["current_total_count"], body["user_surplus_count"]) == (1, 1, 99)
     [credit] = body["asset"]
     assert credit["name"] == "ai_credit" and credit["quantity"] == 49
-    assert set(credit) == {"last_recovery_time", "name", "quantity", "recoverable", "recovery_period",
-                           "recovery_quantity", "type", "valid_seconds"}
+    assert set(credit) == {
+        "last_recovery_time",
+        "name",
+        "quantity",
+        "recoverable",
+        "recovery_period",
+        "recovery_quantity",
+        "type",
+        "valid_seconds",
+    }
     assert credit["last_recovery_time"].endswith("T00:00:00Z")
     tokens = body["tokens"]
     assert tokens["total_tokens"] == tokens["prompt_tokens"] + tokens["completion_tokens"] > 0
@@ -75,22 +91,40 @@ async def test_every_call_leaves_a_log_row_and_a_request_record(gw):
 async def test_history_is_sent_upstream_and_saved(gw, simulator):
     _, first = await chat(gw, "u1")
     chat_id = first["chat_id"]
-    status, second = await chat(gw, "u1", {"strategy": "free-normal", "chat_id": chat_id, "parameters": PARAMS,
-                                           "messages": [{"role": "user", "content": "and then?"}]})
+    status, second = await chat(
+        gw,
+        "u1",
+        {
+            "strategy": "free-normal",
+            "chat_id": chat_id,
+            "parameters": PARAMS,
+            "messages": [{"role": "user", "content": "and then?"}],
+        },
+    )
     assert status == 200 and second["chat_id"] == chat_id
     sent = simulator.requests[-1]["body"]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[2]["content"] == first["reply"]["content"]
 
-    async with gw.session.get(gw.url + server_path("u1", f"/chat/history?chat_id={chat_id}"),
-                              headers=gw.server_headers()) as resp:
+    async with gw.session.get(
+        gw.url + server_path("u1", f"/chat/history?chat_id={chat_id}"), headers=gw.server_headers()
+    ) as resp:
         hist = await resp.json()
     assert hist["total_chat"] == 2
     newest = hist["chat_histories"][0]
     assert newest["messages"][-1] == {"role": "assistant", "content": second["reply"]["content"]}
     assert newest["messages"][0]["content"] == "and then?"
-    assert set(newest) == {"chat_id", "app_id", "user_id", "token", "strategy", "role", "messages",
-                           "sys_created_time", "sys_updated_time"}
+    assert set(newest) == {
+        "chat_id",
+        "app_id",
+        "user_id",
+        "token",
+        "strategy",
+        "role",
+        "messages",
+        "sys_created_time",
+        "sys_updated_time",
+    }
 
     async with gw.session.get(gw.url + "/bp/ai/chats", headers=gw.user_headers("u1")) as resp:
         chats = await resp.json()
@@ -99,11 +133,13 @@ async def test_history_is_sent_upstream_and_saved(gw, simulator):
 
 async def test_another_users_chat_is_not_found(gw):
     _, first = await chat(gw, "alice")
-    status, body = await chat(gw, "bob", {"strategy": "free-normal", "chat_id": first["chat_id"],
-                                          "parameters": PARAMS, "messages": HI})
+    status, body = await chat(
+        gw, "bob", {"strategy": "free-normal", "chat_id": first["chat_id"], "parameters": PARAMS, "messages": HI}
+    )
     assert status == 404 and body["error"]["error_type"] == "item_not_found"
-    async with gw.session.get(gw.url + f"/bp/ai/chat/history?chat_id={first['chat_id']}",
-                              headers=gw.user_headers("bob")) as resp:
+    async with gw.session.get(
+        gw.url + f"/bp/ai/chat/history?chat_id={first['chat_id']}", headers=gw.user_headers("bob")
+    ) as resp:
         assert resp.status == 404
     # bob was not charged for the refused call
     async with gw.session.get(gw.url + "/bp/ai/assets", headers=gw.user_headers("bob")) as resp:
@@ -115,8 +151,7 @@ async def test_delete_chats_is_idempotent_and_scoped(gw):
     _, theirs = await chat(gw, "bob")
     body = {"chat_ids": [mine["chat_id"], theirs["chat_id"], "nope"]}
     for _ in range(2):
-        async with gw.session.post(gw.url + "/bp/ai/chat/delete", json=body,
-                                   headers=gw.user_headers("alice")) as resp:
+        async with gw.session.post(gw.url + "/bp/ai/chat/delete", json=body, headers=gw.user_headers("alice")) as resp:
             assert resp.status == 200
     assert await rows(gw, t.chats, t.chats.c.user_id == "alice") == []
     assert len(await rows(gw, t.chats, t.chats.c.user_id == "bob")) == 1
@@ -129,15 +164,18 @@ BAD_BODIES = [
     ({"strategy": "free-normal", "parameters": PARAMS}, "messages"),
     ({"strategy": "free-normal", "messages": [], "parameters": PARAMS}, "messages"),
     ({"strategy": "free-normal", "messages": "hi", "parameters": PARAMS}, "messages"),
-    ({"strategy": "free-normal", "messages": [{"role": "robot", "content": "x"}], "parameters": PARAMS},
-     "messages[0].role"),
-    ({"strategy": "free-normal", "messages": [{"role": "user", "content": 5}], "parameters": PARAMS},
-     "messages[0].content"),
+    (
+        {"strategy": "free-normal", "messages": [{"role": "robot", "content": "x"}], "parameters": PARAMS},
+        "messages[0].role",
+    ),
+    (
+        {"strategy": "free-normal", "messages": [{"role": "user", "content": 5}], "parameters": PARAMS},
+        "messages[0].content",
+    ),
     ({"strategy": "free-normal", "messages": HI, "parameters": "x"}, "parameters"),
     ({"strategy": "free-normal", "messages": HI}, "parameters.example_string"),
     ({"strategy": 7, "messages": HI}, "strategy"),
-    ({"strategy": "free-normal", "messages": HI, "parameters": PARAMS, "response_format": "xml"},
-     "response_format"),
+    ({"strategy": "free-normal", "messages": HI, "parameters": PARAMS, "response_format": "xml"}, "response_format"),
 ]
 
 
@@ -158,14 +196,14 @@ async def test_bad_input_is_a_400_naming_the_field_and_costs_nothing(gw, body, f
 
 
 async def test_malformed_json_unknown_strategy_and_size_limit(gw):
-    async with gw.session.post(gw.url + server_path("u1", "/chat"), data=b"{not json",
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(
+        gw.url + server_path("u1", "/chat"), data=b"{not json", headers=gw.server_headers()
+    ) as resp:
         assert resp.status == 400 and "body" in (await resp.json())["error"]["message"]
     status, err = await chat(gw, "u1", {"strategy": "nope", "messages": HI})
     assert status == 404 and err["error"]["error_type"] == "item_not_found" and "strategy" in err["error"]["message"]
     huge = {"strategy": "free-normal", "parameters": PARAMS, "messages": [{"role": "user", "content": "x" * 1_100_000}]}
-    async with gw.session.post(gw.url + server_path("u1", "/chat"), json=huge,
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(gw.url + server_path("u1", "/chat"), json=huge, headers=gw.server_headers()) as resp:
         assert resp.status == 413
 
 

@@ -1,4 +1,5 @@
 """The App API chat against every platform type, through the simulator's wire formats."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,11 @@ from tests.gateway import base_config, start_gateway
 
 PLATFORMS = {
     "openai": lambda url: {"base_url": f"{url}/v1", "api_key": "sk-1"},
-    "openai_compatible": lambda url: {"base_url": f"{url}/v1", "api_key": "local-1",
-                                      "options": {"headers": {"X-Org": "acme"}}},
+    "openai_compatible": lambda url: {
+        "base_url": f"{url}/v1",
+        "api_key": "local-1",
+        "options": {"headers": {"X-Org": "acme"}},
+    },
     "azure_openai": lambda url: {"base_url": url, "api_key": "az-1", "options": {"api_version": "2024-10-21"}},
     "anthropic": lambda url: {"base_url": url, "api_key": "ant-1"},
     "gemini": lambda url: {"base_url": url, "api_key": "gm-1"},
@@ -19,14 +23,38 @@ PLATFORMS = {
 async def test_chat_and_stream_on_each_platform_type(db_url, simulator, kind):
     doc = base_config(db_url, simulator.url)
     doc["models"].append({"name": "m-x", "price": {"input_price": 1, "output_price": 2}})
-    doc["platforms"].append({"id": "p-x", "type": kind, "models": ["m-x"], "model_mapping": {"m-x": "upstream-x"},
-                             **PLATFORMS[kind](simulator.url)})
-    doc["apps"][0]["strategies"].append({"name": "s-x", "model": "m-x", "platforms": ["p-x"],
-                                         "system_prompt": "Be {{ .mood }}.", "history": {"save": True}})
+    doc["platforms"].append(
+        {
+            "id": "p-x",
+            "type": kind,
+            "models": ["m-x"],
+            "model_mapping": {"m-x": "upstream-x"},
+            **PLATFORMS[kind](simulator.url),
+        }
+    )
+    doc["apps"][0]["strategies"].append(
+        {
+            "name": "s-x",
+            "model": "m-x",
+            "platforms": ["p-x"],
+            "system_prompt": "Be {{ .mood }}.",
+            "history": {"save": True},
+        }
+    )
     gw = await start_gateway(doc)
-    body = {"strategy": "s-x", "parameters": {"mood": "kind"},
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this"},
-                                                      {"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]}
+    body = {
+        "strategy": "s-x",
+        "parameters": {"mood": "kind"},
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "https://x/a.png"}},
+                ],
+            }
+        ],
+    }
     try:
         async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=gw.user_headers("u1")) as r:
             once = await r.json()

@@ -1,5 +1,6 @@
 """POST .../ai/chat/stream: SSE frames as in seed 002, errors before and after the first byte,
 and a client that goes away mid-stream."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,9 @@ async def test_error_before_the_first_byte_is_plain_json(gw, simulator):
         assert resp.status == 502
         assert (await resp.json())["error"]["error_type"] == "upstream_error"
     assert await balance(gw, "u1") == 50
-    async with gw.session.post(gw.url + "/bp/ai/chat/stream", json={"strategy": "free-normal"},
-                               headers=gw.user_headers("u1")) as resp:
+    async with gw.session.post(
+        gw.url + "/bp/ai/chat/stream", json={"strategy": "free-normal"}, headers=gw.user_headers("u1")
+    ) as resp:
         assert resp.status == 400 and "messages" in (await resp.json())["error"]["message"]
 
 

@@ -1,5 +1,6 @@
 """The console's security rules over real HTTP: sessions, CSRF, roles, the audit log, and
 the Admin API routes the console added (adjust, preview, platform test, playground)."""
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,9 @@ async def console(gw):
 
 
 async def _viewer(gw, console: ConsoleClient, name: str = "vera") -> ConsoleClient:
-    status, doc = await console.api("POST", "/operators", {"name": name, "password": "viewer-pass-123",
-                                                            "role": "viewer"})
+    status, doc = await console.api(
+        "POST", "/operators", {"name": name, "password": "viewer-pass-123", "role": "viewer"}
+    )
     assert status == 201, doc
     viewer = ConsoleClient(gw.url)
     await viewer.signin(username=name, password="viewer-pass-123")
@@ -76,9 +78,12 @@ async def test_secure_flag_behind_a_trusted_proxy(db_url, simulator):
         async with gw.session.get(gw.url + "/console/signin", headers=https) as r:
             token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text()).group(1)
             assert "Secure" in r.headers["set-cookie"]
-        async with gw.session.post(gw.url + "/console/signin", allow_redirects=False,
-                                   data={"csrf_token": token, "admin_key": ADMIN_KEY},
-                                   headers={**https, "Cookie": f"aigate_signin={token}"}) as r:
+        async with gw.session.post(
+            gw.url + "/console/signin",
+            allow_redirects=False,
+            data={"csrf_token": token, "admin_key": ADMIN_KEY},
+            headers={**https, "Cookie": f"aigate_signin={token}"},
+        ) as r:
             assert r.status == 303
             cookie = next(c for c in r.headers.getall("set-cookie") if c.startswith("aigate_session="))
             assert "Secure" in cookie and "HttpOnly" in cookie
@@ -90,17 +95,22 @@ async def test_writes_without_the_csrf_token_are_refused_whatever_the_content_ty
     body = {"name": "no-csrf", "models": []}
     status, doc = await console.api("POST", f"/apps/{APP_ID}/relay_tokens", body, csrf=False)
     assert status == 403 and doc["message"].startswith("csrf:")
-    async with console.http.post(gw.url + f"/api/apps/{APP_ID}/relay_tokens", data="name=x",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with console.http.post(
+        gw.url + f"/api/apps/{APP_ID}/relay_tokens",
+        data="name=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         assert r.status == 403
-    async with console.http.post(gw.url + f"/api/apps/{APP_ID}/relay_tokens", data=b'{"name": "x"}',
-                                 headers={"Content-Type": "text/plain", "X-CSRF-Token": "wrong"}) as r:
+    async with console.http.post(
+        gw.url + f"/api/apps/{APP_ID}/relay_tokens",
+        data=b'{"name": "x"}',
+        headers={"Content-Type": "text/plain", "X-CSRF-Token": "wrong"},
+    ) as r:
         assert r.status == 403
     status, doc = await console.api("POST", f"/apps/{APP_ID}/relay_tokens", body)
     assert status == 201, doc
     # sign-out is a write too
-    async with console.http.post(gw.url + "/console/signout", data={"csrf_token": "wrong"},
-                                 allow_redirects=False) as r:
+    async with console.http.post(gw.url + "/console/signout", data={"csrf_token": "wrong"}, allow_redirects=False) as r:
         assert r.status == 403
     status, _, _ = await console.page("/console/dashboard")
     assert status == 200
@@ -120,14 +130,26 @@ async def test_signin_is_rate_limited_per_ip_before_hashing(gw):
 
 
 async def test_viewer_reads_but_cannot_write_see_bodies_or_spend(gw, console):
-    await gw.session.post(gw.url + "/bp/ai/chat", headers=gw.user_headers("u1"), json={
-        "strategy": "free-normal", "parameters": {"example_string": "x"},
-        "messages": [{"role": "user", "content": "hi"}]})
+    await gw.session.post(
+        gw.url + "/bp/ai/chat",
+        headers=gw.user_headers("u1"),
+        json={
+            "strategy": "free-normal",
+            "parameters": {"example_string": "x"},
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     await gw.flush()
     viewer = await _viewer(gw, console)
     try:
-        for path in ("/dashboard", "/logs/search", f"/apps/{APP_ID}/strategies", "/platforms", "/audit",
-                     f"/apps/{APP_ID}/users/u1"):
+        for path in (
+            "/dashboard",
+            "/logs/search",
+            f"/apps/{APP_ID}/strategies",
+            "/platforms",
+            "/audit",
+            f"/apps/{APP_ID}/users/u1",
+        ):
             status, doc = await viewer.api("GET", path)
             assert status == 200, (path, doc)
         status, doc = await viewer.api("GET", "/logs/search")
@@ -136,13 +158,19 @@ async def test_viewer_reads_but_cannot_write_see_bodies_or_spend(gw, console):
         refused = [
             ("PATCH", f"/apps/{APP_ID}/strategies/free-normal", {"enabled": False}),
             ("POST", f"/apps/{APP_ID}/relay_tokens", {"name": "v"}),
-            ("POST", f"/apps/{APP_ID}/users/u1/assets/ai_credit/adjust",
-             {"delta": 5, "reason": "gift", "idempotency_key": "v1"}),
+            (
+                "POST",
+                f"/apps/{APP_ID}/users/u1/assets/ai_credit/adjust",
+                {"delta": 5, "reason": "gift", "idempotency_key": "v1"},
+            ),
             ("GET", f"/logs/detail/{log_id}", None),
             ("GET", "/logs/export", None),
             ("POST", "/platforms/sim-openai/test", {}),
-            ("POST", "/playground/chat", {"app_id": APP_ID, "strategy": "free-normal",
-                                          "messages": [{"role": "user", "content": "hi"}]}),
+            (
+                "POST",
+                "/playground/chat",
+                {"app_id": APP_ID, "strategy": "free-normal", "messages": [{"role": "user", "content": "hi"}]},
+            ),
             ("POST", "/operators", {"name": "x", "password": "0123456789", "role": "admin"}),
         ]
         for method, path, body in refused:
@@ -158,16 +186,16 @@ async def test_viewer_reads_but_cannot_write_see_bodies_or_spend(gw, console):
         status, doc = await console.api("GET", f"/apps/{APP_ID}/users/u1")
         assert doc["data"]["chats"]["latest"][0]["title"] == "hi"
         # a preview changes nothing and costs nothing: allowed
-        status, doc = await viewer.api("POST", f"/apps/{APP_ID}/preview", {"template": "hi {{ .a }}",
-                                                                          "parameters": {"a": "b"}})
+        status, doc = await viewer.api(
+            "POST", f"/apps/{APP_ID}/preview", {"template": "hi {{ .a }}", "parameters": {"a": "b"}}
+        )
         assert status == 200 and doc["data"]["rendered"] == "hi b"
     finally:
         await viewer.close()
 
 
 async def test_no_operator_changes_their_own_role_and_the_last_admin_stays(gw, console):
-    status, _ = await console.api("POST", "/operators", {"name": "ada", "password": "admin-pass-123",
-                                                         "role": "admin"})
+    status, _ = await console.api("POST", "/operators", {"name": "ada", "password": "admin-pass-123", "role": "admin"})
     assert status == 201
     viewer = await _viewer(gw, console, "vic")
     ada = ConsoleClient(gw.url)
@@ -197,8 +225,9 @@ async def test_password_change_and_signout_end_sessions(gw, console):
         status, _, _ = await viewer.page("/console/dashboard")
         assert status == 303
         await viewer.signin(username="pat", password="a-new-password-1")
-        async with viewer.http.post(gw.url + "/console/signout", data={"csrf_token": viewer.csrf},
-                                    allow_redirects=False) as r:
+        async with viewer.http.post(
+            gw.url + "/console/signout", data={"csrf_token": viewer.csrf}, allow_redirects=False
+        ) as r:
             assert r.status == 303
         status, _ = await viewer.api("GET", "/apps")
         assert status == 401
@@ -212,8 +241,11 @@ async def test_audit_log_records_writes_with_secrets_masked(gw, console):
     status, doc = await console.api("POST", f"/apps/{APP_ID}/relay_tokens", {"name": "audited"})
     assert status == 201
     secret = doc["data"]["key"]
-    async with gw.session.patch(gw.url + f"/api/apps/{APP_ID}/strategies/free-normal",
-                                json={"system_prompt": "Changed."}, headers=gw.admin_headers()) as r:
+    async with gw.session.patch(
+        gw.url + f"/api/apps/{APP_ID}/strategies/free-normal",
+        json={"system_prompt": "Changed."},
+        headers=gw.admin_headers(),
+    ) as r:
         assert r.status == 200
     status, doc = await console.api("GET", "/audit")
     entries = doc["data"]["entries"]
@@ -243,23 +275,30 @@ async def test_adjust_is_idempotent_never_negative_and_keeps_the_reason(gw, cons
     assert doc["data"]["quantity"] == 70
     status, doc = await console.api("POST", path, {"delta": 0, "reason": "x", "idempotency_key": "k4"})
     assert status == 400 and doc["message"].startswith("delta:")
-    status, doc = await console.api("POST", f"/apps/{APP_ID}/users/u7/assets/nope/adjust",
-                                    {"delta": 1, "reason": "x", "idempotency_key": "k5"})
+    status, doc = await console.api(
+        "POST", f"/apps/{APP_ID}/users/u7/assets/nope/adjust", {"delta": 1, "reason": "x", "idempotency_key": "k5"}
+    )
     assert status == 404 and doc["message"].startswith("asset:")
     status, doc = await console.api("GET", f"/apps/{APP_ID}/users/u7/ledger")
     ledger = doc["data"]["ledger"]
-    assert [(e["delta"], e["reason"], e["note"]) for e in ledger[:2]] == [(-5, "adjust", "abuse"),
-                                                                            (25, "adjust", "support refund")]
+    assert [(e["delta"], e["reason"], e["note"]) for e in ledger[:2]] == [
+        (-5, "adjust", "abuse"),
+        (25, "adjust", "support refund"),
+    ]
 
 
 async def test_preview_names_the_missing_variable(gw, console):
-    status, doc = await console.api("POST", f"/apps/{APP_ID}/preview",
-                                    {"template": "You play {{ .role }} for {{ .who.name }}.",
-                                     "parameters": {"role": "a <b>teacher</b>"}})
+    status, doc = await console.api(
+        "POST",
+        f"/apps/{APP_ID}/preview",
+        {"template": "You play {{ .role }} for {{ .who.name }}.", "parameters": {"role": "a <b>teacher</b>"}},
+    )
     assert status == 400 and doc["message"].startswith("parameters.who")
-    status, doc = await console.api("POST", f"/apps/{APP_ID}/preview",
-                                    {"template": [{"role": "system", "content": "be {{ .role }}"}],
-                                     "parameters": {"role": "kind"}})
+    status, doc = await console.api(
+        "POST",
+        f"/apps/{APP_ID}/preview",
+        {"template": [{"role": "system", "content": "be {{ .role }}"}], "parameters": {"role": "kind"}},
+    )
     assert doc["data"]["rendered"] == [{"role": "system", "content": "be kind"}]
 
 
@@ -274,10 +313,17 @@ async def test_platform_test_reports_status_latency_and_error(gw, console, simul
 
 
 async def test_playground_streams_bills_and_logs_as_a_console_user(gw, console):
-    async with console.http.post(gw.url + "/api/playground/chat", headers={"X-CSRF-Token": console.csrf}, json={
-            "app_id": APP_ID, "strategy": "free-normal", "user": "tester",
+    async with console.http.post(
+        gw.url + "/api/playground/chat",
+        headers={"X-CSRF-Token": console.csrf},
+        json={
+            "app_id": APP_ID,
+            "strategy": "free-normal",
+            "user": "tester",
             "parameters": {"example_string": "a pirate"},
-            "messages": [{"role": "user", "content": "hello"}]}) as r:
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    ) as r:
         assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
         text = await r.text()
     assert "event: playground" in text and "You play a pirate." in text and '"is_finish":true' in text
@@ -292,14 +338,25 @@ async def test_playground_streams_bills_and_logs_as_a_console_user(gw, console):
 
 async def test_pages_send_a_strict_csp_and_escape_attacker_text(gw, console):
     evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
-    await gw.session.post(gw.url + "/bp/ai/chat", headers=gw.user_headers("u9"), json={
-        "strategy": "free-normal", "parameters": {"example_string": evil},
-        "messages": [{"role": "user", "content": evil}]})
+    await gw.session.post(
+        gw.url + "/bp/ai/chat",
+        headers=gw.user_headers("u9"),
+        json={
+            "strategy": "free-normal",
+            "parameters": {"example_string": evil},
+            "messages": [{"role": "user", "content": evil}],
+        },
+    )
     await gw.flush()
     status, doc = await console.api("GET", "/logs/search?user=u9")
     log_id = doc["data"]["logs"][0]["id"]
-    for path in ("/console/dashboard", "/console/logs?user=u9", f"/console/logs/{log_id}",
-                 f"/console/users?app={APP_ID}&user=u9", "/console/signin"):
+    for path in (
+        "/console/dashboard",
+        "/console/logs?user=u9",
+        f"/console/logs/{log_id}",
+        f"/console/users?app={APP_ID}&user=u9",
+        "/console/signin",
+    ):
         status, html, headers = await console.page(path)
         assert status == 200, path
         csp = headers["content-security-policy"]
@@ -324,10 +381,21 @@ async def test_static_assets_are_versioned_and_cached(gw, console):
 
 
 async def test_csv_export_neutralises_formulas(gw, console):
-    await gw.services.writer.put("usage_log", {
-        "request_id": "1", "created_ms": 1_700_000_000_000, "request_ms": 1_700_000_000_000, "code": 500,
-        "app_id": APP_ID, "model": "gpt-4o-mini", "user": "=cmd|' /C calc'!A0", "content": "+1+1",
-        "token_name": "@sum", "ttfb_ms": 1})
+    await gw.services.writer.put(
+        "usage_log",
+        {
+            "request_id": "1",
+            "created_ms": 1_700_000_000_000,
+            "request_ms": 1_700_000_000_000,
+            "code": 500,
+            "app_id": APP_ID,
+            "model": "gpt-4o-mini",
+            "user": "=cmd|' /C calc'!A0",
+            "content": "+1+1",
+            "token_name": "@sum",
+            "ttfb_ms": 1,
+        },
+    )
     await gw.flush()
     async with console.http.get(gw.url + "/api/logs/export?start_timestamp=1699999999000") as r:
         text = await r.text()
@@ -346,8 +414,9 @@ async def test_signout_on_one_instance_ends_the_session_on_another(pg_url, simul
         other.set_session(sid)
         status, _, _ = await other.page("/console/dashboard")
         assert status == 200  # shared: the session works on the second instance
-        async with client.http.post(a.url + "/console/signout", data={"csrf_token": client.csrf},
-                                    allow_redirects=False) as r:
+        async with client.http.post(
+            a.url + "/console/signout", data={"csrf_token": client.csrf}, allow_redirects=False
+        ) as r:
             assert r.status == 303
         status, _, _ = await other.page("/console/dashboard")
         assert status == 303

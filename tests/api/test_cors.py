@@ -1,5 +1,6 @@
 """CORS for the client App API (SPEC §10), over real HTTP: preflights, the headers of real
 responses (errors included), and the surfaces that never answer CORS."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,11 +15,20 @@ OTHER_ORIGIN = "https://other-app.example.com"
 async def gw(tmp_path, simulator):
     doc = base_config(f"sqlite:///{tmp_path}/c.db", simulator.url)
     doc["apps"][0]["cors"] = {"origins": [ORIGIN], "max_age_s": 900}
-    doc["apps"][0]["attestation"] = {"header": "X-Firebase-AppCheck", "issuer": "https://att.example.com",
-                                     "audience": "a", "jwks_url": "https://att.example.com/jwks",
-                                     "required": False}
-    doc["apps"].append({"id": "APPOTHER", "user_token_secret": "other-app-token-secret-0123456789abcdef",
-                        "cors": {"origins": [OTHER_ORIGIN]}})
+    doc["apps"][0]["attestation"] = {
+        "header": "X-Firebase-AppCheck",
+        "issuer": "https://att.example.com",
+        "audience": "a",
+        "jwks_url": "https://att.example.com/jwks",
+        "required": False,
+    }
+    doc["apps"].append(
+        {
+            "id": "APPOTHER",
+            "user_token_secret": "other-app-token-secret-0123456789abcdef",
+            "cors": {"origins": [OTHER_ORIGIN]},
+        }
+    )
     gateway = await start_gateway(doc)
     try:
         yield gateway
@@ -27,8 +37,7 @@ async def gw(tmp_path, simulator):
 
 
 async def preflight(gw, path: str, origin: str | None, method: str = "POST"):
-    headers = {"Access-Control-Request-Method": method,
-               "Access-Control-Request-Headers": "authorization, content-type"}
+    headers = {"Access-Control-Request-Method": method, "Access-Control-Request-Headers": "authorization, content-type"}
     if origin:
         headers["Origin"] = origin
     async with gw.session.options(f"{gw.url}{path}", headers=headers) as resp:
@@ -81,8 +90,9 @@ async def test_real_responses_carry_the_origin_only_for_the_authenticated_app(gw
     status, headers = await get(gw.user_token("alice"), OTHER_ORIGIN)
     assert status == 200 and "Access-Control-Allow-Origin" not in headers and headers["Vary"] == "Origin"
     # an error of the authenticated app carries it too
-    async with gw.session.get(f"{gw.url}/bp/ai/chat/history", headers={
-            "Origin": ORIGIN, "Authorization": f"Bearer {gw.user_token('alice')}"}) as resp:
+    async with gw.session.get(
+        f"{gw.url}/bp/ai/chat/history", headers={"Origin": ORIGIN, "Authorization": f"Bearer {gw.user_token('alice')}"}
+    ) as resp:
         assert resp.status == 400 and resp.headers["Access-Control-Allow-Origin"] == ORIGIN
     # no authenticated app, no origin
     status, headers = await get(None, ORIGIN)
@@ -91,15 +101,17 @@ async def test_real_responses_carry_the_origin_only_for_the_authenticated_app(gw
     async with gw.session.get(f"{gw.url}/bp/ai/assets", headers=gw.user_headers("alice")) as resp:
         assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
     # the relay never answers CORS, even to a listed origin
-    async with gw.session.get(f"{gw.url}/v1/models", headers={
-            "Origin": ORIGIN, "Authorization": f"Bearer {RELAY_KEY}"}) as resp:
+    async with gw.session.get(
+        f"{gw.url}/v1/models", headers={"Origin": ORIGIN, "Authorization": f"Bearer {RELAY_KEY}"}
+    ) as resp:
         assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
 
 
 async def test_admin_api_edits_cors(gw):
     url = f"{gw.url}/api/apps/{APP_ID}"
-    async with gw.session.patch(url, json={"cors": {"origins": ["https://new.example.com"]}},
-                                headers=gw.admin_headers()) as resp:
+    async with gw.session.patch(
+        url, json={"cors": {"origins": ["https://new.example.com"]}}, headers=gw.admin_headers()
+    ) as resp:
         assert resp.status == 200
         assert (await resp.json())["data"]["client"]["cors"]["origins"] == ["https://new.example.com"]
     status, _ = await preflight(gw, "/bp/ai/chat", ORIGIN)

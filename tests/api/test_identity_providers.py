@@ -3,6 +3,7 @@ RSA and EC keys generated here: the (issuer, audience) pair chooses the app, the
 is the issuer's prefix plus the claim, and every way a token can be wrong is a 401 that
 names the problem. Key caching, the 30-second refetch rule and JWKS outages run on a
 clock the test moves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,15 +29,24 @@ def idp_config(db_url: str, sim_url: str, jwks: JwksServer) -> dict:
     doc = base_config(db_url, sim_url)
     doc["apps"][0]["user_tokens"] = [
         {"issuer": ISS_A, "audience": "aud-a", "jwks_url": jwks.jwks_url("a")},
-        {"issuer": ISS_B, "audience": "aud-b", "jwks_url": jwks.jwks_url("b"), "user_prefix": "b:",
-         "algorithms": ["ES256"], "required_claims": {"email_verified": True}},
+        {
+            "issuer": ISS_B,
+            "audience": "aud-b",
+            "jwks_url": jwks.jwks_url("b"),
+            "user_prefix": "b:",
+            "algorithms": ["ES256"],
+            "required_claims": {"email_verified": True},
+        },
         {"issuer": ISS_SB, "audience": "authenticated", "secret": SB_SECRET, "user_prefix": "sb:"},
     ]
-    doc["apps"].append({
-        "id": OTHER_APP, "user_token_secret": "other-app-token-secret-0123456789abcdef",
-        "assets": [{"name": "ai_credit", "initial_quantity": 5}],
-        "user_tokens": [{"issuer": ISS_OTHER, "audience": "aud-other", "jwks_url": jwks.jwks_url("other")}],
-    })
+    doc["apps"].append(
+        {
+            "id": OTHER_APP,
+            "user_token_secret": "other-app-token-secret-0123456789abcdef",
+            "assets": [{"name": "ai_credit", "initial_quantity": 5}],
+            "user_tokens": [{"issuer": ISS_OTHER, "audience": "aud-other", "jwks_url": jwks.jwks_url("other")}],
+        }
+    )
     return doc
 
 
@@ -75,8 +85,8 @@ async def grant(gw, user_id: str, quantity: int, app_key: str | None = None) -> 
 
 
 async def test_provider_tokens_choose_the_app_and_the_user(gw):
-    await grant(gw, "alice", 7)          # issuer A has no prefix: its "alice" is this user
-    await grant(gw, "b:alice", 100)      # issuer B's "alice"
+    await grant(gw, "alice", 7)  # issuer A has no prefix: its "alice" is this user
+    await grant(gw, "b:alice", 100)  # issuer B's "alice"
     status, body = await assets(gw, RSA1.sign(claims(ISS_A, "aud-a")))
     assert status == 200 and credits(body) == 57
     status, body = await assets(gw, EC1.sign(claims(ISS_A, ["aud-a", "extra"])))  # ES256, aud as a list
@@ -104,34 +114,67 @@ def _now() -> int:
 
 
 REFUSALS = [
-    ("wrong issuer", lambda j: RSA1.sign(claims("https://evil.example.com", "aud-a")),
-     "no app accepts issuer 'https://evil.example.com'"),
-    ("wrong audience", lambda j: RSA1.sign(claims(ISS_A, "aud-wrong")),
-     "no app accepts issuer 'https://idp-a.example.com' with audience 'aud-wrong'"),
+    (
+        "wrong issuer",
+        lambda j: RSA1.sign(claims("https://evil.example.com", "aud-a")),
+        "no app accepts issuer 'https://evil.example.com'",
+    ),
+    (
+        "wrong audience",
+        lambda j: RSA1.sign(claims(ISS_A, "aud-wrong")),
+        "no app accepts issuer 'https://idp-a.example.com' with audience 'aud-wrong'",
+    ),
     ("expired", lambda j: RSA1.sign(claims(ISS_A, "aud-a", exp=_now() - 120)), "user token expired"),
     ("not yet valid", lambda j: RSA1.sign(claims(ISS_A, "aud-a", nbf=_now() + 600)), "not yet valid"),
     ("unknown kid", lambda j: RSA2.sign(claims(ISS_A, "aud-a")), "unknown signing key (kid 'rsa-2')"),
     ("alg none", lambda j: unsigned_token(claims(ISS_A, "aud-a")), "algorithm 'none' is not accepted"),
-    ("HS256 keyed with the public key", lambda j: hs256_with(RSA1.public_pem, claims(ISS_A, "aud-a"), "rsa-1"),
-     "algorithm 'HS256' is not accepted"),
+    (
+        "HS256 keyed with the public key",
+        lambda j: hs256_with(RSA1.public_pem, claims(ISS_A, "aud-a"), "rsa-1"),
+        "algorithm 'HS256' is not accepted",
+    ),
     # the attacker's key under a real kid, with a header naming the attacker's JWKS
-    ("jku pointing elsewhere", lambda j: ATTACKER.sign(claims(ISS_A, "aud-a"), jku=j.jwks_url("evil")),
-     "bad signature"),
-    ("x5u pointing elsewhere", lambda j: ATTACKER.sign(claims(ISS_A, "aud-a"), x5u=j.jwks_url("evil")),
-     "bad signature"),
-    ("app X's issuer on app Y", lambda j: OTHER.sign(claims(ISS_OTHER, "aud-a")),
-     "no app accepts issuer 'https://idp-other.example.com' with audience 'aud-a'"),
+    (
+        "jku pointing elsewhere",
+        lambda j: ATTACKER.sign(claims(ISS_A, "aud-a"), jku=j.jwks_url("evil")),
+        "bad signature",
+    ),
+    (
+        "x5u pointing elsewhere",
+        lambda j: ATTACKER.sign(claims(ISS_A, "aud-a"), x5u=j.jwks_url("evil")),
+        "bad signature",
+    ),
+    (
+        "app X's issuer on app Y",
+        lambda j: OTHER.sign(claims(ISS_OTHER, "aud-a")),
+        "no app accepts issuer 'https://idp-other.example.com' with audience 'aud-a'",
+    ),
     ("missing required claim", lambda j: EC1.sign(claims(ISS_B, "aud-b")), "missing required claim 'email_verified'"),
-    ("required claim false", lambda j: EC1.sign(claims(ISS_B, "aud-b", email_verified=False)),
-     "claim 'email_verified' must be True"),
-    ("algorithm not configured for the issuer", lambda j: RSA1.sign(claims(ISS_B, "aud-b", email_verified=True)),
-     "algorithm 'RS256' is not accepted"),
-    ("missing sub", lambda j: RSA1.sign({k: v for k, v in claims(ISS_A, "aud-a").items() if k != "sub"}),
-     "missing claim 'sub'"),
-    ("missing exp", lambda j: RSA1.sign({k: v for k, v in claims(ISS_A, "aud-a").items() if k != "exp"}),
-     "missing claim 'exp'"),
-    ("HS256 issuer, wrong secret", lambda j: hs256_with(b"not-the-secret", claims(ISS_SB, "authenticated")),
-     "bad signature"),
+    (
+        "required claim false",
+        lambda j: EC1.sign(claims(ISS_B, "aud-b", email_verified=False)),
+        "claim 'email_verified' must be True",
+    ),
+    (
+        "algorithm not configured for the issuer",
+        lambda j: RSA1.sign(claims(ISS_B, "aud-b", email_verified=True)),
+        "algorithm 'RS256' is not accepted",
+    ),
+    (
+        "missing sub",
+        lambda j: RSA1.sign({k: v for k, v in claims(ISS_A, "aud-a").items() if k != "sub"}),
+        "missing claim 'sub'",
+    ),
+    (
+        "missing exp",
+        lambda j: RSA1.sign({k: v for k, v in claims(ISS_A, "aud-a").items() if k != "exp"}),
+        "missing claim 'exp'",
+    ),
+    (
+        "HS256 issuer, wrong secret",
+        lambda j: hs256_with(b"not-the-secret", claims(ISS_SB, "authenticated")),
+        "bad signature",
+    ),
 ]
 
 
@@ -161,10 +204,10 @@ async def test_a_flood_of_unknown_kids_fetches_at_most_once_per_30s(gw, jwks):
         return {status for status, _ in await asyncio.gather(*(assets(gw, t) for t in tokens))}
 
     assert await flood(40) == {401}
-    assert jwks.fetches["a"] == 1           # within 30 s of the last fetch: no fetch at all
+    assert jwks.fetches["a"] == 1  # within 30 s of the last fetch: no fetch at all
     clock.advance(31)
     assert await flood(40) == {401}
-    assert jwks.fetches["a"] == 2           # one fetch for the whole flood
+    assert jwks.fetches["a"] == 2  # one fetch for the whole flood
     # rotation: the provider publishes a new key; once 30 s have passed, its tokens work
     jwks.sets["a"] = [RSA1, RSA2]
     assert (await assets(gw, RSA2.sign(claims(ISS_A, "aud-a"))))[0] == 401  # not yet refetched
@@ -179,12 +222,12 @@ async def test_a_jwks_outage_keeps_serving_cached_keys_for_24h(gw, jwks):
     token = RSA1.sign(claims(ISS_A, "aud-a"))
     assert (await assets(gw, token))[0] == 200
     jwks.down = True
-    clock.advance(11 * 60)                  # past the 10-minute default max-age: a refetch fails
+    clock.advance(11 * 60)  # past the 10-minute default max-age: a refetch fails
     status, _ = await assets(gw, token)
     assert status == 200 and jwks.fetches["a"] == 2
     clock.advance(23 * 3600)
     assert (await assets(gw, token))[0] == 200
-    clock.advance(3600)                     # more than 24 h since the last good fetch
+    clock.advance(3600)  # more than 24 h since the last good fetch
     status, body = await assets(gw, token)
     assert status == 503 and body["error"]["error_type"] == "service_unavailable"
     jwks.down = False
@@ -194,8 +237,9 @@ async def test_a_jwks_outage_keeps_serving_cached_keys_for_24h(gw, jwks):
 
 async def test_no_keys_ever_fetched_is_503_with_retry_after(gw, jwks):
     jwks.down = True
-    async with gw.session.get(f"{gw.url}/bp/ai/assets",
-                              headers={"Authorization": f"Bearer {RSA1.sign(claims(ISS_A, 'aud-a'))}"}) as resp:
+    async with gw.session.get(
+        f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {RSA1.sign(claims(ISS_A, 'aud-a'))}"}
+    ) as resp:
         body = await resp.json()
         assert resp.status == 503 and body["error"]["error_type"] == "service_unavailable"
         assert 1 <= int(resp.headers["Retry-After"]) <= 30
@@ -227,8 +271,7 @@ async def test_jwks_redirects_are_not_followed(tmp_path, simulator, jwks):
 async def test_own_tokens_carry_iat_and_jti(gw):
     import jwt as pyjwt
 
-    async with gw.session.post(f"{gw.url}/bp/server/user/alice/token", json={},
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(f"{gw.url}/bp/server/user/alice/token", json={}, headers=gw.server_headers()) as resp:
         token = (await resp.json())["token"]
     decoded = pyjwt.decode(token, options={"verify_signature": False})
     assert decoded["app_id"] == APP_ID and abs(decoded["iat"] - time.time()) < 5 and len(decoded["jti"]) >= 16

@@ -1,6 +1,7 @@
 """Values no table can hold are a 400 naming the field, on every surface and database;
 NUL in a chat message is user text and is kept. Regression tests for issue 10, Why 5
 (and the store half of Why 1)."""
+
 from __future__ import annotations
 
 import orjson
@@ -41,12 +42,14 @@ def app_error(status: int, body: bytes, *fragments: str) -> None:
 async def test_app_api_integers_beyond_int64_are_a_400(gw):
     for param in ("end_time", "start_time"):
         for value in (BIG, "-" + BIG):
-            status, body = await get(gw, f"/bp/ai/ai_request/history/query?page=1&page_size=10&{param}={value}",
-                                     gw.user_headers("u1"))
+            status, body = await get(
+                gw, f"/bp/ai/ai_request/history/query?page=1&page_size=10&{param}={value}", gw.user_headers("u1")
+            )
             app_error(status, body, param)
     raw = b'{"asset": "ai_credit", "quantity": 9223372036854775808, "idempotency_key": "k1"}'
-    app_error(*await send(gw, "POST", "/bp/server/user/u1/ai/assets/grant", raw, gw.server_headers()),
-              "quantity", "64 bits")
+    app_error(
+        *await send(gw, "POST", "/bp/server/user/u1/ai/assets/grant", raw, gw.server_headers()), "quantity", "64 bits"
+    )
 
 
 NUL_PATHS = [
@@ -68,13 +71,21 @@ NUL_PATHS = [
 async def test_nul_in_admin_parameters_is_a_400_naming_it(gw):
     for path in NUL_PATHS:
         status, body = await get(gw, path, gw.admin_headers())
-        name = path.split("?")[1].split("=")[0] if "?" in path else ("user_id" if "users" in path else
-                                                                     "app_id" if "apps" in path else "group")
+        name = (
+            path.split("?")[1].split("=")[0]
+            if "?" in path
+            else ("user_id" if "users" in path else "app_id" if "apps" in path else "group")
+        )
         admin_error(status, body, name, "NUL")
 
 
-PLATFORM = {"id": "big", "type": "openai_compatible", "base_url": "https://llm.example.com/v1",
-            "api_key": "sk-0123456789abcdef", "models": ["gpt-4o-mini"]}
+PLATFORM = {
+    "id": "big",
+    "type": "openai_compatible",
+    "base_url": "https://llm.example.com/v1",
+    "api_key": "sk-0123456789abcdef",
+    "models": ["gpt-4o-mini"],
+}
 
 
 OUT_OF_BOUNDS = [
@@ -94,8 +105,7 @@ async def test_admin_write_out_of_bounds_is_refused_before_any_commit(gw):
         admin_error(*await send(gw, "POST", "/api/platforms", body, gw.admin_headers()), field)
         status, listed = await get(gw, "/api/platforms", gw.admin_headers())  # nothing broke the table
         assert status == 200 and "big" not in [p["id"] for p in orjson.loads(listed)["data"]]
-        admin_error(*await send(gw, "PATCH", "/api/platforms/sim-openai", b"{" + raw + b"}",
-                                gw.admin_headers()), field)
+        admin_error(*await send(gw, "PATCH", "/api/platforms/sim-openai", b"{" + raw + b"}", gw.admin_headers()), field)
         status, one = await get(gw, "/api/platforms/sim-openai", gw.admin_headers())
         assert status == 200 and orjson.loads(one)["data"]["options"] == {}
 
@@ -113,8 +123,13 @@ async def test_admin_write_in_bounds_still_works(gw):
 async def test_nul_in_a_chat_message_is_kept(gw):
     """User text: stored as sent on both databases (PostgreSQL's text refuses NUL)."""
     text = "a\x00b"
-    raw = orjson.dumps({"strategy": "free-normal", "parameters": {"example_string": "x"},
-                        "messages": [{"role": "user", "content": text}]})
+    raw = orjson.dumps(
+        {
+            "strategy": "free-normal",
+            "parameters": {"example_string": "x"},
+            "messages": [{"role": "user", "content": text}],
+        }
+    )
     status, body = await send(gw, "POST", "/bp/ai/chat", raw, gw.user_headers("u1"))
     assert status == 200, body
     chat_id = orjson.loads(body)["chat_id"]

@@ -1,4 +1,5 @@
 """Instructions (SPEC §5.4) and asset recovery (SPEC §5.7)."""
+
 from __future__ import annotations
 
 from sqlalchemy import select, update
@@ -9,15 +10,21 @@ from aigate.store import tables as t
 from tests.gateway import base_config, start_gateway
 
 INSTRUCTION = {
-    "name": "test", "model": "gpt-4o-mini", "max_token": 321, "temperature": 0.5,
+    "name": "test",
+    "model": "gpt-4o-mini",
+    "max_token": 321,
+    "temperature": 0.5,
     "response_format": "json_object",
     "cost": {"asset": "ai_credit", "per_request": 2},
     "messages": [
         {"role": "system", "content": "you are a professional {{ .role }}."},
-        {"role": "user", "multi_content": [
-            {"type": "text", "text": "Tell me about the {{ .question }}. Age: {{ .patient.age }}"},
-            {"type": "image_url", "image_url": {"url": "{{ .image_url }}"}},
-        ]},
+        {
+            "role": "user",
+            "multi_content": [
+                {"type": "text", "text": "Tell me about the {{ .question }}. Age: {{ .patient.age }}"},
+                {"type": "image_url", "image_url": {"url": "{{ .image_url }}"}},
+            ],
+        },
     ],
 }
 PARAMS = {"role": "doctor", "question": "H1N1", "patient": {"age": "24"}}
@@ -76,8 +83,11 @@ async def test_instruction_errors_name_the_parameter(db_url, simulator):
 async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simulator):
     gw = await start_gateway(base_config(db_url, simulator.url))
     headers = gw.user_headers("u1")
-    body = {"strategy": "free-normal", "parameters": {"example_string": "x"},
-            "messages": [{"role": "user", "content": "hi"}]}
+    body = {
+        "strategy": "free-normal",
+        "parameters": {"example_string": "x"},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     try:
         for _ in range(3):
             async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=headers) as r:
@@ -91,13 +101,18 @@ async def test_recovery_tops_up_at_the_boundary_and_keeps_purchases(db_url, simu
             [credit] = (await r.json())["asset"]
         assert credit["quantity"] == 50 and credit["last_recovery_time"].endswith("T00:00:00Z")
         async with gw.services.engine.connect() as conn:
-            reasons = [(r.reason, r.delta_micros) for r in await conn.execute(
-                select(t.asset_ledger).order_by(t.asset_ledger.c.id))]
+            reasons = [
+                (r.reason, r.delta_micros)
+                for r in await conn.execute(select(t.asset_ledger).order_by(t.asset_ledger.c.id))
+            ]
         assert reasons[-1] == ("recovery", 3_000_000)  # millionths
 
         # a purchase above the recovery quantity survives the next boundary
-        async with gw.session.post(gw.url + "/bp/server/user/u1/ai/assets/grant", headers=gw.server_headers(),
-                                   json={"asset": "ai_credit", "quantity": 25, "idempotency_key": "k1"}) as r:
+        async with gw.session.post(
+            gw.url + "/bp/server/user/u1/ai/assets/grant",
+            headers=gw.server_headers(),
+            json={"asset": "ai_credit", "quantity": 25, "idempotency_key": "k1"},
+        ) as r:
             assert r.status == 200
         async with gw.services.engine.begin() as conn:
             await conn.execute(update(t.user_assets).values(last_recovery_ms=yesterday))

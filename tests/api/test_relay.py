@@ -1,4 +1,5 @@
 """The OpenAI-compatible relay over raw HTTP: pass-through bytes, errors, limits, logs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,14 +35,27 @@ def relay_config(db_url: str, sim_url: str, canned_url: str = "", redis_url: str
         {"name": "canned-model", "price": {"input_price": 1, "output_price": 1}},
     ]
     doc["platforms"] += [
-        {"id": "sim-mapped", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-sim",
-         "models": ["gpt-alias"], "model_mapping": {"gpt-alias": "gpt-4o"}},
-        {"id": "sim-slow", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-sim",
-         "models": ["gpt-slow"], "timeout": {"connect_s": 1, "first_byte_s": 0.2, "total_s": 2}},
+        {
+            "id": "sim-mapped",
+            "type": "openai",
+            "base_url": f"{sim_url}/v1",
+            "api_key": "sk-sim",
+            "models": ["gpt-alias"],
+            "model_mapping": {"gpt-alias": "gpt-4o"},
+        },
+        {
+            "id": "sim-slow",
+            "type": "openai",
+            "base_url": f"{sim_url}/v1",
+            "api_key": "sk-sim",
+            "models": ["gpt-slow"],
+            "timeout": {"connect_s": 1, "first_byte_s": 0.2, "total_s": 2},
+        },
     ]
     if canned_url:
-        doc["platforms"].append({"id": "canned", "type": "openai_compatible", "base_url": f"{canned_url}/v1",
-                                 "models": ["canned-model"]})
+        doc["platforms"].append(
+            {"id": "canned", "type": "openai_compatible", "base_url": f"{canned_url}/v1", "models": ["canned-model"]}
+        )
     doc["apps"][0]["relay_tokens"] += [
         {"name": "limited", "key": LIMITED_KEY, "models": ["gpt-4o-mini"]},
         {"name": "rpm3", "key": RPM_KEY, "rpm": 3},
@@ -56,22 +70,34 @@ def relay_config(db_url: str, sim_url: str, canned_url: str = "", redis_url: str
 # --- a canned OpenAI-compatible upstream: fixed bytes, spaced and escaped as no serialiser would
 
 CHUNKS = [
-    (b'{"id": "chatcmpl-canned",  "object": "chat.completion.chunk", "created": 1, "model": "canned-upstream",'
-     b' "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}],'
-     b' "x_vendor": {"b": 1, "a": 2}}'),
-    (b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
-     b'"choices":[{"index":0,"delta":{"content":"caf\\u00e9 "},"finish_reason":null}]}'),
-    (b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
-     b'"choices":[{"index":0,"delta":{"content":"au lait"},"finish_reason":null}]}'),
-    (b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
-     b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'),
+    (
+        b'{"id": "chatcmpl-canned",  "object": "chat.completion.chunk", "created": 1, "model": "canned-upstream",'
+        b' "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}],'
+        b' "x_vendor": {"b": 1, "a": 2}}'
+    ),
+    (
+        b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
+        b'"choices":[{"index":0,"delta":{"content":"caf\\u00e9 "},"finish_reason":null}]}'
+    ),
+    (
+        b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
+        b'"choices":[{"index":0,"delta":{"content":"au lait"},"finish_reason":null}]}'
+    ),
+    (
+        b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
+        b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+    ),
 ]
-USAGE_CHUNK = (b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
-               b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}')
-COMPLETION = (b'{"id": "chatcmpl-canned",  "object": "chat.completion", "created": 1, "model": "canned-upstream", '
-              b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "caf\\u00e9"}, '
-              b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 3, '
-              b'"total_tokens": 8}, "x_vendor": true}')
+USAGE_CHUNK = (
+    b'{"id":"chatcmpl-canned","object":"chat.completion.chunk","created":1,"model":"canned-upstream",'
+    b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}'
+)
+COMPLETION = (
+    b'{"id": "chatcmpl-canned",  "object": "chat.completion", "created": 1, "model": "canned-upstream", '
+    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "caf\\u00e9"}, '
+    b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 3, '
+    b'"total_tokens": 8}, "x_vendor": true}'
+)
 
 
 @pytest.fixture
@@ -155,9 +181,17 @@ def error_of(raw: bytes) -> dict:
 
 
 async def test_unknown_fields_reach_the_upstream_untouched(rgw, simulator):
-    body = {"model": "gpt-4o-mini", "messages": HI, "temperature": 0.3, "seed": 7, "user": "alice",
-            "response_format": {"type": "json_object"}, "logit_bias": {"50256": -100},
-            "x_unknown": {"nested": [1, "two", None]}, "metadata": {"trace": "abc"}}
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": HI,
+        "temperature": 0.3,
+        "seed": 7,
+        "user": "alice",
+        "response_format": {"type": "json_object"},
+        "logit_bias": {"50256": -100},
+        "x_unknown": {"nested": [1, "two", None]},
+        "metadata": {"trace": "abc"},
+    }
     status, answer, headers = await chat(rgw, body)
     assert status == 200, answer
     assert simulator.requests[-1]["body"] == body  # exactly what the client sent
@@ -188,8 +222,7 @@ async def test_openai_format_bytes_are_returned_as_the_upstream_sent_them(rgw, c
 
 async def test_streams_are_openai_chunks_whatever_the_upstream(rgw):
     for model in ["claude-3-5-haiku", "gemini-2.0-flash"]:
-        frames = await stream_frames(rgw, {"model": model, "messages": HI,
-                                           "stream_options": {"include_usage": True}})
+        frames = await stream_frames(rgw, {"model": model, "messages": HI, "stream_options": {"include_usage": True}})
         assert frames[-1] == b"data: [DONE]"
         assert all(f.startswith(b"data: {") for f in frames[:-1])
         chunks = [orjson.loads(f.removeprefix(b"data: ")) for f in frames[:-1]]
@@ -202,8 +235,9 @@ async def test_streams_are_openai_chunks_whatever_the_upstream(rgw):
 
     # the upstream reported no usage: the client that asked for it gets our estimate
     quiet = [{"role": "user", "content": "[[sim usage=false]] hello there"}]
-    frames = await stream_frames(rgw, {"model": "gpt-4o-mini", "messages": quiet,
-                                       "stream_options": {"include_usage": True}})
+    frames = await stream_frames(
+        rgw, {"model": "gpt-4o-mini", "messages": quiet, "stream_options": {"include_usage": True}}
+    )
     last = orjson.loads(frames[-2].removeprefix(b"data: "))
     assert last["choices"] == [] and last["usage"]["completion_tokens"] > 0
     rows = await log_rows(rgw)
@@ -244,8 +278,9 @@ async def test_keys_and_refusals_follow_openai_conventions(rgw):
     assert got == 400 and error_of(raw)["param"] == "model"
     got, raw, _ = await post(rgw, "/v1/embeddings", {"model": "text-embedding-3-small"})
     assert got == 400 and error_of(raw)["param"] == "input"
-    got, raw, _ = await post(rgw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HI},
-                             headers={"api-key": LIMITED_KEY})  # Azure-style header
+    got, raw, _ = await post(
+        rgw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HI}, headers={"api-key": LIMITED_KEY}
+    )  # Azure-style header
     assert got == 200, raw
     huge = {"model": "gpt-4o-mini", "messages": HI, "pad": "x" * 1_100_000}
     got, raw, _ = await post(rgw, "/v1/chat/completions", huge)
@@ -253,8 +288,16 @@ async def test_keys_and_refusals_follow_openai_conventions(rgw):
 
     rows = await log_rows(rgw)  # refusals with a valid token are logged; bad keys are not
     assert [(r.code, r.token_name) for r in rows] == [
-        (400, "sdk"), (400, "sdk"), (400, "sdk"), (404, "sdk"), (403, "limited"), (400, "sdk"),
-        (400, "sdk"), (200, "limited"), (413, "sdk")]
+        (400, "sdk"),
+        (400, "sdk"),
+        (400, "sdk"),
+        (404, "sdk"),
+        (403, "limited"),
+        (400, "sdk"),
+        (400, "sdk"),
+        (200, "limited"),
+        (413, "sdk"),
+    ]
     async with rgw.services.engine.connect() as conn:  # failures keep their body (store_bodies: errors)
         detail = (await conn.execute(select(t.request_details).where(t.request_details.c.log_id == rows[0].id))).one()
     assert detail.request_body == "{not json"
@@ -268,8 +311,11 @@ async def test_upstream_failures_map_to_openai_statuses(rgw, simulator):
     simulator.script([{"status": 503}] * 3)
     got, raw, _ = await post(rgw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HI})
     assert got == 502 and error_of(raw)["type"] == "server_error"
-    got, raw, _ = await post(rgw, "/v1/chat/completions",
-                             {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[[sim status=400]]"}]})
+    got, raw, _ = await post(
+        rgw,
+        "/v1/chat/completions",
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[[sim status=400]]"}]},
+    )
     assert got == 400 and error_of(raw)["type"] == "invalid_request_error"
     slow = [{"role": "user", "content": "[[sim latency_ms=600]]"}]
     got, raw, _ = await post(rgw, "/v1/chat/completions", {"model": "gpt-slow", "messages": slow})
@@ -289,8 +335,11 @@ async def test_upstream_failures_map_to_openai_statuses(rgw, simulator):
 
 async def test_client_disconnect_stops_the_stream_and_logs_what_was_sent(rgw):
     slow = [{"role": "user", "content": "[[sim chunks=40 chunk_interval_ms=50]] tell me a long story"}]
-    async with rgw.session.post(rgw.url + "/v1/chat/completions", headers=auth(RELAY_KEY),
-                                json={"model": "gpt-4o-mini", "messages": slow, "stream": True}) as resp:
+    async with rgw.session.post(
+        rgw.url + "/v1/chat/completions",
+        headers=auth(RELAY_KEY),
+        json={"model": "gpt-4o-mini", "messages": slow, "stream": True},
+    ) as resp:
         first = await resp.content.readuntil(b"\n\n")
         assert first.startswith(b"data: {")
         resp.close()
@@ -362,8 +411,10 @@ async def test_models_list_is_scoped_by_the_token(rgw):
     async with rgw.session.get(rgw.url + "/v1/models", headers=auth(LIMITED_KEY)) as resp:
         assert resp.status == 200
         doc = await resp.json()
-    assert doc == {"object": "list", "data": [
-        {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "openai"}]}
+    assert doc == {
+        "object": "list",
+        "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "openai"}],
+    }
     async with rgw.session.get(rgw.url + "/v1/models", headers=auth(RELAY_KEY)) as resp:
         ids = [m["id"] for m in (await resp.json())["data"]]
     assert {"gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash", "gpt-alias", "canned-model"} <= set(ids)

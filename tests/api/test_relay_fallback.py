@@ -1,5 +1,6 @@
 """Unknown /v1 paths and wrong methods answer OpenAI's error JSON (Anthropic's under
 /v1/messages), so SDK errors carry a type and a code."""
+
 from __future__ import annotations
 
 import openai
@@ -12,9 +13,14 @@ async def test_unknown_path_is_openai_404_json(gw):
     async with gw.session.post(gw.url + "/v1/no/such/thing", json={}) as resp:
         assert resp.status == 404
         assert resp.content_type == "application/json"
-        assert await resp.json() == {"error": {
-            "message": "Invalid URL (POST /v1/no/such/thing).", "type": "invalid_request_error",
-            "param": None, "code": "unknown_url"}}
+        assert await resp.json() == {
+            "error": {
+                "message": "Invalid URL (POST /v1/no/such/thing).",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_url",
+            }
+        }
 
 
 async def test_wrong_method_is_openai_405_json_with_allow(gw):
@@ -29,14 +35,12 @@ async def test_wrong_method_is_openai_405_json_with_allow(gw):
 
 
 async def test_served_routes_are_untouched(gw):
-    async with gw.session.get(gw.url + "/v1/models",
-                              headers={"Authorization": f"Bearer {RELAY_KEY}"}) as resp:
+    async with gw.session.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {RELAY_KEY}"}) as resp:
         assert resp.status == 200
 
 
 async def test_the_sdk_sees_a_typed_not_found(gw):
-    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=RELAY_KEY,
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=RELAY_KEY, max_retries=0) as client:
         with pytest.raises(openai.NotFoundError) as caught:
             await client.post("/fine_tuning/jobs", cast_to=object, body={})
     assert caught.value.code == "unknown_url" and caught.value.type == "invalid_request_error"

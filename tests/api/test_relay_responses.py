@@ -1,6 +1,7 @@
 """The Responses API through the relay with the official openai SDK, unchanged, against
 OpenAI- (native), Anthropic- and Gemini-format platforms and an OpenAI-compatible one
 (translated). Every answer and stream event parses strictly with the SDK's own types."""
+
 from __future__ import annotations
 
 import json
@@ -17,26 +18,53 @@ from tests.gateway import RELAY_KEY, start_gateway
 from tests.strict import strict_parse
 
 MODELS = ["gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash", "compat-chat"]
-UPSTREAM_PATH = {"gpt-4o-mini": "/v1/responses", "claude-3-5-haiku": "/v1/messages",
-                 "gemini-2.0-flash": "/v1beta/models/gemini-2.0-flash:generateContent",
-                 "compat-chat": "/v1/chat/completions"}
+UPSTREAM_PATH = {
+    "gpt-4o-mini": "/v1/responses",
+    "claude-3-5-haiku": "/v1/messages",
+    "gemini-2.0-flash": "/v1beta/models/gemini-2.0-flash:generateContent",
+    "compat-chat": "/v1/chat/completions",
+}
 OTHER_APP_KEY = "sk-other-app-relay-0123456789"
-WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                          "required": ["city"], "additionalProperties": False},
-           "strict": True}
-CITY = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
-        "required": ["city", "rank"], "additionalProperties": False}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
+    "required": ["city", "rank"],
+    "additionalProperties": False,
+}
 
 
 def config(db_url, sim_url):
     doc = relay_config(db_url, sim_url)
     doc["models"].append({"name": "compat-chat", "price": {"input_price": 1, "output_price": 1}})
-    doc["platforms"].append({"id": "sim-compat", "type": "openai_compatible",
-                             "base_url": f"{sim_url}/v1", "api_key": "sk-sim",
-                             "models": ["compat-chat"]})
-    other = {**doc["apps"][0], "id": "APPOTHER", "name": "Other", "server_keys": [],
-             "strategies": [], "relay_tokens": [{"name": "other", "key": OTHER_APP_KEY}]}
+    doc["platforms"].append(
+        {
+            "id": "sim-compat",
+            "type": "openai_compatible",
+            "base_url": f"{sim_url}/v1",
+            "api_key": "sk-sim",
+            "models": ["compat-chat"],
+        }
+    )
+    other = {
+        **doc["apps"][0],
+        "id": "APPOTHER",
+        "name": "Other",
+        "server_keys": [],
+        "strategies": [],
+        "relay_tokens": [{"name": "other", "key": OTHER_APP_KEY}],
+    }
     doc["apps"].append(other)
     return doc
 
@@ -52,8 +80,7 @@ async def rgw(db_url, simulator):
 
 @pytest.fixture
 async def client(rgw):
-    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RELAY_KEY,
-                                  max_retries=0) as c:
+    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RELAY_KEY, max_retries=0) as c:
         yield c
 
 
@@ -70,7 +97,8 @@ async def log_rows(gw):
 @pytest.mark.parametrize("model", MODELS)
 async def test_text_stored_retrieved_and_logged(rgw, client, simulator, model):
     raw = await client.responses.with_raw_response.create(
-        model=model, input="Hello responses", instructions="Be brief.", store=True)
+        model=model, input="Hello responses", instructions="Be brief.", store=True
+    )
     response = strict(raw.parse())
     assert response.output_text == f"{REPLY_PREFIX} Hello responses"
     assert response.id.startswith("resp_") and len(response.id) == 53
@@ -113,14 +141,22 @@ async def test_stream_typed_events(rgw, client, model):
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_tools_round_trip_with_previous_response_id(client, simulator, model):
-    first = strict(await client.responses.create(
-        model=model, input="Weather in Paris?", tools=[WEATHER], tool_choice="required"))
+    first = strict(
+        await client.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER], tool_choice="required")
+    )
     [call] = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather" and "city" in json.loads(call.arguments)
-    second = strict(await client.responses.create(
-        model=model, previous_response_id=first.id, tools=[WEATHER],
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
-               {"role": "user", "content": "and tomorrow?"}]))
+    second = strict(
+        await client.responses.create(
+            model=model,
+            previous_response_id=first.id,
+            tools=[WEATHER],
+            input=[
+                {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+                {"role": "user", "content": "and tomorrow?"},
+            ],
+        )
+    )
     assert second.output_text.endswith("and tomorrow?")  # Anthropic merges the tool result in
     assert second.previous_response_id == first.id
     sent = json.dumps(simulator.requests[-1]["body"])
@@ -131,35 +167,37 @@ async def test_tools_round_trip_with_previous_response_id(client, simulator, mod
 
 @pytest.mark.parametrize("model", MODELS)
 async def test_text_format_json_schema(client, model):
-    response = strict(await client.responses.create(
-        model=model, input="Best city?",
-        text={"format": {"type": "json_schema", "name": "city", "schema": CITY, "strict": True}}))
+    response = strict(
+        await client.responses.create(
+            model=model,
+            input="Best city?",
+            text={"format": {"type": "json_schema", "name": "city", "schema": CITY, "strict": True}},
+        )
+    )
     assert json.loads(response.output_text) == {"city": f"{REPLY_PREFIX} Best city?", "rank": 1}
 
 
 async def test_thread_continues_on_another_platform(client, simulator):
     """The thread lives in aigate: a follow-up on a platform of another format sees it."""
     first = await client.responses.create(model="gpt-4o-mini", input="My name is Ada.")
-    second = await client.responses.create(model="claude-3-5-haiku", input="What is my name?",
-                                           previous_response_id=first.id)
+    second = await client.responses.create(
+        model="claude-3-5-haiku", input="What is my name?", previous_response_id=first.id
+    )
     sent = simulator.requests[-1]["body"]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert "My name is Ada." in json.dumps(sent[0]) and first.output_text in json.dumps(sent[1])
-    third = await client.responses.create(model="gemini-2.0-flash", input="And again?",
-                                          previous_response_id=second.id)
+    third = await client.responses.create(model="gemini-2.0-flash", input="And again?", previous_response_id=second.id)
     contents = simulator.requests[-1]["body"]["contents"]
     assert len(contents) == 5 and third.output_text.endswith("And again?")
 
 
 async def test_scoped_to_the_app_deleted_and_not_stored(rgw, client):
     response = await client.responses.create(model="gpt-4o-mini", input="secret")
-    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=OTHER_APP_KEY,
-                                  max_retries=0) as other:
+    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=OTHER_APP_KEY, max_retries=0) as other:
         with pytest.raises(openai.NotFoundError):
             await other.responses.retrieve(response.id)
         with pytest.raises(openai.NotFoundError) as caught:
-            await other.responses.create(model="gpt-4o-mini", input="x",
-                                         previous_response_id=response.id)
+            await other.responses.create(model="gpt-4o-mini", input="x", previous_response_id=response.id)
         assert caught.value.body["param"] == "previous_response_id"
     await client.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
@@ -171,14 +209,12 @@ async def test_scoped_to_the_app_deleted_and_not_stored(rgw, client):
 
 async def test_refusals_are_openai_errors_and_logged(rgw, client):
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.responses.create(model="claude-3-5-haiku", input="x",
-                                      tools=[{"type": "web_search"}])
+        await client.responses.create(model="claude-3-5-haiku", input="x", tools=[{"type": "web_search"}])
     assert caught.value.body["param"] == "tools"
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.create(model="gpt-4o-mini", input=42)
     assert caught.value.body["param"] == "input"
-    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RPM_KEY,
-                                  max_retries=0) as limited:
+    async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RPM_KEY, max_retries=0) as limited:
         for _ in range(3):
             await limited.responses.create(model="gpt-4o-mini", input="x")
         with pytest.raises(openai.RateLimitError):
@@ -190,20 +226,19 @@ async def test_refusals_are_openai_errors_and_logged(rgw, client):
 
 async def test_native_follow_up_sends_stateless_items(client, simulator):
     """With store: false upstream, stored output goes back without item ids to look up."""
-    first = await client.responses.create(model="gpt-4o-mini", input="Hi", tools=[WEATHER],
-                                          tool_choice="required")
+    first = await client.responses.create(model="gpt-4o-mini", input="Hi", tools=[WEATHER], tool_choice="required")
     [call] = first.output
-    await client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, input=[
-        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    await client.responses.create(
+        model="gpt-4o-mini",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+    )
     sent = simulator.requests[-1]["body"]["input"]
     assert sent == [
         {"type": "message", "role": "user", "content": "Hi"},
-        {"type": "function_call", "call_id": call.call_id, "name": "get_weather",
-         "arguments": call.arguments},
+        {"type": "function_call", "call_id": call.call_id, "name": "get_weather", "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
     ]
     text = await client.responses.create(model="gpt-4o-mini", input="Hello")
-    await client.responses.create(model="gpt-4o-mini", input="More",
-                                  previous_response_id=text.id)
-    assert simulator.requests[-1]["body"]["input"][1] == {"role": "assistant",
-                                                          "content": text.output_text}
+    await client.responses.create(model="gpt-4o-mini", input="More", previous_response_id=text.id)
+    assert simulator.requests[-1]["body"]["input"][1] == {"role": "assistant", "content": text.output_text}

@@ -1,4 +1,5 @@
 """The official ``openai`` SDK, sync and async, against the relay on every upstream format."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,9 +16,14 @@ from tests.gateway import APP_ID, RELAY_KEY, start_gateway
 
 MODELS = ["gpt-4o-mini", "claude-3-5-haiku", "gemini-2.0-flash"]
 HI = [{"role": "user", "content": "hello there"}]
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 @pytest.fixture
@@ -31,8 +37,7 @@ async def rgw(db_url, simulator):
 
 def clients(gw, key: str = RELAY_KEY, **kw) -> tuple[openai.OpenAI, openai.AsyncOpenAI]:
     base = gw.url + "/v1"
-    return (openai.OpenAI(base_url=base, api_key=key, **kw),
-            openai.AsyncOpenAI(base_url=base, api_key=key, **kw))
+    return (openai.OpenAI(base_url=base, api_key=key, **kw), openai.AsyncOpenAI(base_url=base, api_key=key, **kw))
 
 
 async def log_rows(gw, *where):
@@ -57,8 +62,9 @@ async def test_chat_sync_and_async_stream_and_not(rgw):
         answer = await aio.chat.completions.create(model=model, messages=HI, max_tokens=50, temperature=0.5)
         assert answer.choices[0].finish_reason == "stop" and answer.object == "chat.completion"
 
-        stream = await aio.chat.completions.create(model=model, messages=HI, stream=True,
-                                                   stream_options={"include_usage": True})
+        stream = await aio.chat.completions.create(
+            model=model, messages=HI, stream=True, stream_options={"include_usage": True}
+        )
         chunks = [c async for c in stream]
         assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 0
         assert chunks[-1].usage.completion_tokens > 0
@@ -74,14 +80,19 @@ async def test_chat_sync_and_async_stream_and_not(rgw):
         assert row.token_id > 0 and row.input_tokens > 0 and row.output_tokens > 0
         assert row.price["input_price"] > 0 and row.used_amount > 0
         assert not row.usage_estimated
-        assert row.metadata["platform"] == {"gpt-4o-mini": "sim-openai", "claude-3-5-haiku": "sim-anthropic",
-                                            "gemini-2.0-flash": "sim-gemini"}[row.model]
+        assert (
+            row.metadata["platform"]
+            == {"gpt-4o-mini": "sim-openai", "claude-3-5-haiku": "sim-anthropic", "gemini-2.0-flash": "sim-gemini"}[
+                row.model
+            ]
+        )
 
 
 async def test_embeddings_images_and_models(rgw, simulator):
     sync, aio = clients(rgw)
-    floats = await asyncio.to_thread(sync.embeddings.create, model="text-embedding-3-small",
-                                     input=["one", "two"], encoding_format="float")
+    floats = await asyncio.to_thread(
+        sync.embeddings.create, model="text-embedding-3-small", input=["one", "two"], encoding_format="float"
+    )
     assert len(floats.data) == 2 and len(floats.data[0].embedding) == 8 and floats.usage.prompt_tokens > 0
     packed = await aio.embeddings.create(model="text-embedding-3-small", input="one")  # SDK asks base64
     assert simulator.requests[-1]["body"]["encoding_format"] == "base64"
@@ -103,8 +114,11 @@ async def test_embeddings_images_and_models(rgw, simulator):
 
     rows = await log_rows(rgw)
     assert [(r.endpoint, r.mode, r.code) for r in rows] == [
-        ("/v1/embeddings", 2, 200), ("/v1/embeddings", 2, 200),
-        ("/v1/images/generations", 3, 200), ("/v1/images/generations", 3, 200)]
+        ("/v1/embeddings", 2, 200),
+        ("/v1/embeddings", 2, 200),
+        ("/v1/images/generations", 3, 200),
+        ("/v1/images/generations", 3, 200),
+    ]
     assert all(r.token_name == "sdk" and r.used_amount > 0 for r in rows)
     assert rows[0].input_tokens > 0 and rows[2].price["per_request_price"] == 0.04
 
@@ -112,25 +126,27 @@ async def test_embeddings_images_and_models(rgw, simulator):
 async def test_tools_round_trip_and_json_mode(rgw, simulator):
     _, aio = clients(rgw)
     for model in MODELS:
-        answer = await aio.chat.completions.create(model=model, messages=HI, tools=[WEATHER],
-                                                   tool_choice="required")
+        answer = await aio.chat.completions.create(model=model, messages=HI, tools=[WEATHER], tool_choice="required")
         [call] = answer.choices[0].message.tool_calls
         assert call.function.name == "get_weather" and answer.choices[0].finish_reason == "tool_calls"
         orjson.loads(call.function.arguments)
 
-        stream = await aio.chat.completions.create(model=model, messages=HI, tools=[WEATHER],
-                                                   tool_choice="required", stream=True)
+        stream = await aio.chat.completions.create(
+            model=model, messages=HI, tools=[WEATHER], tool_choice="required", stream=True
+        )
         deltas = [tc for c in [c async for c in stream] if c.choices for tc in c.choices[0].delta.tool_calls or ()]
         assert deltas[0].function.name == "get_weather"
         orjson.loads("".join(d.function.arguments or "" for d in deltas))
 
-        history = [*HI, answer.choices[0].message.model_dump(exclude_none=True),
-                   {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+        history = [
+            *HI,
+            answer.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+        ]
         final = await aio.chat.completions.create(model=model, messages=history, tools=[WEATHER])
         assert final.choices[0].message.content
 
-        answer = await aio.chat.completions.create(model=model, messages=HI,
-                                                   response_format={"type": "json_object"})
+        answer = await aio.chat.completions.create(model=model, messages=HI, response_format={"type": "json_object"})
         if model == "claude-3-5-haiku":  # Anthropic: JSON mode is a forced tool call
             assert simulator.requests[-1]["body"]["tool_choice"]["name"] == "json_response"
         assert isinstance(orjson.loads(answer.choices[0].message.content), dict)
@@ -184,6 +200,15 @@ async def test_errors_raise_the_sdk_exception_classes(rgw, simulator, monkeypatc
 
     rows = await log_rows(rgw)  # every call with a valid token, none with the bad key
     assert [(r.token_name, r.code) for r in rows] == [
-        ("sdk", 429), ("sdk", 502), ("sdk", 404), ("sdk", 400), ("sdk", 502), ("limited", 403),
-        ("rpm3", 200), ("rpm3", 200), ("rpm3", 200), ("rpm3", 429)]
+        ("sdk", 429),
+        ("sdk", 502),
+        ("sdk", 404),
+        ("sdk", 400),
+        ("sdk", 502),
+        ("limited", 403),
+        ("rpm3", 200),
+        ("rpm3", 200),
+        ("rpm3", 200),
+        ("rpm3", 429),
+    ]
     assert rows[0].retry_times == 2 and rows[0].content

@@ -1,4 +1,5 @@
 """Token revocation (SPEC §10) and user-token secret rotation (SPEC §4)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,14 +40,14 @@ async def status_of(gw, token: str, url: str | None = None) -> tuple[int, str]:
 
 
 async def mint(gw, user_id: str) -> str:
-    async with gw.session.post(f"{gw.url}/bp/server/user/{user_id}/token", json={"ttl_seconds": 600},
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(
+        f"{gw.url}/bp/server/user/{user_id}/token", json={"ttl_seconds": 600}, headers=gw.server_headers()
+    ) as resp:
         return (await resp.json())["token"]
 
 
 async def revoke(gw, user_id: str) -> dict:
-    async with gw.session.post(f"{gw.url}/bp/server/user/{user_id}/tokens/revoke",
-                               headers=gw.server_headers()) as resp:
+    async with gw.session.post(f"{gw.url}/bp/server/user/{user_id}/tokens/revoke", headers=gw.server_headers()) as resp:
         assert resp.status == 200
         return await resp.json()
 

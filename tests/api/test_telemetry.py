@@ -1,6 +1,7 @@
 """Opt-in OpenTelemetry traces (SPEC §14), with the SDK's in-memory exporter: one request
 span, one child per upstream attempt, GenAI attributes, no prompt text unless enabled;
 and the per-model / per-strategy metrics of the same calls."""
+
 from __future__ import annotations
 
 import orjson
@@ -26,8 +27,11 @@ async def traced(tmp_path, simulator):
 
 
 async def chat(gw, text: str) -> int:
-    body = {"strategy": "free-normal", "parameters": {"example_string": "a tester"},
-            "messages": [{"role": "user", "content": text}]}
+    body = {
+        "strategy": "free-normal",
+        "parameters": {"example_string": "a tester"},
+        "messages": [{"role": "user", "content": text}],
+    }
     async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=gw.user_headers("u1")) as resp:
         await resp.read()
         return resp.status

@@ -1,6 +1,7 @@
 """Credits that follow usage (SPEC 12): holds reserved before the call, settled with the
 actual charge after it, released on failure, settled on a client disconnect; decimal
 assets rendered with their precision; the ledger, the holds and the usage log agree."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,12 +28,25 @@ def config(db_url, sim_url, *, initial="5", hold=None, precision=2):
     cost = {"asset": "credit", "per_1k_input_tokens": str(IN_PRICE), "per_1k_output_tokens": str(OUT_PRICE)}
     if hold is not None:
         cost["hold"] = hold
-    app["strategies"].append({"name": "tok", "model": "gpt-4o-mini", "platforms": ["sim-openai"],
-                              "system_prompt": "Be brief.", "params": {"max_tokens": MAX_TOKENS},
-                              "cost": cost})
-    app["instructions"] = [{"name": "ask", "model": "gpt-4o-mini", "max_token": 100,
-                            "messages": [{"role": "user", "content": "Tell me about {{ .topic }}."}],
-                            "cost": {"asset": "credit", "per_used_amount": 10000}}]
+    app["strategies"].append(
+        {
+            "name": "tok",
+            "model": "gpt-4o-mini",
+            "platforms": ["sim-openai"],
+            "system_prompt": "Be brief.",
+            "params": {"max_tokens": MAX_TOKENS},
+            "cost": cost,
+        }
+    )
+    app["instructions"] = [
+        {
+            "name": "ask",
+            "model": "gpt-4o-mini",
+            "max_token": 100,
+            "messages": [{"role": "user", "content": "Tell me about {{ .topic }}."}],
+            "cost": {"asset": "credit", "per_used_amount": 10000},
+        }
+    ]
     return doc
 
 
@@ -69,9 +83,13 @@ def credit(doc: dict):
 async def ledger(gw, user="u1"):
     await gw.flush()
     async with gw.services.engine.connect() as conn:
-        rows = (await conn.execute(select(t.asset_ledger).where(
-            (t.asset_ledger.c.user_id == user) & (t.asset_ledger.c.asset == "credit"))
-            .order_by(t.asset_ledger.c.id))).all()
+        rows = (
+            await conn.execute(
+                select(t.asset_ledger)
+                .where((t.asset_ledger.c.user_id == user) & (t.asset_ledger.c.asset == "credit"))
+                .order_by(t.asset_ledger.c.id)
+            )
+        ).all()
         holds = (await conn.execute(select(t.asset_holds))).all()
     return [(r.reason, r.delta_micros, r.balance_micros, r.charge_micros) for r in rows], holds
 
@@ -90,9 +108,11 @@ async def test_a_call_is_settled_with_its_actual_charge(gw):
     assert 0 < charge < hold
     assert credit(doc) == float(Decimal(5) - charge)  # the balance after settlement, 2 decimals
     entries, holds = await ledger(gw)
-    assert entries == [("initial", 5 * M, 5 * M, None),
-                       ("reserve", -int(hold * M), int((5 - hold) * M), None),
-                       ("settle", int((hold - charge) * M), int((5 - charge) * M), int(charge * M))]
+    assert entries == [
+        ("initial", 5 * M, 5 * M, None),
+        ("reserve", -int(hold * M), int((5 - hold) * M), None),
+        ("settle", int((hold - charge) * M), int((5 - charge) * M), int(charge * M)),
+    ]
     assert holds == []  # nothing left open
     [log] = await log_rows(gw)
     meta = log.metadata if isinstance(log.metadata, dict) else orjson.loads(log.metadata)
@@ -101,8 +121,7 @@ async def test_a_call_is_settled_with_its_actual_charge(gw):
         [record] = (await conn.execute(select(t.ai_requests.c.credits))).all()
     assert record.credits == meta["credits"]
     # the Admin API shows the settlement with its charge
-    async with gw.session.get(gw.url + f"/api/apps/{APP_ID}/users/u1/ledger",
-                              headers=gw.admin_headers()) as resp:
+    async with gw.session.get(gw.url + f"/api/apps/{APP_ID}/users/u1/ledger", headers=gw.admin_headers()) as resp:
         settle = (await resp.json())["data"]["ledger"][0]
     assert settle["reason"] == "settle" and settle["charge"] == float(charge)
 
@@ -144,8 +163,9 @@ async def test_an_upstream_failure_releases_the_whole_hold(gw, simulator):
 
 async def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(gw, simulator):
     simulator.script([{"chunks": 40, "chunk_interval_ms": 50}])
-    resp = await gw.session.post(gw.url + "/bp/ai/chat/stream", json=chat("one two three four five six seven"),
-                                 headers=gw.user_headers("u1"))
+    resp = await gw.session.post(
+        gw.url + "/bp/ai/chat/stream", json=chat("one two three four five six seven"), headers=gw.user_headers("u1")
+    )
     got = 0
     async for line in resp.content:
         got += line.startswith(b"data: ")
@@ -181,8 +201,11 @@ async def test_below_zero_by_at_most_the_excess_over_the_hold(db_url, simulator)
 
 
 async def test_instructions_take_usage_based_costs(gw):
-    async with gw.session.post(gw.url + "/bp/ai/chat/instruction", json={"name": "ask", "parameters": {"topic": "x"}},
-                               headers=gw.user_headers("u1")) as resp:
+    async with gw.session.post(
+        gw.url + "/bp/ai/chat/instruction",
+        json={"name": "ask", "parameters": {"topic": "x"}},
+        headers=gw.user_headers("u1"),
+    ) as resp:
         assert resp.status == 200, await resp.text()
         usage = (await resp.json())["usage"]
     # per_used_amount: 10000 credits per unit of used_amount (gpt-4o-mini: 0.15 / 0.6 per 1M)
@@ -197,8 +220,9 @@ def test_a_usage_based_cost_needs_a_hold_or_max_tokens():
     del doc["apps"][0]["strategies"][-1]["params"]["max_tokens"]
     with pytest.raises(ConfigError) as exc:
         parse_config(doc, env={})
-    assert any(e.startswith("apps[0].strategies[1].cost.hold: a usage-based cost needs a hold")
-               for e in exc.value.errors)
+    assert any(
+        e.startswith("apps[0].strategies[1].cost.hold: a usage-based cost needs a hold") for e in exc.value.errors
+    )
     doc["apps"][0]["strategies"][-1]["cost"]["hold"] = 3
     parse_config(doc, env={})
 
@@ -248,13 +272,22 @@ async def test_a_settlement_queued_during_an_outage_applies_once(gw):
 
 async def test_ai_request_strategies_take_usage_based_costs(db_url, simulator):
     doc = config(db_url, simulator.url)
-    doc["apps"][0]["strategies"].append({
-        "name": "emb", "module": "embedding", "model": "text-embedding-3-small", "request": {"input": "{{ .text }}"},
-        "cost": {"asset": "credit", "per_1k_input_tokens": 10, "hold": 1}})
+    doc["apps"][0]["strategies"].append(
+        {
+            "name": "emb",
+            "module": "embedding",
+            "model": "text-embedding-3-small",
+            "request": {"input": "{{ .text }}"},
+            "cost": {"asset": "credit", "per_1k_input_tokens": 10, "hold": 1},
+        }
+    )
     gw = await start_gateway(doc)
     try:
-        async with gw.session.post(gw.url + "/bp/ai/ai_request", json={"strategy": "emb", "parameters": {
-                "text": "hello world " * 20}}, headers=gw.user_headers("u1")) as resp:
+        async with gw.session.post(
+            gw.url + "/bp/ai/ai_request",
+            json={"strategy": "emb", "parameters": {"text": "hello world " * 20}},
+            headers=gw.user_headers("u1"),
+        ) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["status"] == "succeeded"
         [log] = await log_rows(gw)

@@ -1,5 +1,6 @@
 """A real aigate in its own process (``launch``), for the tools that test it from outside:
 schemathesis, the TypeScript client's Node tests, the browser."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def require_tool(name: str, what: str) -> str:
 
 @pytest.fixture(scope="module")
 def launched():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.app_contract.launch"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.app_contract.launch"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         if not line:

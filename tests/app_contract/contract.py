@@ -1,4 +1,5 @@
 """Validating live App API responses against the served ``/bp/openapi.json`` (Draft 2020-12)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,7 +47,8 @@ class Contract:
         self.validator({"$ref": "#/components/schemas/ChatStreamEvent"}).validate(raw)
         parsed = orjson.loads(data)
         matches = [
-            variant for variant in self.doc["components"]["schemas"]["ChatStreamEvent"]["anyOf"]
+            variant
+            for variant in self.doc["components"]["schemas"]["ChatStreamEvent"]["anyOf"]
             if variant["properties"]["event"]["const"] == event
             and self.validator(variant["properties"]["data"]["contentSchema"]).is_valid(parsed)
         ]
@@ -61,9 +63,9 @@ class Contract:
             for method, op in item.items():
                 for status, spec in op["responses"].items():
                     if status == "200":
-                        out.add((surface, method.upper(), path[len(root):], "200"))
+                        out.add((surface, method.upper(), path[len(root) :], "200"))
                         continue
                     schema = spec["content"]["application/json"]["schema"]
                     for error_type in schema["properties"]["error"]["properties"]["error_type"]["enum"]:
-                        out.add((surface, method.upper(), path[len(root):], error_type))
+                        out.add((surface, method.upper(), path[len(root) :], error_type))
         return out

@@ -9,6 +9,7 @@ loopback port, and prints one JSON line when it answers ``/readyz``:
 server and removes its files on SIGTERM/SIGINT or when its standard input closes, so a
 test runner that dies takes it along.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,18 +62,29 @@ def main() -> None:
     # its tail is shown if the server stops on its own. AIGATE_LAUNCH_LOG=- shows it all.
     log_path = tmp / "aigate.log"
     log = sys.stderr if os.environ.get("AIGATE_LAUNCH_LOG") == "-" else open(log_path, "w")  # noqa: SIM115
-    proc = subprocess.Popen([str(aigate), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                             "--log-level", "WARNING"], stdin=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [str(aigate), "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
+        stdin=subprocess.DEVNULL,
+        stderr=log,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         wait_ready(url, proc)
-        print(json.dumps({
-            "url": url, "adminKey": ADMIN_KEY, "serverKey": SERVER_KEY, "appId": APP_ID,
-            "userToken": mint_user_token(APP_ID, TOKEN_USER, TOKEN_SECRET, 3600)[0],
-            "expiredToken": mint_user_token(APP_ID, TOKEN_USER, TOKEN_SECRET, -3600)[0],
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "url": url,
+                    "adminKey": ADMIN_KEY,
+                    "serverKey": SERVER_KEY,
+                    "appId": APP_ID,
+                    "userToken": mint_user_token(APP_ID, TOKEN_USER, TOKEN_SECRET, 3600)[0],
+                    "expiredToken": mint_user_token(APP_ID, TOKEN_USER, TOKEN_SECRET, -3600)[0],
+                }
+            ),
+            flush=True,
+        )
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         while not stop.wait(0.2) and proc.poll() is None:
             pass

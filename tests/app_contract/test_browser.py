@@ -2,6 +2,7 @@
 read to the end, a stream cut by ai_chat_error, an aborted stream, the server entry refusing
 to run in a page), and the offline API docs (/bp/docs, /api/docs) rendered with no request
 leaving the machine."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ from tests.app_contract.conftest import ROOT, require_tool
 from tests.app_contract.test_typescript_client import CLIENT, require_client_tools
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = ROOT / "tests" / "app_contract" / ".screenshots"
 
 PAGE = """<!doctype html>
@@ -110,8 +117,21 @@ def readme_xhr_module(tmp_path: Path) -> Path:
     block = next(b for b in re.findall(r"^```ts\n(.*?)^```$", readme, re.S | re.M) if "chatStreamXHR" in b)
     source = tmp_path / "readme_xhr.ts"
     source.write_text(block.replace('from "aigate-client"', 'from "./dist/index.js"') + "\nexport { chatStreamXHR };\n")
-    subprocess.run([str(CLIENT / "node_modules" / ".bin" / "tsc"), "--noCheck", "--target", "ES2022", "--module",
-                    "ES2022", "--outDir", str(tmp_path), str(source)], check=True, timeout=300)
+    subprocess.run(
+        [
+            str(CLIENT / "node_modules" / ".bin" / "tsc"),
+            "--noCheck",
+            "--target",
+            "ES2022",
+            "--module",
+            "ES2022",
+            "--outDir",
+            str(tmp_path),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
+    )
     return tmp_path / "readme_xhr.js"
 
 
@@ -126,8 +146,12 @@ def built_client(tmp_path_factory) -> Path:
     """The client built into a directory of this test's own (npm test rebuilds dist/ meanwhile)."""
     browser_ready()
     out = tmp_path_factory.mktemp("client") / "dist"
-    subprocess.run([str(CLIENT / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json", "--outDir", str(out)],
-                   cwd=CLIENT, check=True, timeout=300)
+    subprocess.run(
+        [str(CLIENT / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json", "--outDir", str(out)],
+        cwd=CLIENT,
+        check=True,
+        timeout=300,
+    )
     return out
 
 
@@ -150,12 +174,14 @@ def screenshot(page, name: str) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def run_page(browser, base: str, token: str, built_client: Path, html: str, extra: dict[str, Path],
-             shot: str) -> tuple[dict, list[str]]:
+def run_page(
+    browser, base: str, token: str, built_client: Path, html: str, extra: dict[str, Path], shot: str
+) -> tuple[dict, list[str]]:
     """Serves ``html`` and the client's files at aigate's own origin (same origin: no CORS
     needed) and returns what the page left in ``window.__result``."""
     page = browser.new_page()
     try:
+
         def serve(route):
             path = urlsplit(route.request.url).path.removeprefix("/__client__/")
             if path == "index.html":
@@ -193,8 +219,9 @@ def test_the_built_client_works_in_chromium(launched, built_client, browser):
 def test_the_readme_xhr_stream_works_in_chromium(launched, built_client, browser, tmp_path):
     """React Native is not tested here, but its XHR streaming example runs as written."""
     module = readme_xhr_module(tmp_path)
-    result, errors = run_page(browser, launched["url"], launched["userToken"], built_client, XHR_PAGE,
-                              {"readme_xhr.js": module}, "readme-xhr")
+    result, errors = run_page(
+        browser, launched["url"], launched["userToken"], built_client, XHR_PAGE, {"readme_xhr.js": module}, "readme-xhr"
+    )
     assert not errors, errors
     whole, cut = result["whole"], result["cut"]
     assert "error" not in whole and whole["items"][-1]["isFinish"] and len(whole["items"]) >= 3

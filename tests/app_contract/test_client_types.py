@@ -1,6 +1,7 @@
 """The TypeScript client's hand-written types and error table agree with the code they
 describe: each response interface has exactly the fields of its pydantic model in
 ``aigate.api.app_schema``, and ``ERROR_STATUS`` is ``aigate.errors.STATUS``."""
+
 from __future__ import annotations
 
 import re
@@ -15,13 +16,27 @@ SRC = CLIENT / "src"
 
 # TypeScript interface -> the pydantic model it mirrors
 MIRRORS = {
-    "Tokens": s.Tokens, "Asset": s.Asset, "ChatRequest": s.ChatRequest, "ChatResponse": s.ChatResponse,
-    "ChatExchange": s.ChatExchange, "ChatHistoryResponse": s.ChatHistoryResponse, "ChatSummary": s.ChatSummary,
-    "ChatsResponse": s.ChatsResponse, "InstructionRequest": s.InstructionRequest,
-    "InstructionResponse": s.InstructionResponse, "AssetsResponse": s.AssetsResponse, "UnitPrice": s.UnitPrice,
-    "AiRequestSubmit": s.AiRequestSubmit, "AiRequestRecord": s.AiRequestRecord,
-    "AiRequestHistory": s.AiRequestHistory, "TokenResponse": s.TokenResponse, "TokensRevoked": s.TokensRevoked, "GrantRequest": s.GrantRequest,
-    "GrantResponse": s.GrantResponse, "Message": s.Message, "TextPart": s.TextPart,
+    "Tokens": s.Tokens,
+    "Asset": s.Asset,
+    "ChatRequest": s.ChatRequest,
+    "ChatResponse": s.ChatResponse,
+    "ChatExchange": s.ChatExchange,
+    "ChatHistoryResponse": s.ChatHistoryResponse,
+    "ChatSummary": s.ChatSummary,
+    "ChatsResponse": s.ChatsResponse,
+    "InstructionRequest": s.InstructionRequest,
+    "InstructionResponse": s.InstructionResponse,
+    "AssetsResponse": s.AssetsResponse,
+    "UnitPrice": s.UnitPrice,
+    "AiRequestSubmit": s.AiRequestSubmit,
+    "AiRequestRecord": s.AiRequestRecord,
+    "AiRequestHistory": s.AiRequestHistory,
+    "TokenResponse": s.TokenResponse,
+    "TokensRevoked": s.TokensRevoked,
+    "GrantRequest": s.GrantRequest,
+    "GrantResponse": s.GrantResponse,
+    "Message": s.Message,
+    "TextPart": s.TextPart,
 }
 
 

@@ -1,6 +1,7 @@
 """Live App API responses, under both prefixes, validate against the served /bp/openapi.json:
 every endpoint's success and every error type the document lists for it, and each event of
 a live stream (deltas, the final event, a mid-stream ai_chat_error)."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,24 +52,41 @@ class Client:
             return {"Authorization": "Bearer not-a-valid-credential"}
         return self.gw.user_headers(user) if self.surface == "client" else self.gw.server_headers()
 
-    async def call(self, method: str, rel: str, *, json=None, params=None, data=None, auth=True,
-                   path: str | None = None, expect: str = "200", user: str | None = None):
+    async def call(
+        self,
+        method: str,
+        rel: str,
+        *,
+        json=None,
+        params=None,
+        data=None,
+        auth=True,
+        path: str | None = None,
+        expect: str = "200",
+        user: str | None = None,
+    ):
         user = user or self.user
         async with self.gw.session.request(
-            method, self.url(path or rel, user), json=json, params=params, data=data,
+            method,
+            self.url(path or rel, user),
+            json=json,
+            params=params,
+            data=data,
             headers=self.headers(user, auth),
         ) as resp:
             body = await resp.read()
-            out = self.contract.check(self.surface, method, rel, resp.status, resp.headers.get("content-type", ""),
-                                      body)
+            out = self.contract.check(
+                self.surface, method, rel, resp.status, resp.headers.get("content-type", ""), body
+            )
         got = "200" if resp.status == 200 else out["error"]["error_type"]
         assert got == expect, f"{method} {rel}: expected {expect}, got {resp.status} {body[:300]!r}"
         return out
 
     async def stream(self, body: dict, abort_after: int | None = None) -> list[tuple[str, dict]]:
         events: list[tuple[str, dict]] = []
-        async with self.gw.session.post(self.url("/ai/chat/stream", self.user), json=body,
-                                        headers=self.headers(self.user)) as resp:
+        async with self.gw.session.post(
+            self.url("/ai/chat/stream", self.user), json=body, headers=self.headers(self.user)
+        ) as resp:
             assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
             event = ""
             async for line in resp.content:
@@ -92,6 +110,7 @@ async def exercise_errors_common(c: Client, method: str, rel: str, body: dict | 
 
 async def exercise_metered(c: Client, rel: str, good: dict, name_field: str, extra: dict) -> None:
     """A metered call (chat, stream, instruction, ai_request): success and each error type."""
+
     def with_name(name: str) -> dict:
         return {**good, name_field: name, **extra.get(name, {})}
 
@@ -190,8 +209,9 @@ async def exercise(c: Client) -> None:
         await exercise_errors_common(c, "POST", "/tokens/revoke", None)
         c.fresh()
         token = await c.call("POST", "/token", json={"ttl_seconds": 60})
-        async with gw.session.get(gw.url + "/bp/ai/assets", headers={"Authorization": f"Bearer {token['token']}"}) \
-                as resp:
+        async with gw.session.get(
+            gw.url + "/bp/ai/assets", headers={"Authorization": f"Bearer {token['token']}"}
+        ) as resp:
             assert resp.status == 200
         await c.call("POST", "/token", json={"ttl_seconds": 0}, expect="invalid_parameter")
         await exercise_errors_common(c, "POST", "/token", {"ttl_seconds": 60})
@@ -228,11 +248,13 @@ async def send_everywhere(gw, contract: Contract, expect: str, headers: dict | N
         surface, root = ("server", SERVER_ROOT) if path.startswith(SERVER_ROOT) else ("client", "/bp")
         url = gw.url + path.replace("{user_id}", "u1").replace("{request_id}", "1")
         for method in item:
-            async with gw.session.request(method.upper(), url, json={} if method == "post" else None,
-                                          headers=headers) as resp:
+            async with gw.session.request(
+                method.upper(), url, json={} if method == "post" else None, headers=headers
+            ) as resp:
                 body = await resp.read()
-                data = contract.check(surface, method.upper(), path[len(root):], resp.status,
-                                      resp.headers.get("content-type", ""), body)
+                data = contract.check(
+                    surface, method.upper(), path[len(root) :], resp.status, resp.headers.get("content-type", ""), body
+                )
                 assert data["error"]["error_type"] == expect, (path, method, data)
                 if resp.status in (429, 503):
                     assert int(resp.headers["Retry-After"]) > 0

@@ -1,5 +1,6 @@
 """Property-based requests (schemathesis) against a running aigate, under both prefixes:
 no server error, and every response's status, content type and body as documented."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,11 +17,28 @@ def test_schemathesis_finds_no_server_error(launched, surface, tmp_path):
     auth = launched["userToken"] if surface == "client" else launched["serverKey"]
     prefix = "^/bp/ai/" if surface == "client" else "^/bp/server/"
     cmd = [
-        str(Path(sys.executable).parent / "schemathesis"), "run", launched["url"] + "/bp/openapi.json",
-        "--include-path-regex", prefix, "-H", f"Authorization: Bearer {auth}",
-        "--checks", CHECKS, "--phases", "examples,fuzzing",
-        "--max-examples", "10", "--seed", "1", "--workers", "1",
-        "--generation-database", "none", "--request-timeout", "20", "--no-color",
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        launched["url"] + "/bp/openapi.json",
+        "--include-path-regex",
+        prefix,
+        "-H",
+        f"Authorization: Bearer {auth}",
+        "--checks",
+        CHECKS,
+        "--phases",
+        "examples,fuzzing",
+        "--max-examples",
+        "10",
+        "--seed",
+        "1",
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "20",
+        "--no-color",
     ]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

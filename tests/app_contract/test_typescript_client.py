@@ -1,5 +1,6 @@
 """Runs the TypeScript client's Node tests (clients/typescript, `npm test`: build with tsc,
 then `node --test` against an aigate they launch), so `make test` covers them."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ One browser and one gateway per test module, shared by its tests. Without Chromi
 the ``playwright`` package the tests skip with the reason, unless AIGATE_REQUIRE_BROWSER=1
 (CI), where a missing browser is a failure.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,12 +16,19 @@ import pytest
 import pytest_asyncio
 
 CHROMIUM = os.environ.get("AIGATE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # The tests write their screenshots to a git-ignored folder, so a test run leaves the tree
 # clean; AIGATE_UPDATE_SCREENSHOTS=1 writes them to docs/console/, the README's pictures.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / (
-    "docs/console" if os.environ.get("AIGATE_UPDATE_SCREENSHOTS") == "1" else "tests/browser/.screenshots")
+    "docs/console" if os.environ.get("AIGATE_UPDATE_SCREENSHOTS") == "1" else "tests/browser/.screenshots"
+)
 
 
 def _missing() -> str:

@@ -1,6 +1,7 @@
 """The console driven in a real headless Chromium against a real aigate (demo-like
 configuration, provider simulator): the done-when list of the console, end to end, and
 the screenshots under docs/console/ (taken here, on this demo data)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,9 @@ async def _evil_upstream():
     """An upstream whose error message is attacker-controlled HTML."""
 
     async def chat(request: web.Request) -> web.Response:
-        return web.json_response({"error": {"message": "upstream says " + XSS, "type": "invalid_request_error"}},
-                                 status=400)
+        return web.json_response(
+            {"error": {"message": "upstream says " + XSS, "type": "invalid_request_error"}}, status=400
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
@@ -43,20 +45,44 @@ async def _evil_upstream():
 def _config(db_url: str, sim_url: str, evil_url: str) -> dict:
     doc = base_config(db_url, sim_url)
     doc["logs"] = {"store_bodies": "all"}
-    doc["platforms"].append({"id": "evil-upstream", "type": "openai", "base_url": f"{evil_url}/v1",
-                             "api_key": "sk-evil-0123456789", "models": ["evil-model"]})
+    doc["platforms"].append(
+        {
+            "id": "evil-upstream",
+            "type": "openai",
+            "base_url": f"{evil_url}/v1",
+            "api_key": "sk-evil-0123456789",
+            "models": ["evil-model"],
+        }
+    )
     doc["models"].append({"name": "evil-model", "price": {"input_price": 1, "output_price": 1}})
     app = doc["apps"][0]
     app["strategies"] += [
-        {"name": "assistant", "model": "claude-3-5-haiku", "platforms": ["sim-anthropic"],
-         "system_prompt": "You are a helpful assistant.", "history": {"save": True, "context_messages": 10},
-         "cost": {"asset": "ai_credit", "per_request": 2}},
-        {"name": "broken", "model": "evil-model", "platforms": ["evil-upstream"],
-         "system_prompt": "", "history": {"save": False}},
+        {
+            "name": "assistant",
+            "model": "claude-3-5-haiku",
+            "platforms": ["sim-anthropic"],
+            "system_prompt": "You are a helpful assistant.",
+            "history": {"save": True, "context_messages": 10},
+            "cost": {"asset": "ai_credit", "per_request": 2},
+        },
+        {
+            "name": "broken",
+            "model": "evil-model",
+            "platforms": ["evil-upstream"],
+            "system_prompt": "",
+            "history": {"save": False},
+        },
     ]
-    app["instructions"] = [{"name": "test", "model": "gpt-4o-mini", "messages": [
-        {"role": "system", "content": "you are a professional {{ .role }}."},
-        {"role": "user", "content": "Tell me about the {{ .question }}."}]}]
+    app["instructions"] = [
+        {
+            "name": "test",
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "you are a professional {{ .role }}."},
+                {"role": "user", "content": "Tell me about the {{ .question }}."},
+            ],
+        }
+    ]
     return doc
 
 
@@ -71,22 +97,47 @@ async def _seed(gw) -> None:
     """Demo traffic: chats on two models and strategies, a relay call, an upstream error,
     and attacker-controlled text in a chat message, a user id and an upstream error."""
     s = gw.session
-    for i, (user, strategy) in enumerate([("u1", "free-normal"), ("u2", "free-normal"), ("u1", "assistant"),
-                                          ("u3", "assistant"), ("u2", "free-normal"), ("u3", "free-normal")]):
-        async with s.post(gw.url + "/bp/ai/chat", headers=gw.user_headers(user), json={
-                "strategy": strategy, "parameters": {"example_string": "a teacher"},
-                "messages": [{"role": "user", "content": f"hello number {i}, tell me a story"}]}) as r:
+    for i, (user, strategy) in enumerate(
+        [
+            ("u1", "free-normal"),
+            ("u2", "free-normal"),
+            ("u1", "assistant"),
+            ("u3", "assistant"),
+            ("u2", "free-normal"),
+            ("u3", "free-normal"),
+        ]
+    ):
+        async with s.post(
+            gw.url + "/bp/ai/chat",
+            headers=gw.user_headers(user),
+            json={
+                "strategy": strategy,
+                "parameters": {"example_string": "a teacher"},
+                "messages": [{"role": "user", "content": f"hello number {i}, tell me a story"}],
+            },
+        ) as r:
             assert r.status == 200, await r.text()
-    async with s.post(gw.url + "/bp/ai/chat", headers=gw.user_headers("mallory"), json={
-            "strategy": "free-normal", "parameters": {"example_string": XSS},
-            "messages": [{"role": "user", "content": "hi " + XSS}]}) as r:
+    async with s.post(
+        gw.url + "/bp/ai/chat",
+        headers=gw.user_headers("mallory"),
+        json={
+            "strategy": "free-normal",
+            "parameters": {"example_string": XSS},
+            "messages": [{"role": "user", "content": "hi " + XSS}],
+        },
+    ) as r:
         assert r.status == 200
-    async with s.post(gw.url + "/bp/ai/chat", headers=gw.user_headers("mallory"), json={
-            "strategy": "broken", "messages": [{"role": "user", "content": "break"}]}) as r:
+    async with s.post(
+        gw.url + "/bp/ai/chat",
+        headers=gw.user_headers("mallory"),
+        json={"strategy": "broken", "messages": [{"role": "user", "content": "break"}]},
+    ) as r:
         assert r.status >= 400
-    async with s.post(gw.url + "/v1/chat/completions", headers={"Authorization": "Bearer sk-test-relay-key-0123456789"},
-                      json={"model": "gpt-4o-mini", "user": XSS[:64],
-                            "messages": [{"role": "user", "content": "relay hello"}]}) as r:
+    async with s.post(
+        gw.url + "/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-test-relay-key-0123456789"},
+        json={"model": "gpt-4o-mini", "user": XSS[:64], "messages": [{"role": "user", "content": "relay hello"}]},
+    ) as r:
         assert r.status == 200, await r.text()
     await gw.flush()
 
@@ -150,8 +201,7 @@ async def shot(page, name: str) -> None:
 
 
 async def admin_api(env, method: str, path: str, body=None) -> dict:
-    async with env.gw.session.request(method, env.url + "/api" + path, json=body,
-                                      headers=env.gw.admin_headers()) as r:
+    async with env.gw.session.request(method, env.url + "/api" + path, json=body, headers=env.gw.admin_headers()) as r:
         return await r.json()
 
 
@@ -207,17 +257,24 @@ async def test_a_changed_system_prompt_is_served_by_the_app_api_within_a_second(
     await page.get_by_role("link", name="free-normal").click()
     await page.wait_for_selector("#preview-output:not(:empty)")
     await shot(page, "strategy-edit")
-    await page.get_by_label("System prompt (Go template)").fill("You are tutor v2 of {{ .example_string }}. "
-                                                                "[[sim reply=served-by-prompt-v2]]")
+    await page.get_by_label("System prompt (Go template)").fill(
+        "You are tutor v2 of {{ .example_string }}. [[sim reply=served-by-prompt-v2]]"
+    )
     async with page.expect_response("**/api/apps/APPTEST/strategies/free-normal") as saved:
         await page.get_by_role("button", name="Save").click()
     assert (await saved.value).status == 200
     started = time.monotonic()
     reply = ""
     while time.monotonic() - started < 1.0:
-        async with env.gw.session.post(env.url + "/bp/ai/chat", headers=env.gw.user_headers("u5"), json={
-                "strategy": "free-normal", "parameters": {"example_string": "math"},
-                "messages": [{"role": "user", "content": "hi"}]}) as r:
+        async with env.gw.session.post(
+            env.url + "/bp/ai/chat",
+            headers=env.gw.user_headers("u5"),
+            json={
+                "strategy": "free-normal",
+                "parameters": {"example_string": "math"},
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        ) as r:
             reply = (await r.json())["reply"]["content"]
         if reply == "served-by-prompt-v2":
             break
@@ -254,8 +311,11 @@ async def test_create_a_relay_token_and_call_v1_with_it(page, env):
     secret = await page.inner_text("#secret-value")
     assert secret.startswith("sk-")
     await shot(page, "keys")
-    async with env.gw.session.post(env.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
-                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}) as r:
+    async with env.gw.session.post(
+        env.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    ) as r:
         assert r.status == 200
         assert (await r.json())["choices"][0]["message"]["content"].startswith("Simulated reply")
     await page.get_by_role("button", name="Done").click()  # the secret goes; the table shows the token
@@ -311,8 +371,11 @@ async def test_playground_chat_streams(page, env):
     await page.get_by_label("Message").fill("stream me a long story about the sea please [[sim chunk_interval_ms=150]]")
     await page.get_by_role("button", name="Send").click()
     final = "Simulated reply (aigate provider simulator): stream me a long story about the sea please"
-    await page.wait_for_function("""(n) => { const el = document.querySelector('#pg-chat .assistant .pre');
-        return el && el.textContent.length > 0 && el.textContent.length < n; }""", arg=len(final))
+    await page.wait_for_function(
+        """(n) => { const el = document.querySelector('#pg-chat .assistant .pre');
+        return el && el.textContent.length > 0 && el.textContent.length < n; }""",
+        arg=len(final),
+    )
     await page.wait_for_selector("#pg-chat .assistant .pre:has-text('the sea please')")
     await page.wait_for_selector("#pg-log a")
     assert await page.inner_text("#pg-system") == "You are a helpful assistant."
@@ -371,12 +434,20 @@ async def test_a_viewer_cannot_save_and_the_admin_api_answers_403(page, env):
 async def test_attacker_text_renders_inert_on_every_page_that_shows_it(page, env):
     await open_console(page, env)
     logs = await admin_api(env, "GET", "/logs/search?per_page=100")
-    ids = {r["id"] for r in logs["data"]["logs"] if "<script>" in (r["user"] + r["content"]
-                                                                  + r["request_detail"]["request_body"])}
+    ids = {
+        r["id"]
+        for r in logs["data"]["logs"]
+        if "<script>" in (r["user"] + r["content"] + r["request_detail"]["request_body"])
+    }
     assert len(ids) >= 3  # the chat message, the relay user id, the upstream error
-    pages = ["/console/logs?per_page=100", "/console/logs?user=mallory",
-             "/console/users?app=APPTEST&user=mallory", *[f"/console/logs/{i}" for i in ids],
-             "/console/dashboard", "/console/audit"]
+    pages = [
+        "/console/logs?per_page=100",
+        "/console/logs?user=mallory",
+        "/console/users?app=APPTEST&user=mallory",
+        *[f"/console/logs/{i}" for i in ids],
+        "/console/dashboard",
+        "/console/audit",
+    ]
     for path in pages:
         await page.goto(env.url + path)
         await page.wait_for_load_state("networkidle")

@@ -1,4 +1,5 @@
 """Fixtures for driving the provider simulator over real HTTP."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -56,9 +57,16 @@ class SimClient:
         self.handle = handle
         self.session = session
 
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      headers: dict[str, str] | None = None,
-                      params: dict[str, str] | None = None, data: bytes | None = None) -> Reply:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Reply:
         async with self.session.request(
             method, self.handle.url + path, json=json, headers=headers, params=params, data=data
         ) as resp:

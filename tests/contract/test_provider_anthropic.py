@@ -40,9 +40,7 @@ async def session():
 
 def platform(sim, *, base: str = "", **kw) -> Platform:
     kw.setdefault("timeouts", Timeouts(connect_s=1, first_byte_s=2, total_s=5))
-    return Platform(
-        id="claude", number=3, type="anthropic", base_url=base or sim.url, api_key=KEY, **kw
-    )
+    return Platform(id="claude", number=3, type="anthropic", base_url=base or sim.url, api_key=KEY, **kw)
 
 
 def request(**kw) -> ChatRequest:
@@ -200,9 +198,7 @@ async def test_tools_round_trip(sim, session) -> None:
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [
-                    {**call, "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
-                ],
+                "tool_calls": [{**call, "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}],
             },
             {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21C"},
         ],

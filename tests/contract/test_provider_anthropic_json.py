@@ -1,4 +1,5 @@
 """JSON-schema output on Anthropic platforms by a forced tool call, against the simulator."""
+
 from __future__ import annotations
 
 import aiohttp
@@ -17,8 +18,10 @@ SCHEMA = {
 }
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA}}
 EXPECTED = {"city": f"{REPLY_PREFIX} Biggest city?", "population": 1}
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
 
 
 @pytest.fixture
@@ -35,8 +38,14 @@ async def session():
 
 
 def platform(sim) -> Platform:
-    return Platform(id="claude", number=3, type="anthropic", base_url=sim.url, api_key="k",
-                    timeouts=Timeouts(connect_s=1, first_byte_s=2, total_s=5))
+    return Platform(
+        id="claude",
+        number=3,
+        type="anthropic",
+        base_url=sim.url,
+        api_key="k",
+        timeouts=Timeouts(connect_s=1, first_byte_s=2, total_s=5),
+    )
 
 
 def request(**kw) -> ChatRequest:
@@ -45,12 +54,12 @@ def request(**kw) -> ChatRequest:
 
 
 async def test_json_schema_answer_is_the_forced_tool_input(sim, session):
-    result = await chat_provider("anthropic").chat(
-        session, platform(sim), request(response_format=JSON_SCHEMA))
+    result = await chat_provider("anthropic").chat(session, platform(sim), request(response_format=JSON_SCHEMA))
     sent = sim.requests[-1]["body"]
     assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
-    assert sent["tools"] == [{"name": "json_response", "input_schema": SCHEMA,
-                              "description": sent["tools"][0]["description"]}]
+    assert sent["tools"] == [
+        {"name": "json_response", "input_schema": SCHEMA, "description": sent["tools"][0]["description"]}
+    ]
     assert orjson.loads(result.content) == EXPECTED
     assert result.finish_reason == "stop"
     message = result.openai["choices"][0]["message"]
@@ -60,8 +69,12 @@ async def test_json_schema_answer_is_the_forced_tool_input(sim, session):
 
 async def test_json_schema_stream_sends_the_input_as_content(sim, session):
     sim.script([{"chunks": 4}])
-    events = [e async for e in chat_provider("anthropic").chat_stream(
-        session, platform(sim), request(response_format=JSON_SCHEMA))]
+    events = [
+        e
+        async for e in chat_provider("anthropic").chat_stream(
+            session, platform(sim), request(response_format=JSON_SCHEMA)
+        )
+    ]
     deltas = [e.delta for e in events if e.delta]
     assert len(deltas) == 4 and orjson.loads("".join(deltas)) == EXPECTED
     chunks = [orjson.loads(e.openai_chunk) for e in events if e.openai_chunk]
@@ -70,8 +83,9 @@ async def test_json_schema_stream_sends_the_input_as_content(sim, session):
 
 
 async def test_with_the_callers_tools_the_model_may_pick_theirs(sim, session):
-    await chat_provider("anthropic").chat(session, platform(sim), request(
-        response_format=JSON_SCHEMA, extra={"tools": [WEATHER]}))
+    await chat_provider("anthropic").chat(
+        session, platform(sim), request(response_format=JSON_SCHEMA, extra={"tools": [WEATHER]})
+    )
     sent = sim.requests[-1]["body"]
     assert [t["name"] for t in sent["tools"]] == ["get_weather", "json_response"]
     assert sent["tool_choice"] == {"type": "any"}
@@ -80,8 +94,9 @@ async def test_with_the_callers_tools_the_model_may_pick_theirs(sim, session):
 async def test_json_schema_with_thinking_is_refused_before_any_call(sim, session):
     thinking = {"type": "enabled", "budget_tokens": 1024}
     with pytest.raises(UpstreamError) as caught:
-        await chat_provider("anthropic").chat(session, platform(sim), request(
-            response_format=JSON_SCHEMA, extra={"thinking": thinking}))
+        await chat_provider("anthropic").chat(
+            session, platform(sim), request(response_format=JSON_SCHEMA, extra={"thinking": thinking})
+        )
     assert caught.value.status == 400 and not caught.value.retryable
     assert "response_format" in caught.value.message
     assert orjson.loads(caught.value.body)["error"]["param"] == "response_format"
@@ -90,8 +105,9 @@ async def test_json_schema_with_thinking_is_refused_before_any_call(sim, session
 
 async def test_json_object_with_thinking_asks_in_the_prompt(sim, session):
     thinking = {"type": "enabled", "budget_tokens": 1024}
-    await chat_provider("anthropic").chat(session, platform(sim), request(
-        response_format={"type": "json_object"}, extra={"thinking": thinking}))
+    await chat_provider("anthropic").chat(
+        session, platform(sim), request(response_format={"type": "json_object"}, extra={"thinking": thinking})
+    )
     sent = sim.requests[-1]["body"]
     assert sent["thinking"] == thinking
     assert "tool_choice" not in sent and "JSON object" in sent["system"]

@@ -161,9 +161,7 @@ async def test_function_call_answer(sim, session) -> None:
     req = request(extra={"tools": [tool], "tool_choice": "required"})
     result = await provider().chat(session, platform(sim), req)
     body = sim.requests[-1]["body"]
-    assert body["tools"] == [
-        {"functionDeclarations": [{"name": "lookup", "parameters": {"type": "object"}}]}
-    ]
+    assert body["tools"] == [{"functionDeclarations": [{"name": "lookup", "parameters": {"type": "object"}}]}]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
     assert result.finish_reason == "tool_calls"
     (call,) = result.openai["choices"][0]["message"]["tool_calls"]

@@ -148,9 +148,7 @@ async def test_usage_missing_is_estimated(sim, session) -> None:
 # --- errors ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (404, False)]
-)
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (404, False)])
 async def test_error_statuses(sim, session, status: int, retryable: bool) -> None:
     sim.script([{"status": status}])
     with pytest.raises(UpstreamError) as err:
@@ -323,9 +321,7 @@ async def test_speech(sim, session) -> None:
 
 
 async def test_post_json_generic(sim, session) -> None:
-    result = await oa.post_json(
-        session, platform(sim), "/embeddings", {"model": "m", "input": "abcd"}
-    )
+    result = await oa.post_json(session, platform(sim), "/embeddings", {"model": "m", "input": "abcd"})
     assert result.usage.input_tokens == 1
 
 

@@ -1,4 +1,5 @@
 """The simulator's Anthropic Messages wire format, over real HTTP."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,13 @@ from aigate.simulator.text import REPLY_PREFIX, count_tokens
 
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
 STREAM_EVENTS = [
-    "message_start", "content_block_start", "ping",
+    "message_start",
+    "content_block_start",
+    "ping",
     *["content_block_delta"] * 8,
-    "content_block_stop", "message_delta", "message_stop",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
 ]
 
 
@@ -52,9 +57,7 @@ async def test_system_blocks_and_image_content(sim):
     system = [{"type": "text", "text": "You are"}, {"type": "text", "text": "helpful."}]
     data = (await sim.post("/v1/messages", body(content, system=system), headers=HEADERS)).json()
     assert data["content"][0]["text"] == f"{REPLY_PREFIX} what is this"
-    expected = 3 + count_tokens("what is this") + 3 + count_tokens("You are") + count_tokens(
-        "helpful."
-    )
+    expected = 3 + count_tokens("what is this") + 3 + count_tokens("You are") + count_tokens("helpful.")
     assert data["usage"]["input_tokens"] == expected
 
 
@@ -79,8 +82,7 @@ async def test_stream_event_sequence(sim):
 
 
 async def test_usage_switches(sim):
-    headers = {**HEADERS, "x-sim-cached-tokens": "2", "x-sim-cache-creation-tokens": "1",
-               "x-sim-reasoning-tokens": "5"}
+    headers = {**HEADERS, "x-sim-cached-tokens": "2", "x-sim-cache-creation-tokens": "1", "x-sim-reasoning-tokens": "5"}
     data = (await sim.post("/v1/messages", body(), headers=headers)).json()
     prompt = 3 + count_tokens("Hello Claude")
     assert data["usage"] == {
@@ -89,33 +91,32 @@ async def test_usage_switches(sim):
         "cache_read_input_tokens": 2,
         "cache_creation_input_tokens": 1,
     }
-    no_usage = (await sim.post("/v1/messages", body(),
-                               headers={**HEADERS, "x-sim-usage": "0"})).json()
+    no_usage = (await sim.post("/v1/messages", body(), headers={**HEADERS, "x-sim-usage": "0"})).json()
     assert "usage" not in no_usage
-    frames = (await sim.post("/v1/messages", body(stream=True),
-                             headers={**HEADERS, "x-sim-usage": "off"})).frames()
+    frames = (await sim.post("/v1/messages", body(stream=True), headers={**HEADERS, "x-sim-usage": "off"})).frames()
     assert "usage" not in frames[0].json()["message"]
     assert "usage" not in frames[-2].json()
 
 
 @pytest.mark.parametrize(
-    ("tool_choice", "name"), [({"type": "any"}, "lookup"), ({"type": "tool", "name": "fetch"},
-                                                            "fetch")],
+    ("tool_choice", "name"),
+    [({"type": "any"}, "lookup"), ({"type": "tool", "name": "fetch"}, "fetch")],
 )
 async def test_forced_tool_use(sim, tool_choice, name):
-    tools = [{"name": "lookup", "input_schema": {"type": "object"}},
-             {"name": "fetch", "input_schema": {"type": "object"}}]
-    data = (await sim.post("/v1/messages", body(tools=tools, tool_choice=tool_choice),
-                           headers=HEADERS)).json()
+    tools = [
+        {"name": "lookup", "input_schema": {"type": "object"}},
+        {"name": "fetch", "input_schema": {"type": "object"}},
+    ]
+    data = (await sim.post("/v1/messages", body(tools=tools, tool_choice=tool_choice), headers=HEADERS)).json()
     assert data["stop_reason"] == "tool_use"
     [block] = data["content"]
     assert block["type"] == "tool_use"
     assert block["name"] == name
     assert block["input"] == {}
     assert block["id"].startswith("toolu_")
-    frames = (await sim.post("/v1/messages",
-                             body(tools=tools, tool_choice=tool_choice, stream=True),
-                             headers=HEADERS)).frames()
+    frames = (
+        await sim.post("/v1/messages", body(tools=tools, tool_choice=tool_choice, stream=True), headers=HEADERS)
+    ).frames()
     opening = frames[1].json()["content_block"]
     assert opening["type"] == "tool_use"
     assert opening["name"] == name
@@ -127,15 +128,18 @@ async def test_forced_tool_use(sim, tool_choice, name):
 
 async def test_auto_tool_choice_answers_with_text(sim):
     tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
-    data = (await sim.post("/v1/messages", body(tools=tools, tool_choice={"type": "auto"}),
-                           headers=HEADERS)).json()
+    data = (await sim.post("/v1/messages", body(tools=tools, tool_choice={"type": "auto"}), headers=HEADERS)).json()
     assert data["content"][0]["type"] == "text"
 
 
 async def test_count_tokens(sim):
-    data = (await sim.post("/v1/messages/count_tokens",
-                           {"model": "m", "messages": [{"role": "user", "content": "abcdefgh"}]},
-                           headers=HEADERS)).json()
+    data = (
+        await sim.post(
+            "/v1/messages/count_tokens",
+            {"model": "m", "messages": [{"role": "user", "content": "abcdefgh"}]},
+            headers=HEADERS,
+        )
+    ).json()
     assert data == {"input_tokens": 3 + 2}
 
 
@@ -169,45 +173,48 @@ async def test_missing_key_is_authentication_error(sim):
     assert reply.status == 401
     assert error_of(reply)["type"] == "authentication_error"
     # the current SDK's default: the key as a Bearer token, no x-api-key
-    bearer = await sim.post("/v1/messages", body(),
-                            headers={"anthropic-version": "2023-06-01",
-                                     "Authorization": "Bearer k"})
+    bearer = await sim.post(
+        "/v1/messages", body(), headers={"anthropic-version": "2023-06-01", "Authorization": "Bearer k"}
+    )
     assert bearer.status == 200
 
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(429, "rate_limit_error"), (500, "api_error"), (529, "overloaded_error"),
-     (400, "invalid_request_error"), (401, "authentication_error")],
+    [
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (529, "overloaded_error"),
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+    ],
 )
 async def test_status_switch_answers_anthropic_errors(sim, status, kind):
-    reply = await sim.post("/v1/messages", body(),
-                           headers={**HEADERS, "x-sim-status": str(status)})
+    reply = await sim.post("/v1/messages", body(), headers={**HEADERS, "x-sim-status": str(status)})
     assert reply.status == status
     assert error_of(reply)["type"] == kind
 
 
 async def test_mid_stream_error_event(sim):
-    reply = await sim.post("/v1/messages", body(stream=True),
-                           headers={**HEADERS, "x-sim-error-after": "2"})
+    reply = await sim.post("/v1/messages", body(stream=True), headers={**HEADERS, "x-sim-error-after": "2"})
     assert reply.status == 200
     frames = reply.frames()
-    assert [f.event for f in frames][-3:] == ["content_block_delta", "content_block_delta",
-                                              "error"]
+    assert [f.event for f in frames][-3:] == ["content_block_delta", "content_block_delta", "error"]
     assert frames[-1].json() == {
         "type": "error",
         "error": {"type": "overloaded_error", "message": frames[-1].json()["error"]["message"]},
     }
-    rate = (await sim.post("/v1/messages", body(stream=True),
-                           headers={**HEADERS, "x-sim-error-after": "0",
-                                    "x-sim-status": "429"}))
+    rate = await sim.post(
+        "/v1/messages", body(stream=True), headers={**HEADERS, "x-sim-error-after": "0", "x-sim-status": "429"}
+    )
     assert rate.status == 200
     assert rate.frames()[-1].json()["error"]["type"] == "rate_limit_error"
 
 
 async def test_malformed_stream_frame(sim):
-    frames = (await sim.post("/v1/messages", body(stream=True),
-                             headers={**HEADERS, "x-sim-malformed": "true"})).frames()
+    frames = (
+        await sim.post("/v1/messages", body(stream=True), headers={**HEADERS, "x-sim-malformed": "true"})
+    ).frames()
     bad = [f for f in frames if not f.data.startswith("{") or not f.data.endswith("}")]
     assert len(bad) == 1
     assert frames.index(bad[0]) == 4  # after message_start, block start, ping and 1 delta

@@ -1,4 +1,5 @@
 """The simulator's Gemini wire format, over real HTTP."""
+
 from __future__ import annotations
 
 import orjson
@@ -17,15 +18,14 @@ def body(text: str = "Hello Gemini", **extra: object) -> dict:
 
 
 def joined_text(events: list[dict]) -> str:
-    return "".join(
-        part.get("text", "") for e in events for part in e["candidates"][0]["content"]["parts"]
-    )
+    return "".join(part.get("text", "") for e in events for part in e["candidates"][0]["content"]["parts"])
 
 
 async def test_generate_content_shape_and_usage(sim):
-    request = body(systemInstruction={"parts": [{"text": "Be brief."}]},
-                   generationConfig={"temperature": 0.2, "maxOutputTokens": 64, "topP": 0.9,
-                                     "stopSequences": ["END"]})
+    request = body(
+        systemInstruction={"parts": [{"text": "Be brief."}]},
+        generationConfig={"temperature": 0.2, "maxOutputTokens": 64, "topP": 0.9, "stopSequences": ["END"]},
+    )
     reply = await sim.post(GENERATE, request, headers=KEY)
     assert reply.status == 200
     assert reply.headers["x-simulator"] == "aigate"
@@ -47,15 +47,20 @@ async def test_generate_content_shape_and_usage(sim):
 
 
 async def test_key_in_query_and_other_parts(sim):
-    request = {"contents": [
-        {"role": "user", "parts": [{"text": "first"}]},
-        {"role": "model", "parts": [{"text": "answer"}]},
-        {"role": "user", "parts": [
-            {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
-            {"fileData": {"mimeType": "video/mp4", "fileUri": "gs://bucket/v.mp4"}},
-            {"text": "describe"},
-        ]},
-    ]}
+    request = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "first"}]},
+            {"role": "model", "parts": [{"text": "answer"}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
+                    {"fileData": {"mimeType": "video/mp4", "fileUri": "gs://bucket/v.mp4"}},
+                    {"text": "describe"},
+                ],
+            },
+        ]
+    }
     reply = await sim.post(GENERATE, request, params={"key": "gemini-key"})
     assert reply.status == 200
     data = reply.json()
@@ -118,27 +123,29 @@ async def test_usage_switches(sim):
     usage = data["usageMetadata"]
     assert usage["cachedContentTokenCount"] == 3
     assert usage["thoughtsTokenCount"] == 10
-    assert usage["totalTokenCount"] == (
-        usage["promptTokenCount"] + usage["candidatesTokenCount"] + 10
-    )
+    assert usage["totalTokenCount"] == (usage["promptTokenCount"] + usage["candidatesTokenCount"] + 10)
     bare = (await sim.post(GENERATE, body(), headers={**KEY, "x-sim-usage": "no"})).json()
     assert "usageMetadata" not in bare
-    frames = (await sim.post(STREAM, body(), params={"alt": "sse"},
-                             headers={**KEY, "x-sim-usage": "no"})).frames()
+    frames = (await sim.post(STREAM, body(), params={"alt": "sse"}, headers={**KEY, "x-sim-usage": "no"})).frames()
     assert all("usageMetadata" not in f.json() for f in frames)
 
 
 async def test_embed_and_count(sim):
-    one = (await sim.post("/v1beta/models/text-embedding-004:embedContent",
-                          {"content": {"parts": [{"text": "hi"}]}}, headers=KEY)).json()
+    one = (
+        await sim.post(
+            "/v1beta/models/text-embedding-004:embedContent", {"content": {"parts": [{"text": "hi"}]}}, headers=KEY
+        )
+    ).json()
     assert len(one["embedding"]["values"]) == 8
-    batch = (await sim.post("/v1beta/models/text-embedding-004:batchEmbedContents",
-                            {"requests": [{"content": {"parts": [{"text": "hi"}]},
-                                           "outputDimensionality": 4}] * 2},
-                            headers=KEY)).json()
+    batch = (
+        await sim.post(
+            "/v1beta/models/text-embedding-004:batchEmbedContents",
+            {"requests": [{"content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 4}] * 2},
+            headers=KEY,
+        )
+    ).json()
     assert [len(e["values"]) for e in batch["embeddings"]] == [4, 4]
-    count = (await sim.post("/v1beta/models/gemini-2.0-flash:countTokens", body("abcd"),
-                            headers=KEY)).json()
+    count = (await sim.post("/v1beta/models/gemini-2.0-flash:countTokens", body("abcd"), headers=KEY)).json()
     assert count == {"totalTokens": 3 + 1}
 
 
@@ -147,14 +154,18 @@ async def test_embed_and_count(sim):
 
 @pytest.mark.parametrize(
     ("status", "name"),
-    [(400, "INVALID_ARGUMENT"), (403, "PERMISSION_DENIED"), (429, "RESOURCE_EXHAUSTED"),
-     (500, "INTERNAL"), (503, "UNAVAILABLE")],
+    [
+        (400, "INVALID_ARGUMENT"),
+        (403, "PERMISSION_DENIED"),
+        (429, "RESOURCE_EXHAUSTED"),
+        (500, "INTERNAL"),
+        (503, "UNAVAILABLE"),
+    ],
 )
 async def test_status_switch_answers_gemini_errors(sim, status, name):
     reply = await sim.post(GENERATE, body(), headers={**KEY, "x-sim-status": str(status)})
     assert reply.status == status
-    assert reply.json() == {"error": {"code": status, "message": reply.json()["error"]["message"],
-                                      "status": name}}
+    assert reply.json() == {"error": {"code": status, "message": reply.json()["error"]["message"], "status": name}}
 
 
 async def test_missing_key_is_permission_denied(sim):
@@ -186,14 +197,16 @@ async def test_missing_contents_is_invalid_argument(sim):
 
 
 async def test_stream_faults(sim):
-    malformed = await sim.post(STREAM, body(), params={"alt": "sse"},
-                               headers={**KEY, "x-sim-malformed": "1", "x-sim-malformed-after": "2"})
+    malformed = await sim.post(
+        STREAM, body(), params={"alt": "sse"}, headers={**KEY, "x-sim-malformed": "1", "x-sim-malformed-after": "2"}
+    )
     frames = malformed.frames()
     assert len(frames) == 9
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(frames[2].data)
-    failed = await sim.post(STREAM, body(), params={"alt": "sse"},
-                            headers={**KEY, "x-sim-error-after": "1", "x-sim-status": "503"})
+    failed = await sim.post(
+        STREAM, body(), params={"alt": "sse"}, headers={**KEY, "x-sim-error-after": "1", "x-sim-status": "503"}
+    )
     assert failed.status == 200
     last = failed.frames()[-1].json()
     assert last["error"]["status"] == "UNAVAILABLE"

@@ -1,4 +1,5 @@
 """The simulator's generic asynchronous job API, over real HTTP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,9 @@ def distinct(values: list[str]) -> list[str]:
 
 
 async def test_job_lifecycle(sim):
-    submitted = await sim.post("/v1/jobs", {"model": "video-1", "prompt": "a sunset"},
-                               headers={**AUTH, "x-sim-job-duration-ms": "600"})
+    submitted = await sim.post(
+        "/v1/jobs", {"model": "video-1", "prompt": "a sunset"}, headers={**AUTH, "x-sim-job-duration-ms": "600"}
+    )
     assert submitted.status == 200
     job = submitted.json()
     assert job["id"].startswith("job_")
@@ -59,9 +61,11 @@ async def test_poll_reports_queued_first(sim):
 
 
 async def test_job_fail_switch_is_read_at_submit(sim):
-    job = (await sim.post("/v1/jobs", {"prompt": "x"},
-                          headers={**AUTH, "x-sim-job-fail": "true",
-                                   "x-sim-job-duration-ms": "50"})).json()
+    job = (
+        await sim.post(
+            "/v1/jobs", {"prompt": "x"}, headers={**AUTH, "x-sim-job-fail": "true", "x-sim-job-duration-ms": "50"}
+        )
+    ).json()
     final = (await poll_until_done(sim, job["id"]))[-1]
     assert final["status"] == "failed"
     assert final["error"]["message"]
@@ -69,8 +73,7 @@ async def test_job_fail_switch_is_read_at_submit(sim):
 
 
 async def test_job_switches_from_a_prompt_directive(sim):
-    job = (await sim.post("/v1/jobs", {"prompt": "[[sim job_fail=1 job_duration_ms=0]] a cat"},
-                          headers=AUTH)).json()
+    job = (await sim.post("/v1/jobs", {"prompt": "[[sim job_fail=1 job_duration_ms=0]] a cat"}, headers=AUTH)).json()
     reply = await sim.get(f"/v1/jobs/{job['id']}", headers=AUTH)
     assert reply.json()["status"] == "failed"
 
@@ -93,8 +96,9 @@ async def test_jobs_require_a_bearer_key(sim):
 
 
 async def test_status_switch_on_jobs(sim):
-    reply = await sim.post("/v1/jobs", {"prompt": "x"},
-                           headers={**AUTH, "x-sim-status": "429", "x-sim-retry-after": "3"})
+    reply = await sim.post(
+        "/v1/jobs", {"prompt": "x"}, headers={**AUTH, "x-sim-status": "429", "x-sim-retry-after": "3"}
+    )
     assert reply.status == 429
     assert reply.headers["Retry-After"] == "3"
     assert "message" in reply.json()["error"]

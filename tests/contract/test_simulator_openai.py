@@ -1,4 +1,5 @@
 """The simulator's OpenAI and Azure OpenAI wire formats, over real HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -74,9 +75,9 @@ async def test_content_parts_are_read(sim):
     ]
     data = (await sim.post("/v1/chat/completions", body, headers=AUTH)).json()
     assert data["choices"][0]["message"]["content"].endswith("look at this picture")
-    assert data["usage"]["prompt_tokens"] == 3 + count_tokens("Be brief.") + 3 + count_tokens(
-        "look at"
-    ) + count_tokens("this picture")
+    assert data["usage"]["prompt_tokens"] == 3 + count_tokens("Be brief.") + 3 + count_tokens("look at") + count_tokens(
+        "this picture"
+    )
 
 
 async def test_stream_deltas_join_to_the_non_stream_reply(sim):
@@ -112,15 +113,15 @@ async def test_stream_include_usage_adds_a_final_usage_chunk(sim):
 
 
 async def test_chunks_switch_sets_the_number_of_deltas(sim):
-    frames = (await sim.post("/v1/chat/completions", chat_body(stream=True),
-                             headers={**AUTH, "x-sim-chunks": "3"})).frames()
+    frames = (
+        await sim.post("/v1/chat/completions", chat_body(stream=True), headers={**AUTH, "x-sim-chunks": "3"})
+    ).frames()
     assert len(content_deltas(frames)) == 3
 
 
 async def test_json_mode_returns_a_json_object_string(sim):
     body = chat_body(response_format={"type": "json_object"})
-    content = (await sim.post("/v1/chat/completions", body, headers=AUTH)).json()[
-        "choices"][0]["message"]["content"]
+    content = (await sim.post("/v1/chat/completions", body, headers=AUTH)).json()["choices"][0]["message"]["content"]
     parsed = orjson.loads(content)
     assert parsed["simulated"] is True
     assert parsed["reply"].startswith(REPLY_PREFIX)
@@ -136,8 +137,7 @@ TOOLS = [
 
 @pytest.mark.parametrize(
     ("tool_choice", "name"),
-    [("required", "get_weather"), ({"type": "function", "function": {"name": "get_time"}},
-                                    "get_time")],
+    [("required", "get_weather"), ({"type": "function", "function": {"name": "get_time"}}, "get_time")],
 )
 async def test_forced_tool_call(sim, tool_choice, name):
     body = chat_body(tools=TOOLS, tool_choice=tool_choice)
@@ -165,30 +165,26 @@ async def test_streamed_tool_call(sim):
     assert first["role"] == "assistant"
     assert first["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": ""}
     assert first["tool_calls"][0]["id"].startswith("call_")
-    arguments = "".join(
-        c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
-        for c in chunks[1:-1]
-    )
+    arguments = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for c in chunks[1:-1])
     assert arguments == "{}"
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert frames[-1].data == "[DONE]"
 
 
 async def test_embeddings_are_deterministic(sim):
-    one = (await sim.post("/v1/embeddings", {"model": "text-embedding-3-small",
-                                             "input": "hello"}, headers=AUTH)).json()
+    one = (await sim.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}, headers=AUTH)).json()
     assert one["object"] == "list"
     assert one["model"] == "text-embedding-3-small"
     vector = one["data"][0]["embedding"]
     assert len(vector) == 8
     assert abs(sum(v * v for v in vector) - 1.0) < 1e-9
-    many = (await sim.post("/v1/embeddings", {"model": "m", "input": ["hello", "world"],
-                                              "dimensions": 16}, headers=AUTH)).json()
+    many = (
+        await sim.post("/v1/embeddings", {"model": "m", "input": ["hello", "world"], "dimensions": 16}, headers=AUTH)
+    ).json()
     assert [d["index"] for d in many["data"]] == [0, 1]
     assert all(len(d["embedding"]) == 16 for d in many["data"])
     assert many["data"][0]["embedding"] != many["data"][1]["embedding"]
-    again = (await sim.post("/v1/embeddings", {"model": "m", "input": ["hello"]},
-                            headers=AUTH)).json()
+    again = (await sim.post("/v1/embeddings", {"model": "m", "input": ["hello"]}, headers=AUTH)).json()
     assert again["data"][0]["embedding"] == vector
     tokens = count_tokens("hello") + count_tokens("world")
     assert many["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
@@ -196,27 +192,31 @@ async def test_embeddings_are_deterministic(sim):
 
 async def test_embeddings_base64_encoding(sim):
     plain = (await sim.post("/v1/embeddings", {"model": "m", "input": "abc"}, headers=AUTH)).json()
-    encoded = (await sim.post("/v1/embeddings", {"model": "m", "input": "abc",
-                                                 "encoding_format": "base64"},
-                              headers=AUTH)).json()
+    encoded = (
+        await sim.post("/v1/embeddings", {"model": "m", "input": "abc", "encoding_format": "base64"}, headers=AUTH)
+    ).json()
     raw = base64.b64decode(encoded["data"][0]["embedding"])
     floats = struct.unpack("<8f", raw)
     assert floats == pytest.approx(plain["data"][0]["embedding"], abs=1e-6)
 
 
 async def test_image_generation_url_and_b64(sim):
-    urls = (await sim.post("/v1/images/generations", {"model": "dall-e-3", "prompt": "a cat",
-                                                      "n": 2, "size": "1024x1024"},
-                           headers=AUTH)).json()
+    urls = (
+        await sim.post(
+            "/v1/images/generations",
+            {"model": "dall-e-3", "prompt": "a cat", "n": 2, "size": "1024x1024"},
+            headers=AUTH,
+        )
+    ).json()
     assert isinstance(urls["created"], int)
     assert len(urls["data"]) == 2
     for item in urls["data"]:
         assert item["url"].startswith("https://simulator.invalid/images/")
         assert item["url"].endswith(".png")
         assert "a cat" in item["revised_prompt"]
-    b64 = (await sim.post("/v1/images/generations", {"prompt": "a dog",
-                                                     "response_format": "b64_json"},
-                          headers=AUTH)).json()
+    b64 = (
+        await sim.post("/v1/images/generations", {"prompt": "a dog", "response_format": "b64_json"}, headers=AUTH)
+    ).json()
     png = base64.b64decode(b64["data"][0]["b64_json"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert png.endswith(b"IEND\xaeB`\x82")
@@ -249,23 +249,23 @@ async def test_models_list(sim):
 async def test_azure_chat_uses_the_deployment_as_model(sim):
     body = chat_body()
     del body["model"]
-    reply = await sim.post(AZURE_CHAT, body, headers=AZURE_AUTH,
-                           params={"api-version": "2024-10-21"})
+    reply = await sim.post(AZURE_CHAT, body, headers=AZURE_AUTH, params={"api-version": "2024-10-21"})
     assert reply.status == 200
     assert reply.json()["model"] == "my-gpt"
-    frames = (await sim.post(AZURE_CHAT, {**body, "stream": True}, headers=AZURE_AUTH,
-                             params={"api-version": "2024-10-21"})).frames()
+    frames = (
+        await sim.post(AZURE_CHAT, {**body, "stream": True}, headers=AZURE_AUTH, params={"api-version": "2024-10-21"})
+    ).frames()
     assert frames[0].json()["model"] == "my-gpt"
     assert frames[-1].data == "[DONE]"
 
 
 async def test_azure_embeddings_and_images(sim):
     params = {"api-version": "2024-10-21"}
-    emb = await sim.post("/openai/deployments/emb/embeddings", {"input": "x"},
-                         headers=AZURE_AUTH, params=params)
+    emb = await sim.post("/openai/deployments/emb/embeddings", {"input": "x"}, headers=AZURE_AUTH, params=params)
     assert emb.json()["model"] == "emb"
-    img = await sim.post("/openai/deployments/img/images/generations", {"prompt": "x"},
-                         headers=AZURE_AUTH, params=params)
+    img = await sim.post(
+        "/openai/deployments/img/images/generations", {"prompt": "x"}, headers=AZURE_AUTH, params=params
+    )
     assert img.json()["data"][0]["url"].startswith("https://simulator.invalid/images/")
 
 
@@ -284,8 +284,9 @@ async def test_azure_requires_a_key(sim):
 
 
 async def test_azure_status_switch_uses_azure_errors(sim):
-    reply = await sim.post(AZURE_CHAT, chat_body(), params={"api-version": "2024-10-21"},
-                           headers={**AZURE_AUTH, "x-sim-status": "429"})
+    reply = await sim.post(
+        AZURE_CHAT, chat_body(), params={"api-version": "2024-10-21"}, headers={**AZURE_AUTH, "x-sim-status": "429"}
+    )
     assert reply.status == 429
     assert reply.json()["error"]["code"] == "429"
 
@@ -304,8 +305,7 @@ async def test_azure_status_switch_uses_azure_errors(sim):
     ],
 )
 async def test_status_switch_answers_openai_errors(sim, status, kind, code):
-    reply = await sim.post("/v1/chat/completions", chat_body(),
-                           headers={**AUTH, "x-sim-status": str(status)})
+    reply = await sim.post("/v1/chat/completions", chat_body(), headers={**AUTH, "x-sim-status": str(status)})
     assert reply.status == status
     assert reply.headers["x-simulator"] == "aigate"
     error = reply.json()["error"]
@@ -329,12 +329,10 @@ async def test_require_key_rejects_other_keys():
 
         async with aiohttp.ClientSession() as session:
             url = handle.url + "/v1/chat/completions"
-            async with session.post(url, json=chat_body(),
-                                    headers={"Authorization": "Bearer wrong"}) as resp:
+            async with session.post(url, json=chat_body(), headers={"Authorization": "Bearer wrong"}) as resp:
                 assert resp.status == 401
                 assert (await resp.json())["error"]["code"] == "invalid_api_key"
-            async with session.post(url, json=chat_body(),
-                                    headers={"Authorization": "Bearer right"}) as resp:
+            async with session.post(url, json=chat_body(), headers={"Authorization": "Bearer right"}) as resp:
                 assert resp.status == 200
     finally:
         await handle.close()
@@ -347,24 +345,28 @@ async def test_invalid_requests_are_400(sim):
     no_messages = await sim.post("/v1/chat/completions", {"model": "m"}, headers=AUTH)
     assert no_messages.status == 400
     assert no_messages.json()["error"]["param"] == "messages"
-    no_model = await sim.post("/v1/chat/completions", {"messages": [{"role": "user",
-                                                                     "content": "x"}]},
-                              headers=AUTH)
+    no_model = await sim.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, headers=AUTH)
     assert no_model.status == 400
 
 
 async def test_usage_false_and_token_details(sim):
-    no_usage = (await sim.post("/v1/chat/completions", chat_body(),
-                               headers={**AUTH, "x-sim-usage": "false"})).json()
+    no_usage = (await sim.post("/v1/chat/completions", chat_body(), headers={**AUTH, "x-sim-usage": "false"})).json()
     assert "usage" not in no_usage
-    frames = (await sim.post("/v1/chat/completions",
-                             chat_body(stream=True, stream_options={"include_usage": True}),
-                             headers={**AUTH, "x-sim-usage": "false"})).frames()
+    frames = (
+        await sim.post(
+            "/v1/chat/completions",
+            chat_body(stream=True, stream_options={"include_usage": True}),
+            headers={**AUTH, "x-sim-usage": "false"},
+        )
+    ).frames()
     assert all(f.json()["choices"] for f in frames[:-1])  # no usage chunk
-    detailed = (await sim.post(
-        "/v1/chat/completions", chat_body(),
-        headers={**AUTH, "x-sim-cached-tokens": "4", "x-sim-reasoning-tokens": "7"},
-    )).json()
+    detailed = (
+        await sim.post(
+            "/v1/chat/completions",
+            chat_body(),
+            headers={**AUTH, "x-sim-cached-tokens": "4", "x-sim-reasoning-tokens": "7"},
+        )
+    ).json()
     usage = detailed["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] == 4
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 7

@@ -1,4 +1,5 @@
 """Simulator switches (parsing, sources, priority, every fault) and the control API."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,14 @@ def test_coerce_types_and_names():
     assert switches.coerce("job_fail", "YES") == ("job_fail", True)
     assert switches.coerce("status", None) == ("status", None)
     assert switches.coerce("chunks", None) == ("chunks", 8)
-    for name, value in [("nope", 1), ("chunks", 0), ("status", 99), ("usage", "maybe"),
-                        ("latency_ms", -1), ("disconnect_after", True)]:
+    for name, value in [
+        ("nope", 1),
+        ("chunks", 0),
+        ("status", 99),
+        ("usage", "maybe"),
+        ("latency_ms", -1),
+        ("disconnect_after", True),
+    ]:
         with pytest.raises(SwitchError):
             switches.coerce(name, value)
 
@@ -45,7 +52,9 @@ def test_coerce_types_and_names():
 def test_directive_parsing():
     raw = orjson.dumps(chat('hi [[sim status=429 reply="two words" retry-after=1.5]] there'))
     assert switches.directive_overrides(raw) == {
-        "status": 429, "reply": "two words", "retry_after": 1.5,
+        "status": 429,
+        "reply": "two words",
+        "retry_after": 1.5,
     }
     many = b'"[[sim chunks=2]] and [[sim chunks=3 usage=false]]"'
     assert switches.directive_overrides(many) == {"chunks": 3, "usage": False}
@@ -53,8 +62,7 @@ def test_directive_parsing():
 
 
 def test_header_overrides_and_merge_priority():
-    raw_headers = [(b"Content-Type", b"application/json"), (b"X-Sim-Status", b"503"),
-                   (b"x-sim-chunks", b"2")]
+    raw_headers = [(b"Content-Type", b"application/json"), (b"X-Sim-Status", b"503"), (b"x-sim-chunks", b"2")]
     found = switches.header_overrides(raw_headers)
     assert found == {"status": 503, "chunks": 2}
     assert switches.header_overrides([(b"Accept", b"*/*")]) is None
@@ -104,11 +112,9 @@ async def test_latency_default_from_the_server():
 
 
 async def test_ttft_and_chunk_interval(sim):
-    headers = {**AUTH, "x-sim-ttft-ms": "150", "x-sim-chunk-interval-ms": "40",
-               "x-sim-chunks": "4"}
+    headers = {**AUTH, "x-sim-ttft-ms": "150", "x-sim-chunk-interval-ms": "40", "x-sim-chunks": "4"}
     started = time.monotonic()
-    async with sim.session.post(sim.handle.url + CHAT, json=chat(stream=True),
-                                headers=headers) as resp:
+    async with sim.session.post(sim.handle.url + CHAT, json=chat(stream=True), headers=headers) as resp:
         headers_at = time.monotonic() - started
         first = await resp.content.readuntil(b"\n\n")
         first_at = time.monotonic() - started
@@ -125,8 +131,7 @@ async def test_ttft_and_chunk_interval(sim):
 
 
 async def test_status_with_retry_after(sim):
-    reply = await sim.post(CHAT, chat(), headers={**AUTH, "x-sim-status": "429",
-                                                  "x-sim-retry-after": "2"})
+    reply = await sim.post(CHAT, chat(), headers={**AUTH, "x-sim-status": "429", "x-sim-retry-after": "2"})
     assert reply.status == 429
     assert reply.headers["Retry-After"] == "2"
     assert reply.json()["error"]["code"] == "rate_limit_exceeded"
@@ -143,8 +148,11 @@ async def test_per_key_switches_hit_only_that_key(sim):
     busy = await sim.post(CHAT, chat(), headers={"Authorization": "Bearer sk-busy"})
     assert busy.status == 429 and busy.headers["Retry-After"] == "3"
     assert (await sim.post(CHAT, chat(), headers=AUTH)).status == 200
-    anthropic = await sim.post("/v1/messages", {"model": "m", "max_tokens": 5, "messages": [
-        {"role": "user", "content": "hi"}]}, headers={"x-api-key": "sk-bad", "anthropic-version": "2023-06-01"})
+    anthropic = await sim.post(
+        "/v1/messages",
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": "sk-bad", "anthropic-version": "2023-06-01"},
+    )
     assert anthropic.status == 401
 
 
@@ -157,8 +165,9 @@ async def test_malformed_non_stream(sim):
 
 
 async def test_malformed_stream_frame(sim):
-    reply = await sim.post(CHAT, chat(stream=True),
-                           headers={**AUTH, "x-sim-malformed": "1", "x-sim-malformed-after": "3"})
+    reply = await sim.post(
+        CHAT, chat(stream=True), headers={**AUTH, "x-sim-malformed": "1", "x-sim-malformed-after": "3"}
+    )
     frames = reply.frames()
     bad = []
     for index, frame in enumerate(frames):
@@ -175,8 +184,9 @@ async def test_malformed_stream_frame(sim):
 async def test_disconnect_mid_stream(sim):
     received = b""
     with pytest.raises(aiohttp.ClientPayloadError):
-        async with sim.session.post(sim.handle.url + CHAT, json=chat(stream=True),
-                                    headers={**AUTH, "x-sim-disconnect-after": "2"}) as resp:
+        async with sim.session.post(
+            sim.handle.url + CHAT, json=chat(stream=True), headers={**AUTH, "x-sim-disconnect-after": "2"}
+        ) as resp:
             assert resp.status == 200
             async for line in resp.content:
                 received += line
@@ -187,15 +197,17 @@ async def test_disconnect_mid_stream(sim):
 
 async def test_disconnect_without_response(sim):
     with pytest.raises(aiohttp.ClientConnectionError):
-        async with sim.session.post(sim.handle.url + CHAT, json=chat(),
-                                    headers={**AUTH, "x-sim-disconnect-after": "0"}) as resp:
+        async with sim.session.post(
+            sim.handle.url + CHAT, json=chat(), headers={**AUTH, "x-sim-disconnect-after": "0"}
+        ) as resp:
             await resp.read()
     assert (await sim.post(CHAT, chat(), headers=AUTH)).status == 200  # server still fine
 
 
 async def test_reply_switch_is_used_verbatim(sim):
-    reply = await sim.post(CHAT, chat(response_format={"type": "json_object"}),
-                           headers={**AUTH, "x-sim-reply": "not json"})
+    reply = await sim.post(
+        CHAT, chat(response_format={"type": "json_object"}), headers={**AUTH, "x-sim-reply": "not json"}
+    )
     assert content_of(reply) == "not json"
     assert reply.json()["usage"]["completion_tokens"] == count_tokens("not json")
 
@@ -212,8 +224,7 @@ async def test_unknown_switch_is_a_400(sim):
 
 
 async def test_directive_steers_the_reply_and_is_not_echoed(sim):
-    reply = await sim.post(CHAT, chat("tell me [[sim reasoning_tokens=4]] a story"),
-                           headers=AUTH)
+    reply = await sim.post(CHAT, chat("tell me [[sim reasoning_tokens=4]] a story"), headers=AUTH)
     assert content_of(reply) == f"{REPLY_PREFIX} tell me a story"
     assert reply.json()["usage"]["completion_tokens_details"]["reasoning_tokens"] == 4
     quoted = await sim.post(CHAT, chat("[[sim reply='single quoted' chunks=2]]"), headers=AUTH)
@@ -226,8 +237,7 @@ async def test_priority_script_over_directive_over_header_over_default():
         async with aiohttp.ClientSession() as session:
 
             async def reply_text(content: str, headers: dict) -> str:
-                async with session.post(handle.url + CHAT, json=chat(content),
-                                        headers={**AUTH, **headers}) as resp:
+                async with session.post(handle.url + CHAT, json=chat(content), headers={**AUTH, **headers}) as resp:
                     return (await resp.json())["choices"][0]["message"]["content"]
 
             header = {"x-sim-reply": "from header"}
@@ -237,8 +247,7 @@ async def test_priority_script_over_directive_over_header_over_default():
             assert await reply_text(directive, header) == "from-directive"
             handle.script([{"reply": "from script"}, {"status": 503}])
             assert await reply_text(directive, header) == "from script"
-            async with session.post(handle.url + CHAT, json=chat(directive),
-                                    headers=AUTH) as resp:
+            async with session.post(handle.url + CHAT, json=chat(directive), headers=AUTH) as resp:
                 assert resp.status == 503
                 # a step overrides single switches: the directive's reply is still there
             assert await reply_text(directive, header) == "from-directive"
@@ -264,14 +273,16 @@ async def test_script_over_http_runs_in_order_then_stops(sim):
 
 async def test_script_steps_apply_to_every_format(sim):
     sim.handle.script([{"status": 529}, {"status": 429}])
-    anthropic = await sim.post("/v1/messages", {"model": "c", "max_tokens": 5,
-                                                "messages": [{"role": "user", "content": "x"}]},
-                               headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+    anthropic = await sim.post(
+        "/v1/messages",
+        {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+    )
     assert anthropic.status == 529
     assert anthropic.json()["error"]["type"] == "overloaded_error"
-    gemini = await sim.post("/v1beta/models/g:generateContent",
-                            {"contents": [{"parts": [{"text": "x"}]}]},
-                            headers={"x-goog-api-key": "k"})
+    gemini = await sim.post(
+        "/v1beta/models/g:generateContent", {"contents": [{"parts": [{"text": "x"}]}]}, headers={"x-goog-api-key": "k"}
+    )
     assert gemini.status == 429
     assert gemini.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
 
@@ -280,8 +291,7 @@ async def test_script_steps_apply_to_every_format(sim):
 
 
 async def test_requests_are_recorded_verbatim(sim):
-    await sim.post(CHAT, chat("recorded"), headers={"Authorization": "Bearer key-1"},
-                   params={"trace": "1"})
+    await sim.post(CHAT, chat("recorded"), headers={"Authorization": "Bearer key-1"}, params={"trace": "1"})
     await sim.get("/v1/models", headers={"Authorization": "Bearer key-2"})
     recorded = (await sim.get("/_sim/requests")).json()
     assert [r["path"] for r in recorded] == [CHAT, "/v1/models"]
@@ -298,11 +308,11 @@ async def test_requests_are_recorded_verbatim(sim):
 async def test_stats_and_reset(sim):
     for _ in range(2):
         await sim.post(CHAT, chat(), headers=AUTH)
-    await sim.post("/v1beta/models/g:generateContent", {"contents": [{"parts": [{"text": "x"}]}]},
-                   headers={"x-goog-api-key": "k"})
+    await sim.post(
+        "/v1beta/models/g:generateContent", {"contents": [{"parts": [{"text": "x"}]}]}, headers={"x-goog-api-key": "k"}
+    )
     stats = (await sim.get("/_sim/stats")).json()
-    assert stats == {"POST /v1/chat/completions": 2,
-                     "POST /v1beta/models/{model}:generateContent": 1}
+    assert stats == {"POST /v1/chat/completions": 2, "POST /v1beta/models/{model}:generateContent": 1}
     await sim.post("/_sim/script", [{"status": 500}])
     assert (await sim.post("/_sim/reset")).status == 200
     assert (await sim.get("/_sim/requests")).json() == []
@@ -324,24 +334,23 @@ async def test_unknown_route_is_404(sim):
 # --- the blocking runner ---------------------------------------------------------------------
 
 
-
-
-
 async def test_run_serves_until_terminated():
     from tests.gateway import free_port
 
     port = free_port()
     code = f"from aigate.simulator import run; run(port={port}, reply='cli')"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-c",
+        code,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(100):
                 try:
-                    async with session.post(f"http://127.0.0.1:{port}{CHAT}", json=chat(),
-                                            headers=AUTH) as resp:
+                    async with session.post(f"http://127.0.0.1:{port}{CHAT}", json=chat(), headers=AUTH) as resp:
                         data = await resp.json()
                         break
                 except aiohttp.ClientConnectionError:

@@ -80,9 +80,7 @@ def test_feed_returns_only_completed_events() -> None:
     assert decoder.close() == [("message", b"b")]
 
 
-_line_text = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12
-)
+_line_text = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12)
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,4 +1,5 @@
 """The migrations build exactly the schema the code declares, on each database."""
+
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
@@ -15,8 +16,11 @@ async def test_migrations_match_the_table_definitions(db_url):
         await upgrade(engine)
         await upgrade(engine)  # a second run is a no-op
         async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(
-                c, opts={"include_object": migration_filter(c.dialect.name)}), metadata))
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"include_object": migration_filter(c.dialect.name)}), metadata
+                )
+            )
         assert diff == []
     finally:
         await engine.dispose()

@@ -4,6 +4,7 @@ The outage cases come from a private PostgreSQL cluster that the tests stop and 
 (smart shutdown, fast shutdown, refused connections, too many connections); the bad-data
 cases from the shared test database; SQLite's from real locked and broken statements.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -103,8 +104,9 @@ async def test_a_bad_row_is_not_an_outage(db_url, case):
     try:
         async with engine.begin() as conn:
             json_type = "TEXT" if sqlite else "JSON"
-            await conn.execute(text(f"CREATE TABLE t (n BIGINT UNIQUE, s VARCHAR(64) NOT NULL DEFAULT '', "
-                                    f"j {json_type})"))
+            await conn.execute(
+                text(f"CREATE TABLE t (n BIGINT UNIQUE, s VARCHAR(64) NOT NULL DEFAULT '', j {json_type})")
+            )
             await conn.execute(text("INSERT INTO t (n) VALUES (7)"))
         exc = await _error_of(engine, sql, params)
         assert not is_outage(exc), repr(exc)

@@ -1,4 +1,5 @@
 """Log retention: old rows, their details and rollups go; recent ones and exact counts stay."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,19 @@ NOW = 1_800_000_000_000 + 13 * 3_600_000 + 5  # mid-day, not aligned
 
 def log_row(i: int, created_ms: int) -> dict:
     return {
-        "request_id": str(5000 + i), "created_ms": created_ms, "request_ms": created_ms, "code": 200 if i % 3 else 500,
-        "app_id": "APP", "model": "m", "user": f"u{i % 4}", "metadata": {"strategy": "s"},
-        "input_tokens": 1, "output_tokens": 1, "total_tokens": 2, "price": {}, "used_amount": "0.000001",
+        "request_id": str(5000 + i),
+        "created_ms": created_ms,
+        "request_ms": created_ms,
+        "code": 200 if i % 3 else 500,
+        "app_id": "APP",
+        "model": "m",
+        "user": f"u{i % 4}",
+        "metadata": {"strategy": "s"},
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "total_tokens": 2,
+        "price": {},
+        "used_amount": "0.000001",
         "request_body": "body" if i % 2 else "",
     }
 
@@ -73,11 +84,19 @@ async def test_old_rows_details_and_rollups_are_deleted_in_batches(engine):
         assert await count(engine, table, table.c.bucket_ms < cutoff) == 0
         assert await count(engine, table) > 0
     # the counts behind search totals still match the log exactly
-    for f in (LogFilter(), LogFilter(code_type="error"), LogFilter(start_ms=cutoff - DAY),
-              LogFilter(start_ms=cutoff + 7, end_ms=NOW)):
-        want = sum(1 for r in new if (f.code_type != "error" or r["code"] != 200)
-                   and (f.start_ms is None or r["created_ms"] >= f.start_ms)
-                   and (f.end_ms is None or r["created_ms"] < f.end_ms))
+    for f in (
+        LogFilter(),
+        LogFilter(code_type="error"),
+        LogFilter(start_ms=cutoff - DAY),
+        LogFilter(start_ms=cutoff + 7, end_ms=NOW),
+    ):
+        want = sum(
+            1
+            for r in new
+            if (f.code_type != "error" or r["code"] != 200)
+            and (f.start_ms is None or r["created_ms"] >= f.start_ms)
+            and (f.end_ms is None or r["created_ms"] < f.end_ms)
+        )
         assert await search_total(engine, f) == want
     # a second pass finds nothing; retention 0 keeps everything
     assert await retention.purge_once(engine, 30, now=NOW, pause_s=0) == 0
@@ -114,9 +133,18 @@ async def test_start_runs_passes_in_the_background_and_stops(engine, monkeypatch
 
 async def test_stored_relay_responses_expire_with_the_log(engine):
     cutoff = retention.cutoff_ms(30, NOW)
-    rows = [{"id": f"resp_{i}", "app_id": "APP", "token_id": 1, "model": "m",
-             "created_ms": cutoff + (i - 5) * 1000, "conversation": [], "response": {}}
-            for i in range(10)]
+    rows = [
+        {
+            "id": f"resp_{i}",
+            "app_id": "APP",
+            "token_id": 1,
+            "model": "m",
+            "created_ms": cutoff + (i - 5) * 1000,
+            "conversation": [],
+            "response": {},
+        }
+        for i in range(10)
+    ]
     async with engine.begin() as conn:
         await conn.execute(t.relay_responses.insert(), rows)
     await retention.purge_once(engine, 30, now=NOW, batch=2, pause_s=0)

@@ -1,5 +1,6 @@
 """NUL in user text is kept, on PostgreSQL too (whose text type refuses it): the writer's
 scripts and SQLAlchemy reads round-trip it exactly (aigate.store.text)."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,14 +43,41 @@ async def engine(db_url):
 
 async def test_nul_in_chat_logs_and_records_is_stored_faithfully(engine):
     text = f"hello\x00world {ESC} end"
-    await run_script(engine, write_chat_exchanges, [dict(
-        chat_id="C" * 18, app_id="APP", user_id="u1", strategy="s", title=text,
-        messages=[{"role": "user", "content": text}], created_ms=1)])
-    await run_script(engine, write_usage_logs, [log_row(1, content=text, request_body=text,
-                                                        response_body=text)])
-    await run_script(engine, write_ai_requests, [dict(
-        request_id=1, app_id="APP", user_id="u1", from_appserver=False, module="chat", strategy="s",
-        status="failed", response=text, error=text, created_ms=1, updated_ms=1)])
+    await run_script(
+        engine,
+        write_chat_exchanges,
+        [
+            dict(
+                chat_id="C" * 18,
+                app_id="APP",
+                user_id="u1",
+                strategy="s",
+                title=text,
+                messages=[{"role": "user", "content": text}],
+                created_ms=1,
+            )
+        ],
+    )
+    await run_script(engine, write_usage_logs, [log_row(1, content=text, request_body=text, response_body=text)])
+    await run_script(
+        engine,
+        write_ai_requests,
+        [
+            dict(
+                request_id=1,
+                app_id="APP",
+                user_id="u1",
+                from_appserver=False,
+                module="chat",
+                strategy="s",
+                status="failed",
+                response=text,
+                error=text,
+                created_ms=1,
+                updated_ms=1,
+            )
+        ],
+    )
     async with engine.connect() as conn:
         assert (await conn.execute(select(t.chats.c.title))).scalar_one() == text
         assert (await conn.execute(select(t.chat_exchanges.c.messages))).scalar_one()[0]["content"] == text

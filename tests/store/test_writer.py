@@ -1,4 +1,5 @@
 """The batched writer's guarantees: batching, back-pressure, outage retry, drain."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,9 +20,19 @@ PG_URL = os.environ.get("AIGATE_TEST_POSTGRES_URL", "")
 
 def log_row(i: int, **extra) -> dict:
     row = dict(
-        request_id=str(1000 + i), created_ms=1_700_000_000_000 + i, request_ms=1_700_000_000_000 + i,
-        code=200, app_id="APP", model="gpt-4o-mini", user=f"u{i % 7}", metadata={"strategy": "s"},
-        input_tokens=10, output_tokens=5, total_tokens=15, price={}, used_amount="0.000001",
+        request_id=str(1000 + i),
+        created_ms=1_700_000_000_000 + i,
+        request_ms=1_700_000_000_000 + i,
+        code=200,
+        app_id="APP",
+        model="gpt-4o-mini",
+        user=f"u{i % 7}",
+        metadata={"strategy": "s"},
+        input_tokens=10,
+        output_tokens=5,
+        total_tokens=15,
+        price={},
+        used_amount="0.000001",
     )
     row.update(extra)
     return row
@@ -67,8 +78,16 @@ async def test_rows_are_batched_and_all_written(engine):
 
 async def test_bodies_go_to_request_details(engine):
     writer = make_writer(engine)
-    await writer.put("usage_log", log_row(1, request_body='{"a":1}', request_body_truncated=False,
-                                           response_body="x" * 10, response_body_truncated=True))
+    await writer.put(
+        "usage_log",
+        log_row(
+            1,
+            request_body='{"a":1}',
+            request_body_truncated=False,
+            response_body="x" * 10,
+            response_body_truncated=True,
+        ),
+    )
     await writer.put("usage_log", log_row(2))
     await writer.flush()
     async with engine.connect() as conn:

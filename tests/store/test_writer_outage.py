@@ -1,6 +1,7 @@
 """The writer through real database outages: a private PostgreSQL cluster is stopped and
 started while rows flow. Every row must land exactly once; a bad row alone is rejected;
 a full queue during an outage spills to the local journal, which is replayed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,7 @@ async def _assert_each_once(engine, n: int) -> None:
 
 
 def _writer(engine, tmp_path, **kw) -> BatchWriter:
-    writer = BatchWriter(engine, journal_dir=tmp_path / "journal", flush_interval_s=0.02,
-                         max_backoff_s=0.2, **kw)
+    writer = BatchWriter(engine, journal_dir=tmp_path / "journal", flush_interval_s=0.02, max_backoff_s=0.2, **kw)
     register_sinks(writer)
     writer.start()
     return writer
@@ -207,9 +207,14 @@ def test_journal_lines_keep_money_exact_and_skip_what_cannot_be_serialised(tmp_p
     from decimal import Decimal
 
     journal = JournalFile.create(tmp_path)
-    journal.append(encode([(1, "usage_log", {"used_amount": Decimal("0.000000123456")}),
-                           (2, "usage_log", {"bad": object()}),
-                           (3, "user", {"user_id": "u\x00"})]))
-    assert journal.read(10) == [(1, "usage_log", {"used_amount": "0.000000123456"}),
-                                (3, "user", {"user_id": "u\x00"})]
+    journal.append(
+        encode(
+            [
+                (1, "usage_log", {"used_amount": Decimal("0.000000123456")}),
+                (2, "usage_log", {"bad": object()}),
+                (3, "user", {"user_id": "u\x00"}),
+            ]
+        )
+    )
+    assert journal.read(10) == [(1, "usage_log", {"used_amount": "0.000000123456"}), (3, "user", {"user_id": "u\x00"})]
     journal.close()

@@ -1,6 +1,7 @@
 """A real headless Chromium calls the App API from a page of another origin (SPEC §10):
 ``fetch`` of ``/bp/ai/chat`` and a read of ``/bp/ai/chat/stream`` work from a listed
 origin, and the browser itself refuses the same calls from an origin no app lists."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,14 @@ from aiohttp import web
 from tests.gateway import base_config, start_gateway
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>aigate CORS check</title></head>
@@ -73,6 +80,7 @@ def need_browser():
 @pytest.fixture
 async def page_server():
     app = web.Application()
+
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
 

@@ -1,6 +1,7 @@
 """A configuration change made through one instance's Admin API is served by every other
 instance within a second: over Redis pub/sub (PostgreSQL + Redis), and by the version
 poll alone (two instances on one SQLite file, no Redis)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,7 @@ DEADLINE_S = 1.0
 
 
 async def admin(gw: Gateway, method: str, path: str, body: dict) -> None:
-    async with gw.session.request(method, f"{gw.url}/api{path}", json=body,
-                                  headers=gw.admin_headers()) as resp:
+    async with gw.session.request(method, f"{gw.url}/api{path}", json=body, headers=gw.admin_headers()) as resp:
         assert resp.status in (200, 201), await resp.text()
 
 
@@ -36,8 +36,9 @@ async def change_on_a_and_watch_b(a: Gateway, b: Gateway) -> list[float]:
     def snap():  # read afresh each time: a reload replaces the snapshot object
         return b.services.snapshot
 
-    await admin(a, "POST", f"/apps/{APP_ID}/strategies",
-                {"name": "fresh", "model": "gpt-4o-mini", "platforms": ["sim-openai"]})
+    await admin(
+        a, "POST", f"/apps/{APP_ID}/strategies", {"name": "fresh", "model": "gpt-4o-mini", "platforms": ["sim-openai"]}
+    )
     delays.append(await seen_within(lambda: "fresh" in snap().apps[APP_ID].strategies))
 
     await admin(a, "PATCH", "/platforms/sim-anthropic", {"priority": 42})

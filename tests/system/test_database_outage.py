@@ -3,6 +3,7 @@ suite keeps its server): calls answer 503 ``service_unavailable`` with ``Retry-A
 while it is down, and once it is back every answered call has its usage-log row and AI
 request record (the calls answered 503 included), and each user's credits add up
 (balance = initial - successful calls, and the ledger sums to the balance)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,16 @@ from tests.pgcluster import pg_cluster, private_pg  # noqa: F401  (fixtures)
 
 CLIENTS = 8
 INITIAL = 100_000
-BODY = {"strategy": "free-normal", "parameters": {"example_string": "x"},
-        "messages": [{"role": "user", "content": "hi"}]}
+BODY = {
+    "strategy": "free-normal",
+    "parameters": {"example_string": "x"},
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 async def _load(gw, stop: asyncio.Event, outcomes: dict[str, Counter], retry_after: list[str]) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def client(n: int) -> None:
             user = f"user{n}"
             url = f"{gw.url}/bp/server/user/{user}/ai/chat"
@@ -41,8 +46,12 @@ async def _load(gw, stop: asyncio.Event, outcomes: dict[str, Counter], retry_aft
 
 async def _run_outage(private_pg, simulator, tmp_path, *, outage_s: float, queue_size: int):  # noqa: F811
     doc = base_config(private_pg.url, simulator.url)
-    doc["writer"] = {"flush_interval_ms": 20, "queue_size": queue_size, "batch_size": min(500, queue_size),
-                     "journal_dir": str(tmp_path / "journal")}
+    doc["writer"] = {
+        "flush_interval_ms": 20,
+        "queue_size": queue_size,
+        "batch_size": min(500, queue_size),
+        "journal_dir": str(tmp_path / "journal"),
+    }
     doc["apps"][0]["assets"][0].update(initial_quantity=INITIAL, recovery_quantity=INITIAL)
     gw = await start_gateway(doc)
     outcomes: dict[str, Counter] = {f"user{n}": Counter() for n in range(CLIENTS)}
@@ -73,22 +82,38 @@ async def _run_outage(private_pg, simulator, tmp_path, *, outage_s: float, queue
         async with gw.services.engine.connect() as conn:
             for user, seen in outcomes.items():
                 ok = seen[(200, "ok")]
-                logs = dict((await conn.execute(
-                    select(t.usage_logs.c.code, func.count()).where(t.usage_logs.c.user == user)
-                    .group_by(t.usage_logs.c.code))).all())
-                records = dict((await conn.execute(
-                    select(t.ai_requests.c.status, func.count()).where(t.ai_requests.c.user_id == user)
-                    .group_by(t.ai_requests.c.status))).all())
+                logs = dict(
+                    (
+                        await conn.execute(
+                            select(t.usage_logs.c.code, func.count())
+                            .where(t.usage_logs.c.user == user)
+                            .group_by(t.usage_logs.c.code)
+                        )
+                    ).all()
+                )
+                records = dict(
+                    (
+                        await conn.execute(
+                            select(t.ai_requests.c.status, func.count())
+                            .where(t.ai_requests.c.user_id == user)
+                            .group_by(t.ai_requests.c.status)
+                        )
+                    ).all()
+                )
                 unavailable = seen[(503, "service_unavailable")]
                 assert logs.get(200, 0) == ok, (user, logs, seen)
                 assert records.get("succeeded", 0) == ok, (user, records, seen)
                 # the calls answered 503 are recorded too, once the database is back
                 assert logs.get(503, 0) == unavailable, (user, logs, seen)
                 assert records.get("failed", 0) == unavailable, (user, records, seen)
-                balance = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
-                    t.user_assets.c.user_id == user))).scalar_one() // 1_000_000  # stored in millionths
-                ledger = (await conn.execute(select(func.sum(t.asset_ledger.c.delta_micros)).where(
-                    t.asset_ledger.c.user_id == user))).scalar_one() // 1_000_000
+                balance = (
+                    await conn.execute(select(t.user_assets.c.quantity_micros).where(t.user_assets.c.user_id == user))
+                ).scalar_one() // 1_000_000  # stored in millionths
+                ledger = (
+                    await conn.execute(
+                        select(func.sum(t.asset_ledger.c.delta_micros)).where(t.asset_ledger.c.user_id == user)
+                    )
+                ).scalar_one() // 1_000_000
                 assert balance == INITIAL - ok, (user, balance, ok)
                 assert ledger == balance, (user, ledger, balance)
         return gw.services.writer, totals, up_after

@@ -1,6 +1,7 @@
 """Edge limits (SPEC §10), checked before any metering: per-user and per-IP request
 rates shared by two instances through Redis, the open-stream cap, the failed-
 authentication cap per IP (which never refuses a valid token) and trusted proxies."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,11 @@ from sqlalchemy import func, select
 from aigate.store import tables as t
 from tests.gateway import base_config, start_gateway
 
-CHAT = {"strategy": "free-normal", "parameters": {"example_string": "x"},
-        "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {
+    "strategy": "free-normal",
+    "parameters": {"example_string": "x"},
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def limited(db_url, sim_url, redis_url="", **limits):
@@ -29,11 +33,17 @@ async def test_per_user_rpm_holds_across_two_instances(pg_url, redis_url, simula
     try:
         headers = a.user_headers("hammer")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
             async def one(i: int):
                 url = (a.url, b.url)[i % 2] + "/bp/ai/chat"
                 async with session.post(url, json=CHAT, headers=headers) as resp:
                     body = await resp.json()
-                    return resp.status, (body.get("error") or {}).get("error_type", "ok"), resp.headers.get("Retry-After")
+                    return (
+                        resp.status,
+                        (body.get("error") or {}).get("error_type", "ok"),
+                        resp.headers.get("Retry-After"),
+                    )
+
             results = await asyncio.gather(*(one(i) for i in range(100)))
         outcome = Counter((s, e) for s, e, _ in results)
         assert outcome == {(200, "ok"): 30, (429, "limit_exceeded"): 70}
@@ -99,8 +109,9 @@ async def _stream_cap(tmp_path, simulator, redis_url):
         # a client that goes away mid-stream gives its slot back too
         body = {**CHAT, "messages": [{"role": "user", "content": "[[sim chunks=20 chunk_interval_ms=200]] hi"}]}
         for _ in range(2):
-            async with gw.session.post(f"{gw.url}/bp/ai/chat/stream", json=body,
-                                       headers=gw.user_headers("alice")) as resp:
+            async with gw.session.post(
+                f"{gw.url}/bp/ai/chat/stream", json=body, headers=gw.user_headers("alice")
+            ) as resp:
                 assert resp.status == 200
                 await resp.content.readline()  # then drop the connection
         for _ in range(50):
@@ -125,8 +136,11 @@ async def test_stream_slots_expire_when_an_instance_dies(redis_url):
         assert await dead.acquire("APP:u", 1) is not None
         dead._held.clear()  # the instance is gone: nobody renews its lease
         assert await alive.acquire("APP:u", 1) is None
-        await client.zadd("aigate:edge:streams:APP:u", {m: 0 for m in await client.zrange(
-            "aigate:edge:streams:APP:u", 0, -1)}, xx=True)  # its lease runs out
+        await client.zadd(
+            "aigate:edge:streams:APP:u",
+            {m: 0 for m in await client.zrange("aigate:edge:streams:APP:u", 0, -1)},
+            xx=True,
+        )  # its lease runs out
         assert await alive.acquire("APP:u", 1) is not None
     finally:
         await alive.stop()
@@ -150,8 +164,9 @@ async def test_failed_authentications_from_one_ip_are_cut_off(tmp_path, simulato
                     assert "unauthenticated_ip_rpm" in (await resp.json())["error"]["message"]
         assert statuses == [401] * 20 + [429] * 5
         # wrong server keys count too
-        async with gw.session.get(f"{gw.url}/bp/server/user/u/ai/assets",
-                                  headers={"Authorization": "Bearer wrong-server-key"}) as resp:
+        async with gw.session.get(
+            f"{gw.url}/bp/server/user/u/ai/assets", headers={"Authorization": "Bearer wrong-server-key"}
+        ) as resp:
             assert resp.status == 429
         # a valid token from the same address is never refused by the cap
         async with gw.session.get(f"{gw.url}/bp/ai/assets", headers=gw.user_headers("alice")) as resp:
@@ -168,6 +183,7 @@ async def test_trusted_proxies_name_the_client_ip(tmp_path, simulator):
     doc["server"]["trusted_proxies"] = ["127.0.0.0/8"]
     gw = await start_gateway(doc)
     try:
+
         async def bad(forwarded: str) -> int:
             headers = {"Authorization": "Bearer nope", "X-Forwarded-For": forwarded}
             async with gw.session.get(f"{gw.url}/bp/ai/assets", headers=headers) as resp:

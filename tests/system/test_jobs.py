@@ -1,6 +1,7 @@
 """Async jobs on http_job platforms: pending -> processing -> succeeded/failed, refunds,
 deadlines, queueing, and jobs finished exactly once by several instances sharing a
 PostgreSQL database."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,9 @@ async def gw(db_url, simulator):
         await gateway.close()
 
 
-async def wait_for(gw, user: str, request_id: str, until=("succeeded", "failed"), timeout: float = 8.0) -> tuple[dict, list[str]]:
+async def wait_for(
+    gw, user: str, request_id: str, until=("succeeded", "failed"), timeout: float = 8.0
+) -> tuple[dict, list[str]]:
     """Read the record until its status is in ``until``; also the statuses seen on the way."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -47,8 +50,9 @@ async def wait_for(gw, user: str, request_id: str, until=("succeeded", "failed")
 
 async def ledger(gw, request_id: str) -> list[str]:
     async with gw.services.engine.connect() as conn:
-        rows = (await conn.execute(select(t.asset_ledger.c.reason)
-                                   .where(t.asset_ledger.c.request_id == request_id))).all()
+        rows = (
+            await conn.execute(select(t.asset_ledger.c.reason).where(t.asset_ledger.c.request_id == request_id))
+        ).all()
     return sorted(r.reason for r in rows)
 
 
@@ -232,8 +236,9 @@ async def test_two_instances_poll_and_settle_each_job_once(pg_url, simulator):
         for i in range(12):
             gw = (a, b)[i % 2]
             fail = "[[sim job_fail=true]] " if i % 3 == 0 else ""
-            _, rec = await submit(gw, f"user{i}", "video", {"prompt": f"{fail}[[sim job_duration_ms=300]] {i}",
-                                                            "seconds": 1})
+            _, rec = await submit(
+                gw, f"user{i}", "video", {"prompt": f"{fail}[[sim job_duration_ms=300]] {i}", "seconds": 1}
+            )
             assert rec["status"] == "pending"
             jobs.append((f"user{i}", rec))
         results = [await wait_for(a, user, rec["request_id"]) for user, rec in jobs]

@@ -1,5 +1,6 @@
 """Several keys per platform, cooldowns shared through Redis, health probes (SPEC §14),
 against the provider simulator; every call is served and billed exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,24 @@ def two_platforms(sim_url: str, **health_cfg) -> dict:
     timeout = {"connect_s": 2, "first_byte_s": 5, "total_s": 10}
     return {
         "platforms": [
-            {"id": "plat-a", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-aaaaaaaaaaaa",
-             "models": ["gpt-4o-mini"], "priority": 10, "timeout": timeout},
-            {"id": "plat-b", "type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-bbbbbbbbbbbb",
-             "models": ["gpt-4o-mini"], "priority": 0, "timeout": timeout},
+            {
+                "id": "plat-a",
+                "type": "openai",
+                "base_url": f"{sim_url}/v1",
+                "api_key": "sk-aaaaaaaaaaaa",
+                "models": ["gpt-4o-mini"],
+                "priority": 10,
+                "timeout": timeout,
+            },
+            {
+                "id": "plat-b",
+                "type": "openai",
+                "base_url": f"{sim_url}/v1",
+                "api_key": "sk-bbbbbbbbbbbb",
+                "models": ["gpt-4o-mini"],
+                "priority": 0,
+                "timeout": timeout,
+            },
         ],
         "health": health_cfg,
     }
@@ -40,8 +55,11 @@ def config(db_url: str, sim_url: str, *, redis_url: str = "", platforms: dict | 
 
 
 async def chat(gw, user: str = "u1", text: str = "hello") -> tuple[int, dict]:
-    body = {"strategy": "free-normal", "parameters": {"example_string": "a tester"},
-            "messages": [{"role": "user", "content": text}]}
+    body = {
+        "strategy": "free-normal",
+        "parameters": {"example_string": "a tester"},
+        "messages": [{"role": "user", "content": text}],
+    }
     async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=gw.user_headers(user)) as resp:
         return resp.status, await resp.json(content_type=None)
 
@@ -56,18 +74,27 @@ def keys_seen(simulator, since: int = 0) -> list[str]:
 
 
 def probes_seen(simulator, key: str) -> int:
-    return sum(1 for r in simulator.requests
-               if PROBE in str(r["body"]) and r["headers"].get("authorization", "") == f"Bearer {key}")
+    return sum(
+        1
+        for r in simulator.requests
+        if PROBE in str(r["body"]) and r["headers"].get("authorization", "") == f"Bearer {key}"
+    )
 
 
 async def billed(gw, user: str) -> tuple[int, int]:
     """(credits left, usage log rows) for ``user``."""
     await gw.flush()
     async with gw.services.engine.connect() as conn:
-        quantity = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
-            t.user_assets.c.app_id == APP_ID, t.user_assets.c.user_id == user))).scalar_one()
-        rows = (await conn.execute(select(func.count()).select_from(t.usage_logs).where(
-            t.usage_logs.c.user == user))).scalar_one()
+        quantity = (
+            await conn.execute(
+                select(t.user_assets.c.quantity_micros).where(
+                    t.user_assets.c.app_id == APP_ID, t.user_assets.c.user_id == user
+                )
+            )
+        ).scalar_one()
+        rows = (
+            await conn.execute(select(func.count()).select_from(t.usage_logs).where(t.usage_logs.c.user == user))
+        ).scalar_one()
     return quantity // 1_000_000, rows
 
 
@@ -138,8 +165,10 @@ async def test_a_429_with_retry_after_keeps_the_platform_out_on_both_instances(p
         # no instance sent anything to A before its cooldown ended
         assert all(r["time"] * 1000 >= until_ms for r in seen if key(r) == "sk-aaaaaaaaaaaa")
         for n in (1, 2):  # and each instance was served by B during the cooldown
-            assert any(key(r) == "sk-bbbbbbbbbbbb" and r["time"] * 1000 < until_ms and f"from {n}" in str(r["body"])
-                       for r in seen), f"instance {n} made no call during the cooldown (machine too slow?)"
+            assert any(
+                key(r) == "sk-bbbbbbbbbbbb" and r["time"] * 1000 < until_ms and f"from {n}" in str(r["body"])
+                for r in seen
+            ), f"instance {n} made no call during the cooldown (machine too slow?)"
         mark = len(simulator.requests)
         assert (await chat(gw2))[0] == 200 and (await chat(gw1))[0] == 200
         assert keys_seen(simulator, mark) == ["sk-aaaaaaaaaaaa", "sk-aaaaaaaaaaaa"]  # back after 2 s
@@ -154,8 +183,9 @@ async def test_a_platform_failing_three_times_is_probed_and_returns_after_two_go
     plats = two_platforms(simulator.url, failures=3, probe_interval_s=0.3, recoveries=2)
     doc = config(f"sqlite:///{tmp_path}/h.db", simulator.url, platforms=plats)
     receiver = await Receiver().start()
-    doc["apps"][0]["webhooks"] = [{"url": receiver.url, "events": ["platform.down", "platform.up"],
-                                   "secret": SECRET, "allow_private": True}]
+    doc["apps"][0]["webhooks"] = [
+        {"url": receiver.url, "events": ["platform.down", "platform.up"], "secret": SECRET, "allow_private": True}
+    ]
     gw = await start_gateway(doc)
     try:
         simulator.key_switches({"sk-aaaaaaaaaaaa": {"status": 503}})
@@ -190,7 +220,9 @@ async def test_a_platform_failing_three_times_is_probed_and_returns_after_two_go
         delivered = await until(lambda: len(receiver.delivered()) == 2 and receiver.delivered())
         events = sorted(delivered.values(), key=lambda p: p["data"]["time_ms"])
         assert [(e["type"], e["data"]["platform"]) for e in events] == [
-            ("platform.down", "plat-a"), ("platform.up", "plat-a")]
+            ("platform.down", "plat-a"),
+            ("platform.up", "plat-a"),
+        ]
         assert "503" in events[0]["data"]["reason"] or "failures" in events[0]["data"]["reason"]
     finally:
         await gw.close()

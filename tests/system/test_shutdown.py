@@ -1,4 +1,5 @@
 """SIGTERM under load: in-flight requests finish and every row they produced is written."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,23 +42,36 @@ async def test_sigterm_under_load_loses_no_row(tmp_path):
     path = tmp_path / "aigate.yaml"
     path.write_text(yaml.safe_dump(doc))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aigate.cli", "serve", "--config", str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"})
+        sys.executable,
+        "-m",
+        "aigate.cli",
+        "serve",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url, proc)
         answered = 0
         stop = time.monotonic() + 1.5
-        body = {"strategy": "free-normal", "parameters": {"example_string": "x"},
-                "messages": [{"role": "user", "content": "hi"}]}
+        body = {
+            "strategy": "free-normal",
+            "parameters": {"example_string": "x"},
+            "messages": [{"role": "user", "content": "hi"}],
+        }
 
         async def client(session: aiohttp.ClientSession, n: int) -> None:
             nonlocal answered
             while time.monotonic() < stop + 5:
                 try:
-                    async with session.post(f"{url}/bp/server/user/u{n}/ai/chat", json=body,
-                                            headers={"Authorization": f"Bearer {SERVER_KEY}"}) as resp:
+                    async with session.post(
+                        f"{url}/bp/server/user/u{n}/ai/chat",
+                        json=body,
+                        headers={"Authorization": f"Bearer {SERVER_KEY}"},
+                    ) as resp:
                         await resp.read()
                         assert resp.status == 200
                         answered += 1

@@ -9,6 +9,7 @@
 * A call that outlives several leases keeps its hold (its instance renews the lease).
 * The sweep and a settlement racing for one hold: exactly one wins.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,15 @@ def config(db_url, sim_url, redis_url="", *, initial="20", hold=None, lease_s=60
     cost = {"asset": "credit", "per_1k_input_tokens": str(IN_PRICE), "per_1k_output_tokens": str(OUT_PRICE)}
     if hold is not None:
         cost["hold"] = hold
-    app["strategies"].append({"name": "tok", "model": "gpt-4o-mini", "platforms": ["sim-openai"],
-                              "params": {"max_tokens": MAX_TOKENS}, "cost": cost})
+    app["strategies"].append(
+        {
+            "name": "tok",
+            "model": "gpt-4o-mini",
+            "platforms": ["sim-openai"],
+            "params": {"max_tokens": MAX_TOKENS},
+            "cost": cost,
+        }
+    )
     doc["credits"] = {"hold_lease_s": lease_s, "sweep_interval_s": sweep_s}
     doc["database"]["pool_size"] = 6  # the PostgreSQL server is shared: stay well under its connection limit
     return doc
@@ -75,21 +83,32 @@ def mixed_script(n: int) -> list[dict]:
 async def fire(urls: list[str], n: int) -> Counter:
     headers = {"Authorization": f"Bearer {SERVER_KEY}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def one(i: int):
             body = {"strategy": "tok", "messages": [{"role": "user", "content": sized_text(i)}]}
-            async with session.post(urls[i % len(urls)] + "/bp/server/user/hammer/ai/chat", json=body,
-                                    headers=headers) as resp:
+            async with session.post(
+                urls[i % len(urls)] + "/bp/server/user/hammer/ai/chat", json=body, headers=headers
+            ) as resp:
                 data = await resp.json()
                 return resp.status, (data.get("error") or {}).get("error_type", "ok")
+
         return Counter(await asyncio.gather(*(one(i) for i in range(n))))
 
 
 async def books(gw) -> dict:
     async with gw.services.engine.connect() as conn:
-        ledger = (await conn.execute(select(t.asset_ledger).where(t.asset_ledger.c.asset == "credit")
-                                     .order_by(t.asset_ledger.c.id))).all()
-        balance = (await conn.execute(select(t.user_assets.c.quantity_micros).where(
-            (t.user_assets.c.name == "credit") & (t.user_assets.c.user_id == "hammer")))).scalar_one_or_none()
+        ledger = (
+            await conn.execute(
+                select(t.asset_ledger).where(t.asset_ledger.c.asset == "credit").order_by(t.asset_ledger.c.id)
+            )
+        ).all()
+        balance = (
+            await conn.execute(
+                select(t.user_assets.c.quantity_micros).where(
+                    (t.user_assets.c.name == "credit") & (t.user_assets.c.user_id == "hammer")
+                )
+            )
+        ).scalar_one_or_none()
         holds = (await conn.execute(select(func.count()).select_from(t.asset_holds))).scalar_one()
         logs = (await conn.execute(select(t.usage_logs))).all()
     return {"ledger": ledger, "balance": balance, "holds": holds, "logs": logs}
@@ -110,7 +129,9 @@ def check_books(b: dict, served: int, initial: int) -> None:
         if r.request_id:
             per_call[r.request_id].append(r.reason)
     assert len(per_call) == served
-    assert all(reasons == ["reserve", "settle"] for reasons in per_call.values()), Counter(map(tuple, per_call.values()))
+    assert all(reasons == ["reserve", "settle"] for reasons in per_call.values()), Counter(
+        map(tuple, per_call.values())
+    )
     # each settlement charged exactly what the call's logged usage costs
     charges = {r.request_id: r.charge_micros for r in ledger if r.reason == "settle"}
     logged = {}
@@ -173,18 +194,29 @@ async def test_a_killed_instance_leaves_a_hold_the_sweep_releases(db_url, simula
     path.write_text(yaml.safe_dump(doc))
     simulator.script([{"latency_ms": 30_000}])  # the call is still upstream when the instance dies
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aigate.cli", "serve", "--config", str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"})
+        sys.executable,
+        "-m",
+        "aigate.cli",
+        "serve",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
+    )
     survivor = None
     try:
         url = f"http://127.0.0.1:{port}"
         await wait_ready(url, proc)
         survivor = await start_gateway(config(db_url, simulator.url, lease_s=1.0, sweep_s=0.3))
         session = aiohttp.ClientSession()
-        call = asyncio.create_task(session.post(url + "/bp/server/user/hammer/ai/chat", headers={
-            "Authorization": f"Bearer {SERVER_KEY}"}, json={"strategy": "tok", "messages": [
-                {"role": "user", "content": "hello"}]}))
+        call = asyncio.create_task(
+            session.post(
+                url + "/bp/server/user/hammer/ai/chat",
+                headers={"Authorization": f"Bearer {SERVER_KEY}"},
+                json={"strategy": "tok", "messages": [{"role": "user", "content": "hello"}]},
+            )
+        )
         for _ in range(600):  # reserved: the hold row is there
             if (await books(survivor))["holds"] == 1:
                 break
@@ -219,8 +251,11 @@ async def test_a_call_longer_than_its_lease_keeps_its_hold(db_url, simulator):
     gw = await start_gateway(config(db_url, simulator.url, lease_s=0.6, sweep_s=0.1))
     try:
         simulator.script([{"latency_ms": 2000}])  # more than three leases
-        async with gw.session.post(gw.url + "/bp/server/user/hammer/ai/chat", headers=gw.server_headers(),
-                                   json={"strategy": "tok", "messages": [{"role": "user", "content": "hi"}]}) as r:
+        async with gw.session.post(
+            gw.url + "/bp/server/user/hammer/ai/chat",
+            headers=gw.server_headers(),
+            json={"strategy": "tok", "messages": [{"role": "user", "content": "hi"}]},
+        ) as r:
             assert r.status == 200
         await gw.flush()
         reasons = [r.reason for r in (await books(gw))["ledger"]]
@@ -247,8 +282,12 @@ async def test_the_sweep_and_a_settlement_never_both_end_a_hold(db_url, simulato
                 assert await metering.settle(services, res, M // 2) is True
                 assert await hold_leases.sweep(services) == []
         reasons = [(r.request_id, r.reason, r.delta_micros) for r in (await books(gw))["ledger"]][1:]
-        assert reasons == [("race-sweep", "reserve", -M), ("race-sweep", "expired", M),
-                           ("race-settle", "reserve", -M), ("race-settle", "settle", M // 2)]
+        assert reasons == [
+            ("race-sweep", "reserve", -M),
+            ("race-sweep", "expired", M),
+            ("race-settle", "reserve", -M),
+            ("race-settle", "settle", M // 2),
+        ]
         # both at once, many times: one winner each
         results = []
         for i in range(20):

@@ -2,6 +2,7 @@
 ``standardwebhooks`` library, retries, a durable queue that survives a restart and is
 claimed once across instances, failed deliveries re-sent through the Admin API, and
 private addresses refused unless allowed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -86,8 +87,11 @@ def config(db_url: str, sim_url: str, hook_url: str, *, redis_url: str = "", **d
 
 
 async def submit_video(gw, prompt: str) -> str:
-    async with gw.session.post(gw.url + "/bp/server/user/u1/ai/ai_request", headers=gw.server_headers(),
-                               json={"strategy": "video", "parameters": {"prompt": prompt, "seconds": 2}}) as resp:
+    async with gw.session.post(
+        gw.url + "/bp/server/user/u1/ai/ai_request",
+        headers=gw.server_headers(),
+        json={"strategy": "video", "parameters": {"prompt": prompt, "seconds": 2}},
+    ) as resp:
         assert resp.status == 200, await resp.text()
         return (await resp.json())["request_id"]
 
@@ -116,8 +120,9 @@ async def test_job_events_are_signed_retried_after_500s_and_delivered_once(tmp_p
         await asyncio.sleep(0.6)  # nothing more arrives once delivered
         per_id = Counter(h["webhook-id"] for h, _, _ in receiver.hits)
         assert sorted(per_id.values()) == [3, 3]  # 500, 500, then 204: same id each time
-        async with gw.session.get(gw.url + "/api/webhooks/deliveries?status=delivered",
-                                  headers=gw.admin_headers()) as resp:
+        async with gw.session.get(
+            gw.url + "/api/webhooks/deliveries?status=delivered", headers=gw.admin_headers()
+        ) as resp:
             data = (await resp.json())["data"]
         assert data["total"] == 2 and {d["attempts"] for d in data["items"]} == {3}
     finally:
@@ -126,14 +131,16 @@ async def test_job_events_are_signed_retried_after_500s_and_delivered_once(tmp_p
 
 async def test_a_failed_delivery_is_listed_and_can_be_resent(tmp_path, simulator, receiver):
     receiver.down = True
-    gw = await start_gateway(config(f"sqlite:///{tmp_path}/f.db", simulator.url, receiver.url,
-                                    retry_delays_s=[0.1], give_up_after_s=1.5))
+    gw = await start_gateway(
+        config(f"sqlite:///{tmp_path}/f.db", simulator.url, receiver.url, retry_delays_s=[0.1], give_up_after_s=1.5)
+    )
     try:
         await webhooks.emit(gw.services, APP_ID, "asset.low", {"user_id": "u1", "asset": "ai_credit"})
 
         async def failed():
-            async with gw.session.get(gw.url + "/api/webhooks/deliveries?status=failed",
-                                      headers=gw.admin_headers()) as resp:
+            async with gw.session.get(
+                gw.url + "/api/webhooks/deliveries?status=failed", headers=gw.admin_headers()
+            ) as resp:
                 return (await resp.json())["data"]["items"]
 
         deadline = time.monotonic() + 10
@@ -143,14 +150,16 @@ async def test_a_failed_delivery_is_listed_and_can_be_resent(tmp_path, simulator
         [item] = items
         assert item["attempts"] >= 1 and "HTTP 500" in item["last_error"]
         receiver.down = False
-        async with gw.session.post(gw.url + f"/api/webhooks/deliveries/{item['msg_id']}/resend",
-                                   headers=gw.admin_headers()) as resp:
+        async with gw.session.post(
+            gw.url + f"/api/webhooks/deliveries/{item['msg_id']}/resend", headers=gw.admin_headers()
+        ) as resp:
             assert resp.status == 200
         delivered = await until(receiver.delivered)
         assert list(delivered) == [item["msg_id"]]  # the same webhook-id: receivers can de-duplicate
         assert delivered[item["msg_id"]]["type"] == "asset.low"
-        async with gw.session.post(gw.url + "/api/webhooks/deliveries/msg_nope/resend",
-                                   headers=gw.admin_headers()) as resp:
+        async with gw.session.post(
+            gw.url + "/api/webhooks/deliveries/msg_nope/resend", headers=gw.admin_headers()
+        ) as resp:
             assert resp.status == 404
     finally:
         await gw.close()
@@ -180,8 +189,9 @@ async def test_two_instances_claim_each_delivery_once(pg_url, redis_url, simulat
     gw1 = await start_gateway(config(pg_url, simulator.url, receiver.url, redis_url=redis_url))
     gw2 = await start_gateway(config(pg_url, simulator.url, receiver.url, redis_url=redis_url))
     try:
-        await asyncio.gather(*(webhooks.emit((gw1, gw2)[i % 2].services, APP_ID, "asset.low", {"n": i})
-                               for i in range(60)))
+        await asyncio.gather(
+            *(webhooks.emit((gw1, gw2)[i % 2].services, APP_ID, "asset.low", {"n": i}) for i in range(60))
+        )
         delivered = await until(lambda: len(receiver.delivered()) == 60 and receiver.delivered(), timeout=20)
         assert sorted(p["data"]["n"] for p in delivered.values()) == list(range(60))
         assert len(receiver.hits) == 60  # no delivery was sent twice
@@ -193,8 +203,13 @@ async def test_two_instances_claim_each_delivery_once(pg_url, redis_url, simulat
 def test_a_private_address_is_refused_unless_allowed(tmp_path):
     doc = config(f"sqlite:///{tmp_path}/p.db", "http://127.0.0.1:9", "http://127.0.0.1:8081/hook")
     hooks = doc["apps"][0]["webhooks"]
-    for url in ("http://127.0.0.1:8081/hook", "http://10.1.2.3/hook", "http://[::1]/hook",
-                "http://169.254.169.254/latest", "http://localhost:9000/hook"):
+    for url in (
+        "http://127.0.0.1:8081/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost:9000/hook",
+    ):
         hooks[0] = {**hooks[0], "url": url, "allow_private": False}
         with pytest.raises(ConfigError) as err:
             parse_config(orjson.loads(orjson.dumps(doc)), env={})
@@ -219,8 +234,11 @@ async def test_asset_low_is_sent_once_when_a_charge_crosses_the_threshold(tmp_pa
     doc["apps"][0]["assets"][0]["low_quantity"] = 47  # 50 credits, 1 per chat
     gw = await start_gateway(doc)
     try:
-        body = {"strategy": "free-normal", "parameters": {"example_string": "x"},
-                "messages": [{"role": "user", "content": "hi"}]}
+        body = {
+            "strategy": "free-normal",
+            "parameters": {"example_string": "x"},
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         for _ in range(5):
             async with gw.session.post(gw.url + "/bp/ai/chat", json=body, headers=gw.user_headers("u7")) as resp:
                 assert resp.status == 200
@@ -252,8 +270,9 @@ async def test_endpoints_through_the_admin_api(tmp_path, simulator, receiver):
             [shown] = (await resp.json())["data"]
         assert shown["secret"] != SECRET and shown["secret"].endswith(SECRET[-4:])
         # a read-edit-write round trip keeps the secret: the delivery still verifies with it
-        async with gw.session.put(url, json=[{**shown, "events": ["asset.low", "platform.up"]}],
-                                  headers=gw.admin_headers()) as resp:
+        async with gw.session.put(
+            url, json=[{**shown, "events": ["asset.low", "platform.up"]}], headers=gw.admin_headers()
+        ) as resp:
             assert resp.status == 200
         await gw.services.cache.reload()
         await webhooks.emit(gw.services, APP_ID, "platform.up", {"platform": "x"})

@@ -1,4 +1,5 @@
 """The configuration file: env expansion, and every error reported with its path."""
+
 from __future__ import annotations
 
 import subprocess
@@ -75,20 +76,37 @@ def test_schema_errors_name_the_field():
 def test_config_check_command_exits_non_zero_listing_errors(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(broken_doc()))
-    proc = subprocess.run([sys.executable, "-m", "aigate.cli", "config", "check", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aigate.cli", "config", "check", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "apps[0].strategies[5].tempreature: unknown field" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "aigate.cli", "config", "check", str(EXAMPLE)],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "aigate.cli", "config", "check", str(EXAMPLE)], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
 
 
 def test_token_mint_command(tmp_path):
     import jwt
 
-    proc = subprocess.run([sys.executable, "-m", "aigate.cli", "token", "mint", "--app", "APPDEMO",
-                           "--user", "u1", "--config", str(EXAMPLE)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aigate.cli",
+            "token",
+            "mint",
+            "--app",
+            "APPDEMO",
+            "--user",
+            "u1",
+            "--config",
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     claims = jwt.decode(proc.stdout.strip(), "demo-token-secret-change-me-0123456789", algorithms=["HS256"])
     assert claims["sub"] == "u1" and claims["app_id"] == "APPDEMO"

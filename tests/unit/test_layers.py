@@ -1,4 +1,5 @@
 """The layer order of the README, enforced: an upward import fails the suite."""
+
 from __future__ import annotations
 
 import pathlib

@@ -1,4 +1,5 @@
 """Pricing rules with worked numbers: exact decimals, nothing billed twice."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -25,8 +26,12 @@ def test_result_has_twelve_decimal_places():
 
 
 def test_cached_tokens_are_not_billed_twice():
-    price = Price(input_price=Decimal(2), cached_price=Decimal("0.5"), cache_creation_price=Decimal("2.5"),
-                  image_input_price=Decimal(4))
+    price = Price(
+        input_price=Decimal(2),
+        cached_price=Decimal("0.5"),
+        cache_creation_price=Decimal("2.5"),
+        image_input_price=Decimal(4),
+    )
     usage = Usage(input_tokens=1000, cached_tokens=600, cache_creation_tokens=100, image_input_tokens=50)
     # plain input 250 * 2 + 600 * 0.5 + 100 * 2.5 + 50 * 4 = 500 + 300 + 250 + 200 = 1250 per 1e6
     assert used_amount(usage, price) == Decimal("0.00125")
@@ -76,7 +81,9 @@ def test_zero_usage_costs_nothing():
 
 
 def test_no_float_drift_over_many_small_amounts():
-    one = used_amount(Usage(input_tokens=1, output_tokens=1), Price(input_price=Decimal("0.1"), output_price=Decimal("0.2")))
+    one = used_amount(
+        Usage(input_tokens=1, output_tokens=1), Price(input_price=Decimal("0.1"), output_price=Decimal("0.2"))
+    )
     assert one == Decimal("0.0000003")
     total = sum((one for _ in range(10_000)), Decimal(0))
     assert total == Decimal("0.003")
@@ -93,12 +100,15 @@ def test_price_snapshot_has_every_seed_field_as_numbers():
 
 
 def test_unit_price_token_model():
-    assert unit_price(MINI) == {"input_per_price": 0.15, "output_per_price": 0.6,
-                                "input_token": 1_000_000, "output_token": 1_000_000}
+    assert unit_price(MINI) == {
+        "input_per_price": 0.15,
+        "output_per_price": 0.6,
+        "input_token": 1_000_000,
+        "output_token": 1_000_000,
+    }
 
 
 def test_unit_price_per_request_model():
     price = Price(per_request_price=Decimal("0.04"))
-    assert unit_price(price) == {"input_per_price": 0, "output_per_price": 0.04,
-                                 "input_token": 0, "output_token": 1}
+    assert unit_price(price) == {"input_per_price": 0, "output_per_price": 0.04, "input_token": 0, "output_token": 1}
     assert unit_price(Price(per_request_price=Decimal(2)))["output_per_price"] == 2

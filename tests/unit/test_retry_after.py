@@ -1,4 +1,5 @@
 """Reading the upstream's Retry-After (seconds, HTTP dates, OpenAI's retry-after-ms)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta

@@ -167,9 +167,7 @@ PIPELINES = [
 ]
 
 BUILTINS = [
-    case(
-        '{{ eq .n 3 }} {{ eq .s "x" }} {{ eq .n 1 2 3 }} {{ eq .n 1 2 }}', "true false true false"
-    ),
+    case('{{ eq .n 3 }} {{ eq .s "x" }} {{ eq .n 1 2 3 }} {{ eq .n 1 2 }}', "true false true false"),
     case("{{ eq .z nil }} {{ eq .n nil }} {{ eq 1 1.0 }}", "true false true"),
     case('{{ ne .n 3 }} {{ ne .s "x" }}', "false true"),
     case(
@@ -186,9 +184,7 @@ BUILTINS = [
     case('{{ index .people 1 "name" }} {{ index .l }}', "Bob [1,2,3]"),
     case('{{ index .m "absent" }}|{{ if index . "absent" }}x{{ else }}y{{ end }}', "|y"),
     case('{{ index "abc" 1 }}', "98"),
-    case(
-        '{{ print 1 2 }}|{{ print "a" 1 }}|{{ print 1 "a" 2 }}|{{ print .z }}', "1 2|a1|1a2|<nil>"
-    ),
+    case('{{ print 1 2 }}|{{ print "a" 1 }}|{{ print 1 "a" 2 }}|{{ print .z }}', "1 2|a1|1a2|<nil>"),
     case("{{ print .l .o.inner }}", '[1,2,3] {"deep":"D"}'),
     case('{{ println 1 "a" }}', "1 a\n"),
 ]
@@ -236,7 +232,9 @@ def test_render(source: str, expected: str, data: dict | None) -> None:
 
 
 def test_product_example() -> None:
-    source = "现在你扮演 {{ .example_string }}, 告诉我如何使用 {{ .example_object.key }} 完成 {{ .example_object.key2 }}。"
+    source = (
+        "现在你扮演 {{ .example_string }}, 告诉我如何使用 {{ .example_object.key }} 完成 {{ .example_object.key2 }}。"
+    )
     data = {"example_string": "老师", "example_object": {"key": "锤子", "key2": "钉钉子"}}
     assert render(source, data) == "现在你扮演 老师, 告诉我如何使用 锤子 完成 钉钉子。"
 
@@ -476,11 +474,7 @@ IDENTIFIER = st.builds(
     st.text(alphabet=string.ascii_letters + string.digits + "_字", max_size=12),
 )
 JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text().filter(lambda s: "{{" not in s)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text().filter(lambda s: "{{" not in s)
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,

@@ -1,4 +1,5 @@
 """Offline token counting: the shipped encoding files, their published hashes, real counts."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,9 @@ from aigate.providers.http import estimate_tokens, estimate_usage
 TEXTS = {
     "zh": "人工智能正在改变我们的生活方式。每天，数以百万计的人使用智能助手来回答问题、翻译文本和编写代码。",
     "ja": "人工知能は私たちの生活を変えつつあります。毎日、何百万人もの人々がスマートアシスタントを使って質問に答え、"
-          "文章を翻訳し、コードを書いています。",
+    "文章を翻訳し、コードを書いています。",
     "en": "Artificial intelligence is changing the way we live. Every day, millions of people use smart "
-          "assistants to answer questions, translate text and write code.",
+    "assistants to answer questions, translate text and write code.",
 }
 # o200k_base counts of TEXTS, as tiktoken gives them
 O200K = {"zh": 30, "ja": 51, "en": 28}
@@ -60,8 +61,9 @@ def test_counts_offline_equal_tiktokens_own(tmp_path):
     for name in tokens.PUBLISHED_SHA256:
         shutil.copy(tokens.cache_file(name), cache / tokens.cache_file(name).name)
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)}
-    out = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(TEXTS)], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", OFFLINE, json.dumps(TEXTS)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     for key, (ours, theirs) in got.items():

@@ -6,6 +6,7 @@ its content type. A ``viewer`` may only call the routes listed in ``VIEWER_READS
 other route (each write, bodies, exports, the playground, platform tests, and any route
 added later) answers 403 to a viewer.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,21 +31,30 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 
 # Routes a viewer may call (by module and function name): reads without bodies or chats.
-VIEWER_READS = frozenset({
-    "aigate.api.admin.apps.list_apps", "aigate.api.admin.apps.get_app",
-    "aigate.api.admin.specs.spec_router.<locals>.list_all",
-    "aigate.api.admin.specs.spec_router.<locals>.get_one",
-    "aigate.api.admin.keys.list_server_keys", "aigate.api.admin.keys.list_relay_tokens",
-    "aigate.api.admin.keys.get_relay_token",
-    "aigate.api.admin.users.list_users", "aigate.api.admin.users.get_user",
-    "aigate.api.admin.users.get_ledger",
-    "aigate.api.admin.platforms.list_platforms", "aigate.api.admin.platforms.get_platform",
-    "aigate.api.admin.models.list_models", "aigate.api.admin.models.get_model",
-    "aigate.api.admin.logs.search_all_logs", "aigate.api.admin.logs.search_group_logs",
-    "aigate.api.admin.dashboard.dashboard",
-    "aigate.api.admin.console_api.list_audit", "aigate.api.admin.console_api.list_operators",
-    "aigate.api.admin.console_api.whoami",
-})
+VIEWER_READS = frozenset(
+    {
+        "aigate.api.admin.apps.list_apps",
+        "aigate.api.admin.apps.get_app",
+        "aigate.api.admin.specs.spec_router.<locals>.list_all",
+        "aigate.api.admin.specs.spec_router.<locals>.get_one",
+        "aigate.api.admin.keys.list_server_keys",
+        "aigate.api.admin.keys.list_relay_tokens",
+        "aigate.api.admin.keys.get_relay_token",
+        "aigate.api.admin.users.list_users",
+        "aigate.api.admin.users.get_user",
+        "aigate.api.admin.users.get_ledger",
+        "aigate.api.admin.platforms.list_platforms",
+        "aigate.api.admin.platforms.get_platform",
+        "aigate.api.admin.models.list_models",
+        "aigate.api.admin.models.get_model",
+        "aigate.api.admin.logs.search_all_logs",
+        "aigate.api.admin.logs.search_group_logs",
+        "aigate.api.admin.dashboard.dashboard",
+        "aigate.api.admin.console_api.list_audit",
+        "aigate.api.admin.console_api.list_operators",
+        "aigate.api.admin.console_api.whoami",
+    }
+)
 # POST routes that change nothing and cost nothing (a viewer may use them; not audited).
 READ_ONLY_POSTS = frozenset({"aigate.api.admin.console_api.preview"})
 
@@ -76,8 +86,9 @@ def viewer_may(request: Request) -> bool:
 
 async def session_principal(request: Request) -> Principal | None:
     services = request.app.state.services
-    session = await sessions.load(services.engine, request.cookies.get(sessions.COOKIE),
-                                  services.config.server.admin_key)
+    session = await sessions.load(
+        services.engine, request.cookies.get(sessions.COOKIE), services.config.server.admin_key
+    )
     if session is None:
         return None
     return Principal(session.actor, session.role, session.operator, session)
@@ -96,8 +107,7 @@ async def require_operator(request: Request) -> Principal:
         if found is None or found.session is None:  # a session's principal always has one
             raise HTTPException(status_code=401, detail="invalid or missing admin key")
         principal = found
-        if request.method not in SAFE_METHODS and not sessions.csrf_ok(
-                found.session, request.headers.get(CSRF_HEADER)):
+        if request.method not in SAFE_METHODS and not sessions.csrf_ok(found.session, request.headers.get(CSRF_HEADER)):
             raise HTTPException(status_code=403, detail="csrf: missing or wrong CSRF token")
     if not principal.is_admin and not viewer_may(request):
         raise HTTPException(status_code=403, detail="role: viewers can only read")
@@ -133,8 +143,7 @@ def is_https(request: Request, proxies: list[str]) -> bool:
     if request.url.scheme == "https":
         return True
     peer = request.client.host if request.client else ""
-    return bool(proxies) and _trusted(peer, proxies) and \
-        request.headers.get("x-forwarded-proto", "").lower() == "https"
+    return bool(proxies) and _trusted(peer, proxies) and request.headers.get("x-forwarded-proto", "").lower() == "https"
 
 
 # --- the audit log
@@ -147,8 +156,10 @@ MAX_AUDIT_BODY = 256 * 1024
 def mask_secrets(value: Any) -> Any:
     """A copy with every secret-looking field replaced by ``***``."""
     if isinstance(value, dict):
-        return {k: MASK if SECRET_FIELD.search(str(k)) and v not in (None, "", []) else mask_secrets(v)
-                for k, v in value.items()}
+        return {
+            k: MASK if SECRET_FIELD.search(str(k)) and v not in (None, "", []) else mask_secrets(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     return value
@@ -197,17 +208,29 @@ class AuditMiddleware:
         path = path if path.startswith(root) else root + path
         try:
             async with scope["app"].state.services.engine.begin() as conn:
-                await conn.execute(insert(t.audit_log).values(
-                    created_ms=now_ms(), actor=holder["actor"], action=scope["method"], object=path[:500],
-                    status=status, before=mask_secrets(before),
-                    after=mask_secrets(_json(b"".join(chunks)) if size < MAX_AUDIT_BODY else None)))
+                await conn.execute(
+                    insert(t.audit_log).values(
+                        created_ms=now_ms(),
+                        actor=holder["actor"],
+                        action=scope["method"],
+                        object=path[:500],
+                        status=status,
+                        before=mask_secrets(before),
+                        after=mask_secrets(_json(b"".join(chunks)) if size < MAX_AUDIT_BODY else None),
+                    )
+                )
         except Exception:  # the write is done; a lost audit row is logged, never hidden
             log.exception("audit log write failed", extra={"object": path})
 
     async def _read(self, scope) -> Any:
         """The object's state before the write: a GET of the same path, if there is one."""
-        inner = {**scope, "method": "GET", "query_string": b"", "aigate.internal": True,
-                 "headers": [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"content-type")]}
+        inner = {
+            **scope,
+            "method": "GET",
+            "query_string": b"",
+            "aigate.internal": True,
+            "headers": [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"content-type")],
+        }
         if "state" in scope:
             inner["state"] = dict(scope["state"])
         status, chunks = 0, []

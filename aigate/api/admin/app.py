@@ -1,4 +1,5 @@
 """The Admin API (/api): a FastAPI sub-application, so it has an OpenAPI document."""
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,11 @@ def create_admin_app() -> FastAPI:
         in the envelope (the traceback goes to the log, never to the client)."""
         if is_outage(exc):
             log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
-            return ORJSONResponse(envelope(None, "the database is unavailable; retry later", False),
-                                  status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            return ORJSONResponse(
+                envelope(None, "the database is unavailable; retry later", False),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return ORJSONResponse(envelope(None, "internal error", False), status_code=500)
 

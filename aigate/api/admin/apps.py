@@ -16,6 +16,7 @@ configuration rows (keys, relay tokens, strategies, instructions, asset policies
 users' data and usage logs stay until erased per user. An app that the YAML file
 declares is re-created from the file on the next start.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -118,9 +119,7 @@ async def _view(conn: AsyncConnection, app_id: str, *, reveal: bool = False) -> 
         raise not_found(f"unknown app '{app_id}'")
     names = {}
     for table in OWNED:
-        found = await conn.execute(
-            select(table.c.name).where(table.c.app_id == app_id).order_by(table.c.name)
-        )
+        found = await conn.execute(select(table.c.name).where(table.c.app_id == app_id).order_by(table.c.name))
         names[table.name] = [r.name for r in found]
     return AppView(
         id=row.id,
@@ -140,8 +139,7 @@ async def _view(conn: AsyncConnection, app_id: str, *, reveal: bool = False) -> 
 async def _issuer_errors(conn: AsyncConnection, app_id: str, client: ClientTrustCfg) -> list[str]:
     """The app's user-token issuers against every other app's: no (issuer, audience) pair twice."""
     others = await conn.execute(select(t.apps.c.id, t.apps.c.client_trust).where(t.apps.c.id != app_id))
-    apps = [(f"apps[{r.id}]", r.id, ClientTrustCfg.model_validate(r.client_trust or {}).user_tokens)
-            for r in others]
+    apps = [(f"apps[{r.id}]", r.id, ClientTrustCfg.model_validate(r.client_trust or {}).user_tokens) for r in others]
     errors = issuer_pair_errors([*apps, ("", app_id, client.user_tokens)])
     return [e.removeprefix(".") for e in errors if not e.startswith("apps[")]
 
@@ -153,8 +151,9 @@ async def list_apps(services: ServicesDep):
         return ok([await _view(conn, app_id) for app_id in ids])
 
 
-@router.post("", summary="Create an app (user_token_secret shown once)", status_code=201,
-             response_model=Envelope[AppView])
+@router.post(
+    "", summary="Create an app (user_token_secret shown once)", status_code=201, response_model=Envelope[AppView]
+)
 async def create_app(body: AppCreate, services: ServicesDep):
     secret = body.user_token_secret or new_key("uts-")
     app = AppCfg.model_validate({**body.model_dump(), "user_token_secret": secret})
@@ -176,10 +175,10 @@ async def get_app(app_id: str, services: ServicesDep):
         return ok(await _view(conn, app_id))
 
 
-@router.put("/{app_id}", summary="Update an app's name, enabled flag or token secret",
-            response_model=Envelope[AppView])
-@router.patch("/{app_id}", summary="Update an app's name, enabled flag or token secret",
-              response_model=Envelope[AppView])
+@router.put("/{app_id}", summary="Update an app's name, enabled flag or token secret", response_model=Envelope[AppView])
+@router.patch(
+    "/{app_id}", summary="Update an app's name, enabled flag or token secret", response_model=Envelope[AppView]
+)
 async def update_app(app_id: str, body: AppUpdate, services: ServicesDep):
     """Only the fields given change (PUT and PATCH behave the same: an app's other parts
     have their own endpoints)."""
@@ -204,8 +203,10 @@ async def _client_update(conn: AsyncConnection, app_id: str, given: dict) -> Cli
         raise not_found(f"unknown app '{app_id}'")
     current = ClientTrustCfg.model_validate(row.client_trust or {})
     defaults = {"previous_user_token_secrets": [], "user_tokens": [], "rate_limits": RateLimitsCfg()}
-    merged = {**{n: getattr(current, n) for n in CLIENT_FIELDS},
-              **{n: (v if v is not None else defaults.get(n)) for n, v in given.items()}}
+    merged = {
+        **{n: getattr(current, n) for n in CLIENT_FIELDS},
+        **{n: (v if v is not None else defaults.get(n)) for n, v in given.items()},
+    }
     client = ClientTrustCfg(**merged)
     probe = AppCfg.model_construct(**merged)
     errors = object_errors(client_trust_errors("", probe)) + await _issuer_errors(conn, app_id, client)
@@ -214,18 +215,18 @@ async def _client_update(conn: AsyncConnection, app_id: str, given: dict) -> Cli
     return client
 
 
-@router.delete("/{app_id}", summary="Disable an app, or delete its configuration (purge)",
-               response_model=Envelope[AppView])
+@router.delete(
+    "/{app_id}", summary="Disable an app, or delete its configuration (purge)", response_model=Envelope[AppView]
+)
 async def delete_app(
     app_id: str,
     services: ServicesDep,
-    purge: Annotated[bool, Query(description="also delete keys, tokens, strategies, "
-                                             "instructions and asset policies")] = False,
+    purge: Annotated[
+        bool, Query(description="also delete keys, tokens, strategies, instructions and asset policies")
+    ] = False,
 ):
     async with config_change(services) as conn:
-        await conn.execute(
-            update(t.apps).where(t.apps.c.id == app_id).values(enabled=False, updated_ms=now_ms())
-        )
+        await conn.execute(update(t.apps).where(t.apps.c.id == app_id).values(enabled=False, updated_ms=now_ms()))
         view = await _view(conn, app_id)  # 404 for an unknown app
         if purge:
             for table in OWNED:

@@ -4,6 +4,7 @@ They are the file loader's checks (``strategy_errors``, ``instruction_errors``),
 the committed-or-being-written rows instead of the file, so an object that the file
 would reject is rejected here with the same messages.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -27,9 +28,7 @@ async def platform_cfgs(conn: AsyncConnection) -> dict[str, PlatformCfg]:
 
 
 async def asset_names(conn: AsyncConnection, app_id: str) -> set[str]:
-    rows = await conn.execute(
-        select(t.asset_policies.c.name).where(t.asset_policies.c.app_id == app_id)
-    )
+    rows = await conn.execute(select(t.asset_policies.c.name).where(t.asset_policies.c.app_id == app_id))
     return {r.name for r in rows}
 
 
@@ -48,9 +47,7 @@ async def app_objects(
     ]
     instructions = [
         (r.app_id, InstructionCfg.model_validate(r.spec))
-        for r in await conn.execute(
-            i_query.order_by(t.instructions.c.app_id, t.instructions.c.name)
-        )
+        for r in await conn.execute(i_query.order_by(t.instructions.c.app_id, t.instructions.c.name))
     ]
     return strategies, instructions
 

@@ -1,6 +1,7 @@
 """Shared pieces of the Admin API CRUD routers: the typed envelope, errors, masking and
 the one way to write configuration (a transaction that bumps the version, then a reload
 that every instance hears about)."""
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ template previews, a platform test call and the playground.
 The playground and the platform test make real upstream calls (they cost money), so they
 are admin-only, like every route not listed in ``access.VIEWER_READS``.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,8 +64,12 @@ async def list_operators(services: ServicesDep):
     o = t.operators.c
     async with services.engine.connect() as conn:
         rows = await conn.execute(select(o.name, o.role, o.created_ms, o.updated_ms).order_by(o.name))
-        return ok([{"name": r.name, "role": r.role, "created_at": iso_ms(r.created_ms),
-                    "updated_at": iso_ms(r.updated_ms)} for r in rows])
+        return ok(
+            [
+                {"name": r.name, "role": r.role, "created_at": iso_ms(r.created_ms), "updated_at": iso_ms(r.updated_ms)}
+                for r in rows
+            ]
+        )
 
 
 @router.post("/operators", summary="Create an operator", status_code=201)
@@ -117,16 +122,28 @@ async def delete_operator(name: str, request: Request, services: ServicesDep):
 
 
 @router.get("/audit", summary="The audit log of writes, newest first (secrets masked)")
-async def list_audit(services: ServicesDep, page: Annotated[int, Query(ge=1)] = 1,
-                     per_page: Annotated[int, Query(ge=1, le=200)] = 50):
+async def list_audit(
+    services: ServicesDep, page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=200)] = 50
+):
     a = t.audit_log.c
     async with services.engine.connect() as conn:
         total = (await conn.execute(select(func.count()).select_from(t.audit_log))).scalar_one()
-        rows = await conn.execute(select(t.audit_log).order_by(a.id.desc()).limit(per_page)
-                                  .offset((page - 1) * per_page))
-        entries = [{"id": r.id, "created_at": iso_ms(r.created_ms), "actor": r.actor, "action": r.action,
-                    "object": r.object, "status": r.status, "before": r.before, "after": r.after}
-                   for r in rows]
+        rows = await conn.execute(
+            select(t.audit_log).order_by(a.id.desc()).limit(per_page).offset((page - 1) * per_page)
+        )
+        entries = [
+            {
+                "id": r.id,
+                "created_at": iso_ms(r.created_ms),
+                "actor": r.actor,
+                "action": r.action,
+                "object": r.object,
+                "status": r.status,
+                "before": r.before,
+                "after": r.after,
+            }
+            for r in rows
+        ]
     return ok({"entries": entries, "total": total})
 
 
@@ -139,8 +156,10 @@ class Adjustment(Strict):
     idempotency_key: str = Field(min_length=1, max_length=200)
 
 
-@router.post("/apps/{app_id}/users/{user_id}/assets/{asset}/adjust",
-             summary="Grant (delta > 0) or deduct (delta < 0) credits with a reason, once per key")
+@router.post(
+    "/apps/{app_id}/users/{user_id}/assets/{asset}/adjust",
+    summary="Grant (delta > 0) or deduct (delta < 0) credits with a reason, once per key",
+)
 async def adjust_asset(app_id: str, user_id: UserId, asset: str, body: Adjustment, services: ServicesDep):
     if body.delta == 0:
         raise invalid("delta: must not be 0")
@@ -151,8 +170,9 @@ async def adjust_asset(app_id: str, user_id: UserId, asset: str, body: Adjustmen
     if policy is None:
         raise not_found(f"asset: unknown asset '{asset}' in app '{app_id}'")
     try:
-        applied, balance = await metering.adjust(services, app_id, user_id, policy, body.delta, body.reason,
-                                                 body.idempotency_key)
+        applied, balance = await metering.adjust(
+            services, app_id, user_id, policy, body.delta, body.reason, body.idempotency_key
+        )
     except AppError as exc:
         raise HTTPException(exc.status, exc.message) from None
     return ok({"applied": applied, "quantity": balance, "asset": asset})
@@ -195,8 +215,9 @@ async def test_platform(platform_id: str, services: ServicesDep, body: PlatformT
     if platform.type not in CHAT_TYPES:
         raise invalid(f"type: a '{platform.type}' platform has no chat call to test")
     model = (body.model if body else "") or (platform.models[0] if platform.models else "")
-    req = ChatRequest(model=platform.upstream_model(model), messages=[{"role": "user", "content": "ping"}],
-                      params={"max_tokens": 8})
+    req = ChatRequest(
+        model=platform.upstream_model(model), messages=[{"role": "user", "content": "ping"}], params={"max_tokens": 8}
+    )
     started = time.perf_counter()
     try:
         result = await chat_provider(platform.type).chat(services.http, platform, req)
@@ -252,8 +273,9 @@ async def playground_chat(body: PlaygroundChat, request: Request, services: Serv
         async for chunk in stream:
             yield chunk
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
 
 
 async def start_playground_chat(services, caller: Caller, payload: dict, ip: str):

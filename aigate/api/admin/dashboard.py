@@ -27,6 +27,7 @@ used_amount, avg_ttfb_milliseconds (ttfb sum / requests, 0 without requests).
 ``strategy`` is "" for calls without one (the relay); without a group filter, strategies
 of the same name in different groups are summed together.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -107,8 +108,10 @@ def _series_select(dialect: str, dim: Any, value: Any, rows: Any, keys: list) ->
     """``(dim, value, buckets_json, sums_json...)`` per series from a subquery of
     ``(b, [value,] sums...)`` rows."""
     return select(
-        dim.label("dim"), value.label("value"),
-        _json_array(dialect, rows.c.b), *(_json_array(dialect, rows.c[s]) for s in SUMS),
+        dim.label("dim"),
+        value.label("value"),
+        _json_array(dialect, rows.c.b),
+        *(_json_array(dialect, rows.c[s]) for s in SUMS),
     ).group_by(*keys)
 
 
@@ -116,18 +119,22 @@ def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str, *
     """Series of the whole hours ``[lo, hi)`` from the pre-summed hourly series (or of the
     whole days, from the daily ones, with ``grain=DAY_MS``)."""
     H = (t.usage_rollups_daily if grain == DAY_MS else t.usage_rollups_hourly).c
-    where = (H.app_id == (group if group is not None else "*"), H.dim.in_(DIMS),
-             H.bucket_ms >= lo, H.bucket_ms < hi)
+    where = (H.app_id == (group if group is not None else "*"), H.dim.in_(DIMS), H.bucket_ms >= lo, H.bucket_ms < hi)
     amount = cast(H.used_amount, Float)  # a float sum is plenty for a chart, and cheap to move
     if span == grain:  # already one row per series and bucket
-        hours = select(H.dim, H.value, H.bucket_ms.label("b"),
-                       *(H[s] if s != "used_amount" else amount.label(s) for s in SUMS))
+        hours = select(
+            H.dim, H.value, H.bucket_ms.label("b"), *(H[s] if s != "used_amount" else amount.label(s) for s in SUMS)
+        )
         rows = hours.where(*where).order_by(H.dim, H.bucket_ms).subquery("hours")
     else:
         bucket = H.bucket_ms - H.bucket_ms % span
         rows = (
-            select(H.dim, H.value, bucket.label("b"),
-                   *(func.sum(H[s] if s != "used_amount" else amount).label(s) for s in SUMS))
+            select(
+                H.dim,
+                H.value,
+                bucket.label("b"),
+                *(func.sum(H[s] if s != "used_amount" else amount).label(s) for s in SUMS),
+            )
             .where(*where)
             .group_by(H.dim, bucket, H.value)
             .subquery("hours")
@@ -152,8 +159,9 @@ def minute_query(ranges: list[tuple[int, int]], span: int, group: str | None, di
             .subquery(f"m_{dim}")
         )
         value = rows.c.value if key is not None else literal_column("''")
-        parts.append(_series_select(dialect, literal_column(f"'{dim}'"), value, rows,
-                                    [rows.c.value] if key is not None else []))
+        parts.append(
+            _series_select(dialect, literal_column(f"'{dim}'"), value, rows, [rows.c.value] if key is not None else [])
+        )
     return union_all(*parts)
 
 
@@ -172,7 +180,7 @@ def accumulate(rows: list[Any], first: int, span: int, size: int) -> dict[tuple[
         for col, array in zip(cols, arrays, strict=True):
             values = orjson.loads(array)
             if contiguous:
-                col[a:a + len(values)] = map(add, col[a:a + len(values)], values)
+                col[a : a + len(values)] = map(add, col[a : a + len(values)], values)
             else:
                 for i, v in zip(index, values, strict=True):
                     col[i] += v
@@ -240,14 +248,13 @@ async def _rows(engine: AsyncEngine, stmt: Any) -> list[Any]:
 async def dashboard(
     request: Request,
     group: Annotated[
-        Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, BeforeValidator(blank_to_none),
+        Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None,
+        BeforeValidator(blank_to_none),
         Query(description="only this app's usage"),
     ] = None,
     start_timestamp: Millis = None,
     end_timestamp: Millis = None,
-    timespan: Annotated[
-        Literal["minute", "hour", "day"] | None, BeforeValidator(blank_to_none), Query()
-    ] = None,
+    timespan: Annotated[Literal["minute", "hour", "day"] | None, BeforeValidator(blank_to_none), Query()] = None,
 ) -> Response:
     """Requests, errors, tokens, amount and TTFB over time, per model and per strategy."""
     span_name = timespan or "hour"
@@ -260,16 +267,16 @@ async def dashboard(
         raise HTTPException(400, "end_timestamp: must be greater than start_timestamp")
     buckets = -(-(end_timestamp - (start_timestamp - start_timestamp % span)) // span)
     if buckets > MAX_BUCKETS:
-        raise HTTPException(
-            400, f"timespan: {buckets} {span_name} buckets exceed {MAX_BUCKETS}; use a longer timespan"
-        )
+        raise HTTPException(400, f"timespan: {buckets} {span_name} buckets exceed {MAX_BUCKETS}; use a longer timespan")
     engine: AsyncEngine = log_reader(request.app.state.services)
     dialect = engine.dialect.name
     hours, minutes = _pieces(start_timestamp, end_timestamp, span)
     days, hour_ranges = _days(hours, span)
-    queries = [hourly_query(*days, span, group, dialect, grain=DAY_MS) if days else None,
-               *(hourly_query(*r, span, group, dialect) for r in hour_ranges),
-               minute_query(minutes, span, group, dialect) if minutes else None]
+    queries = [
+        hourly_query(*days, span, group, dialect, grain=DAY_MS) if days else None,
+        *(hourly_query(*r, span, group, dialect) for r in hour_ranges),
+        minute_query(minutes, span, group, dialect) if minutes else None,
+    ]
     if dialect == "sqlite":  # one connection: run them one after the other
         results = [await _rows(engine, q) for q in queries]
     else:

@@ -4,6 +4,7 @@ A key is shown once, in the creation response (generated when not supplied); the
 database keeps only its SHA-256 digest and first 8 characters, so lists show the name,
 that prefix and the flags. To replace a lost key, delete it and create a new one.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -30,12 +31,8 @@ from aigate.config.schema import NAME, RelayTokenCfg, Strict
 from aigate.services import Services
 from aigate.store import tables as t
 
-server_keys = APIRouter(
-    prefix="/apps/{app_id}/server_keys", tags=["server keys"], responses=ERROR_RESPONSES
-)
-relay_tokens = APIRouter(
-    prefix="/apps/{app_id}/relay_tokens", tags=["relay tokens"], responses=ERROR_RESPONSES
-)
+server_keys = APIRouter(prefix="/apps/{app_id}/server_keys", tags=["server keys"], responses=ERROR_RESPONSES)
+relay_tokens = APIRouter(prefix="/apps/{app_id}/relay_tokens", tags=["relay tokens"], responses=ERROR_RESPONSES)
 
 
 class ServerKeyCreate(Strict):
@@ -87,9 +84,7 @@ class RelayTokenCreated(RelayTokenView):
 
 async def _row(conn: AsyncConnection, table, app_id: str, name: str):
     await require_app(conn, app_id)
-    row = (
-        await conn.execute(select(table).where((table.c.app_id == app_id) & (table.c.name == name)))
-    ).first()
+    row = (await conn.execute(select(table).where((table.c.app_id == app_id) & (table.c.name == name)))).first()
     if row is None:
         raise not_found(f"unknown {table.name[:-1].replace('_', ' ')} '{name}' in app '{app_id}'")
     return row
@@ -97,54 +92,51 @@ async def _row(conn: AsyncConnection, table, app_id: str, name: str):
 
 async def _refuse_duplicate(conn: AsyncConnection, table, app_id: str, name: str) -> None:
     await require_app(conn, app_id)
-    found = await conn.execute(
-        select(table.c.id).where((table.c.app_id == app_id) & (table.c.name == name))
-    )
+    found = await conn.execute(select(table.c.id).where((table.c.app_id == app_id) & (table.c.name == name)))
     if found.first() is not None:
         raise conflict(f"'{name}' already exists in app '{app_id}'")
 
 
 # --- server keys
 
+
 def _server_view(row) -> ServerKeyView:
-    return ServerKeyView(name=row.name, prefix=row.key_prefix, enabled=row.enabled,
-                         created_at=iso_ms(row.created_ms))
+    return ServerKeyView(name=row.name, prefix=row.key_prefix, enabled=row.enabled, created_at=iso_ms(row.created_ms))
 
 
-@server_keys.get("", summary="List an app's server keys (never the keys)",
-                 response_model=Envelope[list[ServerKeyView]])
+@server_keys.get("", summary="List an app's server keys (never the keys)", response_model=Envelope[list[ServerKeyView]])
 async def list_server_keys(app_id: str, services: ServicesDep):
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
         rows = await conn.execute(
-            select(t.server_keys)
-            .where(t.server_keys.c.app_id == app_id)
-            .order_by(t.server_keys.c.name)
+            select(t.server_keys).where(t.server_keys.c.app_id == app_id).order_by(t.server_keys.c.name)
         )
         return ok([_server_view(r) for r in rows])
 
 
-@server_keys.post("", summary="Create a server key (returned once)", status_code=201,
-                  response_model=Envelope[ServerKeyCreated])
-async def create_server_key(
-    app_id: str, body: ServerKeyCreate, services: ServicesDep
-):
+@server_keys.post(
+    "", summary="Create a server key (returned once)", status_code=201, response_model=Envelope[ServerKeyCreated]
+)
+async def create_server_key(app_id: str, body: ServerKeyCreate, services: ServicesDep):
     key = body.key or new_key("ak-")
     async with config_change(services) as conn:
         await _refuse_duplicate(conn, t.server_keys, app_id, body.name)
-        await conn.execute(t.server_keys.insert().values(
-            app_id=app_id, name=body.name, key_hash=hash_key(key), key_prefix=key_prefix(key),
-            enabled=True, created_ms=now_ms(),
-        ))
+        await conn.execute(
+            t.server_keys.insert().values(
+                app_id=app_id,
+                name=body.name,
+                key_hash=hash_key(key),
+                key_prefix=key_prefix(key),
+                enabled=True,
+                created_ms=now_ms(),
+            )
+        )
         row = await _row(conn, t.server_keys, app_id, body.name)
     return ok(ServerKeyCreated(**_server_view(row).model_dump(), key=key))
 
 
-@server_keys.patch("/{name}", summary="Enable or disable a server key",
-                   response_model=Envelope[ServerKeyView])
-async def update_server_key(
-    app_id: str, name: str, body: ServerKeyUpdate, services: ServicesDep
-):
+@server_keys.patch("/{name}", summary="Enable or disable a server key", response_model=Envelope[ServerKeyView])
+async def update_server_key(app_id: str, name: str, body: ServerKeyUpdate, services: ServicesDep):
     async with config_change(services) as conn:
         await _row(conn, t.server_keys, app_id, name)
         await conn.execute(
@@ -156,8 +148,7 @@ async def update_server_key(
     return ok(_server_view(row))
 
 
-@server_keys.delete("/{name}", summary="Delete a server key",
-                    response_model=Envelope[ServerKeyView])
+@server_keys.delete("/{name}", summary="Delete a server key", response_model=Envelope[ServerKeyView])
 async def delete_server_key(app_id: str, name: str, services: ServicesDep):
     async with config_change(services) as conn:
         row = await _row(conn, t.server_keys, app_id, name)
@@ -167,14 +158,20 @@ async def delete_server_key(app_id: str, name: str, services: ServicesDep):
 
 # --- relay tokens
 
+
 def _relay_view(row) -> RelayTokenView:
-    expires = (
-        datetime.fromtimestamp(row.expires_ms / 1000, tz=UTC) if row.expires_ms else None
-    )
+    expires = datetime.fromtimestamp(row.expires_ms / 1000, tz=UTC) if row.expires_ms else None
     return RelayTokenView(
-        id=row.id, name=row.name, prefix=row.key_prefix, models=list(row.models or []),
-        rpm=row.rpm, tpm=row.tpm, spend_limit=row.spend_limit, expires_at=expires,
-        enabled=row.enabled, created_at=iso_ms(row.created_ms),
+        id=row.id,
+        name=row.name,
+        prefix=row.key_prefix,
+        models=list(row.models or []),
+        rpm=row.rpm,
+        tpm=row.tpm,
+        spend_limit=row.spend_limit,
+        expires_at=expires,
+        enabled=row.enabled,
+        created_at=iso_ms(row.created_ms),
     )
 
 
@@ -186,45 +183,47 @@ def _relay_columns(settings: dict) -> dict:
     return out
 
 
-@relay_tokens.get("", summary="List an app's relay tokens (never the keys)",
-                  response_model=Envelope[list[RelayTokenView]])
+@relay_tokens.get(
+    "", summary="List an app's relay tokens (never the keys)", response_model=Envelope[list[RelayTokenView]]
+)
 async def list_relay_tokens(app_id: str, services: ServicesDep):
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
         rows = await conn.execute(
-            select(t.relay_tokens).where(t.relay_tokens.c.app_id == app_id)
-            .order_by(t.relay_tokens.c.name)
+            select(t.relay_tokens).where(t.relay_tokens.c.app_id == app_id).order_by(t.relay_tokens.c.name)
         )
         return ok([_relay_view(r) for r in rows])
 
 
-@relay_tokens.post("", summary="Create a relay token (key returned once)", status_code=201,
-                   response_model=Envelope[RelayTokenCreated])
-async def create_relay_token(
-    app_id: str, body: RelayTokenCreate, services: ServicesDep
-):
+@relay_tokens.post(
+    "", summary="Create a relay token (key returned once)", status_code=201, response_model=Envelope[RelayTokenCreated]
+)
+async def create_relay_token(app_id: str, body: RelayTokenCreate, services: ServicesDep):
     key = body.key or new_key("sk-")
     settings = body.model_dump(exclude={"name", "key"})
     async with config_change(services) as conn:
         await _refuse_duplicate(conn, t.relay_tokens, app_id, body.name)
-        await conn.execute(t.relay_tokens.insert().values(
-            app_id=app_id, name=body.name, key_hash=hash_key(key), key_prefix=key_prefix(key),
-            created_ms=now_ms(), **_relay_columns(settings),
-        ))
+        await conn.execute(
+            t.relay_tokens.insert().values(
+                app_id=app_id,
+                name=body.name,
+                key_hash=hash_key(key),
+                key_prefix=key_prefix(key),
+                created_ms=now_ms(),
+                **_relay_columns(settings),
+            )
+        )
         row = await _row(conn, t.relay_tokens, app_id, body.name)
     return ok(RelayTokenCreated(**_relay_view(row).model_dump(), key=key))
 
 
-@relay_tokens.get("/{name}", summary="Get a relay token (never the key)",
-                  response_model=Envelope[RelayTokenView])
+@relay_tokens.get("/{name}", summary="Get a relay token (never the key)", response_model=Envelope[RelayTokenView])
 async def get_relay_token(app_id: str, name: str, services: ServicesDep):
     async with services.engine.connect() as conn:
         return ok(_relay_view(await _row(conn, t.relay_tokens, app_id, name)))
 
 
-async def _update_relay(
-    services: Services, app_id: str, name: str, settings: dict
-) -> RelayTokenView:
+async def _update_relay(services: Services, app_id: str, name: str, settings: dict) -> RelayTokenView:
     async with config_change(services) as conn:
         await _row(conn, t.relay_tokens, app_id, name)
         if settings:
@@ -237,25 +236,20 @@ async def _update_relay(
     return _relay_view(row)
 
 
-@relay_tokens.put("/{name}", summary="Replace a relay token's settings (key unchanged)",
-                  response_model=Envelope[RelayTokenView])
-async def replace_relay_token(
-    app_id: str, name: str, body: RelayTokenSettings, services: ServicesDep
-):
+@relay_tokens.put(
+    "/{name}", summary="Replace a relay token's settings (key unchanged)", response_model=Envelope[RelayTokenView]
+)
+async def replace_relay_token(app_id: str, name: str, body: RelayTokenSettings, services: ServicesDep):
     return ok(await _update_relay(services, app_id, name, body.model_dump()))
 
 
-@relay_tokens.patch("/{name}", summary="Change some settings of a relay token",
-                    response_model=Envelope[RelayTokenView])
-async def patch_relay_token(
-    app_id: str, name: str, body: RelayTokenSettings, services: ServicesDep
-):
+@relay_tokens.patch("/{name}", summary="Change some settings of a relay token", response_model=Envelope[RelayTokenView])
+async def patch_relay_token(app_id: str, name: str, body: RelayTokenSettings, services: ServicesDep):
     """Only the fields present in the body change; ``null`` clears a limit."""
     return ok(await _update_relay(services, app_id, name, body.model_dump(exclude_unset=True)))
 
 
-@relay_tokens.delete("/{name}", summary="Delete a relay token",
-                     response_model=Envelope[RelayTokenView])
+@relay_tokens.delete("/{name}", summary="Delete a relay token", response_model=Envelope[RelayTokenView])
 async def delete_relay_token(app_id: str, name: str, services: ServicesDep):
     async with config_change(services) as conn:
         row = await _row(conn, t.relay_tokens, app_id, name)

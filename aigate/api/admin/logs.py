@@ -7,6 +7,7 @@ Query parameters: ``page`` (1-1,000,000, default 1), ``per_page`` (1-1000, defau
 ``group``. An empty value means "no filter"; a malformed or out-of-range one is a 400
 naming the parameter. An unknown group is an empty result, not a 404.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -80,7 +81,8 @@ Str64 = Annotated[Annotated[str, Field(max_length=64), AfterValidator(no_nul)] |
 Str100 = Annotated[Annotated[str, Field(max_length=100), AfterValidator(no_nul)] | None, _Blank, Query()]
 Str200 = Annotated[Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None, _Blank, Query()]
 Keyword = Annotated[
-    Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None, _Blank,
+    Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None,
+    _Blank,
     Query(description="substring of request id, user, model, token name or content"),
 ]
 
@@ -96,9 +98,7 @@ class LogParams:
         token_name: Str100 = None,
         start_timestamp: Millis = None,
         end_timestamp: Millis = None,
-        code_type: Annotated[
-            Literal["all", "success", "error"] | None, BeforeValidator(blank_to_none), Query()
-        ] = None,
+        code_type: Annotated[Literal["all", "success", "error"] | None, BeforeValidator(blank_to_none), Query()] = None,
         request_id: Str24 = None,
         user: Str64 = None,
         channel: Int32 = None,
@@ -122,16 +122,25 @@ class LogParams:
 
     def filter(self, group: str | None) -> LogFilter:
         return LogFilter(
-            group=group, model=self.model_name, token_name=self.token_name,
-            start_ms=self.start_timestamp, end_ms=self.end_timestamp, code_type=self.code_type,
-            request_id=self.request_id, user=self.user, channel=self.channel, code=self.code,
+            group=group,
+            model=self.model_name,
+            token_name=self.token_name,
+            start_ms=self.start_timestamp,
+            end_ms=self.end_timestamp,
+            code_type=self.code_type,
+            request_id=self.request_id,
+            user=self.user,
+            channel=self.channel,
+            code=self.code,
             keyword=self.keyword,
         )
 
 
 Params = Annotated[LogParams, Depends()]
 GroupQuery = Annotated[
-    Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None, _Blank, Query(description="only this app's logs")
+    Annotated[str, Field(max_length=64), AfterValidator(no_nul)] | None,
+    _Blank,
+    Query(description="only this app's logs"),
 ]
 
 

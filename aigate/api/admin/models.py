@@ -1,5 +1,6 @@
 """/api/models: model prices (seed 001's price fields). A model without a row is priced
 at zero; routing does not depend on this table (platforms list the models they serve)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -41,7 +42,9 @@ async def create_model(body: ModelCfg, services: ServicesDep):
         if found.first() is not None:
             raise conflict(f"model '{body.name}' already exists")
         await conn.execute(
-            t.models.insert().values(name=body.name, price=dump(body.price) if body.price else None, updated_ms=now_ms())
+            t.models.insert().values(
+                name=body.name, price=dump(body.price) if body.price else None, updated_ms=now_ms()
+            )
         )
     return ok(body)
 
@@ -70,7 +73,8 @@ async def replace_model(name: str, body: ModelCfg, services: ServicesDep):
 
 
 @router.delete(
-    "/{name:path}", summary="Delete a model price (the model is then free)",
+    "/{name:path}",
+    summary="Delete a model price (the model is then free)",
     response_model=Envelope[ModelCfg],
 )
 async def delete_model(name: str, services: ServicesDep):

@@ -11,6 +11,7 @@
 - ``POST /api/webhooks/deliveries/{msg_id}/resend``: a new round of attempts for one
   delivery, with the same ``webhook-id``.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -77,8 +78,9 @@ async def replace_webhooks(app_id: str, body: Annotated[list[dict[str, Any]], Bo
             raise invalid(errors)
         await conn.execute(delete(H).where(H.c.app_id == app_id))
         if endpoints:
-            await conn.execute(insert(H), [dict(app_id=app_id, url=e.url, spec=dump(e), updated_ms=now_ms())
-                                           for e in endpoints])
+            await conn.execute(
+                insert(H), [dict(app_id=app_id, url=e.url, spec=dump(e), updated_ms=now_ms()) for e in endpoints]
+            )
     return ok([_masked(e) for e in endpoints])
 
 

@@ -4,6 +4,7 @@ A platform that strategies or instructions name cannot be deleted (409 naming th
 disable it instead (``PATCH {"enabled": false}``), which keeps every reference valid and
 takes it out of routing everywhere within a second.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -41,8 +42,9 @@ class PlatformView(PlatformCfg):
 
 
 def _view(cfg: PlatformCfg, number: int) -> PlatformView:
-    return PlatformView(**{**dump(cfg), "api_key": mask(cfg.api_key),
-                           "api_keys": [mask(k) for k in cfg.api_keys], "number": number})
+    return PlatformView(
+        **{**dump(cfg), "api_key": mask(cfg.api_key), "api_keys": [mask(k) for k in cfg.api_keys], "number": number}
+    )
 
 
 def _keep_masked_keys(body: dict[str, Any], current: PlatformCfg) -> dict[str, Any]:
@@ -85,8 +87,7 @@ async def _save(services: Services, platform_id: str, cfg: PlatformCfg) -> Platf
     return _view(cfg, row.number)
 
 
-@router.get("", summary="List platforms (API keys masked)",
-            response_model=Envelope[list[PlatformView]])
+@router.get("", summary="List platforms (API keys masked)", response_model=Envelope[list[PlatformView]])
 async def list_platforms(services: ServicesDep):
     async with services.engine.connect() as conn:
         rows = await conn.execute(select(t.platforms).order_by(t.platforms.c.number))
@@ -100,8 +101,7 @@ async def create_platform(body: PlatformCfg, services: ServicesDep):
             raise conflict(f"platform '{body.id}' already exists")
         result = await conn.execute(
             t.platforms.insert()
-            .values(id=body.id, type=body.type, spec=dump(body), enabled=body.enabled,
-                    updated_ms=now_ms())
+            .values(id=body.id, type=body.type, spec=dump(body), enabled=body.enabled, updated_ms=now_ms())
             .returning(t.platforms.c.number)
         )
         number = result.scalar_one()
@@ -109,8 +109,7 @@ async def create_platform(body: PlatformCfg, services: ServicesDep):
     return ok(_view(body, number))
 
 
-@router.get("/{platform_id}", summary="Get a platform (API key masked)",
-            response_model=Envelope[PlatformView])
+@router.get("/{platform_id}", summary="Get a platform (API key masked)", response_model=Envelope[PlatformView])
 async def get_platform(platform_id: str, services: ServicesDep):
     async with services.engine.connect() as conn:
         row = await _row(conn, platform_id)
@@ -118,9 +117,7 @@ async def get_platform(platform_id: str, services: ServicesDep):
 
 
 @router.put("/{platform_id}", summary="Replace a platform", response_model=Envelope[PlatformView])
-async def replace_platform(
-    platform_id: str, body: PlatformCfg, services: ServicesDep
-):
+async def replace_platform(platform_id: str, body: PlatformCfg, services: ServicesDep):
     """The whole definition is replaced. An ``api_key`` equal to the masked value a GET
     returned keeps the stored key, so a read-edit-write round trip never loses it."""
     check_name(platform_id, body.id, "id")
@@ -132,8 +129,7 @@ async def replace_platform(
     return ok(await _save(services, platform_id, body))
 
 
-@router.patch("/{platform_id}", summary="Change some fields of a platform",
-              response_model=Envelope[PlatformView])
+@router.patch("/{platform_id}", summary="Change some fields of a platform", response_model=Envelope[PlatformView])
 async def patch_platform(
     platform_id: str,
     changes: Annotated[dict[str, Any], Body(examples=[{"enabled": False}, {"priority": 5}])],
@@ -150,18 +146,13 @@ async def patch_platform(
     return ok(await _save(services, platform_id, cfg))
 
 
-@router.delete("/{platform_id}", summary="Delete a platform no strategy uses",
-               response_model=Envelope[PlatformView])
+@router.delete("/{platform_id}", summary="Delete a platform no strategy uses", response_model=Envelope[PlatformView])
 async def delete_platform(platform_id: str, services: ServicesDep):
     async with config_change(services) as conn:
         row = await _row(conn, platform_id)
         strategies, instructions = await app_objects(conn)
-        users = [
-            f"apps[{a}].strategies[{s.name}]" for a, s in strategies if platform_id in s.platforms
-        ] + [
-            f"apps[{a}].instructions[{i.name}]"
-            for a, i in instructions
-            if platform_id in i.platforms
+        users = [f"apps[{a}].strategies[{s.name}]" for a, s in strategies if platform_id in s.platforms] + [
+            f"apps[{a}].instructions[{i.name}]" for a, i in instructions if platform_id in i.platforms
         ]
         if users:
             raise conflict(

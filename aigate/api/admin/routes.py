@@ -1,4 +1,5 @@
 """The routers mounted under /api (one module per resource)."""
+
 from __future__ import annotations
 
 from aigate.api.admin import (

@@ -55,12 +55,15 @@ class Kind:
 
 
 STRATEGIES = Kind(
-    "strategy", "strategies", t.strategies, StrategyCfg, strategy_errors,
-    extra_columns=lambda s: {"module": s.module, "enabled": s.enabled}, has_enabled=True,
+    "strategy",
+    "strategies",
+    t.strategies,
+    StrategyCfg,
+    strategy_errors,
+    extra_columns=lambda s: {"module": s.module, "enabled": s.enabled},
+    has_enabled=True,
 )
-INSTRUCTIONS = Kind(
-    "instruction", "instructions", t.instructions, InstructionCfg, instruction_errors
-)
+INSTRUCTIONS = Kind("instruction", "instructions", t.instructions, InstructionCfg, instruction_errors)
 ASSETS = Kind("asset policy", "assets", t.asset_policies, AssetCfg, None)
 
 
@@ -100,28 +103,21 @@ def _values(kind: Kind, spec: Any) -> dict[str, Any]:
 async def _replace(services: Services, kind: Kind, app_id: str, name: str, spec: Any) -> Any:
     async with config_change(services) as conn:
         await _get(conn, kind, app_id, name)
-        await conn.execute(
-            update(kind.table).where(_where(kind, app_id, name)).values(**_values(kind, spec))
-        )
+        await conn.execute(update(kind.table).where(_where(kind, app_id, name)).values(**_values(kind, spec)))
         await _validate(conn, kind, app_id, spec)
     return spec
 
 
 def spec_router(kind: Kind) -> APIRouter:
-    router = APIRouter(
-        prefix=f"/apps/{{app_id}}/{kind.plural}", tags=[kind.plural], responses=ERROR_RESPONSES
-    )
+    router = APIRouter(prefix=f"/apps/{{app_id}}/{kind.plural}", tags=[kind.plural], responses=ERROR_RESPONSES)
     model = kind.model  # a class known only at run time: the annotations using it need ignores
     one = Envelope[model]  # type: ignore[valid-type]
 
-    @router.get("", summary=f"List the {kind.plural} of an app",
-                response_model=Envelope[list[model]])  # type: ignore[valid-type]
+    @router.get("", summary=f"List the {kind.plural} of an app", response_model=Envelope[list[model]])  # type: ignore[valid-type]
     async def list_all(app_id: str, services: ServicesDep):
         async with services.engine.connect() as conn:
             await require_app(conn, app_id)
-            rows = await conn.execute(
-                select(kind.table).where(_where(kind, app_id)).order_by(kind.table.c.name)
-            )
+            rows = await conn.execute(select(kind.table).where(_where(kind, app_id)).order_by(kind.table.c.name))
             return ok([_load(kind, r) for r in rows])
 
     @router.post("", summary=f"Create a {kind.singular}", status_code=201, response_model=one)

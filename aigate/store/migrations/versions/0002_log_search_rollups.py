@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,8 +32,7 @@ def upgrade() -> None:
         sa.Column("total_tokens", sa.BigInteger(), nullable=False),
         sa.Column("used_amount", sa.Numeric(precision=24, scale=12), nullable=False),
         sa.Column("ttfb_ms_sum", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("app_id", "dim", "bucket_ms", "value",
-                                name=op.f("pk_usage_rollups_hourly")),
+        sa.PrimaryKeyConstraint("app_id", "dim", "bucket_ms", "value", name=op.f("pk_usage_rollups_hourly")),
     )
     op.create_table(
         "usage_log_counts",
@@ -44,24 +44,45 @@ def upgrade() -> None:
         sa.Column("token_name", sa.String(length=100), nullable=False),
         sa.Column("code", sa.Integer(), nullable=False),
         sa.Column("logs", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("grain_ms", "bucket_ms", "app_id", "model", "channel",
-                                "token_name", "code", name=op.f("pk_usage_log_counts")),
+        sa.PrimaryKeyConstraint(
+            "grain_ms",
+            "bucket_ms",
+            "app_id",
+            "model",
+            "channel",
+            "token_name",
+            "code",
+            name=op.f("pk_usage_log_counts"),
+        ),
     )
-    op.create_index("ix_usage_logs_app_model_created", "usage_logs",
-                    ["app_id", "model", "created_ms", "id"])
-    op.create_index("ix_usage_logs_app_token_created", "usage_logs",
-                    ["app_id", "token_name", "created_ms", "id"])
+    op.create_index("ix_usage_logs_app_model_created", "usage_logs", ["app_id", "model", "created_ms", "id"])
+    op.create_index("ix_usage_logs_app_token_created", "usage_logs", ["app_id", "token_name", "created_ms", "id"])
     op.create_index("ix_usage_logs_channel_created", "usage_logs", ["channel", "created_ms", "id"])
-    op.create_index("ix_usage_logs_errors_created", "usage_logs", ["created_ms", "id"],
-                    postgresql_where=sa.text(ERRORS), sqlite_where=sa.text(ERRORS))
-    op.create_index("ix_usage_logs_app_errors_created", "usage_logs", ["app_id", "created_ms", "id"],
-                    postgresql_where=sa.text(ERRORS), sqlite_where=sa.text(ERRORS))
+    op.create_index(
+        "ix_usage_logs_errors_created",
+        "usage_logs",
+        ["created_ms", "id"],
+        postgresql_where=sa.text(ERRORS),
+        sqlite_where=sa.text(ERRORS),
+    )
+    op.create_index(
+        "ix_usage_logs_app_errors_created",
+        "usage_logs",
+        ["app_id", "created_ms", "id"],
+        postgresql_where=sa.text(ERRORS),
+        sqlite_where=sa.text(ERRORS),
+    )
 
     # Existing rows: the new tables start consistent with what is already logged.
     hour = f"bucket_ms / {HOUR_MS} * {HOUR_MS}"
-    for app, dim, value in (("app_id", "'total'", "''"), ("app_id", "'model'", "model"),
-                            ("app_id", "'strategy'", "strategy"), ("'*'", "'total'", "''"),
-                            ("'*'", "'model'", "model"), ("'*'", "'strategy'", "strategy")):
+    for app, dim, value in (
+        ("app_id", "'total'", "''"),
+        ("app_id", "'model'", "model"),
+        ("app_id", "'strategy'", "strategy"),
+        ("'*'", "'total'", "''"),
+        ("'*'", "'model'", "model"),
+        ("'*'", "'strategy'", "strategy"),
+    ):
         keys = ", ".join(k for k in (app, value) if not k.startswith("'"))
         op.execute(
             f"INSERT INTO usage_rollups_hourly (app_id, dim, bucket_ms, value, {SUMS}) "
@@ -80,9 +101,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("ix_usage_logs_app_errors_created", "ix_usage_logs_errors_created",
-                 "ix_usage_logs_channel_created", "ix_usage_logs_app_token_created",
-                 "ix_usage_logs_app_model_created"):
+    for name in (
+        "ix_usage_logs_app_errors_created",
+        "ix_usage_logs_errors_created",
+        "ix_usage_logs_channel_created",
+        "ix_usage_logs_app_token_created",
+        "ix_usage_logs_app_model_created",
+    ):
         op.drop_index(name, table_name="usage_logs")
     op.drop_table("usage_log_counts")
     op.drop_table("usage_rollups_hourly")

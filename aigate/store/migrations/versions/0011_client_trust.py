@@ -3,6 +3,7 @@
 Revision ID: 0011
 Revises: 0014
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -28,8 +29,12 @@ def _resize(length_from: int, length_to: int) -> None:
     for table, column in USER_COLUMNS:
         # SQLite does not enforce VARCHAR lengths; batch mode rebuilds the table there.
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(column, type_=sa.String(length=length_to),
-                               existing_type=sa.String(length=length_from), existing_nullable=False)
+            batch.alter_column(
+                column,
+                type_=sa.String(length=length_to),
+                existing_type=sa.String(length=length_from),
+                existing_nullable=False,
+            )
 
 
 def upgrade() -> None:

@@ -14,6 +14,7 @@ triggers, so this one runs after those that do (0011 widens the user columns).
 Revision ID: 0012
 Revises: 0010
 """
+
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,7 +67,9 @@ NEW_INDEXES = {
 def _replace_indexes(indexes: dict) -> None:
     for name, (columns, errors_only) in indexes.items():
         op.drop_index(name, table_name="usage_logs")
-        where: dict[str, Any] = {"postgresql_where": sa.text(ERRORS), "sqlite_where": sa.text(ERRORS)} if errors_only else {}
+        where: dict[str, Any] = (
+            {"postgresql_where": sa.text(ERRORS), "sqlite_where": sa.text(ERRORS)} if errors_only else {}
+        )
         op.create_index(name, "usage_logs", columns, **where)
 
 
@@ -75,8 +78,7 @@ def _pg_trgm_schema() -> str:
     has_public = bind.exec_driver_sql("SELECT 1 FROM pg_namespace WHERE nspname = 'public'").scalar()
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm" + (" SCHEMA public" if has_public else ""))
     return bind.exec_driver_sql(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname = 'pg_trgm'"
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
     ).scalar_one()
 
 
@@ -84,15 +86,22 @@ def _sqlite_fts() -> None:
     cols = ", ".join(f'"{c}"' for c in KEYWORD_COLUMNS)
     new = ", ".join(f'new."{c}"' for c in KEYWORD_COLUMNS)
     old = ", ".join(f'old."{c}"' for c in KEYWORD_COLUMNS)
-    op.execute(f"CREATE VIRTUAL TABLE {FTS} USING fts5({cols}, content='usage_logs', "
-               "content_rowid='id', tokenize='trigram')")
-    op.execute(f"CREATE TRIGGER {FTS}_insert AFTER INSERT ON usage_logs BEGIN "
-               f"INSERT INTO {FTS} (rowid, {cols}) VALUES (new.id, {new}); END")
-    op.execute(f"CREATE TRIGGER {FTS}_delete AFTER DELETE ON usage_logs BEGIN "
-               f"INSERT INTO {FTS} ({FTS}, rowid, {cols}) VALUES ('delete', old.id, {old}); END")
-    op.execute(f"CREATE TRIGGER {FTS}_update AFTER UPDATE OF {cols} ON usage_logs BEGIN "
-               f"INSERT INTO {FTS} ({FTS}, rowid, {cols}) VALUES ('delete', old.id, {old}); "
-               f"INSERT INTO {FTS} (rowid, {cols}) VALUES (new.id, {new}); END")
+    op.execute(
+        f"CREATE VIRTUAL TABLE {FTS} USING fts5({cols}, content='usage_logs', content_rowid='id', tokenize='trigram')"
+    )
+    op.execute(
+        f"CREATE TRIGGER {FTS}_insert AFTER INSERT ON usage_logs BEGIN "
+        f"INSERT INTO {FTS} (rowid, {cols}) VALUES (new.id, {new}); END"
+    )
+    op.execute(
+        f"CREATE TRIGGER {FTS}_delete AFTER DELETE ON usage_logs BEGIN "
+        f"INSERT INTO {FTS} ({FTS}, rowid, {cols}) VALUES ('delete', old.id, {old}); END"
+    )
+    op.execute(
+        f"CREATE TRIGGER {FTS}_update AFTER UPDATE OF {cols} ON usage_logs BEGIN "
+        f"INSERT INTO {FTS} ({FTS}, rowid, {cols}) VALUES ('delete', old.id, {old}); "
+        f"INSERT INTO {FTS} (rowid, {cols}) VALUES (new.id, {new}); END"
+    )
     op.execute(f"INSERT INTO {FTS} ({FTS}) VALUES ('rebuild')")  # the rows already logged
 
 
@@ -104,8 +113,9 @@ def upgrade() -> None:
     if dialect == "postgresql":
         schema = _pg_trgm_schema()
         for col in KEYWORD_COLUMNS:
-            op.execute(f'CREATE INDEX ix_usage_logs_trgm_{col} ON usage_logs '
-                       f'USING gin ("{col}" "{schema}".gin_trgm_ops)')
+            op.execute(
+                f'CREATE INDEX ix_usage_logs_trgm_{col} ON usage_logs USING gin ("{col}" "{schema}".gin_trgm_ops)'
+            )
     else:
         _sqlite_fts()
 

@@ -7,6 +7,7 @@ columns make any code still reading whole credits fail loudly instead of misread
 Revision ID: 0013
 Revises: 0015
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -24,8 +25,9 @@ def upgrade() -> None:
     op.execute(f"UPDATE user_assets SET quantity_micros = quantity_micros * {SCALE}")
     op.execute("ALTER TABLE asset_ledger RENAME COLUMN delta TO delta_micros")
     op.execute("ALTER TABLE asset_ledger RENAME COLUMN balance_after TO balance_micros")
-    op.execute(f"UPDATE asset_ledger SET delta_micros = delta_micros * {SCALE}, "
-               f"balance_micros = balance_micros * {SCALE}")
+    op.execute(
+        f"UPDATE asset_ledger SET delta_micros = delta_micros * {SCALE}, balance_micros = balance_micros * {SCALE}"
+    )
     op.add_column("asset_ledger", sa.Column("charge_micros", sa.BigInteger(), nullable=True))
     op.add_column("ai_requests", sa.Column("credits", sa.JSON(), nullable=True))
     op.create_table(
@@ -51,8 +53,9 @@ def downgrade() -> None:
     op.execute("ALTER TABLE ai_requests DROP COLUMN credits")  # SQLite 3.35+ and PostgreSQL
     op.execute("ALTER TABLE asset_ledger DROP COLUMN charge_micros")
     # whole credits again: fractions of a credit are dropped
-    op.execute(f"UPDATE asset_ledger SET delta_micros = delta_micros / {SCALE}, "
-               f"balance_micros = balance_micros / {SCALE}")
+    op.execute(
+        f"UPDATE asset_ledger SET delta_micros = delta_micros / {SCALE}, balance_micros = balance_micros / {SCALE}"
+    )
     op.execute("ALTER TABLE asset_ledger RENAME COLUMN balance_micros TO balance_after")
     op.execute("ALTER TABLE asset_ledger RENAME COLUMN delta_micros TO delta")
     op.execute(f"UPDATE user_assets SET quantity_micros = quantity_micros / {SCALE}")

@@ -3,6 +3,7 @@
 Revision ID: 0016
 Revises: 0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 
