@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from aigate.api.admin.access import Principal, client_ip, is_https
+from aigate.api.app_docs import SWAGGER_URL
 from aigate.auth import operators, sessions
 from aigate.auth.caller import admin_ok
 from aigate.auth.signin_limit import SigninLimiter
@@ -228,8 +229,9 @@ routes = [
 
 
 async def api_docs(request: Request) -> Response:
-    """Swagger UI for the Admin API, served offline from the vendored bundle."""
-    return render("api_docs.html")
+    """Swagger UI for the Admin API under the console's strict CSP, from the one vendored
+    bundle that also serves /bp/docs (aigate.api.app_docs)."""
+    return render("api_docs.html", swagger_url=SWAGGER_URL)
 
 
 routes.append(Route("/api/docs", api_docs))
