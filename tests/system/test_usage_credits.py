@@ -160,7 +160,6 @@ async def test_300_mixed_calls_on_two_instances_never_overspend(pg_url, redis_ur
         check_books(result, served, 20 * M)
         assert len(result["logs"]) == N
         assert min(r.balance_micros for r in result["ledger"]) >= 0  # charges stayed within their holds
-        assert result["balance"] < max(-r.delta_micros for r in result["ledger"] if r.reason == "reserve")
     finally:
         await a.close()
         await b.close()
