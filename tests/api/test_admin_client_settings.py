@@ -76,3 +76,24 @@ async def test_a_refused_token_is_accepted_once_the_configuration_accepts_it(gw)
         assert resp.status == 200
     async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200
+
+
+async def test_a_masked_secret_sent_back_keeps_the_stored_one(gw):
+    """A client edits the list GET showed (secrets masked) without ever holding a secret."""
+    from tests.idp import claims, hs256_with
+
+    url = f"{gw.url}/api/apps/{APP_ID}"
+    async with gw.session.get(url, headers=gw.admin_headers()) as resp:
+        shown = (await resp.json())["data"]["client"]["user_tokens"]
+    edited = [shown[0] | {"user_prefix": "sb:"}]
+    async with gw.session.patch(url, json={"user_tokens": edited}, headers=gw.admin_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["data"]["client"]["user_tokens"][0]["secret"] == "an-…cdef"
+    token = hs256_with(SECRET.encode(), claims(ISSUER["issuer"], "authenticated", sub="kim"))
+    async with gw.session.get(f"{gw.url}/bp/ai/assets", headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200  # verified with the stored secret, not the masked text
+    # a masked value matching no stored secret is checked as given (and too short)
+    other = [shown[0] | {"issuer": "https://other.example.com"}]
+    async with gw.session.patch(url, json={"user_tokens": other}, headers=gw.admin_headers()) as resp:
+        assert resp.status == 400
+        assert "user_tokens[0].secret" in (await resp.json())["message"]

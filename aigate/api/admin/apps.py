@@ -8,7 +8,9 @@ response; afterwards it is masked (set a new one with PUT/PATCH to rotate it).
 The SPEC §10 settings (``cors``, ``user_tokens``, ``attestation``, ``rate_limits``,
 ``previous_user_token_secrets``) are shown under ``client`` with every secret masked, and
 PUT/PATCH replace each one given; the file's checks run on them (an (issuer, audience)
-pair another app uses is a 400).
+pair another app uses is a 400). A masked secret sent back as GET showed it keeps the
+stored one (an identity provider's is matched by its issuer and audience), so a client
+can edit a list without ever holding its secrets.
 
 DELETE disables the app (every key and token of it stops working at once; data kept,
 reversible with ``PATCH {"enabled": true}``). ``DELETE ?purge=true`` also removes its
@@ -22,7 +24,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import Field
+from pydantic import Field, ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +40,7 @@ from aigate.api.admin.common import (
     not_found,
     object_errors,
     ok,
+    validation_messages,
 )
 from aigate.auth.keys import new_key
 from aigate.clock import iso_ms, now_ms
@@ -75,15 +78,28 @@ class AppCreate(AppCfg):
     user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)  # type: ignore[assignment]
 
 
+class IssuerUpdate(UserTokenIssuerCfg):
+    # a masked secret (as GET shows it) stands for the stored one; checked in full after that
+    secret: str | None = None
+
+
+class AttestationUpdate(AttestationCfg):
+    secret: str | None = None
+
+
+class PreviousSecretUpdate(PreviousSecretCfg):
+    secret: str = Field(min_length=1)
+
+
 class AppUpdate(Strict):
     name: str | None = Field(default=None, max_length=200)
     enabled: bool | None = None
     user_token_secret: str | None = Field(default=None, min_length=SECRET_MIN)
     # SPEC §10: each one given replaces the app's current setting (null removes cors/attestation)
-    previous_user_token_secrets: list[PreviousSecretCfg] | None = None
+    previous_user_token_secrets: list[PreviousSecretUpdate] | None = None
     cors: CorsCfg | None = None
-    user_tokens: list[UserTokenIssuerCfg] | None = None
-    attestation: AttestationCfg | None = None
+    user_tokens: list[IssuerUpdate] | None = None
+    attestation: AttestationUpdate | None = None
     rate_limits: RateLimitsCfg | None = None
 
 
@@ -205,14 +221,37 @@ async def _client_update(conn: AsyncConnection, app_id: str, given: dict) -> Cli
     defaults = {"previous_user_token_secrets": [], "user_tokens": [], "rate_limits": RateLimitsCfg()}
     merged = {
         **{n: getattr(current, n) for n in CLIENT_FIELDS},
-        **{n: (v if v is not None else defaults.get(n)) for n, v in given.items()},
+        **{n: (_unmasked(n, v, current) if v is not None else defaults.get(n)) for n, v in given.items()},
     }
-    client = ClientTrustCfg(**merged)
-    probe = AppCfg.model_construct(**merged)
+    try:
+        client = ClientTrustCfg.model_validate(merged)
+    except ValidationError as exc:
+        raise invalid(validation_messages(exc)) from None
+    probe = AppCfg.model_construct(**{n: getattr(client, n) for n in CLIENT_FIELDS})
     errors = object_errors(client_trust_errors("", probe)) + await _issuer_errors(conn, app_id, client)
     if errors:
         raise invalid(errors)
     return client
+
+
+def _unmasked(name: str, value, current: ClientTrustCfg):
+    """The given setting as plain data, each masked secret replaced by the stored one it masks."""
+
+    def keep(item, stored: str | None) -> dict:
+        data = item.model_dump()
+        if stored and data.get("secret") == mask(stored):
+            data["secret"] = stored
+        return data
+
+    if name == "user_tokens":
+        by_pair = {(u.issuer, u.audience): u.secret for u in current.user_tokens}
+        return [keep(u, by_pair.get((u.issuer, u.audience))) for u in value]
+    if name == "attestation":
+        return keep(value, current.attestation.secret if current.attestation else None)
+    if name == "previous_user_token_secrets":
+        stored = {mask(p.secret): p.secret for p in current.previous_user_token_secrets}
+        return [keep(p, stored.get(p.secret)) for p in value]
+    return value
 
 
 @router.delete(
