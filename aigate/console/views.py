@@ -17,6 +17,7 @@ from aigate.api.admin import console_api
 from aigate.api.admin import keys as keys_api
 from aigate.api.admin import logs as logs_api
 from aigate.api.admin import models as models_api
+from aigate.api.admin import operations as operations_api
 from aigate.api.admin import platforms as platforms_api
 from aigate.api.admin import users as users_api
 from aigate.auth.sessions import Session
@@ -143,6 +144,9 @@ async def spec_edit(request: Request, services, session: Session) -> Data:
             doc.get("messages", [{"role": "system", "content": ""}]), option=orjson.OPT_INDENT_2
         ).decode(),
         "params_json": orjson.dumps(doc.get("params", {})).decode(),
+        "request_json": orjson.dumps(doc["request"], option=orjson.OPT_INDENT_2).decode() if doc.get("request") else "",
+        "non_chat": kind == "strategy" and doc.get("module", "chat") != "chat",
+        "assets": sorted(app.assets),
         "models": sorted(services.snapshot.prices),
         "platform_ids": sorted(services.snapshot.platforms),
         "declared": (app_id, name)
@@ -158,6 +162,52 @@ async def platforms(request: Request, services, session: Session) -> Data:
         "declared_platforms": declared["platforms"],
         "declared_models": declared["models"],
     }
+
+
+async def health(request: Request, services, session: Session) -> Data:
+    return {"health": (await operations_api.platform_health(services))["data"]}
+
+
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+async def webhooks(request: Request, services, session: Session) -> Data:
+    q = request.query_params
+    status = q.get("status") or None
+    if status not in (None, *DELIVERY_STATUSES):
+        raise HTTPException(400, "status: must be pending, delivered or failed")
+    app_id = q.get("app") or None
+    if app_id is not None and app_id not in services.snapshot.apps:
+        raise HTTPException(400, f"app: unknown app '{app_id}'")
+    page = _int(request, "page", 1, 1_000_000) or 1
+    per_page = 50
+    found = (
+        await operations_api.list_deliveries(
+            services,
+            app_id=app_id,
+            status=cast(Literal["pending", "delivered", "failed"] | None, status),
+            page=page,
+            per_page=per_page,
+        )
+    )["data"]
+    return {
+        "apps": _app_ids(services),
+        "app": app_id or "",
+        "status_filter": status or "",
+        "statuses": DELIVERY_STATUSES,
+        "deliveries": found["items"],
+        "total": found["total"],
+        "page": page,
+        "pages": max(1, -(-found["total"] // per_page)),
+    }
+
+
+async def clients(request: Request, services, session: Session) -> Data:
+    app_id = _pick_app(request, services)
+    if not app_id:
+        return {"apps": [], "app": ""}
+    client = (await apps_api.get_app(app_id, services))["data"].client
+    return {"apps": _app_ids(services), "app": app_id, "client": client}
 
 
 async def users(request: Request, services, session: Session) -> Data:

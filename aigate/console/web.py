@@ -25,12 +25,25 @@ from aigate.api.app_docs import SWAGGER_URL
 from aigate.auth import operators, sessions
 from aigate.auth.caller import admin_ok
 from aigate.auth.signin_limit import SigninLimiter
+from aigate.clock import iso_ms
 from aigate.console import views
 from aigate.console.assets import serve_static, static_url
 from aigate.console.security import secure_headers
 
 PRE_COOKIE = "aigate_signin"  # double-submit token of the sign-in form (login CSRF)
-NAV = ("Dashboard", "Logs", "Strategies", "Platforms", "Users", "Keys", "Playground", "Audit")
+NAV = (
+    "Dashboard",
+    "Logs",
+    "Strategies",
+    "Clients",
+    "Platforms",
+    "Health",
+    "Webhooks",
+    "Users",
+    "Keys",
+    "Playground",
+    "Audit",
+)
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -40,6 +53,7 @@ templates = Environment(
 )
 templates.globals["static_url"] = static_url
 templates.filters["amount"] = lambda v: format(Decimal(str(v or 0)).normalize(), "f")  # 0.0000078, not 7.8e-06
+templates.filters["ms_time"] = iso_ms  # epoch milliseconds as the Admin API writes times
 templates.globals["NAV"] = NAV
 
 
@@ -219,7 +233,10 @@ routes = [
     Route("/console/logs/{log_id:int}", page("log_detail.html", views.log_detail, "Logs")),
     Route("/console/strategies", page("strategies.html", views.strategies, "Strategies")),
     Route("/console/strategies/{app_id}/{kind}/{name}", page("spec_edit.html", views.spec_edit, "Strategies")),
+    Route("/console/clients", page("clients.html", views.clients, "Clients")),
     Route("/console/platforms", page("platforms.html", views.platforms, "Platforms")),
+    Route("/console/health", page("health.html", views.health, "Health")),
+    Route("/console/webhooks", page("webhooks.html", views.webhooks, "Webhooks")),
     Route("/console/users", page("users.html", views.users, "Users")),
     Route("/console/keys", page("keys.html", views.keys, "Keys")),
     Route("/console/playground", page("playground.html", views.playground, "Playground")),

@@ -8,12 +8,15 @@ the ``playwright`` package the tests skip with the reason, unless AIGATE_REQUIRE
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
+from tests.gateway import ADMIN_KEY
 
 CHROMIUM = os.environ.get("AIGATE_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -60,3 +63,55 @@ async def browser():
             yield chromium
         finally:
             await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser, env):
+    """A page of a fresh browser context, signed in as admin (the module's one session)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, storage_state=env.admin_state)
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.accept())))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.js_errors = errors  # type: ignore[attr-defined]
+    try:
+        yield page
+    finally:
+        await context.close()
+
+
+async def admin_state(browser, env) -> dict:
+    """The storage state of a browser signed in with the admin key (the module's one session)."""
+    context = await browser.new_context()
+    await signin(await context.new_page(), env)
+    state = await context.storage_state()
+    await context.close()
+    return state
+
+
+async def signin(page, env, *, admin_key: str = ADMIN_KEY, username: str = "", password: str = "") -> None:
+    await page.goto(env.url + "/console/signin")
+    if username:
+        await page.get_by_label("Username").fill(username)
+        await page.get_by_label("Password").fill(password)
+    else:
+        await page.get_by_label("Admin key").fill(admin_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/console/dashboard")
+
+
+async def open_console(page, env) -> None:
+    await page.goto(env.url + "/console/dashboard")
+
+
+async def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def admin_api(env, method: str, path: str, body=None) -> dict:
+    async with env.gw.session.request(method, env.url + "/api" + path, json=body, headers=env.gw.admin_headers()) as r:
+        return await r.json()

@@ -4,7 +4,6 @@ the screenshots under docs/console/ (taken here, on this demo data)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -14,8 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from aigate.simulator.server import start_simulator
-from tests.browser.conftest import SCREENSHOTS
-from tests.gateway import ADMIN_KEY, base_config, start_gateway
+from tests.browser.conftest import admin_api, admin_state, open_console, shot, signin
+from tests.gateway import base_config, start_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -151,58 +150,12 @@ async def env(browser, tmp_path_factory):
     try:
         await _seed(gw)
         env = Env(gw, tmp)
-        context = await browser.new_context()
-        await signin(await context.new_page(), env)
-        env.admin_state = await context.storage_state()
-        await context.close()
+        env.admin_state = await admin_state(browser, env)
         yield env
     finally:
         await gw.close()
         await evil.cleanup()
         await sim.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def page(browser, env):
-    """A page of a fresh browser context, signed in as admin (the module's one session)."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 860}, storage_state=env.admin_state)
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.accept())))
-    page.dialogs = dialogs  # type: ignore[attr-defined]
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    try:
-        yield page
-    finally:
-        await context.close()
-
-
-async def signin(page, env, *, admin_key: str = ADMIN_KEY, username: str = "", password: str = "") -> None:
-    await page.goto(env.url + "/console/signin")
-    if username:
-        await page.get_by_label("Username").fill(username)
-        await page.get_by_label("Password").fill(password)
-    else:
-        await page.get_by_label("Admin key").fill(admin_key)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url("**/console/dashboard")
-
-
-async def open_console(page, env) -> None:
-    await page.goto(env.url + "/console/dashboard")
-
-
-async def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-async def admin_api(env, method: str, path: str, body=None) -> dict:
-    async with env.gw.session.request(method, env.url + "/api" + path, json=body, headers=env.gw.admin_headers()) as r:
-        return await r.json()
 
 
 # --- the done-when list
@@ -244,7 +197,19 @@ async def test_sign_in_and_the_dashboard_shows_what_the_admin_api_returns(page, 
 
 async def test_every_page_is_reachable_from_its_nav_link(page, env):
     await open_console(page, env)
-    for name in ("Dashboard", "Logs", "Strategies", "Platforms", "Users", "Keys", "Playground", "Audit"):
+    for name in (
+        "Dashboard",
+        "Logs",
+        "Strategies",
+        "Clients",
+        "Platforms",
+        "Health",
+        "Webhooks",
+        "Users",
+        "Keys",
+        "Playground",
+        "Audit",
+    ):
         await page.get_by_role("navigation", name="Console").get_by_role("link", name=name, exact=True).click()
         await page.wait_for_url(f"**/console/{name.lower()}**")
         assert await page.locator("h1").first.inner_text() == name

@@ -30,15 +30,25 @@ function clearErrors(form) {
   form.querySelectorAll(".form-error").forEach((el) => { el.textContent = ""; });
 }
 
+// "user_tokens.2.secret" (request validation) and "user_tokens[2].secret" (the file's
+// checks) name the same field; a form editing one list item drops the item's prefix.
+function fieldOf(path, form) {
+  let field = path.replace(/\.(\d+)(?=\.|$)/g, "[$1]");
+  const prefix = form.dataset.errorPrefix;
+  if (prefix && field.startsWith(prefix)) field = field.slice(prefix.length).replace(/^\./, "");
+  return field;
+}
+
 function showErrors(form, message) {
   const general = [];
   for (const part of String(message || "Request failed").split("; ")) {
     const idx = part.indexOf(": ");
-    let field = idx > 0 ? part.slice(0, idx) : "";
+    let field = idx > 0 ? fieldOf(part.slice(0, idx), form) : "";
     let input = null;
     while (field && !input) {  // "params.temperature" -> that input, else "params"
       input = form.querySelector(`[name="${CSS.escape(field)}"]`);
-      field = field.includes(".") ? field.slice(0, field.lastIndexOf(".")) : "";
+      const parent = field.replace(/(\.[^.[\]]*|\[\d+\])$/, "");
+      field = parent === field ? "" : parent;
     }
     if (input) {
       const span = document.createElement("span");
@@ -59,8 +69,14 @@ function showErrors(form, message) {
 function readValue(el, form) {
   const type = el.dataset.type || "";
   if (type === "bool") return el.checked;
+  if (type === "switch") {  // a choice of form: null, or the fields its option sets
+    if (el.value === el.dataset.nullWhen) return null;
+    const set = el.selectedOptions[0] && el.selectedOptions[0].dataset.set;
+    return set ? JSON.parse(set) : undefined;
+  }
   const raw = el.value.trim();
   if (raw === "" && el.hasAttribute("data-optional")) return undefined;
+  if (raw === "" && el.dataset.empty === "null") return null;
   // not a number: sent as typed, so the Admin API's message names the field
   if (type === "int") return raw === "" ? null : (/^-?\d+$/.test(raw) ? Number.parseInt(raw, 10) : raw);
   if (type === "float") return raw === "" ? null : (Number.isFinite(Number(raw)) ? Number(raw) : raw);
@@ -75,6 +91,7 @@ function formBody(form) {
   const body = {};
   for (const el of form.querySelectorAll("[name]")) {
     if (el.name === "csrf_token" || el.hasAttribute("data-path-only")) continue;
+    if (el.closest("[hidden]")) continue;  // a section of a form not chosen
     const value = readValue(el, form);
     if (value !== undefined) setPath(body, el.name, value);
   }
@@ -108,6 +125,12 @@ async function submitForm(form) {
   try { body = formBody(form); } catch (err) { showErrors(form, err.message); return; }
   let url = form.dataset.api;
   for (const el of form.querySelectorAll("[data-path-only]")) url = url.replace(`{${el.name}}`, encodeURIComponent(el.value));
+  if (form.dataset.listField) {  // one item of a list setting: the list is sent whole
+    const list = JSON.parse(form.dataset.list || "[]");
+    const index = Number.parseInt(form.dataset.listIndex, 10);
+    list[Number.isNaN(index) ? list.length : index] = body;
+    body = {[form.dataset.listField]: list};
+  }
   if (form.hasAttribute("data-idempotent")) body.idempotency_key = form.dataset.key || (form.dataset.key = randomSecret());
   const doc = await callApi(url, form.dataset.method || "POST", body);
   if (!doc.success) { showErrors(form, doc.message); return; }
@@ -183,11 +206,22 @@ document.addEventListener("click", (ev) => {
     navigator.clipboard.writeText(text).then(() => { copy.textContent = "Copied"; }, () => { copy.textContent = "Select and copy"; });
   }
 });
+// Sections shown only for some choices of a select: data-show-when="#select-id=a,b".
+function updateSections() {
+  document.querySelectorAll("[data-show-when]").forEach((section) => {
+    const [selector, values] = section.dataset.showWhen.split("=");
+    const select = document.querySelector(selector);
+    if (select) section.hidden = !values.split(",").includes(select.value);
+  });
+}
+
 document.addEventListener("change", (ev) => {
   if (ev.target.matches("select[data-autosubmit]")) ev.target.form.submit();
+  if (ev.target.matches("select[data-switch]")) updateSections();
 });
 document.addEventListener("DOMContentLoaded", () => {
   setupPreview();
+  updateSections();
   document.querySelectorAll("form[data-readonly] input, form[data-readonly] textarea, form[data-readonly] select")
     .forEach((el) => { el.disabled = true; });
 });
