@@ -158,6 +158,14 @@ async def test_health_shows_a_disabled_key_masked_beside_the_healthy_one(page, e
     content = await page.content()
     assert GOOD_KEY not in content and REVOKED_KEY not in content  # masked
     assert await page.locator("tbody[data-platform='sim-anthropic'] .platform-row .state").inner_text() == "up"
+    # the good key answers 429 with Retry-After: it cools down alone, until a time shown
+    async with env.gw.session.post(env.sim.url + "/_sim/keys", json={GOOD_KEY: {"status": 429, "retry_after": 120}}):
+        pass
+    await chat(env, "rotator", "rotating")
+    await page.reload()
+    cooling = group.locator(".key-row", has=page.locator(".state-cooldown"))
+    assert await cooling.count() == 1
+    assert "until 20" in await cooling.inner_text()
     await shot(page, "health")
     assert page.js_errors == []
 
