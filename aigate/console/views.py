@@ -4,7 +4,9 @@ except a log search with a keyword, which says so."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+import base64
+import secrets
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlencode
 
 import orjson
@@ -22,6 +24,7 @@ from aigate.api.admin import platforms as platforms_api
 from aigate.api.admin import users as users_api
 from aigate.auth.sessions import Session
 from aigate.config.apply import dump
+from aigate.config.schema import WebhookEvent
 from aigate.store import tables as t
 from aigate.store.logs_query import detail_query, joined_to_json
 
@@ -169,6 +172,7 @@ async def health(request: Request, services, session: Session) -> Data:
 
 
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
+WEBHOOK_EVENTS = get_args(WebhookEvent)
 
 
 async def webhooks(request: Request, services, session: Session) -> Data:
@@ -190,9 +194,13 @@ async def webhooks(request: Request, services, session: Session) -> Data:
             per_page=per_page,
         )
     )["data"]
+    endpoints = {a: (await operations_api.list_webhooks(a, services))["data"] for a in ([app_id] if app_id else [])}
     return {
         "apps": _app_ids(services),
         "app": app_id or "",
+        "endpoints": endpoints,
+        "events": WEBHOOK_EVENTS,
+        "new_secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "status_filter": status or "",
         "statuses": DELIVERY_STATUSES,
         "deliveries": found["items"],

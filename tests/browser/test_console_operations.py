@@ -205,6 +205,37 @@ async def test_a_failed_webhook_delivery_is_listed_and_resent(page, env):
     assert "delivered" in await page.locator(f"#deliveries tr[data-msg='{delivery['msg_id']}']").inner_text()
 
 
+async def test_webhook_endpoints_are_edited_with_their_secrets_masked(page, env):
+    await page.goto(env.url + "/console/webhooks")
+    await page.get_by_label("App").select_option(APP_ID)
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url(f"**app={APP_ID}**")
+    first = page.locator("#wh0")
+    shown = await first.get_by_label("Signing secret").input_value()
+    assert shown == HOOK_SECRET[:3] + "…" + HOOK_SECRET[-4:] and HOOK_SECRET not in await page.content()
+    new = page.locator("#wh-new")
+    secret = await new.get_by_label("Signing secret").input_value()  # offered for the new endpoint
+    assert secret.startswith("whsec_")
+    await new.get_by_label("URL").fill("http://127.0.0.1:9/other")
+    await new.get_by_label("Events").fill("platform.down, platform.up")
+    await new.get_by_role("button", name="Add endpoint").click()
+    await new.locator(".form-error:not(:empty)").wait_for()
+    assert "allow_private" in await new.locator(".form-error").inner_text()  # a private address
+    await new.get_by_label("Allow a private or loopback address").check()
+    await saved_and_reloaded(page, new.get_by_role("button", name="Add endpoint"))
+    endpoints = (await admin_api(env, "GET", f"/apps/{APP_ID}/webhooks"))["data"]
+    assert [(e["url"], e["events"]) for e in endpoints] == [
+        (endpoints[0]["url"], ["asset.low"]),
+        ("http://127.0.0.1:9/other", ["platform.down", "platform.up"]),
+    ]
+    assert endpoints[0]["secret"] == shown  # the first one's secret kept, still masked
+    await shot(page, "webhook-endpoints")
+    async with page.expect_navigation():
+        await page.locator("#wh1").get_by_role("button", name="Remove").click()
+    assert len((await admin_api(env, "GET", f"/apps/{APP_ID}/webhooks"))["data"]) == 1
+    assert page.js_errors == []
+
+
 async def test_open_holds_are_shown_beside_the_ledger(page, env):
     # a usage-based call held open by a slow upstream: its hold is visible while it runs
     call = asyncio.ensure_future(chat(env, "holder", "metered", "[[sim latency_ms=4000]] hi"))

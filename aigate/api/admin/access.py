@@ -53,6 +53,9 @@ VIEWER_READS = frozenset(
         "aigate.api.admin.console_api.list_audit",
         "aigate.api.admin.console_api.list_operators",
         "aigate.api.admin.console_api.whoami",
+        "aigate.api.admin.operations.platform_health",  # keys masked
+        "aigate.api.admin.operations.list_webhooks",  # secrets masked
+        "aigate.api.admin.operations.list_deliveries",
     }
 )
 # POST routes that change nothing and cost nothing (a viewer may use them; not audited).

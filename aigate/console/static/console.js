@@ -125,11 +125,11 @@ async function submitForm(form) {
   try { body = formBody(form); } catch (err) { showErrors(form, err.message); return; }
   let url = form.dataset.api;
   for (const el of form.querySelectorAll("[data-path-only]")) url = url.replace(`{${el.name}}`, encodeURIComponent(el.value));
-  if (form.dataset.listField) {  // one item of a list setting: the list is sent whole
+  if (form.dataset.list !== undefined) {  // one item of a list setting: the list is sent whole
     const list = JSON.parse(form.dataset.list || "[]");
     const index = Number.parseInt(form.dataset.listIndex, 10);
     list[Number.isNaN(index) ? list.length : index] = body;
-    body = {[form.dataset.listField]: list};
+    body = form.dataset.listField ? {[form.dataset.listField]: list} : list;
   }
   if (form.hasAttribute("data-idempotent")) body.idempotency_key = form.dataset.key || (form.dataset.key = randomSecret());
   const doc = await callApi(url, form.dataset.method || "POST", body);
