@@ -340,7 +340,10 @@ async def test_client_trust_is_shown_and_edited_with_errors_beside_the_fields(pa
 
 
 async def test_strategy_editor_covers_cost_forms_limits_fallbacks_and_request_templates(page, env):
-    await page.goto(env.url + f"/console/strategies/{APP_ID}/strategy/metered")
+    await page.goto(env.url + f"/console/strategies?app={APP_ID}")
+    assert await page.inner_text("[data-cost='metered']") == "1 in / 2 out ai_credit per 1k tokens (hold 5)"
+    assert await page.inner_text("[data-cost='pictures']") == "5 ai_credit per request"
+    await page.get_by_role("link", name="metered").click()
     assert await page.get_by_label("Charge").input_value() == "tokens"
     assert await page.get_by_label("Per 1,000 input tokens").input_value() == "1"
     assert await page.get_by_label("Per 1,000 output tokens").input_value() == "2"
@@ -364,9 +367,7 @@ async def test_strategy_editor_covers_cost_forms_limits_fallbacks_and_request_te
     await page.get_by_label("Count").fill("5")
     await page.get_by_label("Period").select_option("hour")
     await page.get_by_label("Fallback models").fill("claude-3-5-haiku")
-    async with page.expect_response(f"**/api/apps/{APP_ID}/strategies/metered") as saved:
-        await save.click()
-    assert (await saved.value).status == 200
+    await saved_and_listed(page)
     spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/strategies/metered"))["data"]
     assert given(spec["cost"]) == {"asset": "ai_credit", "per_request": 3}
     assert spec["limit"] == {"count": 5, "period": "hour"}
@@ -380,16 +381,15 @@ async def test_strategy_editor_covers_cost_forms_limits_fallbacks_and_request_te
     await page.get_by_label("Charge").select_option("used_amount")
     await page.get_by_label("Per unit of used amount").fill("0.5")
     await page.get_by_label("Hold reserved before the call").fill("4")
-    async with page.expect_response(f"**/api/apps/{APP_ID}/strategies/metered"):
-        await page.get_by_role("button", name="Save").click()
+    await saved_and_listed(page)
     spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/strategies/metered"))["data"]
     assert given(spec["cost"]) == {"asset": "ai_credit", "per_used_amount": 0.5, "hold": 4}
+    assert await page.inner_text("[data-cost='metered']") == "0.5 ai_credit per unit used (hold 4)"
     # free again
     await page.goto(env.url + f"/console/strategies/{APP_ID}/strategy/metered")
     await page.get_by_label("Charge").select_option("none")
     await page.get_by_label("Requests per user").select_option("none")
-    async with page.expect_response(f"**/api/apps/{APP_ID}/strategies/metered"):
-        await page.get_by_role("button", name="Save").click()
+    await saved_and_listed(page)
     spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/strategies/metered"))["data"]
     assert spec["cost"] is None and spec["limit"] is None
     assert page.js_errors == []
@@ -409,9 +409,7 @@ async def test_a_request_template_is_previewed_and_saved(page, env):
     assert "request: not valid JSON" in await page.inner_text("#f-request + .field-error")
     await template.fill('{"prompt": "{{ .prompt }} at dusk", "size": "512x512", "n": 1}')
     await page.get_by_label("Custom response").fill('{"urls": "data[].url"}')
-    async with page.expect_response(f"**/api/apps/{APP_ID}/strategies/pictures") as saved:
-        await page.get_by_role("button", name="Save").click()
-    assert (await saved.value).status == 200
+    await saved_and_listed(page)
     spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/strategies/pictures"))["data"]
     assert spec["request"] == {"prompt": "{{ .prompt }} at dusk", "size": "512x512", "n": 1}
     assert spec["custom_response"] == {"urls": "data[].url"}
@@ -450,6 +448,12 @@ async def test_a_viewer_sees_the_new_views_without_write_controls(page, env):
 
 def given(cost: dict) -> dict:
     return {k: v for k, v in cost.items() if v is not None}
+
+
+async def saved_and_listed(page) -> None:
+    """Save a strategy: the editor goes back to the list once the Admin API accepted it."""
+    async with page.expect_navigation(url=f"**/console/strategies?app={APP_ID}"):
+        await page.get_by_role("button", name="Save").click()
 
 
 async def saved_and_reloaded(page, button) -> None:
