@@ -88,6 +88,9 @@ def _config(db_url: str, sim_url: str, hook_url: str) -> dict:
             "cost": {"asset": "ai_credit", "per_request": 5},
         },
     ]
+    app["instructions"] = [
+        {"name": "summary", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Sum up {{ .text }}."}]}
+    ]
     return doc
 
 
@@ -392,6 +395,35 @@ async def test_strategy_editor_covers_cost_forms_limits_fallbacks_and_request_te
     await saved_and_listed(page)
     spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/strategies/metered"))["data"]
     assert spec["cost"] is None and spec["limit"] is None
+    assert page.js_errors == []
+
+
+async def test_an_instruction_takes_the_same_cost_forms_and_limit(page, env):
+    await page.goto(env.url + f"/console/strategies/{APP_ID}/instruction/summary")
+    assert await page.get_by_label("Charge").input_value() == "none"
+    await page.get_by_label("Charge").select_option("tokens")
+    await page.get_by_label("Per 1,000 input tokens").fill("0.25")
+    await page.get_by_label("Per 1,000 output tokens").fill("x")
+    await page.get_by_role("button", name="Save").click()
+    await page.locator("#f-cost-out + .field-error").wait_for()
+    assert "cost.per_1k_output_tokens" in await page.inner_text("#f-cost-out + .field-error")
+    await page.get_by_label("Per 1,000 output tokens").fill("1")
+    await page.get_by_label("Requests per user").select_option("limited")
+    await page.get_by_label("Count").fill("10")
+    await saved_and_listed(page)
+    spec = (await admin_api(env, "GET", f"/apps/{APP_ID}/instructions/summary"))["data"]
+    assert given(spec["cost"]) == {"asset": "ai_credit", "per_1k_input_tokens": 0.25, "per_1k_output_tokens": 1}
+    assert spec["limit"] == {"count": 10, "period": "day"}
+    row = page.locator("tr", has=page.get_by_role("link", name="summary"))
+    assert "0.25 in / 1 out ai_credit per 1k tokens" in await row.inner_text()
+    assert "10 / day" in await row.inner_text()
+
+
+async def test_the_new_pages_fit_a_phone_screen(page, env):
+    await page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/console/clients", "/console/health", f"/console/webhooks?app={APP_ID}", "/console/users?user=holder"):
+        await page.goto(env.url + path)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path
     assert page.js_errors == []
 
 
