@@ -421,7 +421,12 @@ async def test_an_instruction_takes_the_same_cost_forms_and_limit(page, env):
 
 async def test_the_new_pages_fit_a_phone_screen(page, env):
     await page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/console/clients", "/console/health", f"/console/webhooks?app={APP_ID}", "/console/users?user=holder"):
+    for path in (
+        "/console/clients",
+        "/console/health",
+        f"/console/webhooks?app={APP_ID}",
+        "/console/users?user=holder",
+    ):
         await page.goto(env.url + path)
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390, path
     assert page.js_errors == []
