@@ -23,6 +23,7 @@ GOOD_KEY = "sk-keys-good-0123456789"
 REVOKED_KEY = "sk-keys-revoked-0123456789"
 HOOK_SECRET = "whsec_" + base64.b64encode(b"console-webhook-secret-0123456789").decode()
 IDP_SECRET = "an-hs256-issuer-secret-0123456789abcdef"
+XSS = "<img src=x onerror=\"window.__pwned='img'\"><script>window.__pwned='script'</script>"
 
 
 class Receiver:
@@ -35,7 +36,7 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
         if self.down:
-            return web.Response(status=500, text="receiver is down")
+            return web.Response(status=500, text="receiver is down " + XSS)
         self.ok.append(request.headers["webhook-id"])
         return web.Response(status=204)
 
@@ -192,10 +193,12 @@ async def test_a_failed_webhook_delivery_is_listed_and_resent(page, env):
     assert "asset.low" in text and "failed" in text and "HTTP 500" in text
     assert f"\t{delivery['attempts']}\t" in text and delivery["attempts"] >= 1
     assert await page.inner_text("#deliveries-total") == "1"
+    assert "receiver is down " + XSS in text  # the receiver's answer is shown as text, inert
+    assert await page.evaluate("window.__pwned") is None and await page.locator("main img").count() == 0
     await shot(page, "webhooks")
     env.receiver.down = False
-    await row.get_by_role("button", name="Resend").click()
-    await page.wait_for_load_state("load")
+    async with page.expect_navigation():  # reloaded once the Admin API accepted it
+        await row.get_by_role("button", name="Resend").click()
     assert page.dialogs and page.dialogs[-1].startswith(f"Send delivery {delivery['msg_id']}")
 
     async def delivered():
@@ -241,7 +244,7 @@ async def test_webhook_endpoints_are_edited_with_their_secrets_masked(page, env)
 
 async def test_open_holds_are_shown_beside_the_ledger(page, env):
     # a usage-based call held open by a slow upstream: its hold is visible while it runs
-    call = asyncio.ensure_future(chat(env, "holder", "metered", "[[sim latency_ms=4000]] hi"))
+    call = asyncio.ensure_future(chat(env, "holder", "metered", "[[sim latency_ms=8000]] hi"))
 
     async def held():
         user = (await admin_api(env, "GET", f"/apps/{APP_ID}/users/holder"))["data"]  # None until it exists
