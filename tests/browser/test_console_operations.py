@@ -117,9 +117,9 @@ async def env(browser, tmp_path_factory):
         await sim.close()
 
 
-async def chat(env, user: str, strategy: str, text: str = "hello") -> int:
+async def chat(env, user: str, strategy: str, text: str = "hello", path: str = "/bp/ai/chat") -> int:
     async with env.gw.session.post(
-        env.url + "/bp/ai/chat",
+        env.url + path,
         headers=env.gw.user_headers(user),
         json={
             "strategy": strategy,
@@ -244,7 +244,10 @@ async def test_webhook_endpoints_are_edited_with_their_secrets_masked(page, env)
 
 async def test_open_holds_are_shown_beside_the_ledger(page, env):
     # a usage-based call held open by a slow upstream: its hold is visible while it runs
-    call = asyncio.ensure_future(chat(env, "holder", "metered", "[[sim latency_ms=8000]] hi"))
+    # (a stream of 8 deltas 1 s apart: the upstream answers at once, so no first-byte timeout)
+    call = asyncio.ensure_future(
+        chat(env, "holder", "metered", "[[sim chunk_interval_ms=1000]] hi", path="/bp/ai/chat/stream")
+    )
 
     async def held():
         user = (await admin_api(env, "GET", f"/apps/{APP_ID}/users/holder"))["data"]  # None until it exists
@@ -278,10 +281,8 @@ async def test_client_trust_is_shown_and_edited_with_errors_beside_the_fields(pa
     # CORS: a bad origin is named beside the field, a good one is served to a browser's preflight
     cors = page.locator("#cors-form")
     await cors.get_by_label("Allowed origins").fill("https://app.example.com, https://*.example.com")
-    await cors.get_by_role("button", name="Save origins").click()
-    error = page.locator("#cors-origins + .field-error")
-    await error.wait_for()
-    assert (await error.inner_text()).startswith("cors.origins")
+    save = cors.get_by_role("button", name="Save origins")
+    assert (await error_beside(page, save, "cors-origins")).startswith("cors.origins")
     await cors.get_by_label("Allowed origins").fill("https://app.example.com")
     await saved_and_reloaded(page, cors.get_by_role("button", name="Save origins"))
     assert await page.locator("#cors-origins").input_value() == "https://app.example.com"
@@ -293,9 +294,8 @@ async def test_client_trust_is_shown_and_edited_with_errors_beside_the_fields(pa
     # edge limits
     limits = page.locator("#limits-form")
     await limits.get_by_label("Requests per minute per user").fill("0")
-    await limits.get_by_role("button", name="Save limits").click()
-    await page.locator("#rl-user + .field-error").wait_for()
-    assert "rate_limits.per_user_rpm" in await page.inner_text("#rl-user + .field-error")
+    save = limits.get_by_role("button", name="Save limits")
+    assert "rate_limits.per_user_rpm" in await error_beside(page, save, "rl-user")
     await limits.get_by_label("Requests per minute per user").fill("30")
     await limits.get_by_label("Open streams per user").fill("2")
     await saved_and_reloaded(page, limits.get_by_role("button", name="Save limits"))
@@ -360,16 +360,12 @@ async def test_strategy_editor_covers_cost_forms_limits_fallbacks_and_request_te
     # a fixed amount with no amount: the API's message beside the Charge field
     await page.get_by_label("Charge").select_option("per_request")
     assert not await page.get_by_label("Per 1,000 input tokens").is_visible()
-    await save.click()
-    await page.locator("#f-cost + .field-error").wait_for()
-    assert "per_request" in await page.inner_text("#f-cost + .field-error")
+    assert "per_request" in await error_beside(page, save, "f-cost")
     await page.get_by_label("Per request").fill("3")
     # a limit with a bad count: named beside the count
     await page.get_by_label("Requests per user").select_option("limited")
     await page.get_by_label("Count").fill("0")
-    await save.click()
-    await page.locator("#f-limit-count + .field-error").wait_for()
-    assert "limit.count" in await page.inner_text("#f-limit-count + .field-error")
+    assert "limit.count" in await error_beside(page, save, "f-limit-count")
     await page.get_by_label("Count").fill("5")
     await page.get_by_label("Period").select_option("hour")
     await page.get_by_label("Fallback models").fill("claude-3-5-haiku")
@@ -407,9 +403,8 @@ async def test_an_instruction_takes_the_same_cost_forms_and_limit(page, env):
     await page.get_by_label("Charge").select_option("tokens")
     await page.get_by_label("Per 1,000 input tokens").fill("0.25")
     await page.get_by_label("Per 1,000 output tokens").fill("x")
-    await page.get_by_role("button", name="Save").click()
-    await page.locator("#f-cost-out + .field-error").wait_for()
-    assert "cost.per_1k_output_tokens" in await page.inner_text("#f-cost-out + .field-error")
+    save = page.get_by_role("button", name="Save")
+    assert "cost.per_1k_output_tokens" in await error_beside(page, save, "f-cost-out")
     await page.get_by_label("Per 1,000 output tokens").fill("1")
     await page.get_by_label("Requests per user").select_option("limited")
     await page.get_by_label("Count").fill("10")
@@ -444,9 +439,8 @@ async def test_a_request_template_is_previewed_and_saved(page, env):
     await page.get_by_label("Sample parameters (JSON)").fill('{"prompt": "a lighthouse"}')
     await page.wait_for_selector('#preview-output:has-text(\'"prompt": "a lighthouse"\')')
     await template.fill('{"prompt": "{{ .prompt }}", "size": ')
-    await page.get_by_role("button", name="Save").click()
-    await page.locator("#f-request + .field-error").wait_for()
-    assert "request: not valid JSON" in await page.inner_text("#f-request + .field-error")
+    save = page.get_by_role("button", name="Save")
+    assert "request: not valid JSON" in await error_beside(page, save, "f-request")
     await template.fill('{"prompt": "{{ .prompt }} at dusk", "size": "512x512", "n": 1}')
     await page.get_by_label("Custom response").fill('{"urls": "data[].url"}')
     await saved_and_listed(page)
@@ -484,6 +478,14 @@ async def test_a_viewer_sees_the_new_views_without_write_controls(page, env):
         "whatever",
     )
     assert status == 403
+
+
+async def error_beside(page, button, field_id: str) -> str:
+    """Click a Save button; the Admin API's refusal as shown beside the field it names."""
+    await button.click()
+    error = page.locator(f"#{field_id} + .field-error")
+    await error.wait_for()
+    return await error.inner_text()
 
 
 def given(cost: dict) -> dict:
