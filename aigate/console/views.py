@@ -200,6 +200,7 @@ async def webhooks(request: Request, services, session: Session) -> Data:
         "app": app_id or "",
         "endpoints": endpoints,
         "events": WEBHOOK_EVENTS,
+        # offered in the new-endpoint form: the receiver needs it before the first delivery
         "new_secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "status_filter": status or "",
         "statuses": DELIVERY_STATUSES,
