@@ -8,12 +8,14 @@ The schema is dropped at the end unless --keep.
 
     .venv/bin/python -m bench.console_pages                       # writes bench/CONSOLE_RESULTS.md
     .venv/bin/python -m bench.console_pages --rows 100000 --runs 5 --out /tmp/x.md
+    .venv/bin/python -m bench.console_pages --skip-load --schema bench_logs_1m   # the log-search bench's data
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import re
 import statistics
@@ -136,19 +138,22 @@ async def main() -> None:
     parser.add_argument("--postgres", default=ls.DEFAULT_PG)
     parser.add_argument("--out", type=Path, default=HERE / "CONSOLE_RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the schema for another run")
-    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--skip-load", action="store_true", help="measure the schema as it is (implies --keep)")
+    parser.add_argument(
+        "--schema", default=SCHEMA, help="our own by default: the log-search bench may run at the same time"
+    )
     args = parser.parse_args()
-    ls.PG_SCHEMA = SCHEMA  # our own schema: the log-search bench may run at the same time
     end_ms = int(time.time() * 1000)
-    loads = {} if args.skip_load else await ls.load_postgres(args.postgres, args.rows, end_ms)
+    loads = {} if args.skip_load else await ls.load_postgres(args.postgres, args.schema, args.rows, end_ms)
     for step, seconds in loads.items():
         print(f"load: {step}: {seconds:.1f} s", flush=True)
+    load_before = os.getloadavg()[0]
     try:
-        results = await measure(ls.pg_url(args.postgres), args.runs)
+        results = await measure(ls.pg_url(args.postgres, args.schema), args.runs)
     finally:
-        if not args.keep:
+        if not (args.keep or args.skip_load):
             conn = await asyncpg.connect(args.postgres)
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
             await conn.close()
     lines = [
         "# Console page times",
@@ -156,7 +161,8 @@ async def main() -> None:
         f"{args.rows:,} usage log rows over 30 days on PostgreSQL (the log-search bench's data: 5 apps, "
         "20 models, 10,000 users), aigate on one process, client on loopback in the same process. "
         f"Time to the last byte of each page, p50 and p95 of {args.runs} runs after one warm-up; "
-        f"{platform.processor() or platform.machine()}, {platform.python_version()}.",
+        f"{platform.processor() or platform.machine()}, {platform.python_version()}; load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores).",
         "",
         "| page | p50 ms | p95 ms |",
         "|---|---:|---:|",

@@ -40,6 +40,7 @@ from sqlalchemy import (
     Select,
     and_,
     column,
+    distinct,
     func,
     literal_column,
     not_,
@@ -530,3 +531,30 @@ def facets_from_counts(rows: Iterable[Any]) -> Facets:
         if token_name:
             tokens.add(token_name)
     return Facets(total, sorted(channels), sorted(models), sorted(tokens))
+
+
+def facets_query(f: LogFilter, now_ms: int) -> Select:
+    """PostgreSQL: the total and the facets of ``counts_query`` in one row, summed and
+    collected in the database (``total, channels[], models[], token_names[]``, like
+    ``facets_from_counts``): a month's counts are thousands of groups, cheaper to sum than
+    to move to Python."""
+    counts = counts_query(f, "postgresql", now_ms).subquery("counts")
+    c = counts.c
+    rows = select(c.channel, c.model, c.token_name, c.n).where(c.n > 0).subquery("positive")
+    r = rows.c
+    return select(
+        func.coalesce(func.sum(r.n), 0).label("total"),
+        func.array_agg(distinct(r.channel)).label("channels"),
+        func.array_agg(distinct(r.model)).filter(r.model != "").label("models"),
+        func.array_agg(distinct(r.token_name)).filter(r.token_name != "").label("token_names"),
+    )
+
+
+def facets_from_row(row: Mapping[str, Any]) -> Facets:
+    """The row of ``facets_query``."""
+    return Facets(
+        int(row["total"]),
+        sorted(row["channels"] or []),
+        sorted(row["models"] or []),
+        sorted(row["token_names"] or []),
+    )

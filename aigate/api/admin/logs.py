@@ -26,6 +26,7 @@ from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
 from aigate.store.db import create_reader_engine
+from aigate.store.logs_keyword import keyword_names, keyword_page_query, names_query
 from aigate.store.logs_query import (
     LogFilter,
     counts_query,
@@ -34,6 +35,8 @@ from aigate.store.logs_query import (
     detail_query,
     export_query,
     facets_from_counts,
+    facets_from_row,
+    facets_query,
     joined_to_json,
     page_query,
 )
@@ -167,14 +170,16 @@ async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
 
 async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token_names: bool) -> dict:
     dialect = engine.dialect.name
-    page = page_query(f, dialect, offset=(params.page - 1) * params.per_page, limit=params.per_page)
-    counts = counts_query(f, dialect, now_ms())
+    offset, limit = (params.page - 1) * params.per_page, params.per_page
     if dialect == "sqlite":  # one connection: the queries would only queue behind each other
-        rows = await _fetch(engine, page)
-        count_rows = await _fetch(engine, counts)
+        rows = await _fetch(engine, page_query(f, dialect, offset=offset, limit=limit))
+        count_rows = await _fetch(engine, counts_query(f, dialect, now_ms()))
+        facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
     else:
-        rows, count_rows = await asyncio.gather(_fetch(engine, page), _fetch(engine, counts))
-    facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
+        rows, facet_rows = await asyncio.gather(
+            _pg_page(engine, f, offset, limit), _fetch(engine, facets_query(f, now_ms()))
+        )
+        facets = facets_from_row(facet_rows[0])
     data: dict[str, Any] = {
         "channels": facets.channels,
         "logs": [joined_to_json(r) for r in rows],
@@ -184,6 +189,17 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
     if token_names:
         data["token_names"] = facets.token_names
     return data
+
+
+async def _pg_page(engine: AsyncEngine, f: LogFilter, offset: int, limit: int) -> list[Any]:
+    """A page on PostgreSQL; a keyword's first finds the model and token names holding it
+    (``logs_keyword``), so the page walks the ordering indexes."""
+    if not f.keyword:
+        return await _fetch(engine, page_query(f, "postgresql", offset=offset, limit=limit))
+    async with engine.connect() as conn:
+        found = [tuple(r) for r in await conn.execute(names_query(f.keyword))]
+        page = keyword_page_query(f, keyword_names(found, f), offset=offset, limit=limit)
+        return list((await conn.execute(page)).mappings().all())
 
 
 @router.get("/logs/search", response_model=None)
