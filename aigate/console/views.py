@@ -99,8 +99,7 @@ async def logs(request: Request, services, session: Session) -> Data:
 
 
 async def log_detail(request: Request, services, session: Session) -> Data:
-    async with logs_api.log_reader(services).connect() as conn:
-        rows = (await conn.execute(detail_query(request.path_params["log_id"], None))).mappings().all()
+    rows = await logs_api._fetch(logs_api.log_reader(services), detail_query(request.path_params["log_id"], None))
     if not rows:
         raise HTTPException(404, f"log {request.path_params['log_id']} not found")
     row = joined_to_json(rows[0])

@@ -20,11 +20,20 @@ is matched by the total (counted with ILIKE) but not by that one page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from sqlalchemy import ColumnElement, Select, TextClause, and_, not_, or_, select, text, tuple_, union_all
 
-from aigate.store.logs_query import L, LogFilter, _contains, _newest_first, _with_detail, like_pattern, log_conditions
+from aigate.store.logs_query import (
+    KeywordNames,
+    L,
+    LogFilter,
+    _contains,
+    _newest_first,
+    _with_detail,
+    like_pattern,
+    log_conditions,
+)
 
 MAX_PARTS = 16  # more matching names than this: one part per column, sorted instead of merged
 
@@ -49,12 +58,6 @@ SELECT '' AS app_id, model AS name FROM models WHERE model ILIKE :pattern ESCAPE
 UNION ALL
 SELECT app_id, token_name FROM tokens WHERE token_name ILIKE :pattern ESCAPE '/'
 """
-
-
-@dataclass(frozen=True, slots=True)
-class KeywordNames:
-    models: tuple[str, ...]
-    tokens: tuple[tuple[str, str], ...]  # (group, token name)
 
 
 def names_query(keyword: str) -> TextClause:
@@ -91,11 +94,7 @@ def keyword_page_query(f: LogFilter, names: KeywordNames, *, offset: int, limit:
     plain = log_conditions(replace(f, keyword=None), "postgresql")
     pattern = like_pattern(f.keyword)
     in_text = or_(*(_contains(L[c], pattern, "postgresql") for c in ("request_id", "user", "content")))
-    excluded = []
-    if names.models:
-        excluded.append(L.model.not_in(names.models))
-    if names.tokens:
-        excluded.append(not_(tuple_(L.app_id, L.token_name).in_(names.tokens)))
+    excluded = [not_(names.match(L))] if names else []
     enough = offset + limit
     branches = [
         select(L.created_ms, L.id).where(*plain, cond).order_by(*_newest_first()).limit(enough)

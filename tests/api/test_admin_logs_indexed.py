@@ -200,6 +200,14 @@ def shapes(now: int, dialect: str) -> list:
             q.counts_query(f, dialect, now),
             q.export_query(f, dialect, after=(now, 10**9), limit=1000),
         ]
+        if dialect == "postgresql":
+            names = q.KeywordNames((MODELS[0],), ((APP_ID, "sdk"),))
+            out.append(q.facets_query(f, now, names if f.keyword else None))
+            if f.keyword:
+                out += [
+                    logs_keyword.names_query(f.keyword),
+                    logs_keyword.keyword_page_query(f, names, offset=100, limit=100),
+                ]
     hours = dash._pieces(now - 30 * DAY, now, HOUR)[0]
     out += [
         dash.hourly_query(*hours, HOUR, None, dialect),

@@ -28,6 +28,7 @@ from aigate.clock import now_ms
 from aigate.store.db import create_reader_engine
 from aigate.store.logs_keyword import keyword_names, keyword_page_query, names_query
 from aigate.store.logs_query import (
+    KeywordNames,
     LogFilter,
     counts_query,
     csv_header,
@@ -176,8 +177,9 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
         count_rows = await _fetch(engine, counts_query(f, dialect, now_ms()))
         facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
     else:
+        names = await _keyword_names(engine, f)
         rows, facet_rows = await asyncio.gather(
-            _pg_page(engine, f, offset, limit), _fetch(engine, facets_query(f, now_ms()))
+            _pg_page(engine, f, names, offset, limit), _fetch(engine, facets_query(f, now_ms(), names))
         )
         facets = facets_from_row(facet_rows[0])
     data: dict[str, Any] = {
@@ -191,15 +193,19 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
     return data
 
 
-async def _pg_page(engine: AsyncEngine, f: LogFilter, offset: int, limit: int) -> list[Any]:
-    """A page on PostgreSQL; a keyword's first finds the model and token names holding it
-    (``logs_keyword``), so the page walks the ordering indexes."""
-    if not f.keyword:
-        return await _fetch(engine, page_query(f, "postgresql", offset=offset, limit=limit))
+async def _keyword_names(engine: AsyncEngine, f: LogFilter) -> KeywordNames | None:
+    """PostgreSQL: the model and token names holding the keyword, found first, so the
+    page and the total test those columns with equality (``logs_keyword``)."""
+    if not f.keyword or f.request_id is not None or f.user is not None:
+        return None  # request id and user filters are a handful of rows: ILIKE is fine
     async with engine.connect() as conn:
-        found = [tuple(r) for r in await conn.execute(names_query(f.keyword))]
-        page = keyword_page_query(f, keyword_names(found, f), offset=offset, limit=limit)
-        return list((await conn.execute(page)).mappings().all())
+        return keyword_names([tuple(r) for r in await conn.execute(names_query(f.keyword))], f)
+
+
+async def _pg_page(engine: AsyncEngine, f: LogFilter, names: KeywordNames | None, offset: int, limit: int) -> list:
+    if names is None:
+        return await _fetch(engine, page_query(f, "postgresql", offset=offset, limit=limit))
+    return await _fetch(engine, keyword_page_query(f, names, offset=offset, limit=limit))
 
 
 @router.get("/logs/search", response_model=None)
