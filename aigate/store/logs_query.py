@@ -22,7 +22,10 @@ usage_log_counts like a filter on those columns; only the rest (request id, user
 content) is counted in the log, found through the keyword index: pg_trgm GIN indexes on
 PostgreSQL, the FTS5 trigram table ``usage_logs_fts`` on SQLite (its candidates are
 checked with LIKE, so the matches are exactly LIKE's; keywords under three characters
-scan the range).
+scan the range). On PostgreSQL the model and token names holding the keyword are looked
+up first (``KeywordNames``, ``logs_keyword``): the page and the count then test those
+columns for equality, and the total and facets are summed in the database
+(``facets_query``).
 """
 
 from __future__ import annotations

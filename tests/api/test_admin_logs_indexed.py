@@ -153,7 +153,6 @@ async def test_keyword_and_pages_equal_a_reference_scan(gw):
             assert got == want[(page - 1) * 7 : page * 7], (params, page)
 
 
-
 @pytest.mark.parametrize("max_parts", [16, 0])
 async def test_keyword_pages_through_names_equal_a_reference_scan(gw, monkeypatch, max_parts):
     """A keyword naming models and tokens: on PostgreSQL the page merges one ordered part
