@@ -75,6 +75,8 @@ def pages(now: int) -> list[tuple[str, str]]:
         ("Logs, app + errors", "/console/logs?group=APPBENCH2&code_type=error"),
         ("Logs, user", "/console/logs?user=user-00042"),
         ("Logs, page 50", "/console/logs?page=50"),
+        ("Logs, keyword (error text, 1% of rows)", "/console/logs?keyword=overloaded"),
+        ("Logs, keyword (a model name, 5%), page 50", "/console/logs?keyword=model-07&page=50"),
         ("Log detail", "/console/logs/999000"),
         ("Users: one user", "/console/users?app=APPBENCH3&user=user-00042"),
         ("Users: newest users", "/console/users?app=APPBENCH3"),
