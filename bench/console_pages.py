@@ -116,7 +116,7 @@ async def measure(db_url: str, runs: int) -> list[tuple[str, float, float, float
         await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
     http = await signed_in(base)
-    meter = ls.CpuMeter(db_url)
+    meter = ls.CpuMeter(db_url, every_pool=True)
     now = int(time.time() * 1000)
     out = []
     try:
@@ -124,7 +124,7 @@ async def measure(db_url: str, runs: int) -> list[tuple[str, float, float, float
             samples, cpu = [], []
             for i in range(runs + 1):
                 if i == 1:
-                    await meter.refresh()  # the log-search pool's connections exist by now
+                    await meter.refresh()  # the pools' connections exist by now
                 before = meter.read()
                 started = time.perf_counter()
                 async with http.get(base + path) as r:
@@ -176,8 +176,7 @@ async def main() -> None:
         f"{args.rows:,} usage log rows over 30 days on PostgreSQL (the log-search bench's data: 5 apps, "
         "20 models, 10,000 users), aigate on one process, client on loopback in the same process. "
         "Time to the last byte of each page (wall) and the CPU time it took (this process, server and "
-        "client, plus the PostgreSQL backends of the log-search pool, which serves the log pages and the "
-        "dashboard data; the other pages' queries run on the main pool and are not in the CPU column), "
+        "client, plus every PostgreSQL backend connected from it), "
         f"p50 / p95 of {args.runs} runs after one warm-up; "
         f"{platform.processor() or platform.machine()}, {platform.python_version()}; load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores).",

@@ -600,13 +600,33 @@ def _cpu_ns(pid: int | str) -> int:
     return total
 
 
+def _own_tcp_ports() -> list[int]:
+    """Local ports of this process's TCP sockets (its database connections among them)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class CpuMeter:
     """CPU time spent by this process (aigate and the client) and by the PostgreSQL
     backends of aigate's log-search pool. On a machine shared with other work, wall time
     measures the queue for a core; CPU time measures the request."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, *, every_pool: bool = False) -> None:
         self.pg = db_url if db_url.startswith("postgresql") else None
+        self.every_pool = every_pool  # every backend connected from this process, not only the log-search pool's
         self.pids: list[int] = []
         self.conn: Any = None
 
@@ -617,9 +637,16 @@ class CpuMeter:
             try:
                 if self.conn is None:
                     self.conn = await asyncpg.connect(self.pg.split("?")[0])
-                rows = await self.conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1", READER_SETTINGS["application_name"]
-                )
+                if self.every_pool:
+                    rows = await self.conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[]) AND pid <> pg_backend_pid()",
+                        _own_tcp_ports(),
+                    )
+                else:
+                    rows = await self.conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                        READER_SETTINGS["application_name"],
+                    )
                 self.pids = [r["pid"] for r in rows]
                 return
             except (OSError, asyncpg.PostgresError):
