@@ -14,8 +14,9 @@ gives the same rows. The page is then the newest of a few disjoint parts:
 
 PostgreSQL merges the parts in order (Merge Append), so a deep page of a keyword that
 names a model reads about ``offset + limit`` small index entries instead of fetching and
-sorting every matching row. A model or token name first logged between the two queries
-is matched by the total (counted with ILIKE) but not by that one page.
+sorting every matching row. The total tests the same names (``logs_query.counts_query``
+with ``names``). A model or token name first logged after the names were looked up is
+left out of that one search, page and total alike.
 """
 
 from __future__ import annotations
