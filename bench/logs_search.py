@@ -55,6 +55,7 @@ from aigate.config.loader import parse_config
 from aigate.config.schema import Price
 from aigate.engine.pricing import price_snapshot, used_amount
 from aigate.providers.base import Usage
+from aigate.store import logs_keyword
 from aigate.store import logs_query as q
 from aigate.store.db import READER_SETTINGS, create_engine
 from aigate.store.migrate import alembic_config, upgrade
@@ -599,13 +600,33 @@ def _cpu_ns(pid: int | str) -> int:
     return total
 
 
+def _own_tcp_ports() -> list[int]:
+    """Local ports of this process's TCP sockets (its database connections among them)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class CpuMeter:
     """CPU time spent by this process (aigate and the client) and by the PostgreSQL
     backends of aigate's log-search pool. On a machine shared with other work, wall time
     measures the queue for a core; CPU time measures the request."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, *, every_pool: bool = False) -> None:
         self.pg = db_url if db_url.startswith("postgresql") else None
+        self.every_pool = every_pool  # every backend connected from this process, not only the log-search pool's
         self.pids: list[int] = []
         self.conn: Any = None
 
@@ -616,9 +637,16 @@ class CpuMeter:
             try:
                 if self.conn is None:
                     self.conn = await asyncpg.connect(self.pg.split("?")[0])
-                rows = await self.conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1", READER_SETTINGS["application_name"]
-                )
+                if self.every_pool:
+                    rows = await self.conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[]) AND pid <> pg_backend_pid()",
+                        _own_tcp_ports(),
+                    )
+                else:
+                    rows = await self.conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                        READER_SETTINGS["application_name"],
+                    )
                 self.pids = [r["pid"] for r in rows]
                 return
             except (OSError, asyncpg.PostgresError):
@@ -744,57 +772,77 @@ def _p(samples: list[float] | None, pct: int) -> float:
 # --- plans
 
 
+async def _statement(conn, dialect: str, now: int, what: str, f: q.LogFilter, offset: int, limit: int) -> Any:
+    """The statement the API runs for a page or for the total and facets (on PostgreSQL a
+    keyword's model and token names are looked up first, as the API does)."""
+    if dialect != "postgresql":
+        return (
+            q.page_query(f, dialect, offset=offset, limit=limit) if what == "page" else q.counts_query(f, dialect, now)
+        )
+    names = None
+    if f.keyword and f.user is None and f.request_id is None:
+        found = [tuple(r) for r in await conn.execute(logs_keyword.names_query(f.keyword))]
+        names = logs_keyword.keyword_names(found, f)
+    if what != "page":
+        return q.facets_query(f, now, names)
+    if names is None:
+        return q.page_query(f, dialect, offset=offset, limit=limit)
+    return logs_keyword.keyword_page_query(f, names, offset=offset, limit=limit)
+
+
 async def plans(db_url: str, now: int) -> list[tuple[str, str, str]]:
     """EXPLAIN output of the statements the API runs for a few representative searches."""
     engine = create_engine(db_url)
     dialect = engine.dialect.name
     month = {"start_ms": now - 30 * DAY, "end_ms": now}
     model, rare = STRATEGIES[APPS[0]][0][1], MODELS[19]
-    chosen = [
-        ("global, no filter: page 500 at per_page 100", q.page_query(q.LogFilter(), dialect, offset=49_900, limit=100)),
-        ("global, no filter: totals and facets", q.counts_query(q.LogFilter(), dialect, now)),
-        (
-            "global, model_name: page 500 at per_page 100",
-            q.page_query(q.LogFilter(model=model), dialect, offset=49_900, limit=100),
-        ),
+    page, facets = "page", "facets"
+    chosen = [  # (title, what, filter, offset, limit)
+        ("global, no filter: page 500 at per_page 100", page, q.LogFilter(), 49_900, 100),
+        ("global, no filter: totals and facets", facets, q.LogFilter(), 0, 0),
+        ("global, model_name: page 500 at per_page 100", page, q.LogFilter(model=model), 49_900, 100),
         (
             "global, rare model + token + error over 30 days: page 1",
-            q.page_query(
-                q.LogFilter(model=rare, token_name=TOKENS[4][1], code_type="error", **month),
-                dialect,
-                offset=0,
-                limit=20,
-            ),
+            page,
+            q.LogFilter(model=rare, token_name=TOKENS[4][1], code_type="error", **month),
+            0,
+            20,
         ),
         (
             "group + model_name + success: page 500 at per_page 100",
-            q.page_query(
-                q.LogFilter(group=APPS[0], model=model, code_type="success"), dialect, offset=49_900, limit=100
-            ),
+            page,
+            q.LogFilter(group=APPS[0], model=model, code_type="success"),
+            49_900,
+            100,
         ),
         (
             "group + token_name + 24 h: totals and facets",
-            q.counts_query(
-                q.LogFilter(group=APPS[0], token_name=TOKENS[0][1], start_ms=now - DAY, end_ms=now), dialect, now
-            ),
+            facets,
+            q.LogFilter(group=APPS[0], token_name=TOKENS[0][1], start_ms=now - DAY, end_ms=now),
+            0,
+            0,
         ),
-        ("global, user: totals and facets", q.counts_query(q.LogFilter(user="user-00010"), dialect, now)),
+        ("global, user: totals and facets", facets, q.LogFilter(user="user-00010"), 0, 0),
+        ("keyword over 30 days: page 1", page, q.LogFilter(keyword="overloaded", **month), 0, 20),
+        ("keyword over 30 days: totals and facets", facets, q.LogFilter(keyword="overloaded", **month), 0, 0),
         (
-            "keyword over 30 days: page 1",
-            q.page_query(q.LogFilter(keyword="overloaded", **month), dialect, offset=0, limit=20),
-        ),
-        (
-            "keyword over 30 days: totals and facets",
-            q.counts_query(q.LogFilter(keyword="overloaded", **month), dialect, now),
-        ),
-        (
-            "dashboard, 30 days by hour: the hourly series",
-            dash.hourly_query(*dash._pieces(now - 30 * DAY, now, HOUR)[0], HOUR, None, dialect),
+            "keyword naming a model over 30 days: page 500 at per_page 100",
+            page,
+            q.LogFilter(keyword=model, **month),
+            49_900,
+            100,
         ),
     ]
     out = []
     async with engine.connect() as conn:
-        for title, stmt in chosen:
+        statements = [(title, await _statement(conn, dialect, now, *rest)) for title, *rest in chosen]
+        statements.append(
+            (
+                "dashboard, 30 days by hour: the hourly series",
+                dash.hourly_query(*dash._pieces(now - 30 * DAY, now, HOUR)[0], HOUR, None, dialect),
+            )
+        )
+        for title, stmt in statements:
             sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
             if dialect == "postgresql":
                 await conn.exec_driver_sql("SET jit = off")  # as on the log-search read pool

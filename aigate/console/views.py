@@ -94,15 +94,16 @@ async def logs(request: Request, services, session: Session) -> Data:
         keyword=(q.get("keyword") or None),
     )
     group = q.get("group") or None
-    data = await logs_api._search(services.engine, params, params.filter(group), token_names=bool(group))
+    # the log-search pool: custom plans for every search (the App API's pool caches generic ones)
+    engine = logs_api.log_reader(services)
+    data = await logs_api._search(engine, params, params.filter(group), token_names=bool(group))
     pages = max(1, -(-data["total"] // params.per_page))
     export = "/api/logs/export?" + urlencode({k: v for k, v in q.items() if v and k not in ("page", "per_page")})
     return {"result": data, "params": params, "pages": pages, "apps": _app_ids(services), "export_url": export}
 
 
 async def log_detail(request: Request, services, session: Session) -> Data:
-    async with services.engine.connect() as conn:
-        rows = (await conn.execute(detail_query(request.path_params["log_id"], None))).mappings().all()
+    rows = await logs_api._fetch(logs_api.log_reader(services), detail_query(request.path_params["log_id"], None))
     if not rows:
         raise HTTPException(404, f"log {request.path_params['log_id']} not found")
     row = joined_to_json(rows[0])

@@ -22,7 +22,10 @@ usage_log_counts like a filter on those columns; only the rest (request id, user
 content) is counted in the log, found through the keyword index: pg_trgm GIN indexes on
 PostgreSQL, the FTS5 trigram table ``usage_logs_fts`` on SQLite (its candidates are
 checked with LIKE, so the matches are exactly LIKE's; keywords under three characters
-scan the range).
+scan the range). On PostgreSQL the model and token names holding the keyword are looked
+up first (``KeywordNames``, ``logs_keyword``): the page and the count then test those
+columns for equality, and the total and facets are summed in the database
+(``facets_query``).
 """
 
 from __future__ import annotations
@@ -40,12 +43,15 @@ from sqlalchemy import (
     Select,
     and_,
     column,
+    distinct,
+    false,
     func,
     literal_column,
     not_,
     or_,
     select,
     table,
+    tuple_,
     union_all,
 )
 
@@ -472,31 +478,59 @@ def _counted_pieces(
     return pieces
 
 
+@dataclass(frozen=True, slots=True)
+class KeywordNames:
+    """The model names and (group, token name) pairs of the log that hold a keyword
+    (``logs_keyword.names_query``): testing those columns for these values selects the
+    same rows as the keyword's ILIKE, and the indexes serve equality."""
+
+    models: tuple[str, ...]
+    tokens: tuple[tuple[str, str], ...]  # (group, token name)
+
+    def __bool__(self) -> bool:
+        return bool(self.models or self.tokens)
+
+    def match(self, cols: Any) -> ColumnElement[bool]:
+        """Rows whose model or token name is one of these (never true when there are none)."""
+        terms = []
+        if self.models:
+            terms.append(cols.model.in_(self.models))
+        if self.tokens:
+            terms.append(tuple_(cols.app_id, cols.token_name).in_(self.tokens))
+        return or_(false(), *terms)
+
+
 def _keyword_in_dimensions(keyword: str, dialect: str, cols: Any) -> ColumnElement[bool]:
     pattern = like_pattern(keyword)
     return or_(_contains(cols.model, pattern, dialect), _contains(cols.token_name, pattern, dialect))
 
 
-def _keyword_counts(f: LogFilter, dialect: str, now_ms: int) -> list[Select]:
+def _keyword_counts(f: LogFilter, dialect: str, now_ms: int, names: KeywordNames | None) -> list[Select]:
     """A keyword's matches in two disjoint parts: rows whose model or token name holds it
     (counted like a filter on those columns, from usage_log_counts: a model name as
     keyword matches a large share of the log) and the other rows, whose request id, user
-    or content holds it (found in the log through the keyword index)."""
+    or content holds it (found in the log through the keyword index). With ``names``
+    (PostgreSQL) the first part tests those columns for equality."""
     kw = f.keyword
     assert kw
-    in_dims = partial(_keyword_in_dimensions, kw, dialect)
     plain = replace(f, keyword=None)
-    pieces = _counted_pieces(plain, dialect, now_ms, lambda cols: (in_dims(cols),))
-    rest = (_keyword(kw, dialect, ("request_id", "user", "content")), not_(in_dims(L)))
-    return [*pieces, _raw_counts(plain, dialect, None, None, rest)]
+    in_text = _keyword(kw, dialect, ("request_id", "user", "content"))
+    if names is None:
+        in_dims = partial(_keyword_in_dimensions, kw, dialect)
+        pieces = _counted_pieces(plain, dialect, now_ms, lambda cols: (in_dims(cols),))
+        return [*pieces, _raw_counts(plain, dialect, None, None, (in_text, not_(in_dims(L))))]
+    if not names:  # no model or token name holds it
+        return [_raw_counts(plain, dialect, None, None, (in_text,))]
+    pieces = _counted_pieces(plain, dialect, now_ms, lambda cols: (names.match(cols),))
+    return [*pieces, _raw_counts(plain, dialect, None, None, (in_text, not_(names.match(L))))]
 
 
-def counts_query(f: LogFilter, dialect: str, now_ms: int) -> Select:
+def counts_query(f: LogFilter, dialect: str, now_ms: int, names: KeywordNames | None = None) -> Select:
     """``(channel, model, token_name, n)`` groups of the matching rows (possibly several
     rows per group, one per piece of the range): their sum is the total, their keys the
     facets."""
     if f.keyword and f.request_id is None and f.user is None:
-        pieces = _keyword_counts(f, dialect, now_ms)
+        pieces = _keyword_counts(f, dialect, now_ms, names)
     elif not f.countable:
         return _raw_counts(f, dialect, None, None)
     else:
@@ -530,3 +564,30 @@ def facets_from_counts(rows: Iterable[Any]) -> Facets:
         if token_name:
             tokens.add(token_name)
     return Facets(total, sorted(channels), sorted(models), sorted(tokens))
+
+
+def facets_query(f: LogFilter, now_ms: int, names: KeywordNames | None = None) -> Select:
+    """PostgreSQL: the total and the facets of ``counts_query`` in one row, summed and
+    collected in the database (``total, channels[], models[], token_names[]``, like
+    ``facets_from_counts``): a month's counts are thousands of groups, cheaper to sum than
+    to move to Python."""
+    counts = counts_query(f, "postgresql", now_ms, names).subquery("counts")
+    c = counts.c
+    rows = select(c.channel, c.model, c.token_name, c.n).where(c.n > 0).subquery("positive")
+    r = rows.c
+    return select(
+        func.coalesce(func.sum(r.n), 0).label("total"),
+        func.array_agg(distinct(r.channel)).label("channels"),
+        func.array_agg(distinct(r.model)).filter(r.model != "").label("models"),
+        func.array_agg(distinct(r.token_name)).filter(r.token_name != "").label("token_names"),
+    )
+
+
+def facets_from_row(row: Mapping[str, Any]) -> Facets:
+    """The row of ``facets_query``."""
+    return Facets(
+        int(row["total"]),
+        sorted(row["channels"] or []),
+        sorted(row["models"] or []),
+        sorted(row["token_names"] or []),
+    )

@@ -13,6 +13,7 @@ from aigate.api.admin import dashboard as dash
 from aigate.api.admin import logs as admin_logs
 from aigate.clock import now_ms
 from aigate.engine import retention
+from aigate.store import logs_keyword
 from aigate.store import logs_query as q
 from aigate.store.user_erase import erase_user
 from tests.api.test_admin_logs import OTHER, SIM_URL, expected, get, log_row, put_all
@@ -152,6 +153,30 @@ async def test_keyword_and_pages_equal_a_reference_scan(gw):
             assert got == want[(page - 1) * 7 : page * 7], (params, page)
 
 
+@pytest.mark.parametrize("max_parts", [16, 0])
+async def test_keyword_pages_through_names_equal_a_reference_scan(gw, monkeypatch, max_parts):
+    """A keyword naming models and tokens: on PostgreSQL the page merges one ordered part
+    per matching name (or, past ``MAX_PARTS``, one per column); every page is the slice of
+    the reference order, with and without filters that rule some of those names out."""
+    monkeypatch.setattr(logs_keyword, "MAX_PARTS", max_parts)
+    now = now_ms()
+    rows = generated(now, 300)
+    await put_all(gw, rows)
+    for params in (
+        {"keyword": "o"},  # a model, tokens in both groups, and content
+        {"keyword": "I", "code_type": "error"},  # every model, some tokens, content
+        {"keyword": "-", "token_name": "Mobile-App"},
+        {"keyword": "a", "group": OTHER, "model_name": MODELS[1]},
+    ):
+        want = [r["request_id"] for r in expected(rows, params, params.get("group"))]
+        assert len(want) > 9, params
+        for page in (1, 2, -(-len(want) // 9), -(-len(want) // 9) + 1):
+            status, body = await get(gw, "/api/logs/search", {**params, "page": page, "per_page": 9})
+            assert status == 200, body
+            assert [r["request_id"] for r in body["data"]["logs"]] == want[(page - 1) * 9 : page * 9], (params, page)
+            assert body["data"]["total"] == len(want), params
+
+
 def shapes(now: int, dialect: str) -> list:
     """The statements behind the log search, the export and the dashboard."""
     month = {"start_ms": now - 30 * DAY, "end_ms": now}
@@ -174,6 +199,14 @@ def shapes(now: int, dialect: str) -> list:
             q.counts_query(f, dialect, now),
             q.export_query(f, dialect, after=(now, 10**9), limit=1000),
         ]
+        if dialect == "postgresql":
+            names = q.KeywordNames((MODELS[0],), ((APP_ID, "sdk"),))
+            out.append(q.facets_query(f, now, names if f.keyword else None))
+            if f.keyword:
+                out += [
+                    logs_keyword.names_query(f.keyword),
+                    logs_keyword.keyword_page_query(f, names, offset=100, limit=100),
+                ]
     hours = dash._pieces(now - 30 * DAY, now, HOUR)[0]
     out += [
         dash.hourly_query(*hours, HOUR, None, dialect),

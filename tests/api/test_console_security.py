@@ -463,3 +463,32 @@ async def test_signin_limit_is_shared_through_redis(db_url, simulator, redis_url
         await cb.close()
         await a.close()
         await b.close()
+
+
+async def test_log_pages_read_through_the_log_search_pool(gw, console):
+    """The console's log list and detail run on the log search's own pool (on PostgreSQL:
+    custom plans for every statement), like the Admin API's log routes."""
+    assert gw.services.log_reader is None  # made on first use
+    await gw.session.post(
+        gw.url + "/bp/ai/chat",
+        headers=gw.user_headers("u7"),
+        json={
+            "strategy": "free-normal",
+            "parameters": {"example_string": "x"},
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
+    await gw.flush()
+    status, html, _ = await console.page("/console/logs?user=u7")
+    assert status == 200 and "u7" in html
+    log_id = re.search(r'href="/console/logs/(\d+)"', html).group(1)
+    status, _, _ = await console.page(f"/console/logs/{log_id}")
+    assert status == 200
+    reader = gw.services.log_reader
+    if gw.services.engine.dialect.name == "postgresql":
+        assert reader is not None and reader is not gw.services.engine
+        async with reader.connect() as conn:
+            mode = (await conn.exec_driver_sql("SHOW plan_cache_mode")).scalar()
+        assert mode == "force_custom_plan"
+    else:
+        assert reader is gw.services.engine  # SQLite: one connection serves everything

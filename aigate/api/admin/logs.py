@@ -26,7 +26,9 @@ from aigate.api.admin.access import may_see_bodies
 from aigate.api.admin.common import envelope
 from aigate.clock import now_ms
 from aigate.store.db import create_reader_engine
+from aigate.store.logs_keyword import keyword_names, keyword_page_query, names_query
 from aigate.store.logs_query import (
+    KeywordNames,
     LogFilter,
     counts_query,
     csv_header,
@@ -34,6 +36,8 @@ from aigate.store.logs_query import (
     detail_query,
     export_query,
     facets_from_counts,
+    facets_from_row,
+    facets_query,
     joined_to_json,
     page_query,
 )
@@ -167,14 +171,17 @@ async def _fetch(engine: AsyncEngine, stmt: Select) -> list[Any]:
 
 async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token_names: bool) -> dict:
     dialect = engine.dialect.name
-    page = page_query(f, dialect, offset=(params.page - 1) * params.per_page, limit=params.per_page)
-    counts = counts_query(f, dialect, now_ms())
+    offset, limit = (params.page - 1) * params.per_page, params.per_page
     if dialect == "sqlite":  # one connection: the queries would only queue behind each other
-        rows = await _fetch(engine, page)
-        count_rows = await _fetch(engine, counts)
+        rows = await _fetch(engine, page_query(f, dialect, offset=offset, limit=limit))
+        count_rows = await _fetch(engine, counts_query(f, dialect, now_ms()))
+        facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
     else:
-        rows, count_rows = await asyncio.gather(_fetch(engine, page), _fetch(engine, counts))
-    facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)
+        names = await _keyword_names(engine, f)
+        rows, facet_rows = await asyncio.gather(
+            _pg_page(engine, f, names, offset, limit), _fetch(engine, facets_query(f, now_ms(), names))
+        )
+        facets = facets_from_row(facet_rows[0])
     data: dict[str, Any] = {
         "channels": facets.channels,
         "logs": [joined_to_json(r) for r in rows],
@@ -184,6 +191,21 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
     if token_names:
         data["token_names"] = facets.token_names
     return data
+
+
+async def _keyword_names(engine: AsyncEngine, f: LogFilter) -> KeywordNames | None:
+    """PostgreSQL: the model and token names holding the keyword, found first, so the
+    page and the total test those columns with equality (``logs_keyword``)."""
+    if not f.keyword or f.request_id is not None or f.user is not None:
+        return None  # request id and user filters are a handful of rows: ILIKE is fine
+    async with engine.connect() as conn:
+        return keyword_names([tuple(r) for r in await conn.execute(names_query(f.keyword))], f)
+
+
+async def _pg_page(engine: AsyncEngine, f: LogFilter, names: KeywordNames | None, offset: int, limit: int) -> list:
+    if names is None:
+        return await _fetch(engine, page_query(f, "postgresql", offset=offset, limit=limit))
+    return await _fetch(engine, keyword_page_query(f, names, offset=offset, limit=limit))
 
 
 @router.get("/logs/search", response_model=None)
