@@ -125,6 +125,7 @@ def _chat_request(chat: ChatCall, model: str) -> ChatRequest:
         messages=chat.upstream_messages,
         params=dict(strategy.params),
         response_format={"type": fmt} if fmt == "json_object" else None,
+        openai_chunks=False,  # the App API stream frames the text deltas itself
     )
 
 

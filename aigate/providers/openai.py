@@ -185,7 +185,10 @@ class OpenAIChat:
                     delta = choice.get("delta")
                     if delta:
                         text = delta.get("content") or ""
-                        reply_parts.append(_reply_text(delta))
+                        if text and isinstance(text, str):
+                            reply_parts.append(text)
+                        if "tool_calls" in delta:  # their arguments count as reply text
+                            reply_parts.append(_reply_text({"tool_calls": delta["tool_calls"]}))
                     finish = choice.get("finish_reason")
                     if finish:
                         finished = True
@@ -200,6 +203,7 @@ class OpenAIChat:
                     finish_reason=finish,
                     upstream_id=chunk.get("id") or "",
                     openai_chunk=data,
+                    more=frames.pending,
                 )
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")

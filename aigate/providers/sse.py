@@ -103,6 +103,15 @@ class SSEReader:
     def __aiter__(self) -> SSEReader:
         return self
 
+    @property
+    def pending(self) -> bool:
+        """An event is already decoded: the next ``__anext__`` returns without reading."""
+        return bool(self._pending)
+
+    def next_ready(self) -> tuple[str, bytes]:
+        """The next event when ``pending`` (no coroutine needed)."""
+        return self._pending.popleft()
+
     async def __anext__(self) -> tuple[str, bytes]:
         pending = self._pending
         while not pending:

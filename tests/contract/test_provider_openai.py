@@ -128,6 +128,20 @@ async def test_stream_text_usage_and_untouched_chunks(sim, session) -> None:
     assert body["stream_options"] == {"continuous_usage_stats": False, "include_usage": True}
 
 
+async def test_stream_marks_events_that_arrived_together(sim, session) -> None:
+    """Events decoded from one upstream read say that another follows at once (``more``),
+    the last of the read does not: the pump writes them to the client together."""
+    sim.script([{"reply": REPLY, "chunks": 5}, {"reply": REPLY, "chunks": 3, "chunk_interval_ms": 30}])
+    together = await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    # an unpaced stream comes in one write: every event has company (``[DONE]`` ends it)
+    assert len(together) == 8 and all(e.more for e in together)
+
+    paced = await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    assert "".join(e.delta for e in paced) == REPLY
+    # reads: [role, delta 1], [delta 2], [delta 3, finish, usage, DONE]
+    assert [e.more for e in paced] == [True, False, False, True, True, True]
+
+
 async def test_usage_missing_is_estimated(sim, session) -> None:
     sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
     req = request()
