@@ -304,11 +304,16 @@ async def pump(
             if not state.chunk_id:
                 state.chunk_id = event.upstream_id
             frame = out.frame(event, state)
-            if frame is not None:
-                batch.append(frame)
-            if batch and not event.more:
-                yield batch[0] if len(batch) == 1 else b"".join(batch)
+            if event.more:
+                if frame is not None:
+                    batch.append(frame)
+            elif batch:
+                if frame is not None:
+                    batch.append(frame)
+                yield b"".join(batch)
                 batch.clear()
+            elif frame is not None:
+                yield frame
             event = await anext(events, None)
         if batch:  # the stream ended right after an event that announced more
             yield b"".join(batch)
@@ -318,8 +323,8 @@ async def pump(
         finished = True
         if state.parts or state.usage:  # what was generated before the failure is logged
             call.record.usage = state.usage or out.estimate(state)
-        err = out.error_frame(await call.fail(call.surface_error(exc)))
-        yield b"".join([*batch, err])
+        failed = out.error_frame(await call.fail(call.surface_error(exc)))
+        yield b"".join([*batch, failed])
         return
     finally:
         if not finished:

@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from . import openai as oa
+from . import openai_wire as oa
 from .base import (
     ChatRequest,
     ChatResult,

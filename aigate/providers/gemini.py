@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from . import openai as oa
+from . import openai_wire as oa
 from .base import ChatRequest, ChatResult, Platform, StreamEvent, UpstreamError, Usage
 from .http import (
     JSON_HEADERS,
