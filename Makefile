@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/aigate.yaml
 
-.PHONY: run test bench lint clean lock
+.PHONY: run test bench bench-streams lint clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/pip install -q 'matplotlib>=3.8'
 	$(BIN)/python -m bench.run
+
+# Open streams (~8 min): N concurrent long streams through every gateway; bench/STREAMS.md
+# and streams.png, then bench/RESULTS.md re-rendered to include them.
+bench-streams: $(VENV)/.installed-dev
+	$(BIN)/pip install -q 'matplotlib>=3.8'
+	$(BIN)/python -m bench.streams
+	$(BIN)/python -m bench.report bench/results.json
 
 # Re-resolve the lock files after changing dependencies in pyproject.toml.
 lock: | $(BIN)/python

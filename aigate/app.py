@@ -191,11 +191,11 @@ def metrics_middleware(app):
         surface = surface_of(scope["path"])
         status = 500
 
-        async def send_wrapper(message):
+        def send_wrapper(message):  # a plain function: no extra coroutine per streamed event
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         try:
             await app(scope, receive, send_wrapper)

@@ -151,12 +151,21 @@ def simulator(
     ttft_ms: int = typer.Option(0, help="stream: delay before the first chunk"),
     chunks: int = typer.Option(8, help="stream: chunks per reply"),
     chunk_interval_ms: int = typer.Option(0, help="stream: delay between chunks"),
+    reply_chars: int = typer.Option(0, help="reply with this many characters instead of the echo"),
 ) -> None:
     """Run the provider simulator (OpenAI, Anthropic, Gemini, async jobs wire formats)."""
     from aigate.simulator.server import run
+    from aigate.simulator.text import filler
 
+    extra = {"reply": filler(reply_chars)} if reply_chars > 0 else {}
     run(
-        host=host, port=port, latency_ms=latency_ms, ttft_ms=ttft_ms, chunks=chunks, chunk_interval_ms=chunk_interval_ms
+        host=host,
+        port=port,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        chunks=chunks,
+        chunk_interval_ms=chunk_interval_ms,
+        **extra,
     )
 
 

@@ -468,6 +468,10 @@ def render(results: dict, figs: dict) -> str:
     out.append(
         "\nRaw numbers: `results.json` (every wrk step, client run and CPU/core reading). Chart: `results.png`.\n"
     )
+    for name in ("STREAMS.md", "STREAMS-PRODUCTION.md"):  # written by bench.streams
+        streams = Path(__file__).with_name(name)
+        if streams.exists():
+            out.append("\n" + streams.read_text())
     changes = Path(__file__).with_name("CHANGES.md")  # the hot-path work, kept by hand
     if changes.exists():
         out.append("\n" + changes.read_text())

@@ -38,7 +38,7 @@ class Profile:
     chunk_interval_ms: int
 
 
-def start_simulator(procs: Processes, port: int, profile: Profile) -> Proc:
+def start_simulator(procs: Processes, port: int, profile: Profile, reply_chars: int = 0) -> Proc:
     argv = [
         str(VENV_BIN / "aigate"),
         "simulator",
@@ -51,6 +51,8 @@ def start_simulator(procs: Processes, port: int, profile: Profile) -> Proc:
         "--chunk-interval-ms",
         str(profile.chunk_interval_ms),
     ]
+    if reply_chars:  # long streams: the echo is too short to split into many deltas
+        argv += ["--reply-chars", str(reply_chars)]
     proc = procs.start(f"simulator-{profile.name}", argv, cpu=LOAD_CPU)
     wait_http(
         proc,
@@ -78,16 +80,21 @@ APP_COSTS = {
 }
 
 
-def aigate_config(db_path: Path, port: int, sim_url: str, app_cost: str = "flat") -> dict:
-    """The real path: SQLite, usage logs, credits and a daily limit on the strategy. The
-    bench users get credits and a limit they cannot exhaust."""
+def aigate_config(
+    db_path: Path, port: int, sim_url: str, app_cost: str = "flat", database_url: str = "", redis_url: str = ""
+) -> dict:
+    """The real path: SQLite (or ``database_url``), usage logs, credits and a daily limit on
+    the strategy. The bench users get credits and a limit they cannot exhaust."""
+    extra: dict = {"redis": {"url": redis_url}} if redis_url else {}
+    database = {"url": database_url, "pool_size": 5} if database_url else {"url": f"sqlite:///{db_path}"}
     return {
+        **extra,
         "server": {
             "listen": f"127.0.0.1:{port}",
             "admin_key": "bench-admin-key-0123456789-abcdefghijklmnop",
             "worker_id": 1,
         },
-        "database": {"url": f"sqlite:///{db_path}"},
+        "database": database,
         "logs": {"store_bodies": "errors", "body_max_bytes": 8192, "retention_days": 30},
         "simulator": {"enabled": False},
         "models": [{"name": "gpt-4o-mini", "price": {"input_price": 0.15, "output_price": 0.6, "cached_price": 0.075}}],
@@ -138,14 +145,13 @@ def aigate_config(db_path: Path, port: int, sim_url: str, app_cost: str = "flat"
     }
 
 
-def start_aigate(procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat") -> tuple[Proc, str]:
+def start_aigate(
+    procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat", database_url: str = "", redis_url: str = ""
+) -> tuple[Proc, str]:
     port = free_port()
     cfg_path = run_dir / "aigate.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            aigate_config(run_dir / "aigate.db", port, sim_url, app_cost), allow_unicode=True, sort_keys=False
-        )
-    )
+    cfg = aigate_config(run_dir / "aigate.db", port, sim_url, app_cost, database_url, redis_url)
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     argv = [str(VENV_BIN / "aigate"), "serve", "--config", str(cfg_path), "--log-level", "WARNING"]
     proc = procs.start("aigate", argv, cpu=GATEWAY_CPU, cwd=run_dir)
     url = f"http://127.0.0.1:{port}"

@@ -287,9 +287,13 @@ async def pump(
 ) -> AsyncIterator[bytes]:
     """Forward a started stream to the client. An error after the first byte becomes one
     error frame (the call released and recorded); a client that leaves stops the upstream
-    read, and what was generated is billed as 499 in a task of its own."""
+    read, and what was generated is billed as 499 in a task of its own.
+
+    The frames of events that came in one upstream read (``StreamEvent.more``) go out
+    as one write: a gateway that falls behind catches up in fewer, larger writes."""
     state = StreamState(parts=[])
     finished = False
+    batch: list[bytes] = []  # frames held back while more events of the same read follow
     try:
         event: StreamEvent | None = first
         while event is not None:
@@ -300,15 +304,27 @@ async def pump(
             if not state.chunk_id:
                 state.chunk_id = event.upstream_id
             frame = out.frame(event, state)
-            if frame is not None:
+            if event.more:
+                if frame is not None:
+                    batch.append(frame)
+            elif batch:
+                if frame is not None:
+                    batch.append(frame)
+                yield b"".join(batch)
+                batch.clear()
+            elif frame is not None:
                 yield frame
             event = await anext(events, None)
+        if batch:  # the stream ended right after an event that announced more
+            yield b"".join(batch)
+            batch.clear()
         finished = True
     except Exception as exc:  # the upstream failed mid-stream, or framing hit a bug
         finished = True
         if state.parts or state.usage:  # what was generated before the failure is logged
             call.record.usage = state.usage or out.estimate(state)
-        yield out.error_frame(await call.fail(call.surface_error(exc)))
+        failed = out.error_frame(await call.fail(call.surface_error(exc)))
+        yield b"".join([*batch, failed])
         return
     finally:
         if not finished:

@@ -125,6 +125,7 @@ def _chat_request(chat: ChatCall, model: str) -> ChatRequest:
         messages=chat.upstream_messages,
         params=dict(strategy.params),
         response_format={"type": fmt} if fmt == "json_object" else None,
+        openai_chunks=False,  # the App API stream frames the text deltas itself
     )
 
 
@@ -223,11 +224,16 @@ class ChatStream:
     """The App API's stream (``ai_chat_msg`` events, one ``ai_chat_error`` on failure)."""
 
     chat: ChatCall
+    head: bytes = b""  # what every delta's event starts with, up to its text
 
     def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
         if not event.delta:
             return None
-        return sse("ai_chat_msg", {"chat_id": self.chat.chat_id, "content": event.delta, "is_finish": False})
+        # the bytes of sse("ai_chat_msg", {"chat_id": ..., "content": delta, "is_finish": False}),
+        # with the part every delta shares built once per stream
+        if not self.head:
+            self.head = b'event: ai_chat_msg\ndata: {"chat_id":' + orjson.dumps(self.chat.chat_id) + b',"content":'
+        return self.head + orjson.dumps(event.delta) + b',"is_finish":false}\n\n'
 
     def estimate(self, state: StreamState) -> Usage:
         return estimate_usage(self.chat.upstream_messages, state.text, self.chat.record.model)

@@ -57,7 +57,7 @@ from aigate.engine.routing import Attempt, Trace
 from aigate.engine.upstream_errors import to_app_error
 from aigate.providers import http_job
 from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
-from aigate.providers.openai import parse_usage
+from aigate.providers.openai_wire import parse_usage
 from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t

@@ -40,6 +40,7 @@ from aigate.engine.calls import Call, StreamState, pump
 from aigate.engine.pricing import used_amount
 from aigate.engine.records import CallRecord
 from aigate.providers import openai as oa
+from aigate.providers import openai_wire
 from aigate.providers.base import (
     ChatRequest,
     JsonResult,
@@ -484,7 +485,7 @@ class RelayStream:
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record
         record.response_raw = orjson.dumps(
-            {"streamed_chars": len(state.text), "usage": oa.usage_document(record.usage)}
+            {"streamed_chars": len(state.text), "usage": openai_wire.usage_document(record.usage)}
         )
 
     async def abandoned(self, state: StreamState) -> None:
@@ -493,7 +494,10 @@ class RelayStream:
     def closing(self, state: StreamState) -> list[bytes]:
         record = self.rc.record
         if self.rc.include_usage and not self.usage_sent:  # the upstream reported none: ours, estimated
-            return [_frame(oa.usage_chunk_bytes(state.chunk_id, record.model, now_ms() // 1000, record.usage)), DONE]
+            return [
+                _frame(openai_wire.usage_chunk_bytes(state.chunk_id, record.model, now_ms() // 1000, record.usage)),
+                DONE,
+            ]
         return [DONE]
 
     def error_frame(self, err: Exception) -> bytes:

@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from . import openai as oa
+from . import openai_wire as oa
 from .base import (
     ChatRequest,
     ChatResult,
@@ -420,6 +420,11 @@ class AnthropicChat:
             msg_id = ""
             model = req.model
             created = int(time.time())
+            want = req.openai_chunks
+
+            def chunk_of(delta: dict[str, Any], finish: str | None = None) -> bytes | None:
+                return oa.chunk_bytes(msg_id, model, created, delta, finish) if want else None
+
             raw_usage: dict[str, Any] = {}
             tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
             json_mode = _json_mode(req)
@@ -443,12 +448,12 @@ class AnthropicChat:
                     if delta_type == "text_delta":
                         text = delta.get("text") or ""
                         reply_parts.append(text)
-                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        chunk = chunk_of({"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                     elif delta_type == "input_json_delta" and doc.get("index") in json_blocks:
                         text = delta.get("partial_json") or ""
                         reply_parts.append(text)
-                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        chunk = chunk_of({"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                     elif delta_type == "input_json_delta":
                         index = tool_index.get(doc.get("index", -1))
@@ -457,7 +462,7 @@ class AnthropicChat:
                         part = delta.get("partial_json") or ""
                         reply_parts.append(part)
                         call: dict[str, Any] = {"index": index, "function": {"arguments": part}}
-                        chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
+                        chunk = chunk_of({"tool_calls": [call]})
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                     # thinking / signature deltas have no chat.completion.chunk equivalent
                 elif kind == "message_start":
@@ -466,7 +471,7 @@ class AnthropicChat:
                     model = message.get("model") or model
                     _merge_usage(raw_usage, message.get("usage"))
                     delta = {"role": "assistant", "content": "", "refusal": None}
-                    chunk = oa.chunk_bytes(msg_id, model, created, delta)
+                    chunk = chunk_of(delta)
                     yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "content_block_start":
                     block = doc.get("content_block") or {}
@@ -477,12 +482,12 @@ class AnthropicChat:
                         call = _tool_call({**block, "input": {}})
                         call["index"] = index
                         call["function"]["arguments"] = ""
-                        chunk = oa.chunk_bytes(msg_id, model, created, {"tool_calls": [call]})
+                        chunk = chunk_of({"tool_calls": [call]})
                         yield StreamEvent(upstream_id=msg_id, openai_chunk=chunk)
                     elif block.get("type") == "text" and block.get("text"):
                         text = block["text"]
                         reply_parts.append(text)
-                        chunk = oa.chunk_bytes(msg_id, model, created, {"content": text})
+                        chunk = chunk_of({"content": text})
                         yield StreamEvent(delta=text, upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "message_delta":
                     stop_reason = (doc.get("delta") or {}).get("stop_reason") or ""
@@ -490,7 +495,7 @@ class AnthropicChat:
                     if json_blocks and not tool_index and finish == "tool_calls":
                         finish = "stop"  # the JSON answer, not a call for the client
                     _merge_usage(raw_usage, doc.get("usage"))
-                    chunk = oa.chunk_bytes(msg_id, model, created, {}, finish)
+                    chunk = chunk_of({}, finish)
                     yield StreamEvent(finish_reason=finish, upstream_id=msg_id, openai_chunk=chunk)
                 elif kind == "message_stop":
                     stopped = True
@@ -503,7 +508,7 @@ class AnthropicChat:
                 usage = parse_usage(raw_usage)
             else:
                 usage = estimate_usage(req.messages, "".join(reply_parts), req.model)
-            chunk = oa.usage_chunk_bytes(msg_id, model, created, usage)
+            chunk = oa.usage_chunk_bytes(msg_id, model, created, usage) if want else None
             yield StreamEvent(usage=usage, upstream_id=msg_id, openai_chunk=chunk)
         finally:
             frames.release()

@@ -67,6 +67,9 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None  # e.g. {"type": "json_object"}
     # OpenAI fields passed through untouched by the relay (tools, tool_choice, seed, ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the consumer reads ``StreamEvent.openai_chunk``; False spares the adapters of other
+    # wire formats building a chunk per event that nobody reads (the App API stream)
+    openai_chunks: bool = True
 
 
 @dataclass(slots=True)
@@ -91,8 +94,11 @@ class StreamEvent:
     upstream_id: str = ""
     # the event as an OpenAI ``chat.completion.chunk`` JSON document (bytes, no ``data:``
     # prefix); for OpenAI-format upstreams the upstream bytes untouched. None when the
-    # event has no OpenAI equivalent.
+    # event has no OpenAI equivalent, or the request asked for none (``openai_chunks``).
     openai_chunk: bytes | None = None
+    # another event of the same upstream read follows without waiting: the stream pump
+    # sends the frames of one read together (one write to the client instead of several)
+    more: bool = False
 
 
 @dataclass(slots=True)

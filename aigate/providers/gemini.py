@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from . import openai as oa
+from . import openai_wire as oa
 from .base import ChatRequest, ChatResult, Platform, StreamEvent, UpstreamError, Usage
 from .http import (
     JSON_HEADERS,
@@ -329,6 +329,7 @@ class GeminiChat:
             finished = False
             reply_parts: list[str] = []
             tool_count = 0
+            want = req.openai_chunks  # the App API stream reads no OpenAI chunks
             async for _event, data in frames:
                 if not data:
                     continue
@@ -361,7 +362,7 @@ class GeminiChat:
                 if finish:
                     finished = True
                 if delta or finish:
-                    chunk = oa.chunk_bytes(chunk_id, model, created, delta, finish)
+                    chunk = oa.chunk_bytes(chunk_id, model, created, delta, finish) if want else None
                     yield StreamEvent(
                         delta=text,
                         finish_reason=finish,
@@ -374,7 +375,7 @@ class GeminiChat:
                 usage = parse_usage(raw_usage)
             else:
                 usage = estimate_usage(req.messages, "".join(reply_parts), req.model)
-            chunk = oa.usage_chunk_bytes(chunk_id, model, created, usage)
+            chunk = oa.usage_chunk_bytes(chunk_id, model, created, usage) if want else None
             yield StreamEvent(usage=usage, upstream_id=upstream_id, openai_chunk=chunk)
         finally:
             frames.release()

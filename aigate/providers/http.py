@@ -255,10 +255,16 @@ class StreamFrames:
     def __aiter__(self) -> StreamFrames:
         return self
 
+    @property
+    def pending(self) -> bool:
+        """The next frame came with the same read and is ready without waiting."""
+        return self._reader.pending
+
     async def __anext__(self) -> tuple[str, bytes]:
         try:
             if self._deadline is None:
-                return await self._reader.__anext__()
+                reader = self._reader
+                return reader.next_ready() if reader.pending else await reader.__anext__()
             try:
                 async with asyncio.timeout_at(self._deadline):
                     frame = await self._reader.__anext__()

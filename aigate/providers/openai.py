@@ -1,9 +1,9 @@
 """OpenAI wire format: ``openai``, ``openai_compatible`` and ``azure_openai`` platforms.
 
 The request the engine hands over is already OpenAI-shaped, so chat bodies go upstream
-nearly as they are and streamed chunks come back untouched. The builders at the bottom
-(``completion_document``, ``chunk_bytes``, ...) are how the other adapters speak OpenAI
-to the relay.
+nearly as they are and streamed chunks come back untouched. The documents the other
+adapters build to speak OpenAI to the relay (``completion_document``, ``chunk_bytes``,
+...) live in ``openai_wire``.
 
 Azure differs only in addressing: ``{base}/openai/deployments/{deployment}/...`` with
 ``?api-version=`` and an ``api-key`` header. The deployment is the upstream model name
@@ -12,8 +12,6 @@ unless ``options.deployments`` maps it to another.
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +40,7 @@ from .http import (
     request_bytes,
     request_json,
 )
+from .openai_wire import parse_usage, plain_delta
 from .tokens import count_text
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -71,28 +70,6 @@ def endpoint(platform: Platform, path: str, model: str | None = None) -> tuple[s
         if platform.api_key:  # local servers (Ollama, vLLM) often run without a key
             headers["Authorization"] = f"Bearer {platform.api_key}"
     return url, merged_headers(headers, platform)
-
-
-# --- usage ---------------------------------------------------------------------------
-
-
-def parse_usage(u: dict[str, Any]) -> Usage:
-    """OpenAI ``usage`` -> Usage (chat, embeddings and gpt-image shapes)."""
-    prompt = u.get("prompt_tokens")
-    if prompt is None:  # images API: input_tokens / output_tokens
-        prompt = u.get("input_tokens") or 0
-        output = u.get("output_tokens") or 0
-    else:
-        output = u.get("completion_tokens") or 0
-    usage = Usage(input_tokens=prompt or 0, output_tokens=output)
-    details = u.get("prompt_tokens_details") or u.get("input_tokens_details")
-    if details:
-        usage.cached_tokens = details.get("cached_tokens") or 0
-        usage.image_input_tokens = details.get("image_tokens") or 0
-    details = u.get("completion_tokens_details")
-    if details:
-        usage.reasoning_tokens = details.get("reasoning_tokens") or 0
-    return usage
 
 
 # --- chat ----------------------------------------------------------------------------
@@ -161,6 +138,7 @@ class OpenAIChat:
         try:
             done = finished = has_usage = False
             reply_parts: list[str] = []
+            upstream_id: str | None = None  # from the first chunk, parsed in full
             async for event, data in frames:
                 if data == b"[DONE]":
                     done = True
@@ -169,6 +147,14 @@ class OpenAIChat:
                     continue
                 if event == "error":
                     raise _stream_error(data, platform)
+                plain = None if upstream_id is None else plain_delta(data)
+                if plain is not None:  # the common case: text only, taken without a parse
+                    if plain:
+                        reply_parts.append(plain)
+                    yield StreamEvent(
+                        delta=plain, upstream_id=upstream_id or "", openai_chunk=data, more=frames.pending
+                    )
+                    continue
                 try:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
@@ -185,7 +171,10 @@ class OpenAIChat:
                     delta = choice.get("delta")
                     if delta:
                         text = delta.get("content") or ""
-                        reply_parts.append(_reply_text(delta))
+                        if text and isinstance(text, str):
+                            reply_parts.append(text)
+                        if "tool_calls" in delta:  # their arguments count as reply text
+                            reply_parts.append(_reply_text({"tool_calls": delta["tool_calls"]}))
                     finish = choice.get("finish_reason")
                     if finish:
                         finished = True
@@ -194,12 +183,14 @@ class OpenAIChat:
                 if u:
                     usage = parse_usage(u)
                     has_usage = True
+                upstream_id = chunk.get("id") or ""
                 yield StreamEvent(
                     delta=text,
                     usage=usage,
                     finish_reason=finish,
-                    upstream_id=chunk.get("id") or "",
+                    upstream_id=upstream_id,
                     openai_chunk=data,
+                    more=frames.pending,
                 )
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
@@ -258,118 +249,3 @@ async def speech(session: aiohttp.ClientSession, platform: Platform, body: dict[
     content, content_type = await request_bytes(session, platform, url, headers=headers, body=body)
     usage = Usage(input_tokens=_input_tokens(body.get("input"), str(body.get("model") or "")), estimated=True)
     return BinaryResult(content=content, content_type=content_type, usage=usage)
-
-
-# --- OpenAI message helpers for the other wire formats -----------------------------------
-
-
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """``data:<mime>;base64,<data>`` -> (mime, data)."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    if not sep:
-        return None
-    return header.split(";", 1)[0] or "image/png", data
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if not content:
-        return ""
-    return "".join(p.get("text") or "" for p in content if p.get("type") == "text")
-
-
-# --- OpenAI documents for the other wire formats ------------------------------------------
-
-
-def usage_document(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
-
-
-def completion_document(
-    id: str,
-    model: str,
-    created: int,
-    content: str | None,
-    finish_reason: str,
-    usage: Usage,
-    tool_calls: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A ``chat.completion`` with one choice."""
-    # ``refusal`` is required by OpenAI's published schema; other providers never report one
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": usage_document(usage),
-    }
-
-
-def translated_result(
-    req: ChatRequest,
-    raw: bytes,
-    *,
-    upstream_id: str,
-    model: str,
-    content: str,
-    tool_calls: list[dict[str, Any]],
-    finish: str,
-    usage: Usage | None,
-) -> ChatResult:
-    """A non-OpenAI upstream's answer as a ChatResult carrying its OpenAI document;
-    usage is estimated when the upstream reported none."""
-    if usage is None:
-        reply = len(content) + sum(len(c["function"]["arguments"]) for c in tool_calls)
-        usage = estimate_usage(req.messages, reply)
-    document = completion_document(
-        upstream_id or "chatcmpl-" + secrets.token_hex(12),
-        model,
-        int(time.time()),
-        content if content or not tool_calls else None,
-        finish,
-        usage,
-        tool_calls,
-    )
-    return ChatResult(
-        content=content, usage=usage, raw=raw, upstream_id=upstream_id, finish_reason=finish, openai=document
-    )
-
-
-def chunk_bytes(id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-    """A serialised ``chat.completion.chunk`` with one choice."""
-    return orjson.dumps(
-        {
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-        }
-    )
-
-
-def usage_chunk_bytes(id: str, model: str, created: int, usage: Usage) -> bytes:
-    """The final usage-only chunk (``choices: []``), as OpenAI sends with include_usage."""
-    return orjson.dumps(
-        {
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage_document(usage),
-        }
-    )

@@ -32,6 +32,8 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        if chunk.endswith(b"\n\n") and not (self._tail or self._data or self._event) and b"\r" not in chunk:
+            return self._whole_events(chunk)
         buf = self._tail + chunk if self._tail else chunk
         if b"\r" in buf:
             if buf.endswith(b"\r"):
@@ -52,6 +54,19 @@ class SSEDecoder:
         out: list[tuple[str, bytes]] = []
         for i in range(len(lines) - 1):
             self._line(lines[i], out)
+        return out
+
+    def _whole_events(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        """A read of complete events (how upstreams write them): one-line ``data: ...``
+        events are taken whole, without going line by line; others take the long way."""
+        out: list[tuple[str, bytes]] = []
+        for block in chunk[:-2].split(b"\n\n"):
+            if block[:6] == b"data: " and b"\n" not in block:
+                out.append((DEFAULT_EVENT, block[6:]))
+                continue
+            for line in block.split(b"\n"):
+                self._line(line, out)
+            self._line(b"", out)
         return out
 
     def close(self) -> list[tuple[str, bytes]]:
@@ -102,6 +117,15 @@ class SSEReader:
 
     def __aiter__(self) -> SSEReader:
         return self
+
+    @property
+    def pending(self) -> bool:
+        """An event is already decoded: the next ``__anext__`` returns without reading."""
+        return bool(self._pending)
+
+    def next_ready(self) -> tuple[str, bytes]:
+        """The next event when ``pending`` (no coroutine needed)."""
+        return self._pending.popleft()
 
     async def __anext__(self) -> tuple[str, bytes]:
         pending = self._pending

@@ -69,6 +69,12 @@ def echo_reply(user_text: str) -> str:
     return f"{REPLY_PREFIX} {' '.join(words)}"
 
 
+def filler(chars: int) -> str:
+    """A reply of exactly ``chars`` characters (long streams: one delta per few characters)."""
+    words = "The quick brown fox jumps over the lazy dog. "
+    return (words * (chars // len(words) + 1))[:chars]
+
+
 def json_reply(text: str) -> str:
     """The reply used in JSON mode: a JSON object string wrapping the plain reply."""
     return orjson.dumps({"reply": text, "simulated": True}).decode()

@@ -321,3 +321,15 @@ def test_anthropic_version_override_and_usage_arithmetic() -> None:
         }
     )
     assert (u.input_tokens, u.cached_tokens, u.cache_creation_tokens) == (130, 100, 20)
+
+
+async def test_stream_without_openai_chunks_keeps_text_and_usage(sim, session) -> None:
+    """The App API stream reads no OpenAI chunks: none are built, the rest is unchanged."""
+    sim.script([{"reply": REPLY, "chunks": 4, "cached_tokens": 4}])
+    events = await collect(provider().chat_stream(session, platform(sim), request(openai_chunks=False)))
+
+    assert all(e.openai_chunk is None for e in events)
+    assert "".join(e.delta for e in events) == REPLY
+    assert [e.finish_reason for e in events if e.finish_reason] == ["stop"]
+    u = events[-1].usage
+    assert (u.input_tokens, u.cached_tokens) == (12, 4) and not u.estimated

@@ -148,6 +148,18 @@ async def test_stream_text_usage_and_openai_chunks(sim, session) -> None:
     assert (u.input_tokens, u.output_tokens, u.cached_tokens) == (12, (len(REPLY) + 3) // 4, 2)
 
 
+async def test_stream_without_openai_chunks_keeps_text_and_usage(sim, session) -> None:
+    """The App API stream reads no OpenAI chunks: none are built, the rest is unchanged."""
+    sim.script([{"reply": REPLY, "chunks": 4, "cached_tokens": 2}])
+    events = await collect(provider().chat_stream(session, platform(sim), request(openai_chunks=False)))
+
+    assert all(e.openai_chunk is None for e in events)
+    assert "".join(e.delta for e in events) == REPLY
+    assert [e.finish_reason for e in events if e.finish_reason] == ["stop"]
+    u = events[-1].usage
+    assert (u.input_tokens, u.output_tokens, u.cached_tokens) == (12, (len(REPLY) + 3) // 4, 2)
+
+
 async def test_usage_missing_is_estimated(sim, session) -> None:
     sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
     result = await provider().chat(session, platform(sim), request())

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from aigate.providers import openai as oa
+from aigate.providers import openai_wire
 from aigate.providers.base import (
     ChatRequest,
     Platform,
@@ -126,6 +127,46 @@ async def test_stream_text_usage_and_untouched_chunks(sim, session) -> None:
     body = sim.requests[-1]["body"]
     assert body["stream"] is True
     assert body["stream_options"] == {"continuous_usage_stats": False, "include_usage": True}
+
+
+async def test_stream_marks_events_that_arrived_together(sim, session) -> None:
+    """Events decoded from one upstream read say that another follows at once (``more``),
+    the last of the read does not: the pump writes them to the client together."""
+    sim.script([{"reply": REPLY, "chunks": 5}, {"reply": REPLY, "chunks": 3, "chunk_interval_ms": 30}])
+    together = await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    # an unpaced stream comes in one write: every event has company (``[DONE]`` ends it)
+    assert len(together) == 8 and all(e.more for e in together)
+
+    paced = await collect(chat_provider("openai").chat_stream(session, platform(sim), request()))
+    assert "".join(e.delta for e in paced) == REPLY
+    # reads: [role, delta 1], [delta 2], [delta 3, finish, usage, DONE]
+    assert [e.more for e in paced] == [True, False, False, True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "text"),
+    [
+        (b'{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}]}', "Hi"),
+        (
+            '{"id":"c","usage":null,"choices":[{"delta":{"content":"héllo 世界"},"finish_reason":null}]}'.encode(),
+            "héllo 世界",
+        ),
+        (b'{"id":"c","choices":[{"delta":{"content":""},"finish_reason":null}]}', ""),
+        # anything else is parsed: escapes, other delta fields, finish, usage, errors, not JSON
+        (b'{"id":"c","choices":[{"delta":{"content":"a\\"b"},"finish_reason":null}]}', None),
+        (b'{"id":"c","choices":[{"delta":{"content":"a\\nb"},"finish_reason":null}]}', None),
+        (b'{"id":"c","choices":[{"delta":{"content":"","role":"assistant"},"finish_reason":null}]}', None),
+        (b'{"id":"c","choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}', None),
+        (b'{"id":"c","choices":[{"delta":{"content":"x"},"finish_reason":null}],"usage":{"prompt_tokens":1}}', None),
+        (b'{"error":{"message":"x"},"choices":[{"delta":{"content":"x"},"finish_reason":null}]}', None),
+        (b'{"choices":[{"delta":{"content":"x"},"finish_reason":null}]', None),
+        (b'{"choices":[{"delta":{"content": "x"},"finish_reason":null}]}', None),
+    ],
+)
+def test_plain_delta_reads_only_plain_text_chunks(chunk: bytes, text: str | None) -> None:
+    assert openai_wire.plain_delta(chunk) == text
+    if text is not None:  # what the parse would have found
+        assert orjson.loads(chunk)["choices"][0]["delta"]["content"] == text
 
 
 async def test_usage_missing_is_estimated(sim, session) -> None:

@@ -152,3 +152,24 @@ async def test_reader_stops_cleanly_when_abandoned(sse_server) -> None:
         reader = iter_sse(resp.content)
         assert await anext(reader) == ("message", b"one")
     # leaving the response mid-stream needs no cleanup of the reader
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    blocks=st.lists(
+        st.one_of(
+            _line_text.map(lambda t: b"data: " + t.encode()),  # the common one-line event
+            _line_text.map(lambda t: b"data:" + t.encode()),
+            st.lists(_line_text, min_size=2, max_size=3).map(lambda ls: b"\n".join(b"data: " + x.encode() for x in ls)),
+            _line_text.map(lambda t: b"event: delta\ndata: " + t.encode()),
+            _line_text.map(lambda t: b": " + t.encode()),
+            st.just(b""),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_reads_of_whole_events_decode_as_byte_by_byte(blocks) -> None:
+    """A read made of complete events takes a shortcut; it must agree with the long way."""
+    read = b"".join(block + b"\n\n" for block in blocks)
+    assert decode(read) == decode(*(read[i : i + 1] for i in range(len(read))))

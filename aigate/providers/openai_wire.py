@@ -1,0 +1,178 @@
+"""The OpenAI wire format as data: usage, chunks and completion documents.
+
+Shared by the OpenAI adapter (which reads them) and the adapters of other formats and
+the relay (which build them); no I/O here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from .base import ChatRequest, ChatResult, Usage
+from .http import estimate_usage
+
+# --- usage ---------------------------------------------------------------------------
+
+
+def parse_usage(u: dict[str, Any]) -> Usage:
+    """OpenAI ``usage`` -> Usage (chat, embeddings and gpt-image shapes)."""
+    prompt = u.get("prompt_tokens")
+    if prompt is None:  # images API: input_tokens / output_tokens
+        prompt = u.get("input_tokens") or 0
+        output = u.get("output_tokens") or 0
+    else:
+        output = u.get("completion_tokens") or 0
+    usage = Usage(input_tokens=prompt or 0, output_tokens=output)
+    details = u.get("prompt_tokens_details") or u.get("input_tokens_details")
+    if details:
+        usage.cached_tokens = details.get("cached_tokens") or 0
+        usage.image_input_tokens = details.get("image_tokens") or 0
+    details = u.get("completion_tokens_details")
+    if details:
+        usage.reasoning_tokens = details.get("reasoning_tokens") or 0
+    return usage
+
+
+# --- stream chunks -----------------------------------------------------------------------
+
+
+_PLAIN_DELTA = b'"delta":{"content":"'
+
+
+def plain_delta(data: bytes) -> str | None:
+    """The text of an ordinary content chunk (``"delta":{"content":"..."}``, no finish, no
+    usage, no escapes), read without parsing the JSON: most events of a stream are such
+    chunks. None for anything else (role, tool calls, finish, usage, errors, escaped
+    text, another layout): the caller parses those."""
+    start = data.find(_PLAIN_DELTA)
+    if start < 0 or data[:1] != b"{" or data[-1:] != b"}":
+        return None
+    if b'"finish_reason":null' not in data or b'"usage":{' in data or b'"error"' in data:
+        return None
+    start += len(_PLAIN_DELTA)
+    end = data.find(b'"', start)
+    if end < 0 or data[end + 1 : end + 2] != b"}" or b"\\" in data[start:end]:
+        return None
+    try:
+        return data[start:end].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+# --- OpenAI message helpers for the other wire formats -----------------------------------
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` -> (mime, data)."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep:
+        return None
+    return header.split(";", 1)[0] or "image/png", data
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not content:
+        return ""
+    return "".join(p.get("text") or "" for p in content if p.get("type") == "text")
+
+
+# --- OpenAI documents for the other wire formats ------------------------------------------
+
+
+def usage_document(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def completion_document(
+    id: str,
+    model: str,
+    created: int,
+    content: str | None,
+    finish_reason: str,
+    usage: Usage,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` with one choice."""
+    # ``refusal`` is required by OpenAI's published schema; other providers never report one
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+        "usage": usage_document(usage),
+    }
+
+
+def translated_result(
+    req: ChatRequest,
+    raw: bytes,
+    *,
+    upstream_id: str,
+    model: str,
+    content: str,
+    tool_calls: list[dict[str, Any]],
+    finish: str,
+    usage: Usage | None,
+) -> ChatResult:
+    """A non-OpenAI upstream's answer as a ChatResult carrying its OpenAI document;
+    usage is estimated when the upstream reported none."""
+    if usage is None:
+        reply = len(content) + sum(len(c["function"]["arguments"]) for c in tool_calls)
+        usage = estimate_usage(req.messages, reply)
+    document = completion_document(
+        upstream_id or "chatcmpl-" + secrets.token_hex(12),
+        model,
+        int(time.time()),
+        content if content or not tool_calls else None,
+        finish,
+        usage,
+        tool_calls,
+    )
+    return ChatResult(
+        content=content, usage=usage, raw=raw, upstream_id=upstream_id, finish_reason=finish, openai=document
+    )
+
+
+def chunk_bytes(id: str, model: str, created: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    """A serialised ``chat.completion.chunk`` with one choice."""
+    return orjson.dumps(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        }
+    )
+
+
+def usage_chunk_bytes(id: str, model: str, created: int, usage: Usage) -> bytes:
+    """The final usage-only chunk (``choices: []``), as OpenAI sends with include_usage."""
+    return orjson.dumps(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_document(usage),
+        }
+    )
