@@ -18,7 +18,9 @@ Two measurements:
 
 * CPU per call (``time.process_time``: every thread of the process, so the SQLite thread
   counts), reserve and settle apart, in interleaved rounds (the forms' order rotates each
-  round); medians and the range over rounds;
+  round); medians and the range over rounds. ``--concurrency C`` runs the calls C at a
+  time instead (what a loaded instance does: on SQLite, scripts that arrive together
+  share one hop to the database thread); then only the total per call is reported;
 * ``--callgrind``: instructions per call, from valgrind. Each form runs in its own process
   twice, with N and 2N calls after the same warm-up; (I(2N) - I(N)) / N removes start-up.
   Instruction counts do not depend on the machine's load.
@@ -173,11 +175,20 @@ async def _schema(pg_url: str, schema: str, create: bool) -> None:
 # --- CPU per call, interleaved rounds
 
 
-async def cpu_rounds(db_arg: str, calls: int, rounds: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+async def cpu_rounds(
+    db_arg: str, calls: int, rounds: int, warmup: int, concurrency: int
+) -> dict[str, dict[str, list[float]]]:
     async with opened(db_arg, warmup) as bench:
-        out: dict[str, dict[str, list[float]]] = {f: {"reserve": [], "settle": []} for f in FORMS}
+        out: dict[str, dict[str, list[float]]] = {f: {"reserve": [], "settle": [], "total": []} for f in FORMS}
         for r in range(rounds):
             for form in FORMS[r % 3 :] + FORMS[: r % 3]:  # the order rotates: no form always first
+                if concurrency > 1:
+                    start = time.process_time()
+                    for _ in range(calls // concurrency):
+                        await asyncio.gather(*(bench.call(form) for _ in range(concurrency)))
+                    done = calls // concurrency * concurrency
+                    out[form]["total"].append((time.process_time() - start) / done * 1e6)
+                    continue
                 reserve = settle = 0.0
                 for _ in range(calls):
                     a, b = await bench.call(form)
@@ -185,7 +196,12 @@ async def cpu_rounds(db_arg: str, calls: int, rounds: int, warmup: int) -> dict[
                     settle += b
                 out[form]["reserve"].append(reserve / calls * 1e6)
                 out[form]["settle"].append(settle / calls * 1e6)
+                out[form]["total"].append((reserve + settle) / calls * 1e6)
         return out
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})" if values else "–"
 
 
 def cpu_table(out: dict[str, dict[str, list[float]]]) -> str:
@@ -193,15 +209,13 @@ def cpu_table(out: dict[str, dict[str, list[float]]]) -> str:
         "| cost form | reserve µs CPU/call | settle µs CPU/call | reserve + settle | vs flat |",
         "|---|---|---|---|---|",
     ]
-    flat_total = statistics.median([a + b for a, b in zip(out["flat"]["reserve"], out["flat"]["settle"])])
+    flat = statistics.median(out["flat"]["total"])
     for form in FORMS:
-        rs, st = out[form]["reserve"], out[form]["settle"]
-        tot = [a + b for a, b in zip(rs, st)]
-        med = statistics.median(tot)
+        row = out[form]
+        delta = statistics.median(row["total"]) - flat
         lines.append(
-            f"| {form} | {statistics.median(rs):.0f} ({min(rs):.0f}–{max(rs):.0f}) "
-            f"| {statistics.median(st):.0f} ({min(st):.0f}–{max(st):.0f}) "
-            f"| {med:.0f} ({min(tot):.0f}–{max(tot):.0f}) | {med - flat_total:+.0f} µs |"
+            f"| {form} | {_spread(row['reserve'])} | {_spread(row['settle'])} | {_spread(row['total'])} "
+            f"| {delta:+.0f} µs ({delta / flat:+.0%}) |"
         )
     return "\n".join(lines)
 
@@ -249,6 +263,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls per form per round")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=1, help="calls in flight at once")
     parser.add_argument("--callgrind", action="store_true", help="instructions per call under valgrind")
     parser.add_argument("--one", choices=FORMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,7 +274,8 @@ def main() -> None:
     if args.callgrind:
         print(callgrind_table(args.db, args.calls, args.warmup))
     else:
-        print(cpu_table(asyncio.run(cpu_rounds(args.db, args.calls, args.rounds, args.warmup))))
+        rounds = cpu_rounds(args.db, args.calls, args.rounds, args.warmup, args.concurrency)
+        print(cpu_table(asyncio.run(rounds)))
     print(
         f"\nload average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; at the end: "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
