@@ -23,7 +23,9 @@ LOCKED)``; on SQLite a conditional ``UPDATE`` per row. Every later write is fenc
 active status, committed in one transaction with the refund of a failed job or the
 settlement of a usage-based one: a job whose lease passed to another instance (this one
 stalled or died) is settled and refunded exactly once, and a client that sees `failed`
-sees its credits back.
+sees its credits back. A crash leaves its leases to expire; a graceful stop hands them
+back at once. Slots are counted under a per-platform advisory lock (PostgreSQL) or the
+single SQLite writer, so max_concurrency holds across instances.
 
 Usage-based costs (SPEC §12): the hold is taken at the POST (the cost's ``hold``), and its
 lease (``aigate.engine.hold_leases``) passes to the job with the insert: every claim
@@ -33,10 +35,7 @@ renews it for a claim's lease plus the longest wait between two claims plus
 its hold gone, charges nothing (``metadata.credits.expired``). On success the actual
 charge comes from what the final poll response reports (``usage`` option of
 ``providers.http_job``) priced like any call: ``per_1k_*_tokens`` on its tokens,
-``per_used_amount`` on its ``used_amount`` (the model's price of that usage). A crash
-leaves its leases to expire; a graceful stop hands them back at once. Slots are
-counted under a per-platform advisory lock (PostgreSQL) or the single SQLite writer, so
-max_concurrency holds across instances.
+``per_used_amount`` on its ``used_amount`` (the model's price of that usage).
 
 Platform ``options`` read here (beside the submit/poll description of
 ``providers.http_job``): ``poll_interval_s`` (default 2), ``deadline_s`` (600, counted
