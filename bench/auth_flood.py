@@ -60,7 +60,8 @@ def config(db: str, port: int, jwks_url: str, cap: int) -> dict:
                 "id": APP_ID,
                 "user_token_secret": SECRET,
                 "assets": [{"name": "ai_credit", "initial_quantity": 10}],
-                "user_tokens": [{"issuer": ISSUER, "audience": "bench", "jwks_url": jwks_url}],
+                # the JWKS is served on loopback by this process
+                "user_tokens": [{"issuer": ISSUER, "audience": "bench", "jwks_url": jwks_url, "allow_private": True}],
             }
         ],
     }

@@ -4,6 +4,10 @@
   (``FETCH_TIMEOUT_S``) and a size cap (``MAX_BYTES``); the URL itself was checked by the
   configuration (https, plain http only on loopback) and never comes from a token
   (``jku``/``x5u`` headers are ignored).
+* A JWKS host that is, or resolves to, a loopback, private, link-local, multicast or
+  reserved address is refused unless its issuer sets ``allow_private`` (``aigate.netguard``,
+  the rule webhooks follow): names are resolved once per fetch and the connection goes to
+  the checked address.
 * Keys are cached for the response's ``Cache-Control: max-age`` (else 10 minutes).
 * A token whose ``kid`` is not in the cached set triggers a new fetch, at most once per
   ``REFETCH_INTERVAL_S`` per URL, so a flood of made-up ``kid``s costs one fetch per 30 s.
@@ -26,8 +30,10 @@ from dataclasses import dataclass, field
 import aiohttp
 import jwt
 import orjson
+from aiohttp.abc import AbstractResolver
 
 from aigate.errors import AppError, unauthorized
+from aigate.netguard import PrivateAddress, private_url_error, public_session
 
 log = logging.getLogger("aigate.auth")
 
@@ -69,6 +75,7 @@ class _KeySet:
     fresh_until: float = 0.0
     last_attempt: float | None = None
     fetches: int = 0
+    refused: str = ""  # why the last fetch was refused (a private address), if it was
     parsed: dict[tuple[str, str], jwt.PyJWK] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -83,16 +90,36 @@ class _KeySet:
 class JwksCache:
     """Every JWKS URL's keys, for one process. ``clock`` is monotonic seconds (tests move it)."""
 
-    def __init__(self, http: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic) -> None:
-        self.http = http
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.monotonic,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.http = http  # issuers with allow_private
         self.clock = clock
+        self._resolver = resolver  # names of public issuers are resolved through it (default: the system's)
+        self._public: aiohttp.ClientSession | None = None
         self._sets: dict[str, _KeySet] = {}
+
+    def _session(self, allow_private: bool) -> aiohttp.ClientSession:
+        if allow_private:
+            return self.http
+        if self._public is None:
+            self._public = public_session(aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S), self._resolver)
+        return self._public
+
+    async def close(self) -> None:
+        if self._public is not None:
+            await self._public.close()
 
     def fetch_count(self, url: str) -> int:
         found = self._sets.get(url)
         return found.fetches if found else 0
 
-    async def key(self, url: str, kid: str | None, alg: str, *, may_fetch: bool = True) -> jwt.PyJWK:
+    async def key(
+        self, url: str, kid: str | None, alg: str, *, may_fetch: bool = True, allow_private: bool = False
+    ) -> jwt.PyJWK:
         """The key that verifies a token signed with ``alg`` under ``kid``; raises 401
         ``unauthorized`` for an unknown key and 503 when no keys could ever be fetched."""
         keyset = self._sets.setdefault(url, _KeySet())
@@ -101,12 +128,13 @@ class JwksCache:
         if may_fetch and (stale or keyset.find(kid) is None) and self._may_attempt(keyset, now):
             async with keyset.lock:
                 if self._may_attempt(keyset, self.clock()):  # else a concurrent request just fetched
-                    await self._refresh(url, keyset)
+                    await self._refresh(url, keyset, allow_private)
         if keyset.fetched_at is None or self.clock() - keyset.fetched_at > MAX_STALE_S:
             retry = max(1, int(REFETCH_INTERVAL_S - (self.clock() - (keyset.last_attempt or 0))))
+            why = f" ({keyset.refused})" if keyset.refused else ""
             raise AppError(
                 "service_unavailable",
-                "the identity provider's signing keys cannot be fetched; try again later",
+                f"the identity provider's signing keys cannot be fetched{why}; try again later",
                 headers={"Retry-After": str(min(retry, REFETCH_INTERVAL_S))},
             )
         data = keyset.find(kid)
@@ -133,22 +161,32 @@ class JwksCache:
         keyset.parsed[cache_key] = found
         return found
 
-    async def _refresh(self, url: str, keyset: _KeySet) -> None:
+    async def _refresh(self, url: str, keyset: _KeySet, allow_private: bool) -> None:
         keyset.last_attempt = self.clock()
         keyset.fetches += 1
+        keyset.refused = ""
         try:
-            document, ttl = await self._fetch(url)
+            document, ttl = await self._fetch(url, allow_private)
             keys, unnamed = _asymmetric_keys(document)
-        except (TimeoutError, FetchError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("JWKS fetch failed for %s: %s", url, exc or type(exc).__name__)
+        except (TimeoutError, FetchError, aiohttp.ClientError, ValueError, PrivateAddress) as exc:
+            private = exc if isinstance(exc, PrivateAddress) else getattr(exc, "os_error", None)
+            if isinstance(private, PrivateAddress):
+                keyset.refused = "its JWKS host is a loopback or private address, and allow_private is false"
+                log.warning("JWKS fetch refused for %s: %s (set allow_private: true to allow it)", url, private)
+            else:
+                log.warning("JWKS fetch failed for %s: %s", url, exc or type(exc).__name__)
             return
         keyset.keys, keyset.unnamed, keyset.parsed = keys, unnamed, {}
         keyset.fetched_at = self.clock()
         keyset.fresh_until = keyset.fetched_at + ttl
 
-    async def _fetch(self, url: str) -> tuple[dict, int]:
+    async def _fetch(self, url: str, allow_private: bool) -> tuple[dict, int]:
+        if not allow_private:  # literal addresses never reach the resolver
+            literal = private_url_error(url)
+            if literal:
+                raise PrivateAddress(literal)
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-        async with self.http.get(
+        async with self._session(allow_private).get(
             url, allow_redirects=False, timeout=timeout, headers={"Accept": "application/json"}
         ) as resp:
             if resp.status != 200:

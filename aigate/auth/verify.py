@@ -51,7 +51,8 @@ async def verify_jwt(
     else:
         assert cfg.jwks_url is not None  # the schema requires exactly one of secret and jwks_url
         kid = header.get("kid")
-        key = (await jwks.key(cfg.jwks_url, kid if isinstance(kid, str) else None, alg, may_fetch=may_fetch)).key
+        kid = kid if isinstance(kid, str) else None
+        key = (await jwks.key(cfg.jwks_url, kid, alg, may_fetch=may_fetch, allow_private=cfg.allow_private)).key
     try:
         return jwt.decode(
             token,

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from aigate.netguard import is_private_host
+
 NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -318,21 +320,6 @@ class WebhookCfg(Strict):
         return self
 
 
-def is_private_host(host: str) -> bool:
-    """A literal loopback / private / link-local / reserved address, or ``localhost``.
-    (Names are checked again when delivering: ``aigate.engine.webhooks``.)"""
-    import ipaddress
-
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not addr.is_global or addr.is_multicast
-
-
 # --- clients in the wild (SPEC §10): browsers, identity providers, attestation, edge limits
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -384,6 +371,7 @@ class TokenIssuerCfg(Strict):
     jwks_url: str | None = None
     secret: str | None = Field(default=None, min_length=32)
     algorithms: list[str] | None = None  # default: [RS256, ES256] with jwks_url, [HS256] with secret
+    allow_private: bool = False  # let jwks_url reach loopback / private / link-local addresses
 
     @model_validator(mode="after")
     def _verifier(self):
@@ -395,6 +383,10 @@ class TokenIssuerCfg(Strict):
                 or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))
             ):
                 raise ValueError("jwks_url: must be https:// (http:// only on a loopback address)")
+            if not self.allow_private and is_private_host(urlsplit(self.jwks_url).hostname or ""):
+                raise ValueError(
+                    f"jwks_url: {self.jwks_url} is a loopback or private address; set allow_private: true to allow it"
+                )
         allowed = ASYMMETRIC_ALGORITHMS if self.jwks_url is not None else HMAC_ALGORITHMS
         for alg in self.algorithms or ():
             if alg not in allowed:

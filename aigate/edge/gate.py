@@ -66,6 +66,7 @@ class EdgeGate:
     async def stop(self) -> None:
         await self.revocations.stop()
         await self.streams.stop()
+        await self.jwks.close()
 
     def client_ip(self, request: Request) -> str:
         peer = request.client.host if request.client else ""

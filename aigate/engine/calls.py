@@ -210,25 +210,48 @@ class CreditMeter:
 
     async def release(self, record: CallRecord) -> None:
         await metering.release(self.services, self.reservation)
-        if self.reservation.cost is not None:
-            record.metadata["credits"] = metering.charge_summary(self.reservation, 0)
+        self.released(record)
+
+    def released(self, record: CallRecord) -> None:
+        """Note on the record that the call was given back (charged nothing)."""
+        credits = self.summary(0)
+        if credits is not None:
+            record.metadata["credits"] = credits
+
+    def summary(self, charge: int, won: bool = True) -> dict[str, Any] | None:
+        """What the call cost, for its records (None without a cost); ``won`` is False when
+        the sweep had released the hold first (nothing was charged)."""
+        res = self.reservation
+        if res.cost is None:
+            return None
+        credits = metering.charge_summary(res, charge if won else 0)
+        if not won:
+            credits["expired"] = True
+        return credits
 
     async def settle(self, record: CallRecord) -> None:
         res = self.reservation
         if not res.holds:  # a flat per-request cost was taken whole at the reservation
-            if res.cost is not None:
-                record.metadata["credits"] = metering.charge_summary(res, res.flat)
-                await observe.charge_settled(self.services, res, res.flat)  # `asset.low` webhooks
+            await self.settled(record, res.flat, True)
             return
         # usage-based: the actual charge from what was used (a client that left mid-stream
         # pays for what was generated); the response then shows the settled balance
-        charge = metering.usage_charge(self.services, res, record.model, record.usage)
-        settled = await metering.settle(self.services, res, charge)
-        record.metadata["credits"] = metering.charge_summary(res, charge if settled else 0)
-        if not settled:
-            record.metadata["credits"]["expired"] = True  # the sweep had released the hold
-        else:
-            await observe.charge_settled(self.services, res, charge)
+        charge = self.charge(record)
+        await self.settled(record, charge, await metering.settle(self.services, res, charge))
+
+    def charge(self, record: CallRecord) -> int:
+        """A usage-based call's actual charge (millionths), from the record's model and usage."""
+        return metering.usage_charge(self.services, self.reservation, record.model, record.usage)
+
+    async def settled(self, record: CallRecord, charge: int, won: bool) -> None:
+        """Note the settled charge on the record and tell observers; ``won`` is False when
+        the sweep had released the hold first (nothing was charged)."""
+        credits = self.summary(charge, won)
+        if credits is None:
+            return
+        record.metadata["credits"] = credits
+        if won:
+            await observe.charge_settled(self.services, self.reservation, charge)  # `asset.low` webhooks
 
 
 class _Cancelled(Exception):

@@ -7,23 +7,35 @@ so a job outlives the instance that accepted it.
 Life of a job::
 
     POST       insert `pending`, or `queueing` when the platform's max_concurrency jobs
-               are already `processing`; the cost is reserved; the local poller is woken
+               are already `processing`; the cost (flat) or hold (usage-based) is
+               reserved; the local poller is woken
     poller     claims the due row (a lease: claimed_by + claim_until_ms), then
       pending | queueing   takes a platform slot (-> processing) and submits upstream,
                            or waits in `queueing` while the platform is full
       processing           polls upstream every poll_interval_s
-    end        succeeded (custom_response extracted) | failed (cost refunded),
-               then one usage log row
+    end        succeeded (custom_response extracted; a hold settled from the final
+               result's usage) | failed (cost refunded, hold released), then one usage
+               log row
 
 Claiming: on PostgreSQL ``UPDATE .. WHERE request_id IN (SELECT .. FOR UPDATE SKIP
 LOCKED)``; on SQLite a conditional ``UPDATE`` per row. Every later write is fenced by
 ``claimed_by = <this poller>``, and settling is a conditional transition out of an
-active status, committed in one transaction with the refund of a failed job: a job
-whose lease passed to another instance (this one stalled or died) is settled and
-refunded exactly once, and a client that sees `failed` sees its credits back. A crash
-leaves its leases to expire; a graceful stop hands them back at once. Slots are
-counted under a per-platform advisory lock (PostgreSQL) or the single SQLite writer, so
-max_concurrency holds across instances.
+active status, committed in one transaction with the refund of a failed job or the
+settlement of a usage-based one: a job whose lease passed to another instance (this one
+stalled or died) is settled and refunded exactly once, and a client that sees `failed`
+sees its credits back. A crash leaves its leases to expire; a graceful stop hands them
+back at once. Slots are counted under a per-platform advisory lock (PostgreSQL) or the
+single SQLite writer, so max_concurrency holds across instances.
+
+Usage-based costs (SPEC §12): the hold is taken at the POST (the cost's ``hold``), and its
+lease (``aigate.engine.hold_leases``) passes to the job with the insert: every claim
+renews it for a claim's lease plus the longest wait between two claims plus
+``credits.hold_lease_s``. It lapses only when no instance claimed the job for that long
+(every instance stopped); the sweep then releases it, and the job's settlement, finding
+its hold gone, charges nothing (``metadata.credits.expired``). On success the actual
+charge comes from what the final poll response reports (``usage`` option of
+``providers.http_job``) priced like any call: ``per_1k_*_tokens`` on its tokens,
+``per_used_amount`` on its ``used_amount`` (the model's price of that usage).
 
 Platform ``options`` read here (beside the submit/poll description of
 ``providers.http_job``): ``poll_interval_s`` (default 2), ``deadline_s`` (600, counted
@@ -52,12 +64,12 @@ from aigate.clock import now_ms
 from aigate.config.schema import CostCfg, StrategyCfg
 from aigate.engine import metering, observe, webhooks
 from aigate.engine.ai_requests import ACTIVE, custom_response, record_json
+from aigate.engine.calls import CreditMeter
 from aigate.engine.records import CallRecord, ai_request_row, usage_log_row
 from aigate.engine.routing import Attempt, Trace
 from aigate.engine.upstream_errors import to_app_error
 from aigate.providers import http_job
 from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usage
-from aigate.providers.openai_wire import parse_usage
 from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t
@@ -109,6 +121,23 @@ def lease_ms(services: Services) -> int:
     return int(max(leases, default=DEFAULT_LEASE_S) * 1000)
 
 
+def hold_lease_ms(services: Services) -> int:
+    """How long a job's credit hold lasts past a claim: the claim's lease, the longest wait
+    between two claims, and the hold lease of any call."""
+    waits = [
+        _seconds(p, "poll_interval_s", DEFAULT_POLL_INTERVAL_S)
+        for p in services.snapshot.platforms.values()
+        if p.type in JOB_TYPES
+    ]
+    longest_wait = max([*waits, MAX_POLL_BACKOFF_S, IDLE_WAIT_S])
+    return lease_ms(services) + int(longest_wait * 1000) + metering.lease_ms(services)
+
+
+async def _renew_holds(conn: AsyncConnection, request_ids: list[str], until: int) -> None:
+    holds = t.asset_holds.c
+    await conn.execute(update(t.asset_holds).where(holds.request_id.in_(request_ids)).values(lease_until_ms=until))
+
+
 # --- accepting a job
 
 
@@ -151,6 +180,8 @@ async def enqueue(
             "counter": res.counter_name,
             "period": res.period,
             "cost": res.cost.model_dump(mode="json") if res.cost else None,
+            "hold": res.hold,
+            "precision": res.precision,
         },
         "custom_response": dict(strategy.custom_response),
         "attempts": [],
@@ -167,6 +198,10 @@ async def enqueue(
     async with services.engine.begin() as conn:
         row["status"] = "queueing" if await _platform_full(conn, platform) else "pending"
         await conn.execute(insert(T).values(**row))
+        if res.holds:  # the hold's lease now follows the job's claims
+            await _renew_holds(conn, [res.request_id], now + hold_lease_ms(services))
+    if res.holds:
+        metering.open_holds(services).pop(res.request_id, None)
     await services.writer.put(
         "user", {"app_id": record.app_id, "user_id": record.user_id, "created_ms": record.started_ms}
     )
@@ -208,6 +243,9 @@ async def claim(services: Services, claimer: str, limit: int) -> list[dict[str, 
                 ).first()
                 if row is not None:
                     rows.append(row)
+        holding = [str(r.request_id) for r in rows if ((r.job or {}).get("reservation") or {}).get("hold")]
+        if holding:  # a claimed job's hold is alive as long as the job is
+            await _renew_holds(conn, holding, now + hold_lease_ms(services))
     return [dict(r._mapping) for r in rows]
 
 
@@ -247,6 +285,8 @@ def _reservation(row: dict[str, Any], job: dict[str, Any]) -> metering.Reservati
         request_id=str(row["request_id"]),
         cost=CostCfg(**r["cost"]) if r.get("cost") else None,
         limit=None,
+        hold=r.get("hold") or 0,
+        precision=r.get("precision") or 0,
     )
 
 
@@ -302,17 +342,30 @@ SETTLE = (
 )
 
 
+CREDITS = "UPDATE ai_requests SET credits = :credits WHERE request_id = :id"
+
+
 def _settle_script(
-    db, values: dict[str, Any], refund: metering.Reservation | None, deliveries: list[dict[str, Any]]
-) -> bool:
-    """One transaction: the refund of a failed job and its webhooks commit with its
-    transition or not at all."""
+    db, values: dict[str, Any], meter: CreditMeter, charge: int, deliveries: list[dict[str, Any]]
+) -> bool | None:
+    """One transaction: the refund of a failed job (or the settlement of a served job's
+    hold) and its webhooks commit with its transition or not at all. None when the job
+    was not ours to end; else whether the hold was still there to settle."""
     if not db.rows(SETTLE, values):
-        return False  # settled already, or the lease passed to another instance
-    if refund is not None:  # metering's own refund statements, run in this transaction
-        metering.release_script(db, {"app": refund.app_id, "user": refund.user_id}, refund, values["ts"])
+        return None  # settled already, or the lease passed to another instance
+    res = meter.reservation
+    who = {"app": res.app_id, "user": res.user_id}
+    won = True
+    if values["status"] == "failed":  # metering's own statements, run in this transaction
+        metering.release_script(db, who, res, values["ts"])
+        charge = 0
+    elif res.holds:
+        won = metering.settle_script(db, who, res, charge, values["ts"])
+    credits = meter.summary(charge, won)
+    if credits is not None:
+        db.rows(CREDITS, {"credits": orjson.dumps(credits).decode(), "id": values["id"]})
     webhooks.insert_script(db, deliveries)
-    return True
+    return won
 
 
 async def settle(
@@ -328,7 +381,7 @@ async def settle(
     custom: Any = None,
     usage: Usage | None = None,
 ) -> bool:
-    """End the job (refunding a failure) exactly once, then log it."""
+    """End the job exactly once (refunding a failure, settling a served job's hold), then log it."""
     if response is None:
         response = row.get("response") or ""
     values = {
@@ -341,12 +394,19 @@ async def settle(
         "id": row["request_id"],
         "me": claimer,
     }
-    refund = _reservation(row, job) if status == "failed" else None
+    rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
+    meter = CreditMeter(services, _reservation(row, job))
+    served = status == "succeeded"
+    charge = meter.charge(rec) if served and meter.reservation.holds else meter.reservation.flat
     deliveries = webhooks.rows_for(services.snapshot, row["app_id"], *webhooks.ai_request_event(row, status, error))
-    if not await run_script(services.engine, _settle_script, values, refund, deliveries):
+    won = await run_script(services.engine, _settle_script, values, meter, charge, deliveries)
+    if won is None:
         return False
     webhooks.kick(services)
-    rec = _call_record(services, row, job, code=code, error=error, usage=usage or Usage(), response=response)
+    if served:
+        await meter.settled(rec, charge, won)
+    else:
+        meter.released(rec)
     await services.writer.put("usage_log", usage_log_row(services, rec))
     observe.call_ended(services, rec)
     return True
@@ -441,8 +501,6 @@ async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict
     job["poll_errors"] = 0
     if status == "succeeded":
         data = res.data
-        u = data.get("usage") if isinstance(data, dict) else None
-        usage = parse_usage(u) if isinstance(u, dict) else Usage()
         await settle(
             services,
             claimer,
@@ -451,7 +509,7 @@ async def _poll(services: Services, claimer: str, row: dict[str, Any], job: dict
             status="succeeded",
             response=res.raw,
             custom=custom_response(job.get("custom_response") or {}, data),
-            usage=usage,
+            usage=http_job.usage(platform, data),
         )
     elif status == "failed":
         await settle(

@@ -191,22 +191,18 @@ async def submit(services: Services, caller: Caller, body: dict[str, Any], endpo
                 if strategy.module == "chat" and not is_job
                 else upstream_body(strategy, parameters)
             )
-            if is_job:  # a job settles itself when it ends: flat costs only (a hold is refused)
-                reservation = await metering.reserve(
-                    services, caller, strategy.name, strategy.cost, strategy.limit, str(record.request_id)
-                )
-            else:
-                reservation = await metering.reserve_call(
-                    services,
-                    caller,
-                    strategy.name,
-                    strategy.cost,
-                    strategy.limit,
-                    str(record.request_id),
-                    model=strategy.model,
-                    messages=prepared if isinstance(prepared, list) else None,
-                    max_tokens=strategy.params.get("max_tokens"),
-                )
+            # a job's usage-based hold is the cost's `hold`; it settles when the job ends
+            reservation = await metering.reserve_call(
+                services,
+                caller,
+                strategy.name,
+                strategy.cost,
+                strategy.limit,
+                str(record.request_id),
+                model=strategy.model,
+                messages=prepared if isinstance(prepared, list) else None,
+                max_tokens=strategy.params.get("max_tokens"),
+            )
             call.meter = CreditMeter(services, reservation)
             if is_job:  # the job records and settles itself when it ends (aigate.engine.jobs)
                 accepted = await jobs.enqueue(services, record, strategy, cands, prepared, reservation)

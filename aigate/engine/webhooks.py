@@ -27,25 +27,22 @@ connection is made to the checked address, so DNS cannot swap it in between).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
-import socket
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import DefaultResolver
 from sqlalchemy import and_, or_, select, update
 from standardwebhooks import Webhook
 
 from aigate import metrics
 from aigate.clock import now_ms
-from aigate.config.schema import WebhookCfg, is_private_host
+from aigate.config.schema import WebhookCfg
 from aigate.engine import metering
+from aigate.netguard import is_private_host, public_session
 from aigate.store import tables as t
 from aigate.store.script import run_script
 
@@ -150,32 +147,6 @@ async def balance_changed(services: Any, app_id: str, user_id: str, asset: str, 
     )
 
 
-# --- address checks
-
-
-def _public(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    return ip.is_global and not ip.is_multicast
-
-
-class PublicResolver(AbstractResolver):
-    """Resolves names to public addresses only: the connection goes to an address that
-    was checked, so a name cannot be re-pointed at a private one in between."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        found = await self._inner.resolve(host, port, family)
-        public = [r for r in found if _public(r["host"])]
-        if not public:
-            raise OSError(f"{host} resolves only to loopback or private addresses")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 # --- sending
 
 
@@ -209,7 +180,7 @@ class Deliverer:
         self.delays_ms = [int(s * 1000) for s in cfg.retry_delays_s]
         self.give_up_ms = int(cfg.give_up_after_s * 1000)
         timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self.public = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver()), timeout=timeout)
+        self.public = public_session(timeout)
         self.private = aiohttp.ClientSession(timeout=timeout)
 
     def start(self) -> None:

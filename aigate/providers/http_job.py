@@ -9,14 +9,21 @@ platform's ``options`` describe one API declaratively::
     status:     status                   # JMESPath over the poll response
     status_map: {queued: processing, running: processing, succeeded: succeeded, failed: failed}
     error:      error.message            # JMESPath, optional
+    usage:      usage                    # JMESPath to the final result's usage (default)
     auth:       bearer | header:<name> | none   # default bearer with the api key
 
 Upstream statuses missing from ``status_map`` count as ``processing``, so a job never
 ends because of a status we were not told about.
+
+``usage`` selects what a succeeded job used, read like OpenAI's ``usage`` object
+(``input_tokens``/``output_tokens`` or ``prompt_tokens``/``completion_tokens``). A
+multiselect maps other measures onto those fields, e.g. ``"{output_tokens: result.seconds}"``
+bills seconds of video at the model's ``output_price`` per ``output_price_unit``.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -24,8 +31,9 @@ from urllib.parse import quote
 import aiohttp
 import jmespath
 
-from .base import JsonResult, Platform
+from .base import JsonResult, Platform, Usage
 from .http import JSON_HEADERS, join_url, protocol_error, request_json
+from .openai import parse_usage
 
 PROCESSING = "processing"
 DEFAULT_STATUS_MAP = {
@@ -115,3 +123,22 @@ async def poll(session: aiohttp.ClientSession, platform: Platform, job_id: str) 
             error = found if isinstance(found, str) else str(found)
     result = JsonResult(data=data, raw=raw, upstream_id=_upstream_id(data) or job_id)
     return status, error, result
+
+
+def usage(platform: Platform, data: Any) -> Usage:
+    """What a succeeded job used (the ``usage`` option over its final poll response)."""
+    found = search(platform.options.get("usage") or "usage", data)
+    if not isinstance(found, dict):
+        return Usage()
+    # counts may come as fractions or strings (seconds of video): whole units, rounded up
+    return parse_usage({k: v if isinstance(v, dict) else _whole(v) for k, v in found.items()})
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return math.ceil(number) if math.isfinite(number) and number > 0 else 0

@@ -3,8 +3,10 @@
 ``POST /v1/jobs`` (any JSON body) -> ``{"id": "job_...", "status": "queued", ...}``;
 ``GET /v1/jobs/{id}`` -> the job's status, computed from the time since submit:
 ``queued`` for the first 10% of ``job_duration_ms``, then ``running`` (progress rising
-from 10 towards 99), then ``succeeded`` (progress 100, ``result.video_url``) or, when the
-``job_fail`` switch was set at submit, ``failed`` (progress 100, ``error.message``).
+from 10 towards 99), then ``succeeded`` (progress 100, ``result.video_url`` and ``usage``:
+``input_tokens`` counted from the body's ``prompt``, ``output_tokens`` from the
+``job_output_tokens`` switch; none with ``usage=false``) or, when the ``job_fail`` switch
+was set at submit, ``failed`` (progress 100, ``error.message``).
 Jobs live in memory until ``POST /_sim/reset``.
 """
 
@@ -50,6 +52,7 @@ class Job:
     created_at: int  # epoch seconds
     duration_s: float
     fail: bool
+    usage: dict[str, int] | None  # reported once the job succeeded
 
     def view(self, now: float) -> dict[str, Any]:
         """The job as ``GET /v1/jobs/{id}`` reports it at monotonic time ``now``."""
@@ -63,6 +66,8 @@ class Job:
             else:
                 data["status"] = "succeeded"
                 data["result"] = {"video_url": VIDEO_URL.format(self.id)}
+                if self.usage is not None:
+                    data["usage"] = self.usage
         elif elapsed < self.duration_s * QUEUED_FRACTION:
             data["status"], data["progress"] = "queued", 0
         else:
@@ -72,14 +77,22 @@ class Job:
 
 
 async def submit(call: Call) -> web.Response:
-    call.body_object()
+    body = call.body_object()
     sw = call.switches
+    prompt = body.get("prompt")
+    tokens = text.count_tokens(text.strip_directives(prompt)) if isinstance(prompt, str) else 0
+    usage = {
+        "input_tokens": tokens,
+        "output_tokens": sw.job_output_tokens,
+        "total_tokens": tokens + sw.job_output_tokens,
+    }
     job = Job(
         id=text.new_id("job_"),
         submitted=time.monotonic(),
         created_at=int(time.time()),
         duration_s=sw.job_duration_ms / 1000,
         fail=sw.job_fail,
+        usage=usage if sw.usage else None,
     )
     call.state.jobs[job.id] = job
     return call.json({"id": job.id, "object": "job", "status": "queued", "progress": 0, "created_at": job.created_at})

@@ -50,7 +50,8 @@ Each request runs with a set of switches (``aigate.simulator.switches.Switches``
 - ``usage``: ``false`` leaves usage out of the response and the stream.
 - ``cached_tokens``, ``cache_creation_tokens`` (Anthropic only), ``reasoning_tokens``:
   reported in usage, with each provider's arithmetic (see the format modules).
-- ``job_duration_ms`` (default 300), ``job_fail``: job API, read at submit.
+- ``job_duration_ms`` (default 300), ``job_fail``, ``job_output_tokens`` (default 1000,
+  the ``usage.output_tokens`` of a succeeded job): job API, read at submit.
 - ``retry_after``: seconds; sets ``Retry-After`` on the responses of the ``status`` switch.
 
 Values may be typed (scripts, defaults) or strings (headers, directives); booleans accept

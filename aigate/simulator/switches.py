@@ -46,6 +46,7 @@ class Switches:
     reasoning_tokens: int = 0
     job_duration_ms: float = 300.0  # job API: time from submit to the final status
     job_fail: bool = False  # job API: the job ends "failed"
+    job_output_tokens: int = 1000  # job API: output tokens a succeeded job reports
     retry_after: float | None = None  # seconds: Retry-After header on error statuses
 
 
@@ -124,6 +125,7 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "reasoning_tokens": _non_negative(_to_int),
     "job_duration_ms": _non_negative(_to_float),
     "job_fail": _to_bool,
+    "job_output_tokens": _non_negative(_to_int),
     "retry_after": _non_negative(_to_float),
 }
 assert set(_COERCE) == NAMES

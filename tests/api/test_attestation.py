@@ -27,10 +27,11 @@ def attestation_config(db_url: str, sim_url: str, jwks: JwksServer, redis_url: s
         "issuer": ATT_ISS,
         "audience": ATT_AUD,
         "jwks_url": jwks.jwks_url("appcheck"),
+        "allow_private": True,
         **attestation,
     }
     doc["apps"][0]["user_tokens"] = [
-        {"issuer": USER_ISS, "audience": "demo-project", "jwks_url": jwks.jwks_url("users")}
+        {"issuer": USER_ISS, "audience": "demo-project", "jwks_url": jwks.jwks_url("users"), "allow_private": True}
     ]
     return doc
 

@@ -28,11 +28,12 @@ OTHER = ec_key("other-1")
 def idp_config(db_url: str, sim_url: str, jwks: JwksServer) -> dict:
     doc = base_config(db_url, sim_url)
     doc["apps"][0]["user_tokens"] = [
-        {"issuer": ISS_A, "audience": "aud-a", "jwks_url": jwks.jwks_url("a")},
+        {"issuer": ISS_A, "audience": "aud-a", "jwks_url": jwks.jwks_url("a"), "allow_private": True},
         {
             "issuer": ISS_B,
             "audience": "aud-b",
             "jwks_url": jwks.jwks_url("b"),
+            "allow_private": True,
             "user_prefix": "b:",
             "algorithms": ["ES256"],
             "required_claims": {"email_verified": True},
@@ -44,7 +45,14 @@ def idp_config(db_url: str, sim_url: str, jwks: JwksServer) -> dict:
             "id": OTHER_APP,
             "user_token_secret": "other-app-token-secret-0123456789abcdef",
             "assets": [{"name": "ai_credit", "initial_quantity": 5}],
-            "user_tokens": [{"issuer": ISS_OTHER, "audience": "aud-other", "jwks_url": jwks.jwks_url("other")}],
+            "user_tokens": [
+                {
+                    "issuer": ISS_OTHER,
+                    "audience": "aud-other",
+                    "jwks_url": jwks.jwks_url("other"),
+                    "allow_private": True,
+                }
+            ],
         }
     )
     return doc

@@ -29,7 +29,9 @@ async def jwks():
 
 def config(db_url, sim_url, jwks, redis_url=""):
     doc = base_config(db_url, sim_url, redis_url=redis_url)
-    doc["apps"][0]["user_tokens"] = [{"issuer": ISS, "audience": "aud", "jwks_url": jwks.jwks_url("idp")}]
+    doc["apps"][0]["user_tokens"] = [
+        {"issuer": ISS, "audience": "aud", "jwks_url": jwks.jwks_url("idp"), "allow_private": True}
+    ]
     return doc
 
 

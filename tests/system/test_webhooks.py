@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 
 from aigate.config.loader import ConfigError, parse_config
 from aigate.engine import webhooks
-from aigate.engine.webhooks import PublicResolver
+from aigate.netguard import PublicResolver
 from tests.api.test_ai_requests import ai_config
 from tests.gateway import APP_ID, start_gateway
 

@@ -120,9 +120,25 @@ def test_attestation_and_user_tokens_may_not_share_an_issuer():
 
 
 def test_http_jwks_is_allowed_on_loopback_only():
-    parse_config(doc_with(user_tokens=[issuer(jwks_url="http://127.0.0.1:8000/jwks")]), env={})
-    parse_config(doc_with(user_tokens=[issuer(jwks_url="http://localhost:8000/jwks")]), env={})
-    errors_of(doc_with(user_tokens=[issuer(jwks_url="http://10.0.0.1/jwks")]))
+    for url in ("http://127.0.0.1:8000/jwks", "http://localhost:8000/jwks"):
+        parse_config(doc_with(user_tokens=[issuer(jwks_url=url, allow_private=True)]), env={})
+    errors_of(doc_with(user_tokens=[issuer(jwks_url="http://10.0.0.1/jwks", allow_private=True)]))
+
+
+def test_a_jwks_url_naming_a_private_address_needs_allow_private():
+    for url in (
+        "https://10.1.2.3/jwks",
+        "https://169.254.169.254/keys",
+        "https://[::1]:8443/jwks",
+        "https://224.0.0.1/jwks",
+        "https://240.0.0.7/jwks",
+        "http://localhost:8000/jwks",
+    ):
+        [error] = errors_of(doc_with(user_tokens=[issuer(jwks_url=url)]))
+        assert error.startswith("apps[0].user_tokens[0]: Value error, jwks_url:") and "allow_private" in error, error
+        [error] = errors_of(doc_with(attestation=issuer("https://att.example.com", jwks_url=url)))
+        assert error.startswith("apps[0].attestation: Value error, jwks_url:"), error
+        parse_config(doc_with(user_tokens=[issuer(jwks_url=url, allow_private=True)]), env={})
 
 
 def test_trusted_proxies_must_be_addresses():
