@@ -318,7 +318,11 @@ async def test_client_trust_is_shown_and_edited_with_errors_beside_the_fields(pa
     await new.get_by_role("button", name="Add provider").click()
     await new.locator(".form-error:not(:empty), .field-error").first.wait_for()
     assert "https://" in await new.inner_text()
-    await new.get_by_label("JWKS URL").fill("https://idp.example.com/.well-known/jwks.json")
+    # a key set on a private address is refused until the operator allows it
+    await new.get_by_label("JWKS URL").fill("https://10.0.0.5/.well-known/jwks.json")
+    await new.get_by_role("button", name="Add provider").click()
+    await new.locator(".form-error, .field-error").filter(has_text="allow_private").first.wait_for()
+    await new.get_by_label("Allow a key set on a private or loopback address").check()
     await new.get_by_label("User prefix").fill("idp:")
     await new.get_by_label("Required claims").fill('{"email_verified": true}')
     await saved_and_reloaded(page, new.get_by_role("button", name="Add provider"))
@@ -329,6 +333,8 @@ async def test_client_trust_is_shown_and_edited_with_errors_beside_the_fields(pa
         ("https://idp.example.com", "idp:"),
     ]
     assert issuers[1]["required_claims"] == {"email_verified": True}
+    assert issuers[1]["allow_private"] is True and issuers[1]["jwks_url"] == "https://10.0.0.5/.well-known/jwks.json"
+    assert await page.locator("#idp1").get_by_label("Allow a key set on a private or loopback address").is_checked()
     # attestation in monitor mode
     att = page.locator("#att-form")
     assert await page.inner_text("#att-mode") == "off"
