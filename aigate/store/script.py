@@ -23,7 +23,7 @@ import sqlite3
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -65,8 +65,34 @@ def _text(sql: str):
     return text(sql)  # one TextClause per statement, so SQLAlchemy's compiled cache hits
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
-    """Run every script of the batch in one transaction; each one's outcome separately."""
+class _Outside:
+    """A lane item run after the batch's COMMIT, on the bare connection (``fn(conn)``):
+    what cannot run inside a transaction, such as a WAL checkpoint."""
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+
+
+Work: TypeAlias = Callable | _Outside  # a lane item: a transaction script, or work outside one
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Work, tuple]]) -> list[tuple[bool, Any]]:
+    """Run every script of the batch in one transaction; each one's outcome separately.
+    ``_Outside`` items run after the COMMIT, in the same hop."""
+    scripts: list[tuple[Callable, tuple]] = [(fn, args) for fn, args in batch if not isinstance(fn, _Outside)]
+    outcomes = _run_scripts(conn, scripts) if scripts else []
+    after: list[tuple[bool, Any]] = []
+    for fn, _ in batch:
+        if isinstance(fn, _Outside):
+            try:
+                after.append((True, fn.fn(conn)))
+            except Exception as exc:
+                after.append((False, exc))
+    done, rest = iter(outcomes), iter(after)
+    return [next(rest) if isinstance(fn, _Outside) else next(done) for fn, _ in batch]
+
+
+def _run_scripts(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
     conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
     outcomes: list[tuple[bool, Any]] = []
     try:
@@ -93,10 +119,10 @@ class _SqliteLane:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.waiting: list[tuple[Callable, tuple, asyncio.Future]] = []
+        self.waiting: list[tuple[Work, tuple, asyncio.Future]] = []
         self.draining = False
 
-    async def submit(self, fn: Callable, args: tuple) -> Any:
+    async def submit(self, fn: Work, args: tuple) -> Any:
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((fn, args, future))
         if not self.draining:
@@ -122,7 +148,7 @@ class _SqliteLane:
         finally:
             self.draining = False
 
-    async def _run(self, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+    async def _run(self, batch: list[tuple[Work, tuple]]) -> list[tuple[bool, Any]]:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             aio = raw.driver_connection  # the aiosqlite.Connection
@@ -133,12 +159,22 @@ class _SqliteLane:
 _LANES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _lane(engine: AsyncEngine) -> _SqliteLane:
+    lane = _LANES.get(engine.sync_engine)
+    if lane is None:
+        lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
+    return lane
+
+
+async def run_outside(engine: AsyncEngine, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """SQLite only: run ``fn(conn)`` on the lane's connection outside any transaction, in
+    turn with the scripts (right after a batch's COMMIT when one is running)."""
+    return await _lane(engine).submit(_Outside(fn), ())
+
+
 async def run_script(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(db, *args)`` in one transaction and return its result."""
     if engine.dialect.name == "sqlite":
-        lane = _LANES.get(engine.sync_engine)
-        if lane is None:
-            lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
-        return await lane.submit(fn, args)
+        return await _lane(engine).submit(fn, args)
     async with engine.begin() as conn:
         return await conn.run_sync(lambda sync_conn: fn(SqlAlchemyDb(sync_conn), *args))

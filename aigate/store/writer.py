@@ -19,6 +19,9 @@ comes first. Guarantees:
   content;
 * ``stop`` drains everything queued before returning (called on SIGTERM/SIGINT); if the
   database is still down at its deadline, what is left goes to the journal;
+* upkeep hooks (``after_commit``) run in the writer's task after each committed batch,
+  off the request path: a bounded step of deferred work (on SQLite, indexing new log rows
+  for the keyword search and checkpointing the WAL), repeated while the queue is empty;
 * ``put(..., wait=True)`` is a group commit: it returns once the row is durable, and
   makes the writer flush at once instead of waiting for the next tick. It never hangs on
   an outage: when the database is unavailable (or the wait exceeds ``wait_timeout_s``)
@@ -31,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +59,8 @@ log = logging.getLogger("aigate.writer")
 
 # A transaction script (see aigate.store.script): writes a batch of rows of one kind.
 Handler = Callable[[Any, list[dict[str, Any]]], None]
+# One bounded step of deferred work; True when more is waiting.
+Upkeep = Callable[[], Awaitable[bool]]
 Rows = list[tuple[str, dict[str, Any]]]  # (kind, row), in arrival order
 
 
@@ -87,6 +92,7 @@ class BatchWriter:
         self.wait_timeout_s = wait_timeout_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._handlers: dict[str, Handler] = {}
+        self._upkeep: list[Upkeep] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._outage = asyncio.Event()  # set from a failed write until the next success
@@ -111,6 +117,11 @@ class BatchWriter:
         """``handler(db, rows)`` writes a batch of rows of one kind inside the flush
         transaction (a transaction script: plain SQL through ``db.rows`` / ``db.many``)."""
         self._handlers[kind] = handler
+
+    def after_commit(self, step: Upkeep) -> None:
+        """Run ``step()`` after each committed batch, and again while no rows wait and it
+        returns True. It runs in the writer's task: keep each step short."""
+        self._upkeep.append(step)
 
     @property
     def in_outage(self) -> bool:
@@ -342,6 +353,21 @@ class BatchWriter:
                     item.done.set_result(None)
                 self._queue.task_done()
             metrics.WRITER_QUEUE.set(self._queue.qsize())
+            await self._run_upkeep()
+
+    async def _run_upkeep(self) -> None:
+        """One step of each upkeep hook, then more while nothing waits to be written."""
+        for step in self._upkeep:
+            more = True
+            first = True
+            while more and (first or (self._queue.empty() and not self._journaling)):
+                first = False
+                try:
+                    more = await step()
+                except Exception as exc:  # deferred work never blocks the rows
+                    if not is_outage(exc):
+                        log.exception("writer upkeep step failed")
+                    more = False
 
     async def _until_written(self, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt`` until it succeeds, waiting out outages with backoff."""
