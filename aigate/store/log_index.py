@@ -17,11 +17,19 @@ Nothing here runs on PostgreSQL, whose trigram indexes are maintained by the ser
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from aigate.store import tables as t
+from aigate.store.script import run_script
 
 FTS = t.SQLITE_FTS_TABLE
 STATE = t.SQLITE_FTS_STATE_TABLE
 BATCH_ROWS = 512  # one batch: a few milliseconds on the writer's connection
+# While the writer is busy, index once this many rows were written: FTS5 costs about
+# half as much per row in batches of hundreds as in batches of tens (fewer segments).
+MIN_BATCH_ROWS = 256
 _COLS = ", ".join(f'"{c}"' for c in t.KEYWORD_COLUMNS)
 
 
@@ -47,3 +55,20 @@ def pending_rows(db) -> int:
     """How many log rows the index does not hold yet."""
     [(n,)] = db.rows(f"SELECT count(*) FROM usage_logs WHERE id > (SELECT indexed_through FROM {STATE})")
     return int(n)
+
+
+class KeywordIndexer:
+    """The writer's upkeep step (``BatchWriter.after_commit``): one batch of the index
+    once enough rows were written, or whenever the writer is idle."""
+
+    def __init__(self, engine: AsyncEngine, rows_written: Callable[[], int]) -> None:
+        self.engine = engine
+        self.rows_written = rows_written  # rows of every kind: a cheap "enough new work" signal
+        self._seen = -MIN_BATCH_ROWS  # the first step indexes what an earlier run left
+
+    async def step(self, busy: bool) -> bool:
+        written = self.rows_written()
+        if busy and written - self._seen < MIN_BATCH_ROWS:
+            return False
+        self._seen = written
+        return await run_script(self.engine, index_new_rows) >= BATCH_ROWS

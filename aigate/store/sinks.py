@@ -8,16 +8,14 @@ take the table's defaults, JSON columns are encoded here.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 import orjson
 from sqlalchemy import JSON, ColumnDefault, Numeric, Table
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.store import tables as t
-from aigate.store.log_index import BATCH_ROWS, index_new_rows
-from aigate.store.script import run_script
+from aigate.store.log_index import KeywordIndexer
 from aigate.store.text import UserString, UserText, bind_user_text
 from aigate.store.wal import WalCheckpointer
 from aigate.store.writer import BatchWriter
@@ -257,10 +255,5 @@ def register_sinks(writer: BatchWriter) -> None:
     writer.register("user", write_users)
     if writer.engine.dialect.name == "sqlite":
         # deferred work on SQLite's one writer connection, between batches
-        writer.after_commit(partial(index_step, writer.engine))
+        writer.after_commit(KeywordIndexer(writer.engine, lambda: writer.rows_written).step)
         writer.after_commit(WalCheckpointer(writer.engine).step)
-
-
-async def index_step(engine: AsyncEngine) -> bool:
-    """One batch of the keyword index (aigate.store.log_index); True if more waits."""
-    return await run_script(engine, index_new_rows) >= BATCH_ROWS

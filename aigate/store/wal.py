@@ -1,23 +1,31 @@
 """SQLite WAL checkpoints between the writer's batches, never inside a commit.
 
 With SQLite's default (``wal_autocheckpoint=1000``) the commit that pushes the WAL past
-1,000 pages copies the whole log into the database file and syncs it before returning:
-a request whose credit reservation shares that commit waits tens of milliseconds (the
-c=1 latency tail). So the connection never checkpoints on its own (``wal_autocheckpoint=0``,
-set in ``aigate.store.db``), and the writer's upkeep runs the checkpoint after a batch,
-on the same connection but outside any transaction (``run_outside``). No other
-connection of the process reads the file, so a PASSIVE checkpoint there copies every
-frame; the next commit then restarts the log from its beginning and truncates the file
-to ``journal_size_limit`` (``aigate.store.db.TRUNCATE_TO_BYTES``). The file's size is therefore the log
-written since the last checkpoint, and it stays near ``CHECKPOINT_BYTES`` under any
-write rate. (A checkpoint from a second connection, racing the writer, never completes
-under constant writes, so the log never restarts.) If another process holds the log
-open and a PASSIVE checkpoint cannot finish, the file passes ``HARD_CAP_BYTES`` and a
-TRUNCATE checkpoint waits for that reader.
+1,000 pages copies the whole log into the database file and syncs both files before
+returning: 30-60 ms here, and a request whose credit reservation shares that commit
+waits for it (the c=1 latency tail). So the connection never checkpoints on its own
+(``wal_autocheckpoint=0``, set in ``aigate.store.db``) and the writer's upkeep does it,
+once the log holds ``CHECKPOINT_BYTES``, in two parts:
+
+1. a PASSIVE checkpoint from a second connection in a worker thread copies the log into
+   the database while the writer goes on committing (nothing waits for it);
+2. a PASSIVE checkpoint on the writer's own connection, outside any transaction
+   (``run_outside``), copies the few frames committed meanwhile (a few milliseconds).
+   Nothing else reads the log at that instant, so it completes, and the next commit
+   restarts the log from its beginning and truncates the file to
+   ``journal_size_limit`` (``aigate.store.db.TRUNCATE_TO_BYTES``).
+
+The first part alone never completes under constant writes (the log never restarts and
+grows without bound); the second alone holds the writer's connection for the whole copy.
+The file's size is therefore the log written since the last checkpoint and stays near
+``CHECKPOINT_BYTES`` under any write rate. If another process holds the log open and the
+checkpoint cannot finish, the file passes ``HARD_CAP_BYTES`` and a TRUNCATE checkpoint
+waits for that reader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -28,7 +36,7 @@ from aigate.store.script import run_outside
 
 log = logging.getLogger("aigate.wal")
 
-CHECKPOINT_BYTES = 4 * 1024 * 1024  # the default autocheckpoint's 1,000 pages of 4 KiB
+CHECKPOINT_BYTES = 8 * 1024 * 1024  # two of the default autocheckpoint's 1,000 pages
 HARD_CAP_BYTES = 64 * 1024 * 1024
 
 
@@ -48,6 +56,7 @@ class WalCheckpointer:
         self.checkpoint_bytes = checkpoint_bytes
         self.hard_cap_bytes = hard_cap_bytes
         self.checkpoints = 0
+        self._copier: sqlite3.Connection | None = None  # the second connection (part 1)
 
     def wal_size(self) -> int:
         try:
@@ -55,20 +64,36 @@ class WalCheckpointer:
         except FileNotFoundError:
             return 0
 
-    async def step(self) -> bool:
+    async def step(self, busy: bool = False) -> bool:
         """Checkpoint once the log holds ``checkpoint_bytes``; never asks to be repeated
         (the next batch's commit is what restarts the log)."""
         size = self.wal_size()
         if size < self.checkpoint_bytes:
             return False
         mode = "TRUNCATE" if size >= self.hard_cap_bytes else "PASSIVE"
-        busy, frames, copied = await run_outside(self.engine, lambda conn: _checkpoint(conn, mode))
+        if mode == "PASSIVE":
+            try:
+                await asyncio.to_thread(self._copy)
+            except sqlite3.Error:  # the writer's own checkpoint still does the whole job
+                log.warning("WAL pre-copy failed", exc_info=True)
+        blocked, frames, copied = await run_outside(self.engine, lambda conn: _checkpoint(conn, mode))
         self.checkpoints += 1
-        if busy or copied < frames:
+        if blocked or copied < frames:
             log.warning(
                 "WAL checkpoint (%s) incomplete: %d of %d frames copied (a reader elsewhere)", mode, copied, frames
             )
         return False
+
+    def _copy(self) -> None:
+        if self._copier is None:
+            assert self.wal_path is not None  # a file database: it has a log
+            self._copier = sqlite3.connect(self.wal_path.removesuffix("-wal"), check_same_thread=False)
+        _checkpoint(self._copier, "PASSIVE")
+
+    def close(self) -> None:
+        if self._copier is not None:
+            self._copier.close()
+            self._copier = None
 
 
 def _checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:

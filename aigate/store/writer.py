@@ -59,8 +59,9 @@ log = logging.getLogger("aigate.writer")
 
 # A transaction script (see aigate.store.script): writes a batch of rows of one kind.
 Handler = Callable[[Any, list[dict[str, Any]]], None]
-# One bounded step of deferred work; True when more is waiting.
-Upkeep = Callable[[], Awaitable[bool]]
+# One bounded step of deferred work, told whether rows wait to be written (False: the
+# writer is idle); returns True when more work is waiting.
+Upkeep = Callable[[bool], Awaitable[bool]]
 Rows = list[tuple[str, dict[str, Any]]]  # (kind, row), in arrival order
 
 
@@ -93,6 +94,9 @@ class BatchWriter:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._handlers: dict[str, Handler] = {}
         self._upkeep: list[Upkeep] = []
+        self._upkeep_idle = asyncio.Event()  # no upkeep step running: stop() waits for it
+        self._upkeep_idle.set()
+        self._stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._outage = asyncio.Event()  # set from a failed write until the next success
@@ -119,8 +123,8 @@ class BatchWriter:
         self._handlers[kind] = handler
 
     def after_commit(self, step: Upkeep) -> None:
-        """Run ``step()`` after each committed batch, and again while no rows wait and it
-        returns True. It runs in the writer's task: keep each step short."""
+        """Run ``step(busy)`` after each committed batch, and again while no rows wait and
+        it returns True. It runs in the writer's task: keep each step short."""
         self._upkeep.append(step)
 
     @property
@@ -299,8 +303,11 @@ class BatchWriter:
             log.error(
                 "database still unavailable at shutdown: unwritten rows go to the journal in %s", self.journal_dir
             )
+        self._stopping = True  # a running upkeep step finishes, no other starts
+        await self._upkeep_idle.wait()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping = False
         self._task = None
         # what the deadline left unwritten (the batch being retried, the queue) is kept in
         # the journal; the next start replays it
@@ -353,17 +360,21 @@ class BatchWriter:
                     item.done.set_result(None)
                 self._queue.task_done()
             metrics.WRITER_QUEUE.set(self._queue.qsize())
-            await self._run_upkeep()
+            self._upkeep_idle.clear()
+            try:
+                await self._run_upkeep()
+            finally:
+                self._upkeep_idle.set()
 
     async def _run_upkeep(self) -> None:
         """One step of each upkeep hook, then more while nothing waits to be written."""
         for step in self._upkeep:
             more = True
             first = True
-            while more and (first or (self._queue.empty() and not self._journaling)):
+            while more and not self._stopping and (first or (self._queue.empty() and not self._journaling)):
                 first = False
                 try:
-                    more = await step()
+                    more = await step(not self._queue.empty())
                 except Exception as exc:  # deferred work never blocks the rows
                     if not is_outage(exc):
                         log.exception("writer upkeep step failed")
