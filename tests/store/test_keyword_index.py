@@ -146,10 +146,10 @@ async def test_checkpoints_keep_the_wal_bounded_under_continuous_writes(engine, 
     wal = f"{tmp_path}/aigate.db-wal"
     sizes = []
     try:
-        # continuous writes (a producer that never pauses) for well over the cap many times
+        # continuous writes, the log sampled after every 100 rows are committed
         for i in range(6000):
-            await writer.put("usage_log", log_row(i, content="x" * 200))
-            if i % 100 == 0:
+            await writer.put("usage_log", log_row(i, content="x" * 2000), wait=i % 100 == 99)
+            if i % 100 == 99:
                 sizes.append(os.path.getsize(wal) if os.path.exists(wal) else 0)
         await writer.flush()
     finally:
