@@ -7,8 +7,9 @@ take the table's defaults, JSON columns are encoded here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import orjson
@@ -63,20 +64,35 @@ def _add_on_conflict(table: Table, keys: tuple[str, ...], sums: tuple[str, ...])
     return _insert_sql(table, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
 
 
+@cache
+def _binders(table: Table, dialect: str) -> tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]:
+    """Per insertable column: its default and what encodes a value that is not None."""
+    cols, defaults, json_cols, num_cols, user_text = _layout(table)
+    plan = []
+    for c in cols:
+        encode: Callable[[Any], Any] | None = None
+        if c in json_cols:
+            encode = _json
+        elif c in num_cols:
+            encode = str if dialect == "sqlite" else Decimal
+        elif c in user_text and dialect != "sqlite":  # NUL kept on PostgreSQL too (aigate.store.text)
+            encode = partial(bind_user_text, user_text[c], dialect=dialect)
+        plan.append((c, defaults.get(c), encode))
+    return tuple(plan)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """A row as the driver takes it: defaults filled, JSON encoded, decimals bound as the
-    database stores them."""
-    cols, defaults, json_cols, num_cols, user_text = _layout(table)
-    sqlite = db.dialect == "sqlite"
+    database stores them (the per-column work decided once per table, not per value)."""
     out = {}
-    for c in cols:
-        v = row.get(c, defaults.get(c))
-        if c in json_cols and v is not None:
-            v = orjson.dumps(v).decode()
-        elif c in num_cols and v is not None:
-            v = str(v) if sqlite else Decimal(v)
-        elif c in user_text:  # NUL kept on PostgreSQL too (aigate.store.text)
-            v = bind_user_text(user_text[c], v, db.dialect)
+    for c, default, encode in _binders(table, db.dialect):
+        v = row.get(c, default)
+        if encode is not None and v is not None:
+            v = encode(v)
         out[c] = v
     return out
 
