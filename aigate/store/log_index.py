@@ -22,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.store import tables as t
-from aigate.store.script import run_script
+from aigate.store.script import run_background
 
 FTS = t.SQLITE_FTS_TABLE
 STATE = t.SQLITE_FTS_STATE_TABLE
@@ -71,4 +71,4 @@ class KeywordIndexer:
         if busy and written - self._seen < MIN_BATCH_ROWS:
             return False
         self._seen = written
-        return await run_script(self.engine, index_new_rows) >= BATCH_ROWS
+        return await run_background(self.engine, index_new_rows) >= BATCH_ROWS

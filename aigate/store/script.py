@@ -119,26 +119,39 @@ class _SqliteLane:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.waiting: list[tuple[Work, tuple, asyncio.Future]] = []
+        self.waiting: list[tuple[Work, tuple, asyncio.Future, bool]] = []  # (..., background)
         self.draining = False
 
-    async def submit(self, fn: Work, args: tuple) -> Any:
+    async def submit(self, fn: Work, args: tuple, background: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((fn, args, future))
+        self.waiting.append((fn, args, future, background))
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    def _next(self, deferred: bool) -> tuple[list[tuple[Work, tuple, asyncio.Future, bool]], bool]:
+        """What the next hop runs: everything waiting, except that a request's scripts
+        waiting beside background work (the writer's) first get a hop of their own, so a
+        request never waits for a flush that had not started. Background work deferred
+        once runs in the next hop whatever arrives: it is never starved."""
+        waiting = self.waiting
+        if not deferred and any(w[3] for w in waiting) and not all(w[3] for w in waiting):
+            self.waiting = [w for w in waiting if w[3]]
+            return [w for w in waiting if not w[3]], True
+        self.waiting = []
+        return waiting, False
+
     async def _drain(self) -> None:
+        deferred = False
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting, []
+                batch, deferred = self._next(deferred)
                 try:
-                    outcomes = await self._run([(fn, args) for fn, args, _ in batch])
+                    outcomes = await self._run([(fn, args) for fn, args, _, _ in batch])
                 except BaseException as exc:  # the commit itself failed: nothing was written
                     outcomes = [(False, exc)] * len(batch)
-                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -168,8 +181,17 @@ def _lane(engine: AsyncEngine) -> _SqliteLane:
 
 async def run_outside(engine: AsyncEngine, fn: Callable[[sqlite3.Connection], T]) -> T:
     """SQLite only: run ``fn(conn)`` on the lane's connection outside any transaction, in
-    turn with the scripts (right after a batch's COMMIT when one is running)."""
-    return await _lane(engine).submit(_Outside(fn), ())
+    turn with the scripts (right after a batch's COMMIT when one is running), as
+    background work."""
+    return await _lane(engine).submit(_Outside(fn), (), background=True)
+
+
+async def run_background(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
+    """``run_script`` for work no request waits on (the writer's flushes and upkeep): on
+    SQLite, requests' scripts waiting at the same time run first."""
+    if engine.dialect.name == "sqlite":
+        return await _lane(engine).submit(fn, args, background=True)
+    return await run_script(engine, fn, *args)
 
 
 async def run_script(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:

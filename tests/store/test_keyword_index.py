@@ -1,4 +1,5 @@
-"""SQLite's keyword index kept off the insert path, and the WAL kept bounded.
+"""SQLite's keyword index kept off the insert path, the WAL kept bounded, and the
+writer's work yielding to requests on the one connection.
 
 The writer indexes new log rows in batches after its commits (aigate.store.log_index);
 the keyword search finds rows whether they are indexed yet or not; deletes and updates
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -18,7 +20,7 @@ from aigate.store.db import create_engine
 from aigate.store.log_index import BATCH_ROWS, index_new_rows, pending_rows
 from aigate.store.logs_query import LogFilter, page_query
 from aigate.store.migrate import upgrade
-from aigate.store.script import run_script
+from aigate.store.script import run_background, run_script
 from aigate.store.sinks import register_sinks
 from aigate.store.user_erase import erase_user
 from aigate.store.wal import WalCheckpointer
@@ -160,3 +162,23 @@ async def test_checkpoints_keep_the_wal_bounded_under_continuous_writes(engine, 
     assert max(sizes) < 2 * 1024 * 1024, sizes
     # each checkpoint found the log past the cap: without them it would have grown on
     assert checkpointer.checkpoints >= 3
+
+
+async def test_a_request_script_runs_before_background_work_waiting_beside_it(engine):
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def busy(db):  # holds the connection until released
+        started.set()
+        release.wait(10)
+        order.append("busy")
+
+    running = asyncio.ensure_future(run_script(engine, busy))
+    assert await asyncio.to_thread(started.wait, 10)
+    flush = asyncio.ensure_future(run_background(engine, lambda db: order.append("flush")))
+    await asyncio.sleep(0)
+    request = asyncio.ensure_future(run_script(engine, lambda db: order.append("request")))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(running, flush, request)
+    assert order == ["busy", "request", "flush"]
