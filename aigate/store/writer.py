@@ -1,9 +1,9 @@
 """The batched writer: log rows and records leave the request path through here.
 
-One writer per process owns a bounded queue. It commits what is queued every
-``flush_interval`` or as soon as ``batch_size`` rows wait, whichever comes first, in
-transactions of ``chunk_rows`` rows run as background work (``run_background``: on
-SQLite a request's script waits for one chunk at most). Guarantees:
+One writer per process owns a bounded queue. It commits what is queued in one
+transaction every ``flush_interval`` or as soon as ``batch_size`` rows wait, whichever
+comes first, as background work (``run_background``: on SQLite a request's scripts
+waiting beside a flush run first). Guarantees:
 
 * back-pressure, never loss: a full queue makes producers wait in ``put`` while the
   database works;
@@ -85,7 +85,6 @@ class BatchWriter:
         max_backoff_s: float = 5.0,
         journal_dir: str | Path = "./data/journal",
         wait_timeout_s: float = 10.0,
-        chunk_rows: int = 64,
     ) -> None:
         self.engine = engine
         self.flush_interval_s = flush_interval_s
@@ -93,7 +92,6 @@ class BatchWriter:
         self.max_backoff_s = max_backoff_s
         self.journal_dir = Path(journal_dir)
         self.wait_timeout_s = wait_timeout_s
-        self.chunk_rows = chunk_rows
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._handlers: dict[str, Handler] = {}
         self._upkeep: list[Upkeep] = []
@@ -356,12 +354,8 @@ class BatchWriter:
             batch = await self._next_batch()
             metrics.WRITER_LAG.set(time.monotonic() - batch[0].enqueued)
             self._inflight = [(i.kind, i.row) for i in batch if i.row is not None]
-            # a chunk per transaction: on SQLite's one connection a request's script never
-            # waits for more than one chunk (and runs first when both wait)
-            while self._inflight:
-                chunk = self._inflight[: self.chunk_rows]
-                await self._write_until_done(chunk)
-                self._inflight = self._inflight[len(chunk) :]  # committed: not journaled at shutdown
+            await self._write_until_done(self._inflight)
+            self._inflight = []
             for item in batch:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)
