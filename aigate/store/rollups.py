@@ -9,7 +9,7 @@ Every logged call is added, in its own transaction, to:
   ``LOG_COUNT_GRAINS``;
 * each end user's daily totals (``USER_DAILY``).
 
-The writer aggregates a batch in memory first (``Sums``), so a flush sends one upsert per
+The writer sums a batch in memory first (``aggregate``), so a flush sends one upsert per
 (table, key) however many rows share it. The dashboard reads, the log search and log
 retention take their grains and tables from here too.
 """
@@ -85,29 +85,38 @@ USER_DAILY = Rollup(t.user_usage_daily, DAY_MS, ("app_id", "user_id", "day_ms"),
 ROLLUPS = (*DASHBOARD.values(), USER_DAILY)
 
 
-def add(acc: dict[str, Any], row: Row, sums: tuple[str, ...]) -> None:
-    """Add one log row to a key's running sums."""
-    acc["requests"] += 1
-    acc["errors"] += 0 if row["code"] == 200 else 1
-    acc["input_tokens"] += row.get("input_tokens", 0)
-    acc["output_tokens"] += row.get("output_tokens", 0)
-    acc["total_tokens"] += row.get("total_tokens", 0)
-    acc["used_amount"] += Decimal(row.get("used_amount", 0))
-    if "ttfb_ms_sum" in sums:
-        acc["ttfb_ms_sum"] += row.get("ttfb_ms", 0)
+def deltas(rows: Iterable[Row]) -> list[tuple]:
+    """What each log row adds to a key's sums, in ``SUMS`` order (``USER_SUMS`` is its
+    prefix): computed once per row, whatever the number of keys it feeds."""
+    return [
+        (
+            1,
+            0 if row["code"] == 200 else 1,
+            row.get("input_tokens", 0),
+            row.get("output_tokens", 0),
+            row.get("total_tokens", 0),
+            Decimal(row.get("used_amount", 0)),
+            row.get("ttfb_ms", 0),
+        )
+        for row in rows
+    ]
 
 
-def aggregate(rollup: Rollup, rows: Iterable[Row]) -> list[Row]:
+def aggregate(rollup: Rollup, rows: list[Row], row_deltas: list[tuple]) -> list[Row]:
     """The batch's sums for one rollup, one row per key, in key order (a fixed order
     avoids deadlocks between instances)."""
-    by_key: dict[tuple, dict[str, Any]] = {}
-    for row in rows:
+    width = len(rollup.sums)
+    by_key: dict[tuple, list] = {}
+    for row, delta in zip(rows, row_deltas, strict=True):
         for key in rollup.keys(row):
             acc = by_key.get(key)
             if acc is None:
-                acc = by_key[key] = {**dict.fromkeys(rollup.sums, 0), "used_amount": Decimal(0)}
-            add(acc, row, rollup.sums)
-    return [{**dict(zip(rollup.key_columns, k, strict=True)), **v} for k, v in sorted(by_key.items())]
+                by_key[key] = list(delta[:width])
+            else:
+                for i in range(width):
+                    acc[i] += delta[i]
+    names = rollup.key_columns + rollup.sums
+    return [dict(zip(names, k + tuple(v), strict=True)) for k, v in sorted(by_key.items())]
 
 
 def log_counts(rows: Iterable[Row]) -> list[Row]:

@@ -121,10 +121,11 @@ def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
     """Add the rows to every rollup (``aigate.store.rollups``: the dashboard series, the
     log counts, the per-user daily totals) in the rows' own transaction: one upsert per
     key, the batch summed in memory first."""
+    row_deltas = rollups.deltas(rows)
     for rollup in rollups.ROLLUPS:
         db.many(
             _add_on_conflict(rollup.table, rollup.key_columns, rollup.sums),
-            [_bind(db, rollup.table, r) for r in rollups.aggregate(rollup, rows)],
+            [_bind(db, rollup.table, r) for r in rollups.aggregate(rollup, rows, row_deltas)],
         )
     db.many(_add_on_conflict(t.usage_log_counts, rollups.LOG_COUNT_KEYS, ("logs",)), rollups.log_counts(rows))
 
