@@ -8,7 +8,7 @@ waits for it (the c=1 latency tail). So the connection never checkpoints on its 
 once the log holds ``CHECKPOINT_BYTES``, in two parts:
 
 1. a PASSIVE checkpoint from a second connection in a worker thread copies the log into
-   the database while the writer goes on committing (nothing waits for it);
+   the database while the writer goes on committing and flushing (nothing waits for it);
 2. a PASSIVE checkpoint on the writer's own connection, outside any transaction
    (``run_outside``), copies the few frames committed meanwhile (a few milliseconds).
    Nothing else reads the log at that instant, so it completes, and the next commit
@@ -17,8 +17,9 @@ once the log holds ``CHECKPOINT_BYTES``, in two parts:
 
 The first part alone never completes under constant writes (the log never restarts and
 grows without bound); the second alone holds the writer's connection for the whole copy.
-The file's size is therefore the log written since the last checkpoint and stays near
-``CHECKPOINT_BYTES`` under any write rate. If another process holds the log open and the
+If the log reaches twice ``CHECKPOINT_BYTES`` before the copy is done, the writer waits
+for the copy. The file's size is therefore the log written since the last checkpoint
+and stays under about twice ``CHECKPOINT_BYTES`` under any write rate. If another process holds the log open and the
 checkpoint cannot finish, the file passes ``HARD_CAP_BYTES`` and a TRUNCATE checkpoint
 waits for that reader.
 """
@@ -57,6 +58,7 @@ class WalCheckpointer:
         self.hard_cap_bytes = hard_cap_bytes
         self.checkpoints = 0
         self._copier: sqlite3.Connection | None = None  # the second connection (part 1)
+        self._copying: asyncio.Future | None = None
 
     def wal_size(self) -> int:
         try:
@@ -65,17 +67,26 @@ class WalCheckpointer:
             return 0
 
     async def step(self, busy: bool = False) -> bool:
-        """Checkpoint once the log holds ``checkpoint_bytes``; never asks to be repeated
-        (the next batch's commit is what restarts the log)."""
+        """Once the log holds ``checkpoint_bytes``, start the copy from the second
+        connection and return (the writer goes on meanwhile); at the first step that
+        finds it done, finish on the writer's connection. Never asks to be repeated."""
         size = self.wal_size()
-        if size < self.checkpoint_bytes:
+        if self._copying is not None:
+            if not self._copying.done():
+                if size < 2 * self.checkpoint_bytes:
+                    return False
+                # the log grows faster than the copy: the writer waits for it, so the
+                # file stays bounded whatever the write rate
+                await asyncio.gather(self._copying, return_exceptions=True)
+            copy, self._copying = self._copying, None
+            if copy.exception() is not None:  # the writer's own checkpoint does the whole job
+                log.warning("WAL pre-copy failed: %s", copy.exception())
+        elif size < self.checkpoint_bytes:
+            return False
+        elif size < self.hard_cap_bytes:
+            self._copying = asyncio.ensure_future(asyncio.to_thread(self._copy))
             return False
         mode = "TRUNCATE" if size >= self.hard_cap_bytes else "PASSIVE"
-        if mode == "PASSIVE":
-            try:
-                await asyncio.to_thread(self._copy)
-            except sqlite3.Error:  # the writer's own checkpoint still does the whole job
-                log.warning("WAL pre-copy failed", exc_info=True)
         blocked, frames, copied = await run_outside(self.engine, lambda conn: _checkpoint(conn, mode))
         self.checkpoints += 1
         if blocked or copied < frames:
@@ -90,7 +101,10 @@ class WalCheckpointer:
             self._copier = sqlite3.connect(self.wal_path.removesuffix("-wal"), check_same_thread=False)
         _checkpoint(self._copier, "PASSIVE")
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        if self._copying is not None:
+            await asyncio.gather(self._copying, return_exceptions=True)
+            self._copying = None
         if self._copier is not None:
             self._copier.close()
             self._copier = None
