@@ -1,8 +1,9 @@
 """SQLite's keyword index, kept in batches by the writer instead of by an insert trigger.
 
 Tokenising a log row into the FTS5 trigram table ``usage_logs_fts`` costs more CPU than
-the insert itself; done by a trigger it ran inside every writer flush, on the one
-connection every request's credit reservation also waits for. Instead
+the insert itself: ~40 µs a row through an insert trigger, inside every writer flush on
+the one connection every request's credit reservation also waits for, against 10-17 µs
+a row in batches of hundreds. Instead
 ``usage_logs_fts_state.indexed_through`` (migration 0017) holds the highest log id in the
 index, and after its commits the writer indexes the rows above it, ``BATCH_ROWS`` at a
 time, each batch one ``INSERT … SELECT`` and the watermark moved in the same transaction

@@ -8,7 +8,9 @@ raises to roll back. ``run_script`` runs it in a single transaction:
   through SQLAlchemy costs about four thread hops per statement, which dominated the
   hot path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
   in a lane and run together in the next hop, each in its own SAVEPOINT (a script that
-  raises rolls back alone) under one COMMIT: group commit for SQLite's single writer;
+  raises rolls back alone) under one COMMIT: group commit for SQLite's single writer.
+  Work no request waits on (``run_background``: the writer's flushes and upkeep) yields
+  to requests' scripts waiting beside it, which get a hop of their own first;
 * elsewhere, through SQLAlchemy's ``run_sync`` on the async connection (asyncpg has no
   thread to hop to).
 
