@@ -4,8 +4,8 @@
 
 Feeds the writer what one App API chat call leaves (a usage-log row, an AI request
 record in two states, a user row) at ``--rate`` calls per second for ``--calls`` calls,
-waits until every row is committed and the writer's upkeep (keyword index, WAL
-checkpoints) has caught up, and prints the process's CPU seconds (every thread: the
+waits until every row is committed and the writer's upkeep (the keyword index) has
+caught up, and prints the process's CPU seconds (every thread: the
 event loop and the database thread) per 1,000 calls, with the load average. No HTTP,
 no upstream: only the write path, so two checkouts can be compared on one machine
 (``PYTHONPATH=/other/checkout .venv/bin/python -m bench.writer_cpu``).

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 CONNECT_TIMEOUT_S = 10
-TRUNCATE_TO_BYTES = 1024 * 1024  # what a restarted WAL keeps on disk (aigate.store.wal)
 
 
 def async_url(url: str) -> str:
@@ -33,9 +32,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
-    # checkpoints run between the writer's batches, never inside a commit (aigate.store.wal)
-    cur.execute("PRAGMA wal_autocheckpoint=0")
-    cur.execute(f"PRAGMA journal_size_limit={TRUNCATE_TO_BYTES}")
     cur.close()
 
 

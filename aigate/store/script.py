@@ -25,7 +25,7 @@ import sqlite3
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -67,34 +67,8 @@ def _text(sql: str):
     return text(sql)  # one TextClause per statement, so SQLAlchemy's compiled cache hits
 
 
-class _Outside:
-    """A lane item run after the batch's COMMIT, on the bare connection (``fn(conn)``):
-    what cannot run inside a transaction, such as a WAL checkpoint."""
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        self.fn = fn
-
-
-Work: TypeAlias = Callable | _Outside  # a lane item: a transaction script, or work outside one
-
-
-def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Work, tuple]]) -> list[tuple[bool, Any]]:
-    """Run every script of the batch in one transaction; each one's outcome separately.
-    ``_Outside`` items run after the COMMIT, in the same hop."""
-    scripts: list[tuple[Callable, tuple]] = [(fn, args) for fn, args in batch if not isinstance(fn, _Outside)]
-    outcomes = _run_scripts(conn, scripts) if scripts else []
-    after: list[tuple[bool, Any]] = []
-    for fn, _ in batch:
-        if isinstance(fn, _Outside):
-            try:
-                after.append((True, fn.fn(conn)))
-            except Exception as exc:
-                after.append((False, exc))
-    done, rest = iter(outcomes), iter(after)
-    return [next(rest) if isinstance(fn, _Outside) else next(done) for fn, _ in batch]
-
-
-def _run_scripts(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+    """Run every script of the batch in one transaction; each one's outcome separately."""
     conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
     outcomes: list[tuple[bool, Any]] = []
     try:
@@ -121,10 +95,10 @@ class _SqliteLane:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.waiting: list[tuple[Work, tuple, asyncio.Future, bool]] = []  # (..., background)
+        self.waiting: list[tuple[Callable, tuple, asyncio.Future, bool]] = []  # (..., background)
         self.draining = False
 
-    async def submit(self, fn: Work, args: tuple, background: bool = False) -> Any:
+    async def submit(self, fn: Callable, args: tuple, background: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((fn, args, future, background))
         if not self.draining:
@@ -132,7 +106,7 @@ class _SqliteLane:
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
-    def _next(self, deferred: bool) -> tuple[list[tuple[Work, tuple, asyncio.Future, bool]], bool]:
+    def _next(self, deferred: bool) -> tuple[list[tuple[Callable, tuple, asyncio.Future, bool]], bool]:
         """What the next hop runs: everything waiting, except that a request's scripts
         waiting beside background work (the writer's) first get a hop of their own, so a
         request never waits for a flush that had not started. Background work deferred
@@ -163,7 +137,7 @@ class _SqliteLane:
         finally:
             self.draining = False
 
-    async def _run(self, batch: list[tuple[Work, tuple]]) -> list[tuple[bool, Any]]:
+    async def _run(self, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             aio = raw.driver_connection  # the aiosqlite.Connection
@@ -179,13 +153,6 @@ def _lane(engine: AsyncEngine) -> _SqliteLane:
     if lane is None:
         lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
     return lane
-
-
-async def run_outside(engine: AsyncEngine, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """SQLite only: run ``fn(conn)`` on the lane's connection outside any transaction, in
-    turn with the scripts (right after a batch's COMMIT when one is running), as
-    background work."""
-    return await _lane(engine).submit(_Outside(fn), (), background=True)
 
 
 async def run_background(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:

@@ -19,7 +19,6 @@ from aigate.store import rollups
 from aigate.store import tables as t
 from aigate.store.log_index import KeywordIndexer
 from aigate.store.text import UserString, UserText, bind_user_text
-from aigate.store.wal import WalCheckpointer
 from aigate.store.writer import BatchWriter
 
 DETAIL_FIELDS = (
@@ -195,4 +194,3 @@ def register_sinks(writer: BatchWriter) -> None:
     if writer.engine.dialect.name == "sqlite":
         # deferred work on SQLite's one writer connection, between batches
         writer.after_commit(KeywordIndexer(writer.engine, lambda: writer.rows_written).step)
-        writer.after_commit(WalCheckpointer(writer.engine).step)

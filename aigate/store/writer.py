@@ -22,7 +22,7 @@ waiting beside a flush run first). Guarantees:
   database is still down at its deadline, what is left goes to the journal;
 * upkeep hooks (``after_commit``) run in the writer's task after each committed batch,
   off the request path: a bounded step of deferred work (on SQLite, indexing new log rows
-  for the keyword search and checkpointing the WAL), repeated while the queue is empty;
+  for the keyword search), repeated while the queue is empty;
 * ``put(..., wait=True)`` is a group commit: it returns once the row is durable, and
   makes the writer flush at once instead of waiting for the next tick. It never hangs on
   an outage: when the database is unavailable (or the wait exceeds ``wait_timeout_s``)

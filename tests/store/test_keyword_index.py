@@ -1,15 +1,14 @@
-"""SQLite's keyword index kept off the insert path, the WAL kept bounded, and the
-writer's work yielding to requests on the one connection.
+"""SQLite's keyword index kept off the insert path, and the writer's work yielding to
+requests on the one connection.
 
 The writer indexes new log rows in batches after its commits (aigate.store.log_index);
 the keyword search finds rows whether they are indexed yet or not; deletes and updates
-keep the FTS5 table consistent; checkpoints between batches keep the WAL file bounded
-under continuous writes (aigate.store.wal)."""
+keep the FTS5 table consistent; a request's script waiting beside the writer's work
+runs first."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 
 import pytest
@@ -23,7 +22,6 @@ from aigate.store.migrate import upgrade
 from aigate.store.script import run_background, run_script
 from aigate.store.sinks import register_sinks
 from aigate.store.user_erase import erase_user
-from aigate.store.wal import WalCheckpointer
 from aigate.store.writer import BatchWriter
 from tests.store.test_writer import log_row
 
@@ -136,32 +134,6 @@ async def test_user_erase_keeps_the_index_consistent(engine):
         markers = set((await conn.execute(select(t.usage_logs.c.user))).scalars())
     [marker] = markers
     assert len(await search(engine, marker)) == 6
-
-
-async def test_checkpoints_keep_the_wal_bounded_under_continuous_writes(engine, tmp_path):
-    cap = 2 * 1024 * 1024  # above the 1 MiB a restarted log keeps, under the default 8 MiB
-    writer = BatchWriter(engine, flush_interval_s=0.005, batch_size=100)
-    register_sinks(writer)
-    checkpointer = WalCheckpointer(engine, checkpoint_bytes=cap)
-    writer.after_commit(checkpointer.step)
-    writer.start()
-    wal = f"{tmp_path}/aigate.db-wal"
-    sizes = []
-    try:
-        # continuous writes, the log sampled after every 100 rows are committed
-        for i in range(6000):
-            await writer.put("usage_log", log_row(i, request_body="x" * 2000), wait=i % 100 == 99)
-            if i % 100 == 99:
-                sizes.append(os.path.getsize(wal) if os.path.exists(wal) else 0)
-        await writer.flush()
-    finally:
-        await writer.stop()
-        await checkpointer.aclose()
-    # the file is restarted after each checkpoint: it stays under twice the cap plus a
-    # batch (without these checkpoints it grows to the default 8 MiB threshold)
-    assert max(sizes) < 2 * cap + 1024 * 1024, sizes
-    # each checkpoint found the log past the cap: without them it would have grown on
-    assert checkpointer.checkpoints >= 3
 
 
 async def test_a_request_script_runs_before_background_work_waiting_beside_it(engine):
