@@ -23,11 +23,12 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.clock import now_ms
+from aigate.store import rollups
 from aigate.store import tables as t
 
 log = logging.getLogger("aigate.retention")
 
-DAY_MS = 86_400_000
+DAY_MS = rollups.DAY_MS
 FIRST_DELAY_S = 60.0
 INTERVAL_S = 300.0
 BATCH = 5_000
@@ -78,14 +79,9 @@ async def _purge_responses(engine: AsyncEngine, cutoff: int, batch: int, pause_s
 
 def _rollup_targets() -> list[tuple[Any, ColumnElement[bool] | None]]:
     counts = t.usage_log_counts.c
-    return [
-        (t.usage_rollups, None),
-        (t.usage_rollups_hourly, None),
-        (t.usage_rollups_daily, None),
-        # one grain at a time: the primary key starts with grain_ms, then bucket_ms
-        (t.usage_log_counts, counts.grain_ms == 3_600_000),
-        (t.usage_log_counts, counts.grain_ms == DAY_MS),
-    ]
+    dashboard: list[tuple[Any, ColumnElement[bool] | None]] = [(r.table, None) for r in rollups.DASHBOARD.values()]
+    # one grain at a time: the primary key starts with grain_ms, then bucket_ms
+    return dashboard + [(t.usage_log_counts, counts.grain_ms == grain) for grain in rollups.LOG_COUNT_GRAINS]
 
 
 async def _purge_rollups(engine: AsyncEngine, cutoff: int, pause_s: float) -> int:

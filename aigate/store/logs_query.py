@@ -248,6 +248,7 @@ def _csv_line(values: Iterable[Any]) -> str:
 
 
 FTS = table(t.SQLITE_FTS_TABLE, column("rowid"))
+FTS_STATE = table(t.SQLITE_FTS_STATE_TABLE, column("indexed_through"))
 FTS_MIN_CHARS = 3  # the trigram tokenizer finds nothing shorter
 
 
@@ -280,9 +281,11 @@ def _keyword(keyword: str, dialect: str, columns: tuple[str, ...] = t.KEYWORD_CO
     if len(keyword) < FTS_MIN_CHARS:
         return match
     # The FTS5 trigram index finds the candidates (a superset: it also folds non-ASCII
-    # case); LIKE keeps exactly the documented matches.
+    # case) among the rows it holds; the rows logged since the writer last indexed
+    # (aigate.store.log_index) are all candidates. LIKE keeps exactly the documented matches.
     fts_match = literal_column(t.SQLITE_FTS_TABLE).op("MATCH")(fts_query(keyword, columns))
-    return and_(L.id.in_(select(FTS.c.rowid).where(fts_match)), match)
+    unindexed = L.id > select(FTS_STATE.c.indexed_through).scalar_subquery()
+    return and_(or_(L.id.in_(select(FTS.c.rowid).where(fts_match)), unindexed), match)
 
 
 def _code_conditions(f: LogFilter, code: Any) -> list[ColumnElement[bool]]:

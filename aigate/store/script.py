@@ -8,7 +8,9 @@ raises to roll back. ``run_script`` runs it in a single transaction:
   through SQLAlchemy costs about four thread hops per statement, which dominated the
   hot path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
   in a lane and run together in the next hop, each in its own SAVEPOINT (a script that
-  raises rolls back alone) under one COMMIT: group commit for SQLite's single writer;
+  raises rolls back alone) under one COMMIT: group commit for SQLite's single writer.
+  Work no request waits on (``run_background``: the writer's flushes and upkeep) yields
+  to requests' scripts waiting beside it, which get a hop of their own first;
 * elsewhere, through SQLAlchemy's ``run_sync`` on the async connection (asyncpg has no
   thread to hop to).
 
@@ -93,26 +95,39 @@ class _SqliteLane:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.waiting: list[tuple[Callable, tuple, asyncio.Future]] = []
+        self.waiting: list[tuple[Callable, tuple, asyncio.Future, bool]] = []  # (..., background)
         self.draining = False
 
-    async def submit(self, fn: Callable, args: tuple) -> Any:
+    async def submit(self, fn: Callable, args: tuple, background: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((fn, args, future))
+        self.waiting.append((fn, args, future, background))
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    def _next(self, deferred: bool) -> tuple[list[tuple[Callable, tuple, asyncio.Future, bool]], bool]:
+        """What the next hop runs: everything waiting, except that a request's scripts
+        waiting beside background work (the writer's) first get a hop of their own, so a
+        request never waits for a flush that had not started. Background work deferred
+        once runs in the next hop whatever arrives: it is never starved."""
+        waiting = self.waiting
+        if not deferred and any(w[3] for w in waiting) and not all(w[3] for w in waiting):
+            self.waiting = [w for w in waiting if w[3]]
+            return [w for w in waiting if not w[3]], True
+        self.waiting = []
+        return waiting, False
+
     async def _drain(self) -> None:
+        deferred = False
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting, []
+                batch, deferred = self._next(deferred)
                 try:
-                    outcomes = await self._run([(fn, args) for fn, args, _ in batch])
+                    outcomes = await self._run([(fn, args) for fn, args, _, _ in batch])
                 except BaseException as exc:  # the commit itself failed: nothing was written
                     outcomes = [(False, exc)] * len(batch)
-                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -133,12 +148,24 @@ class _SqliteLane:
 _LANES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _lane(engine: AsyncEngine) -> _SqliteLane:
+    lane = _LANES.get(engine.sync_engine)
+    if lane is None:
+        lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
+    return lane
+
+
+async def run_background(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
+    """``run_script`` for work no request waits on (the writer's flushes and upkeep): on
+    SQLite, requests' scripts waiting at the same time run first."""
+    if engine.dialect.name == "sqlite":
+        return await _lane(engine).submit(fn, args, background=True)
+    return await run_script(engine, fn, *args)
+
+
 async def run_script(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(db, *args)`` in one transaction and return its result."""
     if engine.dialect.name == "sqlite":
-        lane = _LANES.get(engine.sync_engine)
-        if lane is None:
-            lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
-        return await lane.submit(fn, args)
+        return await _lane(engine).submit(fn, args)
     async with engine.begin() as conn:
         return await conn.run_sync(lambda sync_conn: fn(SqlAlchemyDb(sync_conn), *args))

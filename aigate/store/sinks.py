@@ -7,14 +7,17 @@ take the table's defaults, JSON columns are encoded here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import orjson
 from sqlalchemy import JSON, ColumnDefault, Numeric, Table
 
+from aigate.store import rollups
 from aigate.store import tables as t
+from aigate.store.log_index import KeywordIndexer
 from aigate.store.text import UserString, UserText, bind_user_text
 from aigate.store.writer import BatchWriter
 
@@ -24,10 +27,6 @@ DETAIL_FIELDS = (
     "response_body",
     "response_body_truncated",
 )
-ROLLUP_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount", "ttfb_ms_sum")
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 
 
 # --- SQL built once from the table definitions
@@ -64,20 +63,35 @@ def _add_on_conflict(table: Table, keys: tuple[str, ...], sums: tuple[str, ...])
     return _insert_sql(table, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
 
 
+@cache
+def _binders(table: Table, dialect: str) -> tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]:
+    """Per insertable column: its default and what encodes a value that is not None."""
+    cols, defaults, json_cols, num_cols, user_text = _layout(table)
+    plan = []
+    for c in cols:
+        encode: Callable[[Any], Any] | None = None
+        if c in json_cols:
+            encode = _json
+        elif c in num_cols:
+            encode = str if dialect == "sqlite" else Decimal
+        elif c in user_text and dialect != "sqlite":  # NUL kept on PostgreSQL too (aigate.store.text)
+            encode = partial(bind_user_text, user_text[c], dialect=dialect)
+        plan.append((c, defaults.get(c), encode))
+    return tuple(plan)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """A row as the driver takes it: defaults filled, JSON encoded, decimals bound as the
-    database stores them."""
-    cols, defaults, json_cols, num_cols, user_text = _layout(table)
-    sqlite = db.dialect == "sqlite"
+    database stores them (the per-column work decided once per table, not per value)."""
     out = {}
-    for c in cols:
-        v = row.get(c, defaults.get(c))
-        if c in json_cols and v is not None:
-            v = orjson.dumps(v).decode()
-        elif c in num_cols and v is not None:
-            v = str(v) if sqlite else Decimal(v)
-        elif c in user_text:  # NUL kept on PostgreSQL too (aigate.store.text)
-            v = bind_user_text(user_text[c], v, db.dialect)
+    for c, default, encode in _binders(table, db.dialect):
+        v = row.get(c, default)
+        if encode is not None and v is not None:
+            v = encode(v)
         out[c] = v
     return out
 
@@ -100,93 +114,19 @@ def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
         db.rows(_insert_sql(t.request_details), _bind(db, t.request_details, detail))
     db.many(_insert_sql(t.usage_logs), run)
     _add_rollups(db, rows)
-    _add_user_daily(db, rows)
-
-
-def _sums() -> dict[str, Any]:
-    acc: dict[str, Any] = dict.fromkeys(ROLLUP_SUMS, 0)
-    acc["used_amount"] = Decimal(0)
-    return acc
 
 
 def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
-    """Add the rows to the dashboard sums (per minute; per hour and per day as series per
-    group and for all groups, in total, per model and per strategy) and to the per-hour and
-    per-day log counts behind the log search's totals and facets, all in the rows' own
-    transaction."""
-    minute: dict[tuple, dict[str, Any]] = {}
-    hourly: dict[tuple, dict[str, Any]] = {}
-    daily: dict[tuple, dict[str, Any]] = {}
-    counts: dict[tuple, int] = {}
-    for row in rows:
-        meta = row.get("metadata") or {}
-        strategy = meta.get("strategy", "")
-        created, app, model = row["created_ms"], row["app_id"], row["model"]
-        hour = created // HOUR_MS * HOUR_MS
-        day = created // DAY_MS * DAY_MS
-        keys = [(minute, (created // MINUTE_MS * MINUTE_MS, app, model, strategy))]
-        for group in (app, "*"):
-            for sums, bucket in ((hourly, hour), (daily, day)):
-                keys += [
-                    (sums, (group, "total", bucket, "")),
-                    (sums, (group, "model", bucket, model)),
-                    (sums, (group, "strategy", bucket, strategy)),
-                ]
-        for sums, key in keys:
-            acc = sums.get(key)
-            if acc is None:
-                acc = sums[key] = _sums()
-            acc["requests"] += 1
-            acc["errors"] += 0 if row["code"] == 200 else 1
-            acc["input_tokens"] += row.get("input_tokens", 0)
-            acc["output_tokens"] += row.get("output_tokens", 0)
-            acc["total_tokens"] += row.get("total_tokens", 0)
-            acc["used_amount"] += Decimal(row.get("used_amount", 0))
-            acc["ttfb_ms_sum"] += row.get("ttfb_ms", 0)
-        dims = (app, model, row.get("channel", 0), row.get("token_name", ""), row["code"])
-        for grain in (HOUR_MS, DAY_MS):
-            count_key = (grain, created // grain * grain, *dims)
-            counts[count_key] = counts.get(count_key, 0) + 1
-    for table, sums, names in (
-        (t.usage_rollups, minute, ("bucket_ms", "app_id", "model", "strategy")),
-        (t.usage_rollups_hourly, hourly, ("app_id", "dim", "bucket_ms", "value")),
-        (t.usage_rollups_daily, daily, ("app_id", "dim", "bucket_ms", "value")),
-    ):
-        # a fixed order avoids deadlocks between instances
+    """Add the rows to every rollup (``aigate.store.rollups``: the dashboard series, the
+    log counts, the per-user daily totals) in the rows' own transaction: one upsert per
+    key, the batch summed in memory first."""
+    row_deltas = rollups.deltas(rows)
+    for rollup in rollups.ROLLUPS:
         db.many(
-            _add_on_conflict(table, names, ROLLUP_SUMS),
-            [_bind(db, table, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(sums.items())],
+            _add_on_conflict(rollup.table, rollup.key_columns, rollup.sums),
+            [_bind(db, rollup.table, r) for r in rollups.aggregate(rollup, rows, row_deltas)],
         )
-    count_names = ("grain_ms", "bucket_ms", "app_id", "model", "channel", "token_name", "code")
-    db.many(
-        _add_on_conflict(t.usage_log_counts, count_names, ("logs",)),
-        [{**dict(zip(count_names, k, strict=True)), "logs": n} for k, n in sorted(counts.items())],
-    )
-
-
-USER_DAILY_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount")
-
-
-def _add_user_daily(db, rows: list[dict[str, Any]]) -> None:
-    """Add the rows to each end user's daily totals (the console's usage per user), in the
-    rows' own transaction, so the totals never need a scan of the log."""
-    days: dict[tuple, dict[str, Any]] = {}
-    for row in rows:
-        key = (row["app_id"], row.get("user", ""), row["created_ms"] // DAY_MS * DAY_MS)
-        acc = days.get(key)
-        if acc is None:
-            acc = days[key] = {**dict.fromkeys(USER_DAILY_SUMS, 0), "used_amount": Decimal(0)}
-        acc["requests"] += 1
-        acc["errors"] += 0 if row["code"] == 200 else 1
-        acc["input_tokens"] += row.get("input_tokens", 0)
-        acc["output_tokens"] += row.get("output_tokens", 0)
-        acc["total_tokens"] += row.get("total_tokens", 0)
-        acc["used_amount"] += Decimal(row.get("used_amount", 0))
-    names = ("app_id", "user_id", "day_ms")
-    db.many(
-        _add_on_conflict(t.user_usage_daily, names, USER_DAILY_SUMS),
-        [_bind(db, t.user_usage_daily, {**dict(zip(names, k, strict=True)), **v}) for k, v in sorted(days.items())],
-    )
+    db.many(_add_on_conflict(t.usage_log_counts, rollups.LOG_COUNT_KEYS, ("logs",)), rollups.log_counts(rows))
 
 
 def write_ai_requests(db, rows: list[dict[str, Any]]) -> None:
@@ -251,3 +191,6 @@ def register_sinks(writer: BatchWriter) -> None:
     writer.register("usage_log", write_usage_logs)
     writer.register("ai_request", write_ai_requests)
     writer.register("user", write_users)
+    if writer.engine.dialect.name == "sqlite":
+        # deferred work on SQLite's one writer connection, between batches
+        writer.after_commit(KeywordIndexer(writer.engine, lambda: writer.rows_written).step)

@@ -414,8 +414,10 @@ Index(
 
 # Keyword search (a case-insensitive substring of these columns). PostgreSQL: a pg_trgm GIN
 # index per column (migration 0012 qualifies the operator class with pg_trgm's schema).
-# SQLite: the FTS5 table usage_logs_fts (trigram tokenizer, external content, kept by
-# triggers), which Core cannot declare; migration_filter() hides it from comparisons.
+# SQLite: the FTS5 table usage_logs_fts (trigram tokenizer, external content), which Core
+# cannot declare; the writer indexes new rows in batches up to the log id kept in
+# usage_logs_fts_state (aigate.store.log_index), triggers keep indexed rows exact on
+# delete and update. migration_filter() hides both tables from comparisons.
 KEYWORD_COLUMNS = ("request_id", "user", "model", "token_name", "content")
 for _name in KEYWORD_COLUMNS:
     Index(
@@ -426,6 +428,7 @@ for _name in KEYWORD_COLUMNS:
         info={"dialect": "postgresql"},
     )
 SQLITE_FTS_TABLE = "usage_logs_fts"
+SQLITE_FTS_STATE_TABLE = "usage_logs_fts_state"
 
 # Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC
 # day): a dashboard by day reads one row per series and day.

@@ -2,7 +2,8 @@
 
 One writer per process owns a bounded queue. It commits what is queued in one
 transaction every ``flush_interval`` or as soon as ``batch_size`` rows wait, whichever
-comes first. Guarantees:
+comes first, as background work (``run_background``: on SQLite a request's scripts
+waiting beside a flush run first). Guarantees:
 
 * back-pressure, never loss: a full queue makes producers wait in ``put`` while the
   database works;
@@ -19,6 +20,9 @@ comes first. Guarantees:
   content;
 * ``stop`` drains everything queued before returning (called on SIGTERM/SIGINT); if the
   database is still down at its deadline, what is left goes to the journal;
+* upkeep hooks (``after_commit``) run in the writer's task after each committed batch,
+  off the request path: a bounded step of deferred work (on SQLite, indexing new log rows
+  for the keyword search), repeated while the queue is empty;
 * ``put(..., wait=True)`` is a group commit: it returns once the row is durable, and
   makes the writer flush at once instead of waiting for the next tick. It never hangs on
   an outage: when the database is unavailable (or the wait exceeds ``wait_timeout_s``)
@@ -31,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,12 +54,15 @@ from aigate.store.journal import (
     orphans,
 )
 from aigate.store.outage import DatabaseUnavailable, is_outage
-from aigate.store.script import run_script
+from aigate.store.script import run_background, run_script
 
 log = logging.getLogger("aigate.writer")
 
 # A transaction script (see aigate.store.script): writes a batch of rows of one kind.
 Handler = Callable[[Any, list[dict[str, Any]]], None]
+# One bounded step of deferred work, told whether rows wait to be written (False: the
+# writer is idle); returns True when more work is waiting.
+Upkeep = Callable[[bool], Awaitable[bool]]
 Rows = list[tuple[str, dict[str, Any]]]  # (kind, row), in arrival order
 
 
@@ -87,6 +94,10 @@ class BatchWriter:
         self.wait_timeout_s = wait_timeout_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._handlers: dict[str, Handler] = {}
+        self._upkeep: list[Upkeep] = []
+        self._upkeep_idle = asyncio.Event()  # no upkeep step running: stop() waits for it
+        self._upkeep_idle.set()
+        self._stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._outage = asyncio.Event()  # set from a failed write until the next success
@@ -111,6 +122,11 @@ class BatchWriter:
         """``handler(db, rows)`` writes a batch of rows of one kind inside the flush
         transaction (a transaction script: plain SQL through ``db.rows`` / ``db.many``)."""
         self._handlers[kind] = handler
+
+    def after_commit(self, step: Upkeep) -> None:
+        """Run ``step(busy)`` after each committed batch, and again while no rows wait and
+        it returns True. It runs in the writer's task: keep each step short."""
+        self._upkeep.append(step)
 
     @property
     def in_outage(self) -> bool:
@@ -288,8 +304,11 @@ class BatchWriter:
             log.error(
                 "database still unavailable at shutdown: unwritten rows go to the journal in %s", self.journal_dir
             )
+        self._stopping = True  # a running upkeep step finishes, no other starts
+        await self._upkeep_idle.wait()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping = False
         self._task = None
         # what the deadline left unwritten (the batch being retried, the queue) is kept in
         # the journal; the next start replays it
@@ -342,6 +361,25 @@ class BatchWriter:
                     item.done.set_result(None)
                 self._queue.task_done()
             metrics.WRITER_QUEUE.set(self._queue.qsize())
+            self._upkeep_idle.clear()
+            try:
+                await self._run_upkeep()
+            finally:
+                self._upkeep_idle.set()
+
+    async def _run_upkeep(self) -> None:
+        """One step of each upkeep hook, then more while nothing waits to be written."""
+        for step in self._upkeep:
+            more = True
+            first = True
+            while more and not self._stopping and (first or (self._queue.empty() and not self._journaling)):
+                first = False
+                try:
+                    more = await step(not self._queue.empty())
+                except Exception as exc:  # deferred work never blocks the rows
+                    if not is_outage(exc):
+                        log.exception("writer upkeep step failed")
+                    more = False
 
     async def _until_written(self, attempt: Callable[[], Any]) -> Any:
         """Run ``attempt`` until it succeeds, waiting out outages with backoff."""
@@ -375,7 +413,7 @@ class BatchWriter:
         if not rows:
             return
         try:
-            await self._until_written(lambda: run_script(self.engine, _flush, self._handlers, rows, progress))
+            await self._until_written(lambda: run_background(self.engine, _flush, self._handlers, rows, progress))
         except Exception:
             await self._write_one_by_one(rows, progress, seqs)
             return

@@ -55,17 +55,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.api.admin.logs import Millis, blank_to_none, json_response, log_reader, no_nul
 from aigate.clock import now_ms
+from aigate.store import rollups
 from aigate.store import tables as t
+from aigate.store.rollups import DAY_MS, HOUR_MS, MINUTE_MS
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 SPANS = {"minute": MINUTE_MS, "hour": HOUR_MS, "day": DAY_MS}
 DEFAULT_RANGE_MS = 86_400_000
 MAX_BUCKETS = 10_080  # a week of minutes
 
-SUMS = ("requests", "errors", "input_tokens", "output_tokens", "total_tokens", "used_amount", "ttfb_ms_sum")
-DIMS = ("total", "model", "strategy")
+SUMS = rollups.SUMS
+DIMS = rollups.SERIES
 
 router = APIRouter(tags=["dashboard"])
 
