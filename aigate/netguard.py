@@ -45,11 +45,15 @@ def is_private_host(host: str) -> bool:
         return False
 
 
+def is_private_url(url: str) -> bool:
+    """``url``'s host is a literal loopback / private / reserved address, or ``localhost``."""
+    return is_private_host(urlsplit(url).hostname or "")
+
+
 def private_url_error(url: str) -> str | None:
     """Why ``url`` names a refused address literally, or None."""
-    host = urlsplit(url).hostname or ""
-    if is_private_host(host):
-        return f"{host} is a loopback or private address"
+    if is_private_url(url):
+        return f"{urlsplit(url).hostname} is a loopback or private address"
     return None
 
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from aigate.netguard import is_private_host
+from aigate.netguard import is_private_url
 
 NAME = r"^[A-Za-z0-9_.:-]{1,100}$"
 APP_ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -315,7 +315,7 @@ class WebhookCfg(Strict):
 
     @model_validator(mode="after")
     def _public_target(self) -> WebhookCfg:
-        if not self.allow_private and is_private_host(urlsplit(self.url).hostname or ""):
+        if not self.allow_private and is_private_url(self.url):
             raise ValueError(f"url: {self.url} is a loopback or private address; set allow_private: true to allow it")
         return self
 
@@ -331,7 +331,6 @@ _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9a-f:
 
 def is_loopback_url(url: str) -> bool:
     import ipaddress
-    from urllib.parse import urlsplit
 
     host = urlsplit(url).hostname or ""
     if host == "localhost":
@@ -383,7 +382,7 @@ class TokenIssuerCfg(Strict):
                 or (self.jwks_url.startswith("http://") and is_loopback_url(self.jwks_url))
             ):
                 raise ValueError("jwks_url: must be https:// (http:// only on a loopback address)")
-            if not self.allow_private and is_private_host(urlsplit(self.jwks_url).hostname or ""):
+            if not self.allow_private and is_private_url(self.jwks_url):
                 raise ValueError(
                     f"jwks_url: {self.jwks_url} is a loopback or private address; set allow_private: true to allow it"
                 )

@@ -31,7 +31,6 @@ import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -42,7 +41,7 @@ from aigate import metrics
 from aigate.clock import now_ms
 from aigate.config.schema import WebhookCfg
 from aigate.engine import metering
-from aigate.netguard import is_private_host, public_session
+from aigate.netguard import is_private_url, public_session
 from aigate.store import tables as t
 from aigate.store.script import run_script
 
@@ -229,7 +228,7 @@ class Deliverer:
         if not endpoint.enabled:
             return None, "endpoint disabled"
         if not endpoint.allow_private:
-            if is_private_host(urlsplit(endpoint.url).hostname or ""):
+            if is_private_url(endpoint.url):
                 return None, "refused: loopback or private address (allow_private is false)"
         session = self.private if endpoint.allow_private else self.public
         headers = _sign(endpoint.secret, row["msg_id"], row["payload"])

@@ -70,18 +70,17 @@ class Rollup:
     """One table of sums: its key columns, how a log row maps to its keys, its sums."""
 
     table: Table
-    grain_ms: int
     key_columns: tuple[str, ...]
     keys: Callable[[Row], Iterable[tuple]]
     sums: tuple[str, ...] = SUMS
 
 
 DASHBOARD = {
-    MINUTE_MS: Rollup(t.usage_rollups, MINUTE_MS, ("bucket_ms", "app_id", "model", "strategy"), _minute_keys),
-    HOUR_MS: Rollup(t.usage_rollups_hourly, HOUR_MS, ("app_id", "dim", "bucket_ms", "value"), _series_keys(HOUR_MS)),
-    DAY_MS: Rollup(t.usage_rollups_daily, DAY_MS, ("app_id", "dim", "bucket_ms", "value"), _series_keys(DAY_MS)),
+    MINUTE_MS: Rollup(t.usage_rollups, ("bucket_ms", "app_id", "model", "strategy"), _minute_keys),
+    HOUR_MS: Rollup(t.usage_rollups_hourly, ("app_id", "dim", "bucket_ms", "value"), _series_keys(HOUR_MS)),
+    DAY_MS: Rollup(t.usage_rollups_daily, ("app_id", "dim", "bucket_ms", "value"), _series_keys(DAY_MS)),
 }
-USER_DAILY = Rollup(t.user_usage_daily, DAY_MS, ("app_id", "user_id", "day_ms"), _user_keys, USER_SUMS)
+USER_DAILY = Rollup(t.user_usage_daily, ("app_id", "user_id", "day_ms"), _user_keys, USER_SUMS)
 ROLLUPS = (*DASHBOARD.values(), USER_DAILY)
 
 

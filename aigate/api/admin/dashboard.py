@@ -117,7 +117,7 @@ def _series_select(dialect: str, dim: Any, value: Any, rows: Any, keys: list) ->
 def hourly_query(lo: int, hi: int, span: int, group: str | None, dialect: str, *, grain: int = HOUR_MS) -> Select:
     """Series of the whole hours ``[lo, hi)`` from the pre-summed hourly series (or of the
     whole days, from the daily ones, with ``grain=DAY_MS``)."""
-    H = (t.usage_rollups_daily if grain == DAY_MS else t.usage_rollups_hourly).c
+    H = rollups.DASHBOARD[grain].table.c
     where = (H.app_id == (group if group is not None else "*"), H.dim.in_(DIMS), H.bucket_ms >= lo, H.bucket_ms < hi)
     amount = cast(H.used_amount, Float)  # a float sum is plenty for a chart, and cheap to move
     if span == grain:  # already one row per series and bucket
