@@ -153,11 +153,13 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
 
     from aigate.console import web as console
 
+    # Starlette tries routes in order: the busiest paths (relay chat, App API chat) first.
+    # No two lists here share a path prefix, except the relay fallback, which stays last.
     routes = [
-        *ops.routes,
-        *bp.routes,
-        *bp_requests.routes,
         *relay.routes,
+        *bp.routes,
+        *ops.routes,
+        *bp_requests.routes,
         *console.routes,
         Mount("/api", app=admin_app),
     ]
@@ -200,8 +202,8 @@ def metrics_middleware(app):
         try:
             await app(scope, receive, send_wrapper)
         finally:
-            metrics.REQUESTS.labels(surface, str(status)).inc()
-            metrics.LATENCY.labels(surface).observe(time.perf_counter() - started)
+            metrics.child(metrics.REQUESTS, surface, str(status)).inc()
+            metrics.child(metrics.LATENCY, surface).observe(time.perf_counter() - started)
 
     wrapped.state = app.state  # type: ignore[attr-defined]
     wrapped.app = app  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("aigate_requests_total", "HTTP requests handled", ["surface", "status"])
@@ -55,6 +57,19 @@ CALL_TTFB = Histogram(
 )
 
 
+_children: dict[tuple, Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once: ``labels()`` takes a lock and rebuilds
+    its key on every call, a cost the per-request paths pay several times."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
+
+
 _per_call: dict[tuple[str, str], tuple] = {}  # label children, looked up once per (model, strategy)
 
 
@@ -71,7 +86,7 @@ def observe_call(
             CALL_TTFB.labels(model, strategy),
         )
     tokens_in, tokens_out, amount, ttfb = found
-    CALLS.labels(model, strategy, str(code)).inc()
+    child(CALLS, model, strategy, str(code)).inc()
     if input_tokens:
         tokens_in.inc(input_tokens)
     if output_tokens:

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 from aigate.auth.caller import Caller
 from aigate.clock import now_ms
 from aigate.engine import metering, observe, routing
-from aigate.engine.detached import run_detached
+from aigate.engine.detached import finish_shielded, run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
 from aigate.services import Services
@@ -111,7 +111,7 @@ class Call:
             return
         self.ended = True
         # shielded: a cancellation now must not leave the call half settled
-        await asyncio.shield(run_detached(self._settle_and_write()))
+        await finish_shielded(self._settle_and_write())
 
     async def _settle_and_write(self) -> None:
         if self.meter is not None:
@@ -131,7 +131,7 @@ class Call:
         record.code = getattr(err, "status", 500)
         record.status = "failed"
         record.error = getattr(err, "message", str(err))
-        await asyncio.shield(run_detached(self._release_and_write()))
+        await finish_shielded(self._release_and_write())
         return err
 
     async def _release_and_write(self) -> None:
@@ -154,19 +154,27 @@ class Call:
         log.error("call %s failed unexpectedly", ref, exc_info=exc, extra={"request_id": ref})
         return self.errors.internal(ref)
 
-    @contextlib.asynccontextmanager
-    async def ending(self) -> AsyncIterator[Call]:
-        """Any exception inside ends the call as failed and is raised as the surface's error.
-        A cancellation (the client left, the server stops) releases and records 499."""
-        try:
-            yield self
-        except asyncio.CancelledError:
+    def ending(self) -> Call:
+        """``async with call.ending():`` any exception inside ends the call as failed and is
+        raised as the surface's error. A cancellation (the client left, the server stops)
+        releases and records 499. (The call is its own context manager: no generator per
+        call, as ``contextlib.asynccontextmanager`` would make.)"""
+        return self
+
+    async def __aenter__(self) -> Call:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, asyncio.CancelledError):
             if not self.ended:
                 self.record.error = "the request was cancelled before the answer"
                 run_detached(self._cancelled())
-            raise
-        except Exception as exc:
+            return False
+        if isinstance(exc, Exception):
             raise await self.fail(self.surface_error(exc)) from None
+        return False
 
     async def _cancelled(self) -> None:
         await self.fail(_Cancelled())
@@ -337,7 +345,10 @@ async def pump(
                 batch.clear()
             elif frame is not None:
                 yield frame
-            event = await anext(events, None)
+            try:  # not anext(events, None): that wraps every event's await in one more object
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                event = None
         if batch:  # the stream ended right after an event that announced more
             yield b"".join(batch)
             batch.clear()
@@ -353,7 +364,7 @@ async def pump(
         if not finished:
             run_detached(_abandon(call, events, state, out))
     # shielded: a client leaving now must not stop the settlement
-    err = await asyncio.shield(run_detached(_complete(call, state, out)))
+    err = await finish_shielded(_complete(call, state, out))
     try:
         frames = out.closing(state) if err is None else [out.error_frame(err)]
     except Exception as exc:  # the call is settled and recorded; say that the end failed

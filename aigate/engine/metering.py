@@ -37,6 +37,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from functools import lru_cache
 from typing import Any
 
 from aigate.auth.caller import Caller
@@ -139,6 +140,9 @@ def round_up(value: Decimal, precision: int) -> Decimal:
 
 def render(amount_micros: int, precision: int) -> int | float:
     """A stored quantity as a JSON number with at most ``precision`` decimals (50 stays 50)."""
+    whole, rest = divmod(amount_micros, SCALE)
+    if not rest:  # the usual case, without Decimal arithmetic
+        return whole
     value = (Decimal(amount_micros) / SCALE).quantize(Decimal(1).scaleb(-precision), rounding=ROUND_FLOOR)
     return int(value) if value == value.to_integral_value() else float(value)
 
@@ -226,24 +230,20 @@ class Reservation:
     precision: int = 0  # the charged asset's decimal places
     charge: int | None = None  # usage-based: the actual charge once settled, in millionths
     settled: bool = False  # usage-based: settle() ran (whether or not the sweep won first)
+    # from ``cost``, worked out once (a call reads them several times)
+    holds: bool = field(init=False)  # usage-based: a hold, settled after the call
+    flat: int = field(init=False)  # the flat cost taken at reserve, in millionths (0 if usage-based)
+
+    def __post_init__(self) -> None:
+        cost = self.cost
+        self.holds = cost is not None and cost.usage_based
+        self.flat = micros(cost.per_request) if cost is not None and not self.holds and cost.per_request else 0
 
     @property
     def user_surplus_count(self) -> int:
         if self.limit is None:
             return -1
         return max(self.limit.count - self.current_count, 0)
-
-    @property
-    def flat(self) -> int:
-        """The flat cost taken at reserve, in millionths (0 for usage-based costs)."""
-        cost = self.cost
-        if cost is None or cost.usage_based or not cost.per_request:
-            return 0
-        return micros(cost.per_request)
-
-    @property
-    def holds(self) -> bool:
-        return self.cost is not None and self.cost.usage_based
 
 
 def _boundary(policy: AssetCfg, ts: int) -> int | None:
@@ -696,6 +696,7 @@ async def read_assets(services: Services, caller: Caller) -> tuple[dict, dict]:
     return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
 
 
+@lru_cache(maxsize=1024)  # recovery times fall on period boundaries: few distinct values
 def _iso_seconds(ms: int | None) -> str:
     if not ms:
         return ""

@@ -12,15 +12,14 @@ import logging
 from typing import Any
 
 from aigate import metrics, telemetry
-from aigate.engine.pricing import used_amount
 from aigate.engine.records import CallRecord
 
 log = logging.getLogger("aigate.observe")
 
 
 def call_ended(services: Any, record: CallRecord) -> None:
-    price = services.snapshot.prices.get(record.model) if record.model else None
-    amount = used_amount(record.usage, price, succeeded=record.succeeded) if price else 0
+    """After the call's records were queued (``record.used_amount`` is priced)."""
+    amount = record.used_amount
     u = record.usage
     metrics.observe_call(
         model=record.model,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 DAY_MS = 86_400_000
+MINUTE_MS = 60_000
 
 
 def period_key(period: str, now_ms: int) -> str:
     """The counter key of the limit period containing ``now_ms``, e.g. ``day:20261122``."""
-    dt = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    return _period_key(period, now_ms // MINUTE_MS)  # every period starts on a minute
+
+
+@lru_cache(maxsize=64)
+def _period_key(period: str, minute: int) -> str:
+    dt = datetime.fromtimestamp(minute * 60, tz=UTC)
     if period == "minute":
         return "minute:" + dt.strftime("%Y%m%d%H%M")
     if period == "hour":

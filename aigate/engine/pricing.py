@@ -76,9 +76,18 @@ def _number(value: Decimal | int) -> float | int:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+_SNAPSHOTS: dict[int, tuple[Price, dict]] = {}  # id(price) -> (price, its snapshot); holds the price
+
+
 def price_snapshot(price: Price) -> dict:
-    """Every price field of seed 001 as JSON numbers: the log row's ``price`` column."""
-    return {name: _number(getattr(price, name)) for name in PRICE_FIELDS}
+    """Every price field of seed 001 as JSON numbers: the log row's ``price`` column.
+    Worked out once per configured price (every logged call needs one)."""
+    found = _SNAPSHOTS.get(id(price))
+    if found is None or found[0] is not price:
+        if len(_SNAPSHOTS) > 1024:  # prices of configurations long replaced
+            _SNAPSHOTS.clear()
+        found = _SNAPSHOTS[id(price)] = (price, {name: _number(getattr(price, name)) for name in PRICE_FIELDS})
+    return dict(found[1])
 
 
 def unit_price(price: Price) -> dict:

@@ -50,6 +50,7 @@ class CallRecord:
     custom_response: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
     ai_record: bool = True  # relay calls have no end-user record
+    used_amount: Decimal = Decimal(0)  # priced once, for the usage log row; metrics read it too
 
     @property
     def succeeded(self) -> bool:
@@ -96,7 +97,7 @@ def _seen_users(services: Services) -> SeenUsers:
 def usage_log_row(services: Services, rec: CallRecord) -> dict[str, Any]:
     last = rec.trace.last
     price = services.snapshot.price(rec.model) if rec.model else None
-    amount = used_amount(rec.usage, price, succeeded=rec.succeeded) if price else Decimal(0)
+    amount = rec.used_amount = used_amount(rec.usage, price, succeeded=rec.succeeded) if price else Decimal(0)
     u = rec.usage
     row: dict[str, Any] = dict(
         request_id=rec.log_request_id,

@@ -145,8 +145,8 @@ async def call_with_retries(
         except UpstreamError as exc:
             attempt.error = last = exc
             outcome = _outcome(exc)
-            metrics.UPSTREAM_ERRORS.labels(platform.id, exc.kind).inc()
-            metrics.UPSTREAM_ATTEMPTS.labels(platform.id, model, outcome).inc()
+            metrics.child(metrics.UPSTREAM_ERRORS, platform.id, exc.kind).inc()
+            metrics.child(metrics.UPSTREAM_ATTEMPTS, platform.id, model, outcome).inc()
             telemetry.end_attempt(span, outcome, exc)
             await cooldowns.failed(platform, exc)
             # a refused key is disabled; another key or platform may still serve the call
@@ -161,7 +161,7 @@ async def call_with_retries(
             telemetry.end_attempt(span, "cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
         trace.ttfb_ms = int((time.perf_counter() - started) * 1000)
-        metrics.UPSTREAM_ATTEMPTS.labels(platform.id, model, "success").inc()
+        metrics.child(metrics.UPSTREAM_ATTEMPTS, platform.id, model, "success").inc()
         telemetry.end_attempt(span, "success", result=result)
         cooldowns.succeeded(platform)
         return result

@@ -235,39 +235,41 @@ async def request_bytes(
     return await read_body(resp, platform), content_type
 
 
-class StreamFrames:
+class StreamFrames(SSEReader):
     """The SSE frames of a streamed answer, with upstream failures mapped.
 
     The first frame must arrive before the same deadline as the headers; after that only
     the total timeout applies. Read failures become ``UpstreamTimeout`` /
     ``UpstreamError(kind="protocol")`` raised from ``__anext__``, i.e. at the point in
-    the stream where they happen. ``release()`` must be called when done.
+    the stream where they happen. ``release()`` must be called when done. (A subclass of
+    the reader rather than a wrapper: one coroutine less to resume per streamed event.)
     """
 
-    __slots__ = ("_deadline", "_platform", "_reader", "_resp")
+    __slots__ = ("_deadline", "_platform", "_resp")
 
     def __init__(self, resp: aiohttp.ClientResponse, platform: Platform, deadline: float) -> None:
+        super().__init__(resp.content)
         self._resp = resp
-        self._reader = SSEReader(resp.content)
         self._platform = platform
         self._deadline: float | None = deadline
 
     def __aiter__(self) -> StreamFrames:
         return self
 
-    @property
-    def pending(self) -> bool:
-        """The next frame came with the same read and is ready without waiting."""
-        return self._reader.pending
-
     async def __anext__(self) -> tuple[str, bytes]:
+        pending = self._pending
+        if pending:  # decoded with an earlier read
+            return pending.popleft()
         try:
             if self._deadline is None:
-                reader = self._reader
-                return reader.next_ready() if reader.pending else await reader.__anext__()
+                while not pending:
+                    if self._eof:
+                        raise StopAsyncIteration
+                    self._take(await self._content.readany())
+                return pending.popleft()
             try:
                 async with asyncio.timeout_at(self._deadline):
-                    frame = await self._reader.__anext__()
+                    frame = await SSEReader.__anext__(self)
             except TimeoutError:
                 raise timeout_error(self._platform, "waiting for the first event") from None
             self._deadline = None

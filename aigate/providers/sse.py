@@ -132,13 +132,16 @@ class SSEReader:
         while not pending:
             if self._eof:
                 raise StopAsyncIteration
-            chunk = await self._content.readany()
-            if chunk:
-                pending.extend(self._decoder.feed(chunk))
-            else:
-                self._eof = True
-                pending.extend(self._decoder.close())
+            self._take(await self._content.readany())
         return pending.popleft()
+
+    def _take(self, chunk: bytes) -> None:
+        """Decode one read (an empty one is the end of the body)."""
+        if chunk:
+            self._pending.extend(self._decoder.feed(chunk))
+        else:
+            self._eof = True
+            self._pending.extend(self._decoder.close())
 
 
 def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:

@@ -119,30 +119,41 @@ class _SqliteLane:
         return waiting, False
 
     async def _drain(self) -> None:
+        """Run hops while scripts wait, on one pooled connection checked out for the whole
+        run (a checkout per hop cost a pool round trip and a greenlet switch each)."""
         deferred = False
         try:
             while self.waiting:
-                batch, deferred = self._next(deferred)
                 try:
-                    outcomes = await self._run([(fn, args) for fn, args, _, _ in batch])
-                except BaseException as exc:  # the commit itself failed: nothing was written
-                    outcomes = [(False, exc)] * len(batch)
-                for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                    async with self.engine.connect() as conn:
+                        raw = await conn.get_raw_connection()
+                        aio = raw.driver_connection  # the aiosqlite.Connection
+                        assert aio is not None  # a connection checked out of the pool is open
+                        while self.waiting:
+                            batch, deferred = self._next(deferred)
+                            try:
+                                outcomes = await aio._execute(
+                                    _run_batch, aio._conn, [(fn, args) for fn, args, _, _ in batch]
+                                )
+                            except BaseException as exc:  # the commit itself failed: nothing was written
+                                _resolve(batch, [(False, exc)] * len(batch))
+                                break  # the next hop takes a fresh connection
+                            _resolve(batch, outcomes)
+                except Exception as exc:  # no connection: whatever waits fails with the reason
+                    batch, self.waiting = self.waiting, []
+                    _resolve(batch, [(False, exc)] * len(batch))
         finally:
             self.draining = False
 
-    async def _run(self, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            aio = raw.driver_connection  # the aiosqlite.Connection
-            assert aio is not None  # a connection checked out of the pool is open
-            return await aio._execute(_run_batch, aio._conn, batch)
+
+def _resolve(batch: list[tuple[Callable, tuple, asyncio.Future, bool]], outcomes: list[tuple[bool, Any]]) -> None:
+    for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 _LANES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

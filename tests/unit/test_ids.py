@@ -15,3 +15,10 @@ def test_chat_ids_look_like_the_seed():
     ids = {new_chat_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 18 and i.isalnum() and i.isascii() for i in ids)
+
+
+def test_chat_id_letters_are_spread_over_the_whole_alphabet_at_every_position():
+    ids = [new_chat_id() for _ in range(4000)]
+    for position in range(18):
+        seen = {i[position] for i in ids}
+        assert len(seen) == 62, (position, len(seen))  # 4000 draws miss a letter with p < 1e-25
