@@ -70,28 +70,16 @@ def child(metric: Any, *values: str) -> Any:
     return found
 
 
-_per_call: dict[tuple[str, str], tuple] = {}  # label children, looked up once per (model, strategy)
-
-
 def observe_call(
     *, model: str, strategy: str, code: int, input_tokens: int, output_tokens: int, used_amount, ttfb_ms: int
 ) -> None:
     """Count one ended call (``aigate.engine.observe.call_ended``)."""
-    found = _per_call.get((model, strategy))
-    if found is None:
-        found = _per_call[(model, strategy)] = (
-            CALL_TOKENS.labels(model, strategy, "input"),
-            CALL_TOKENS.labels(model, strategy, "output"),
-            CALL_USED_AMOUNT.labels(model, strategy),
-            CALL_TTFB.labels(model, strategy),
-        )
-    tokens_in, tokens_out, amount, ttfb = found
     child(CALLS, model, strategy, str(code)).inc()
     if input_tokens:
-        tokens_in.inc(input_tokens)
+        child(CALL_TOKENS, model, strategy, "input").inc(input_tokens)
     if output_tokens:
-        tokens_out.inc(output_tokens)
+        child(CALL_TOKENS, model, strategy, "output").inc(output_tokens)
     if used_amount:
-        amount.inc(float(used_amount))
+        child(CALL_USED_AMOUNT, model, strategy).inc(float(used_amount))
     if ttfb_ms:
-        ttfb.observe(ttfb_ms / 1000)
+        child(CALL_TTFB, model, strategy).observe(ttfb_ms / 1000)

@@ -12,7 +12,7 @@ T = TypeVar("T")
 _RUNNING: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
 
-def run_detached(coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+def run_detached(coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any]) -> asyncio.Task:
     """Run ``coro`` in a task of its own, e.g. to save and bill a stream whose client left."""
     task = asyncio.create_task(coro)
     _RUNNING.add(task)
@@ -32,13 +32,7 @@ async def finish_shielded(coro: Coroutine[Any, Any, T]) -> T:
         waiting_on = coro.send(None)
     except StopIteration as done:
         return done.value
-    except BaseException:
-        coro.close()
-        raise
-    task = asyncio.ensure_future(_resume(coro, waiting_on))
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
-    return await asyncio.shield(task)
+    return await asyncio.shield(run_detached(_resume(coro, waiting_on)))
 
 
 @types.coroutine

@@ -253,9 +253,6 @@ class StreamFrames(SSEReader):
         self._platform = platform
         self._deadline: float | None = deadline
 
-    def __aiter__(self) -> StreamFrames:
-        return self
-
     async def __anext__(self) -> tuple[str, bytes]:
         pending = self._pending
         if pending:  # decoded with an earlier read

@@ -97,6 +97,7 @@ class _SqliteLane:
         self.engine = engine
         self.waiting: list[tuple[Callable, tuple, asyncio.Future, bool]] = []  # (..., background)
         self.draining = False
+        self.deferred = False  # background work was held back once for a request's scripts
 
     async def submit(self, fn: Callable, args: tuple, background: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -121,29 +122,31 @@ class _SqliteLane:
     async def _drain(self) -> None:
         """Run hops while scripts wait, on one pooled connection checked out for the whole
         run (a checkout per hop cost a pool round trip and a greenlet switch each)."""
-        deferred = False
+        self.deferred = False
         try:
             while self.waiting:
                 try:
                     async with self.engine.connect() as conn:
                         raw = await conn.get_raw_connection()
-                        aio = raw.driver_connection  # the aiosqlite.Connection
-                        assert aio is not None  # a connection checked out of the pool is open
-                        while self.waiting:
-                            batch, deferred = self._next(deferred)
-                            try:
-                                outcomes = await aio._execute(
-                                    _run_batch, aio._conn, [(fn, args) for fn, args, _, _ in batch]
-                                )
-                            except BaseException as exc:  # the commit itself failed: nothing was written
-                                _resolve(batch, [(False, exc)] * len(batch))
-                                break  # the next hop takes a fresh connection
-                            _resolve(batch, outcomes)
+                        await self._hops(raw.driver_connection)
                 except Exception as exc:  # no connection: whatever waits fails with the reason
                     batch, self.waiting = self.waiting, []
                     _resolve(batch, [(False, exc)] * len(batch))
         finally:
             self.draining = False
+
+    async def _hops(self, aio: Any) -> None:
+        """Hops on one aiosqlite connection while scripts wait; after a failed commit the
+        caller takes a fresh connection for the next one."""
+        assert aio is not None  # a connection checked out of the pool is open
+        while self.waiting:
+            batch, self.deferred = self._next(self.deferred)
+            try:
+                outcomes = await aio._execute(_run_batch, aio._conn, [(fn, args) for fn, args, _, _ in batch])
+            except BaseException as exc:  # the commit itself failed: nothing was written
+                _resolve(batch, [(False, exc)] * len(batch))
+                return
+            _resolve(batch, outcomes)
 
 
 def _resolve(batch: list[tuple[Callable, tuple, asyncio.Future, bool]], outcomes: list[tuple[bool, Any]]) -> None:
