@@ -10,7 +10,11 @@ raises to roll back. ``run_script`` runs it in a single transaction:
   in a lane and run together in the next hop, each in its own SAVEPOINT (a script that
   raises rolls back alone) under one COMMIT: group commit for SQLite's single writer.
   Work no request waits on (``run_background``: the writer's flushes and upkeep) yields
-  to requests' scripts waiting beside it, which get a hop of their own first;
+  to requests' scripts waiting beside it, which get a hop of their own first; a long
+  background script calls ``db.yield_point()`` as it goes, and stops at that consistent
+  point when a request's script started waiting, so that script waits for a few rows,
+  not a whole flush. Upkeep SQLite refuses inside a transaction (a WAL checkpoint) runs
+  through ``run_maintenance``, in a hop of its own between two transactions;
 * elsewhere, through SQLAlchemy's ``run_sync`` on the async connection (asyncpg has no
   thread to hop to).
 
@@ -21,6 +25,7 @@ This is the only module that reaches into aiosqlite's internals (``_execute`` an
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import weakref
 from collections.abc import Callable
@@ -37,8 +42,18 @@ T = TypeVar("T")
 class SqliteDb:
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, requests_waiting: Callable[[], bool]) -> None:
         self._conn = conn
+        self._requests_waiting = requests_waiting
+
+    def yield_point(self) -> bool:
+        """Called by a long background script between two consistent points. It lets a
+        thread waiting for the CPU run first (on a busy core the event loop would wait
+        for the rest of this thread's time slice), and tells whether a request's script
+        waits for this connection: then the script should stop and let its transaction
+        commit."""
+        os.sched_yield()
+        return self._requests_waiting()
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         return self._conn.execute(sql, params or {}).fetchall()
@@ -52,6 +67,10 @@ class SqlAlchemyDb:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.dialect = conn.dialect.name
+
+    @staticmethod
+    def yield_point() -> bool:
+        return False  # a server database: a request's transaction does not wait for this one
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         result = self._conn.execute(_text(sql), params or {})
@@ -67,12 +86,14 @@ def _text(sql: str):
     return text(sql)  # one TextClause per statement, so SQLAlchemy's compiled cache hits
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, Any]]:
+def _run_batch(
+    conn: sqlite3.Connection, batch: list[tuple[Callable, tuple]], requests_waiting: Callable[[], bool]
+) -> list[tuple[bool, Any]]:
     """Run every script of the batch in one transaction; each one's outcome separately."""
     conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
     outcomes: list[tuple[bool, Any]] = []
     try:
-        db = SqliteDb(conn)
+        db = SqliteDb(conn, requests_waiting)
         for fn, args in batch:
             conn.execute("SAVEPOINT script")
             try:
@@ -96,16 +117,25 @@ class _SqliteLane:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.waiting: list[tuple[Callable, tuple, asyncio.Future, bool]] = []  # (..., background)
+        self.maintenance: list[tuple[Callable, tuple, asyncio.Future, bool]] = []  # outside transactions
         self.draining = False
         self.deferred = False  # background work was held back once for a request's scripts
+        self.maintenance_held = False  # maintenance was held back once for a request's scripts
 
-    async def submit(self, fn: Callable, args: tuple, background: bool = False) -> Any:
+    async def submit(self, fn: Callable, args: tuple, background: bool = False, maintenance: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((fn, args, future, background))
+        item = (fn, args, future, background or maintenance)
+        (self.maintenance if maintenance else self.waiting).append(item)
         if not self.draining:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    def requests_waiting(self) -> bool:
+        """Whether a request's script waits for the next hop (read from the database
+        thread between the rows of a background script: a stale answer only moves the
+        point where it stops)."""
+        return any(not w[3] for w in self.waiting)
 
     def _next(self, deferred: bool) -> tuple[list[tuple[Callable, tuple, asyncio.Future, bool]], bool]:
         """What the next hop runs: everything waiting, except that a request's scripts
@@ -124,13 +154,13 @@ class _SqliteLane:
         run (a checkout per hop cost a pool round trip and a greenlet switch each)."""
         self.deferred = False
         try:
-            while self.waiting:
+            while self.waiting or self.maintenance:
                 try:
                     async with self.engine.connect() as conn:
                         raw = await conn.get_raw_connection()
                         await self._hops(raw.driver_connection)
                 except Exception as exc:  # no connection: whatever waits fails with the reason
-                    batch, self.waiting = self.waiting, []
+                    batch, self.waiting, self.maintenance = self.waiting + self.maintenance, [], []
                     _resolve(batch, [(False, exc)] * len(batch))
         finally:
             self.draining = False
@@ -139,10 +169,21 @@ class _SqliteLane:
         """Hops on one aiosqlite connection while scripts wait; after a failed commit the
         caller takes a fresh connection for the next one."""
         assert aio is not None  # a connection checked out of the pool is open
-        while self.waiting:
+        while self.waiting or self.maintenance:
+            if self.maintenance and (self.maintenance_held or not self.requests_waiting()):
+                self.maintenance_held = False
+                fn, args, future, _ = item = self.maintenance.pop(0)
+                try:  # a hop of its own, outside any transaction
+                    outcome = (True, await aio._execute(fn, aio._conn, *args))
+                except Exception as exc:
+                    outcome = (False, exc)
+                _resolve([item], [outcome])
+                continue
+            self.maintenance_held = bool(self.maintenance)  # requests' scripts first, once
             batch, self.deferred = self._next(self.deferred)
             try:
-                outcomes = await aio._execute(_run_batch, aio._conn, [(fn, args) for fn, args, _, _ in batch])
+                scripts = [(fn, args) for fn, args, _, _ in batch]
+                outcomes = await aio._execute(_run_batch, aio._conn, scripts, self.requests_waiting)
             except BaseException as exc:  # the commit itself failed: nothing was written
                 _resolve(batch, [(False, exc)] * len(batch))
                 return
@@ -167,6 +208,14 @@ def _lane(engine: AsyncEngine) -> _SqliteLane:
     if lane is None:
         lane = _LANES[engine.sync_engine] = _SqliteLane(engine)
     return lane
+
+
+async def run_maintenance(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(sqlite3_connection, *args)`` on SQLite's writer connection outside any
+    transaction, in a hop of its own, for upkeep SQLite refuses inside a transaction (a
+    WAL checkpoint). A request's scripts waiting at the same time run first, once."""
+    assert engine.dialect.name == "sqlite", "maintenance of SQLite's writer connection"
+    return await _lane(engine).submit(fn, args, maintenance=True)
 
 
 async def run_background(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:

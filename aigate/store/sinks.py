@@ -100,6 +100,12 @@ def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows and add them to the rollups."""
+    insert_usage_logs(db, rows)
+    add_rollups(db, rows)
+
+
+def insert_usage_logs(db, rows: list[dict[str, Any]]) -> None:
     """Insert in arrival order (ids follow it): runs of rows without bodies in one
     executemany, a row with bodies on its own to learn its id for request_details."""
     run: list[dict[str, Any]] = []
@@ -113,10 +119,9 @@ def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
         detail = {"log_id": log_id, **{k: row.get(k, False if k.endswith("_truncated") else "") for k in DETAIL_FIELDS}}
         db.rows(_insert_sql(t.request_details), _bind(db, t.request_details, detail))
     db.many(_insert_sql(t.usage_logs), run)
-    _add_rollups(db, rows)
 
 
-def _add_rollups(db, rows: list[dict[str, Any]]) -> None:
+def add_rollups(db, rows: list[dict[str, Any]]) -> None:
     """Add the rows to every rollup (``aigate.store.rollups``: the dashboard series, the
     log counts, the per-user daily totals) in the rows' own transaction: one upsert per
     key, the batch summed in memory first."""
@@ -188,7 +193,8 @@ def write_users(db, rows: list[dict[str, Any]]) -> None:
 
 
 def register_sinks(writer: BatchWriter) -> None:
-    writer.register("usage_log", write_usage_logs)
+    # the writer may commit a batch in parts: each part adds its own rows to the rollups
+    writer.register("usage_log", insert_usage_logs, finish=add_rollups)
     writer.register("ai_request", write_ai_requests)
     writer.register("user", write_users)
     if writer.engine.dialect.name == "sqlite":

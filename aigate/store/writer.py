@@ -3,7 +3,11 @@
 One writer per process owns a bounded queue. It commits what is queued in one
 transaction every ``flush_interval`` or as soon as ``batch_size`` rows wait, whichever
 comes first, as background work (``run_background``: on SQLite a request's scripts
-waiting beside a flush run first). Guarantees:
+waiting beside a flush run first). On SQLite a request's script that starts waiting
+while a flush runs also cuts the flush short: the flush commits the rows written so far
+(every ``CHECK_ROWS`` rows it asks ``db.yield_point()``), the request's script runs,
+and the rest follows in the next transaction, so a request waits for a few rows, not a
+whole batch. Guarantees:
 
 * back-pressure, never loss: a full queue makes producers wait in ``put`` while the
   database works;
@@ -64,6 +68,10 @@ Handler = Callable[[Any, list[dict[str, Any]]], None]
 # writer is idle); returns True when more work is waiting.
 Upkeep = Callable[[bool], Awaitable[bool]]
 Rows = list[tuple[str, dict[str, Any]]]  # (kind, row), in arrival order
+Progress = tuple[str, list[int]]  # a journal's name, and each row's sequence number in it
+# Rows between two yield points of a flush on SQLite (about 1 ms of writing). Each part
+# a request cuts off also pays its rollups: with 8 rows the gateway spent 8 % more CPU.
+CHECK_ROWS = 32
 
 
 @dataclass(slots=True)
@@ -94,6 +102,7 @@ class BatchWriter:
         self.wait_timeout_s = wait_timeout_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._handlers: dict[str, Handler] = {}
+        self._finishers: dict[str, Handler] = {}
         self._upkeep: list[Upkeep] = []
         self._upkeep_idle = asyncio.Event()  # no upkeep step running: stop() waits for it
         self._upkeep_idle.set()
@@ -112,16 +121,20 @@ class BatchWriter:
         self._journaling = False
         self._drained = asyncio.Event()
         self._drained.set()
-        self._inflight: Rows = []  # the batch being written, journaled if shutdown cuts it off
+        self._inflight: Rows = []  # the batch's rows not yet committed, journaled if shutdown cuts it off
         self.rows_written = 0
         self.rows_rejected = 0
         self.rows_journaled = 0
         self.outage_retries = 0
 
-    def register(self, kind: str, handler: Handler) -> None:
-        """``handler(db, rows)`` writes a batch of rows of one kind inside the flush
-        transaction (a transaction script: plain SQL through ``db.rows`` / ``db.many``)."""
+    def register(self, kind: str, handler: Handler, *, finish: Handler | None = None) -> None:
+        """``handler(db, rows)`` writes rows of one kind inside the flush transaction (a
+        transaction script: plain SQL through ``db.rows`` / ``db.many``), called once per
+        ``CHECK_ROWS`` rows; ``finish(db, rows)`` once per transaction with every row of
+        the kind it wrote (sums kept per batch, e.g. the rollups)."""
         self._handlers[kind] = handler
+        if finish is not None:
+            self._finishers[kind] = finish
 
     def after_commit(self, step: Upkeep) -> None:
         """Run ``step(busy)`` after each committed batch, and again while no rows wait and
@@ -283,9 +296,10 @@ class BatchWriter:
             log.warning("replayed %d rows from the journal %s of a stopped process", replayed, path)
 
     async def _write_entries(self, journal: str, entries: list[Entry]) -> None:
-        await self._write_until_done(
-            [(k, r) for _, k, r in entries], progress=(journal, entries[-1][0]), seqs=[s for s, _, _ in entries]
-        )
+        while entries:
+            rows = [(k, r) for _, k, r in entries]
+            written = await self._write_until_done(rows, progress=(journal, [s for s, _, _ in entries]))
+            entries = entries[written:]
 
     # --- the writer task
 
@@ -354,8 +368,9 @@ class BatchWriter:
             batch = await self._next_batch()
             metrics.WRITER_LAG.set(time.monotonic() - batch[0].enqueued)
             self._inflight = [(i.kind, i.row) for i in batch if i.row is not None]
-            await self._write_until_done(self._inflight)
-            self._inflight = []
+            while self._inflight:
+                written = await self._write_until_done(self._inflight)
+                self._inflight = self._inflight[written:]  # committed: a shutdown does not journal it
             for item in batch:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)
@@ -405,26 +420,31 @@ class BatchWriter:
         metrics.WRITER_RETRIES.inc()
         log.warning("database unavailable, retrying in %.2fs: %s", backoff, exc)
 
-    async def _write_until_done(
-        self, rows: Rows, *, progress: tuple[str, int] | None = None, seqs: list[int] | None = None
-    ) -> None:
-        """Commit the rows (and the journal progress) in one transaction, waiting out
-        outages; if the database rejects the batch for its data, row by row."""
+    async def _write_until_done(self, rows: Rows, *, progress: Progress | None = None) -> int:
+        """Commit the rows (and the journal progress: its name and each row's sequence
+        number) in one transaction, waiting out outages; if the database rejects the batch
+        for its data, row by row. Returns how many rows were committed: all of them, or
+        on SQLite the first ones when a request's script cut the flush short."""
         if not rows:
-            return
+            return 0
         try:
-            await self._until_written(lambda: run_background(self.engine, _flush, self._handlers, rows, progress))
+            written = await self._until_written(
+                lambda: run_background(self.engine, _flush, self._handlers, self._finishers, rows, progress)
+            )
         except Exception:
-            await self._write_one_by_one(rows, progress, seqs)
-            return
-        self.rows_written += len(rows)
-        metrics.WRITER_ROWS.inc(len(rows))
+            await self._write_one_by_one(rows, progress)
+            return len(rows)
+        self.rows_written += written
+        metrics.WRITER_ROWS.inc(written)
+        return written
 
-    async def _write_one_by_one(self, rows: Rows, progress: tuple[str, int] | None, seqs: list[int] | None) -> None:
+    async def _write_one_by_one(self, rows: Rows, progress: Progress | None) -> None:
         for i, (kind, row) in enumerate(rows):
-            step = (progress[0], seqs[i]) if progress and seqs else None
+            step = (progress[0], progress[1][i : i + 1]) if progress else None
             try:
-                await self._until_written(partial(run_script, self.engine, _flush, self._handlers, [(kind, row)], step))
+                await self._until_written(
+                    partial(run_script, self.engine, _flush, self._handlers, self._finishers, [(kind, row)], step)
+                )
                 self.rows_written += 1
                 metrics.WRITER_ROWS.inc()
             except Exception as exc:
@@ -432,17 +452,40 @@ class BatchWriter:
                 metrics.WRITER_REJECTED.inc()
                 log.error("row rejected by the database (%s): %s %r", exc, kind, row)
                 if step is not None:  # the journal moves past the rejected row
-                    await self._until_written(partial(run_script, self.engine, _flush, self._handlers, [], step))
+                    await self._until_written(partial(run_script, self.engine, _save_progress, step[0], step[1][0]))
 
 
-def _flush(db, handlers: dict[str, Handler], rows: Rows, progress: tuple[str, int] | None) -> None:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for kind, row in rows:
-        groups.setdefault(kind, []).append(row)
-    for kind, group in groups.items():
-        handlers[kind](db, group)
+def _flush(
+    db, handlers: dict[str, Handler], finishers: dict[str, Handler], rows: Rows, progress: Progress | None
+) -> int:
+    """Write the rows, ``CHECK_ROWS`` at a time on SQLite (all at once elsewhere: one
+    round trip per kind), until all are written or a request's script waits for the
+    connection; then the finishers over what was written. Returns how many rows this
+    transaction holds (always at least ``CHECK_ROWS``, or all)."""
+    step = CHECK_ROWS if db.dialect == "sqlite" else max(len(rows), 1)
+    written: dict[str, list[dict[str, Any]]] = {}
+    done = 0
+    while done < len(rows):
+        part: dict[str, list[dict[str, Any]]] = {}
+        for kind, row in rows[done : done + step]:
+            part.setdefault(kind, []).append(row)
+        for kind, group in part.items():
+            handlers[kind](db, group)
+            written.setdefault(kind, []).extend(group)
+        done = min(done + step, len(rows))
+        if db.yield_point():
+            break
+    for kind, group in written.items():
+        finish = finishers.get(kind)
+        if finish is not None:
+            finish(db, group)
     if progress is not None:
-        db.rows(PROGRESS_SQL, {"name": progress[0], "seq": progress[1]})
+        _save_progress(db, progress[0], progress[1][done - 1])
+    return done
+
+
+def _save_progress(db, name: str, seq: int) -> None:
+    db.rows(PROGRESS_SQL, {"name": name, "seq": seq})
 
 
 async def _read_progress(engine: AsyncEngine, name: str) -> int:

@@ -221,3 +221,86 @@ async def test_database_outage_is_retried_and_no_row_is_lost(pg_url):
     await engine.dispose()
     await direct.dispose()
     await proxy.stop()
+
+
+async def test_a_waiting_request_cuts_a_flush_short_and_sees_consistent_rollups(engine):
+    """On SQLite a request's script that starts waiting during a flush runs after the
+    rows written so far are committed with their rollups, not after the whole batch."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: elsewhere a request's transaction does not wait for the writer's")
+    from aigate.store.script import run_script
+    from aigate.store.sinks import insert_usage_logs
+    from aigate.store.writer import CHECK_ROWS
+
+    started, go = threading.Event(), threading.Event()
+
+    def first_call_waits(db, rows):  # the flush's first part: hold it until the request waits
+        if not started.is_set():
+            started.set()
+            go.wait(10)
+        insert_usage_logs(db, rows)
+
+    writer = make_writer(engine, flush_interval_s=10, batch_size=1000)
+    writer.register("usage_log", first_call_waits, finish=writer._finishers["usage_log"])
+    for i in range(200):
+        await writer.put("usage_log", log_row(i))
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.to_thread(started.wait, 10)
+
+    def seen_by_request(db):
+        [(logs,)] = db.rows("SELECT count(*) FROM usage_logs")
+        [(summed,)] = db.rows("SELECT coalesce(sum(requests), 0) FROM usage_rollups")
+        [(counted,)] = db.rows("SELECT coalesce(sum(logs), 0) FROM usage_log_counts WHERE grain_ms = 3600000")
+        return logs, summed, counted
+
+    request = asyncio.create_task(run_script(engine, seen_by_request))
+    await asyncio.sleep(0.05)  # the request's script is queued behind the running flush
+    go.set()
+    assert await asyncio.wait_for(request, 10) == (CHECK_ROWS, CHECK_ROWS, CHECK_ROWS)
+    await asyncio.wait_for(flushing, 10)
+    assert await count(engine) == 200
+    async with engine.connect() as conn:
+        ids = (await conn.execute(select(t.usage_logs.c.request_id).order_by(t.usage_logs.c.id))).scalars().all()
+        summed = (await conn.execute(select(func.sum(t.usage_rollups.c.requests)))).scalar_one()
+    assert ids == [str(1000 + i) for i in range(200)]  # arrival order kept across the parts
+    assert summed == 200  # every part added its own rows to the rollups once
+    await writer.stop()
+
+
+class _YieldAtOnce:
+    """A transaction-script database whose caller is told a request waits after every part."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self.dialect = db.dialect
+
+    def rows(self, sql, params=None):
+        return self._db.rows(sql, params)
+
+    def many(self, sql, params):
+        return self._db.many(sql, params)
+
+    @staticmethod
+    def yield_point() -> bool:
+        return True
+
+
+async def test_a_part_of_a_journal_replay_records_the_progress_of_its_last_row(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only: elsewhere a flush is never cut into parts")
+    from aigate.store.journal import PROGRESS_READ_SQL
+    from aigate.store.script import run_script
+    from aigate.store.sinks import add_rollups, insert_usage_logs
+    from aigate.store.writer import CHECK_ROWS, _flush
+
+    rows = [("usage_log", log_row(i)) for i in range(3 * CHECK_ROWS)]
+    seqs = list(range(101, 101 + len(rows)))
+    handlers, finishers = {"usage_log": insert_usage_logs}, {"usage_log": add_rollups}
+
+    def part(db):
+        return _flush(_YieldAtOnce(db), handlers, finishers, rows, ("journal-a", seqs))
+
+    assert await run_script(engine, part) == CHECK_ROWS
+    [(seq,)] = await run_script(engine, lambda db: db.rows(PROGRESS_READ_SQL, {"name": "journal-a"}))
+    assert seq == seqs[CHECK_ROWS - 1]
+    assert await count(engine) == CHECK_ROWS

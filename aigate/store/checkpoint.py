@@ -1,0 +1,127 @@
+"""SQLite's WAL checkpoints, moved out of the commits that requests wait for.
+
+By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: it
+copies the pages into the database file and syncs that file, which holds the one writer
+connection for 5-10 ms about once per 90 App API calls (~11 WAL pages each), and a
+request's reservation or history write waiting for that connection waits with it.
+Instead the engine's connection runs with ``wal_autocheckpoint=0`` while this task runs,
+and every ``interval_s`` the task:
+
+1. copies the WAL into the database file from a connection of its own, in a thread of
+   its own (a PASSIVE checkpoint: commits go on meanwhile);
+2. finishes on the writer's own connection, in a hop of the lane between two of its
+   transactions (``run_maintenance``: a request's scripts waiting beside it run first).
+   No commit can land meanwhile, so a PASSIVE checkpoint there copies the frames
+   committed during the first copy and leaves the whole WAL in the database; the
+   connection's next transaction starts the WAL over from its beginning.
+
+A short interval keeps each copy, and the sync that ends it, small: once a second the
+copies grew with the database and made the tail at concurrency 1 worse round after round
+than SQLite's own checkpoints; every quarter second it stayed shorter (bench/CHANGES.md).
+If a round cannot finish (a reader holds an old snapshot), the next one tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aigate.store.script import run_maintenance, run_script
+
+log = logging.getLogger("aigate.checkpoint")
+
+NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint=0"
+
+
+class WalCheckpointer:
+    def __init__(self, engine: AsyncEngine, *, interval_s: float = 0.25) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.path = engine.url.database or ""  # a file database (``applies_to``)
+        self.finished = 0  # checkpoints that left the whole WAL in the database
+        self._side: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint")
+        self._task: asyncio.Task | None = None
+
+    @staticmethod
+    def applies_to(engine: AsyncEngine) -> bool:
+        return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="wal-checkpointer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+        side, self._side = self._side, None
+        if side is not None:
+            side.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.checkpoint()
+            except Exception:  # the next interval tries again; SQLite's WAL stays valid
+                log.warning("WAL checkpoint failed", exc_info=True)
+
+    async def checkpoint(self) -> bool:
+        """One round: copy, then finish on the writer's lane. True when the whole WAL
+        is in the database file."""
+        frames, _ = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
+        if frames <= 0:
+            return True  # the WAL is empty (or was just started over)
+        frames, copied = await run_maintenance(self.engine, _finish)
+        if frames != copied:  # a reader holds an older snapshot: the next round
+            return False
+        self.finished += 1
+        return True
+
+    def _copy(self) -> tuple[int, int]:
+        """A PASSIVE checkpoint from the side connection: (frames in the WAL, frames
+        copied into the database)."""
+        if self._side is None:
+            self._side = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        _busy, frames, copied = self._side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(copied)
+
+
+def _finish(conn: sqlite3.Connection) -> tuple[int, int]:
+    """On the writer's connection, between two of its transactions: no frame can be
+    appended meanwhile, so this catches up with the whole WAL, and the connection's next
+    transaction starts it over."""
+    _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames), int(copied)
+
+
+def _own_checkpoints(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(NO_AUTOCHECKPOINT)
+    cur.close()
+
+
+async def start_checkpointer(engine: AsyncEngine) -> WalCheckpointer | None:
+    """Take over the checkpoints of a SQLite file database: None for anything else."""
+    if not WalCheckpointer.applies_to(engine):
+        return None
+    event.listen(engine.sync_engine, "connect", _own_checkpoints)  # a connection opened later
+    await run_script(engine, lambda db: db.rows(NO_AUTOCHECKPOINT))  # the one open now
+    checkpointer = WalCheckpointer(engine)
+    checkpointer.start()
+    return checkpointer
+
+
+async def stop_checkpointer(checkpointer: WalCheckpointer | None) -> None:
+    if checkpointer is not None:
+        with contextlib.suppress(Exception):
+            await checkpointer.stop()

@@ -1,0 +1,155 @@
+"""SQLite's WAL checkpoints off the commit path (aigate.store.checkpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from aigate.store.checkpoint import start_checkpointer, stop_checkpointer
+from aigate.store.db import create_engine
+from aigate.store.migrate import upgrade
+from aigate.store.script import run_maintenance, run_script
+
+
+def _insert(db, n: int | str) -> None:
+    db.many(
+        "INSERT INTO kv (k, v) VALUES (:k, :v)",
+        [{"k": f"{n}-{i}", "v": "x" * 200} for i in range(50)],
+    )
+
+
+async def _commits(engine, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        await run_script(engine, _insert, n)
+
+
+def _wal_frames(path: str) -> int:
+    """Frames in the WAL now (a PASSIVE checkpoint from an outside connection reports them)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames
+
+
+@pytest.fixture
+async def wal(tmp_path):
+    """A SQLite file with a table to write, and the checkpointer taking over."""
+    path = str(tmp_path / "aigate.db")
+    engine = create_engine(f"sqlite:///{path}")
+    await upgrade(engine)
+    await run_script(engine, lambda db: db.rows("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)"))
+    checkpointer = await start_checkpointer(engine)
+    assert checkpointer is not None
+    yield path, engine, checkpointer
+    await stop_checkpointer(checkpointer)
+    await engine.dispose()
+
+
+async def test_checkpoints_leave_the_commits_and_the_wal_starts_over(wal):
+    path, engine, checkpointer = wal
+    wal_file = Path(f"{path}-wal")
+    [(auto,)] = await run_script(engine, lambda db: db.rows("PRAGMA wal_autocheckpoint"))
+    assert auto == 0  # no commit checkpoints any more
+
+    # 300 commits: SQLite would have checkpointed inside some of them
+    await _commits(engine, 0, 300)
+    grown = wal_file.stat().st_size
+    assert grown > 4096 * 1000  # past the 1,000 pages where a commit would checkpoint
+
+    assert await checkpointer.checkpoint() is True
+    assert checkpointer.finished == 1
+    await _commits(engine, 300, 1)  # the next commit starts the WAL over
+    assert _wal_frames(path) < 50
+
+    # three more rounds: the file stays about one round's size (without the restarts
+    # it would hold all four)
+    for r in range(3):
+        await _commits(engine, 400 + r * 300, 300)
+        assert await checkpointer.checkpoint() is True
+    assert wal_file.stat().st_size < 1.5 * grown
+    [(rows,)] = await run_script(engine, lambda db: db.rows("SELECT count(*) FROM kv"))
+    assert rows == (300 + 1 + 900) * 50
+
+
+async def test_the_wal_starts_over_while_commits_go_on(wal):
+    """Commits never stop here, so only a finish where no commit can land (between two of
+    the writer's transactions) leaves the whole WAL copied and lets it start over."""
+    path, engine, checkpointer = wal
+    stop = asyncio.Event()
+    commits = 0
+
+    async def commit_until_stopped() -> None:
+        nonlocal commits
+        while not stop.is_set():
+            await run_script(engine, _insert, f"bg{commits}")
+            commits += 1
+
+    committing = asyncio.create_task(commit_until_stopped())
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            assert await checkpointer.checkpoint() is True
+        stop.set()
+        await committing
+        # ~50 ms of commits since the last start-over, against all of them without one
+        assert _wal_frames(path) < commits * 3 / 4
+    finally:
+        stop.set()
+        await committing
+
+
+async def test_maintenance_runs_between_the_writers_transactions(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/aigate.db")
+    await upgrade(engine)
+    started, go = threading.Event(), threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def request_script(db):  # holds the lane's hop until the maintenance is queued
+        started.set()
+        go.wait(10)
+        seen.append(("script", True))
+
+    def maintenance(conn: sqlite3.Connection) -> str:
+        seen.append(("maintenance", conn.in_transaction))
+        return "done"
+
+    try:
+        request = asyncio.create_task(run_script(engine, request_script))
+        await asyncio.to_thread(started.wait, 10)
+        queued = asyncio.create_task(run_maintenance(engine, maintenance))
+        await asyncio.sleep(0.05)
+        assert seen == []  # not beside the running transaction
+        go.set()
+        await request
+        assert await queued == "done"
+        assert seen == [("script", True), ("maintenance", False)]
+    finally:
+        go.set()
+        await engine.dispose()
+
+
+async def test_a_reader_on_an_old_snapshot_only_postpones_the_finish(wal):
+    path, engine, checkpointer = wal
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await _commits(engine, 0, 20)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM kv").fetchone()  # holds the snapshot of 20 commits
+        await _commits(engine, 20, 20)
+        assert await checkpointer.checkpoint() is False  # frames past the reader's snapshot stay
+        reader.execute("COMMIT")
+        assert await checkpointer.checkpoint() is True
+    finally:
+        reader.close()
+
+
+async def test_nothing_to_take_over_on_a_server_database_or_in_memory():
+    engine = create_engine("sqlite:///:memory:")
+    try:
+        assert await start_checkpointer(engine) is None
+    finally:
+        await engine.dispose()
