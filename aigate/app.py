@@ -28,7 +28,7 @@ from aigate.engine import metering
 from aigate.engine.ids import Snowflake, lease_worker_id, random_worker_id
 from aigate.errors import AppError
 from aigate.services import Services
-from aigate.store.checkpoint import start_checkpointer, stop_checkpointer
+from aigate.store.checkpoint import start_checkpointer
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
 from aigate.store.sinks import register_sinks
@@ -90,7 +90,8 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
 
         host, port = _host_port(cfg.simulator.listen)
         services.simulator = await start_simulator(host=host, port=port, latency_ms=cfg.simulator.latency_ms)
-    services.stoppers.append(lambda: stop_checkpointer(checkpointer))
+    if checkpointer is not None:
+        services.stoppers.append(checkpointer.stop)
     await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)

@@ -24,7 +24,6 @@ If a round cannot finish (a reader holds an old snapshot), the next one tries ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -92,14 +91,13 @@ class WalCheckpointer:
         copied into the database)."""
         if self._side is None:
             self._side = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        _busy, frames, copied = self._side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(frames), int(copied)
+        return _finish(self._side)
 
 
 def _finish(conn: sqlite3.Connection) -> tuple[int, int]:
-    """On the writer's connection, between two of its transactions: no frame can be
-    appended meanwhile, so this catches up with the whole WAL, and the connection's next
-    transaction starts it over."""
+    """A PASSIVE checkpoint on ``conn``: (frames in the WAL, frames copied). Run on the
+    writer's connection between two of its transactions, no frame can be appended
+    meanwhile, so it catches up with the whole WAL and the next transaction starts it over."""
     _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return int(frames), int(copied)
 
@@ -119,9 +117,3 @@ async def start_checkpointer(engine: AsyncEngine) -> WalCheckpointer | None:
     checkpointer = WalCheckpointer(engine)
     checkpointer.start()
     return checkpointer
-
-
-async def stop_checkpointer(checkpointer: WalCheckpointer | None) -> None:
-    if checkpointer is not None:
-        with contextlib.suppress(Exception):
-            await checkpointer.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aigate.store.checkpoint import start_checkpointer, stop_checkpointer
+from aigate.store.checkpoint import start_checkpointer
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
 from aigate.store.script import run_maintenance, run_script
@@ -45,7 +45,7 @@ async def wal(tmp_path):
     checkpointer = await start_checkpointer(engine)
     assert checkpointer is not None
     yield path, engine, checkpointer
-    await stop_checkpointer(checkpointer)
+    await checkpointer.stop()
     await engine.dispose()
 
 

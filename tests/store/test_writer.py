@@ -229,7 +229,7 @@ async def test_a_waiting_request_cuts_a_flush_short_and_sees_consistent_rollups(
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite only: elsewhere a request's transaction does not wait for the writer's")
     from aigate.store.script import run_script
-    from aigate.store.sinks import insert_usage_logs
+    from aigate.store.sinks import add_rollups, insert_usage_logs
     from aigate.store.writer import CHECK_ROWS
 
     started, go = threading.Event(), threading.Event()
@@ -241,7 +241,7 @@ async def test_a_waiting_request_cuts_a_flush_short_and_sees_consistent_rollups(
         insert_usage_logs(db, rows)
 
     writer = make_writer(engine, flush_interval_s=10, batch_size=1000)
-    writer.register("usage_log", first_call_waits, finish=writer._finishers["usage_log"])
+    writer.register("usage_log", first_call_waits, finish=add_rollups)
     for i in range(200):
         await writer.put("usage_log", log_row(i))
     flushing = asyncio.create_task(writer.flush())
