@@ -92,6 +92,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
         services.simulator = await start_simulator(host=host, port=port, latency_ms=cfg.simulator.latency_ms)
     if checkpointer is not None:
         services.stoppers.append(checkpointer.stop)
+        services.checkpointer = checkpointer
     await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
@@ -119,6 +120,8 @@ async def stop_services(services: Services) -> None:
     if services.redis is not None:
         await services.redis.aclose()
     await services.engine.dispose()
+    if services.checkpointer is not None:  # its file descriptor: after SQLite's connections
+        services.checkpointer.close()
 
 
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the engine's per-process state; the engine imports this mod
     from aigate.engine.routing import Cooldowns
     from aigate.engine.webhooks import Deliverer
     from aigate.simulator.server import SimulatorHandle
+    from aigate.store.checkpoint import WalCheckpointer
 
 log = logging.getLogger("aigate")
 
@@ -49,6 +50,7 @@ class Services:
     edge: EdgeGate | None = None  # aigate.edge.gate: the App API's checks before metering
     simulator: SimulatorHandle | None = None  # the offline demo's provider simulator
     log_reader: AsyncEngine | None = None  # aigate.api.admin.logs: the log search's own pool
+    checkpointer: WalCheckpointer | None = None  # aigate.store.checkpoint (SQLite files)
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # background workers
 
     @property

@@ -5,9 +5,9 @@
 One simulator (0 ms profile) on the load core and one gateway on the gateway core, with
 the benchmark's configuration (``bench.stack.aigate_config``: SQLite). The gateway runs
 with probes (``--probe-serve``, this module's other mode): every hop of SQLite's lane
-(``aigate.store.script``: start, end, the scripts it ran), every script's wait from
-submit to result, and the event loop's stalls (a 1 ms sleep that overshoots by more than
-1.5 ms). A keep-alive client on the load core sends App API chat calls one at a time and
+(``aigate.store.script``: start, end, the scripts it ran, the database thread's CPU time
+in it), every script's wait from submit to result, and the event loop's stalls (a 1 ms
+sleep that overshoots by more than 1.5 ms). A keep-alive client on the load core sends App API chat calls one at a time and
 times each. The report attributes the slowest 1.5 % of calls: the time in their own
 scripts (waiting for and running their hops) against the rest, which of them overlapped
 a writer flush, upkeep or checkpoint hop by more than 1 ms, and the requests' own hops
@@ -49,27 +49,28 @@ def probe_serve(argv: list[str]) -> None:
     from aigate.cli import app
     from aigate.store import checkpoint, script
 
-    hops: list = []  # (start, end, [script names])
+    hops: list = []  # (start, end, [script names], the lane thread's CPU seconds)
     scripts: list = []  # (submitted, resolved, background, name)
     stalls: list = []  # (start, overshoot)
     run_batch, submit, startup = script._run_batch, script._SqliteLane.submit, uvicorn.server.Server.startup
     finish = checkpoint._finish  # the checkpoint's hop outside any transaction
 
     def probed_run_batch(conn, batch, *rest):
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             return run_batch(conn, batch, *rest)
         finally:
-            hops.append((started, time.monotonic(), [getattr(fn, "__name__", "?") for fn, _ in batch]))
+            names = [getattr(fn, "__name__", "?") for fn, _ in batch]
+            hops.append((started, time.monotonic(), names, time.thread_time() - cpu))
 
     def probed_finish(conn):
         if threading.current_thread().name.startswith("wal-checkpoint"):
             return finish(conn)  # the side connection's copy: not a hop of the lane
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             return finish(conn)
         finally:
-            hops.append((started, time.monotonic(), ["_finish"]))
+            hops.append((started, time.monotonic(), ["_finish"], time.thread_time() - cpu))
 
     async def probed_submit(self, fn, args, *rest, **kw):
         started = time.monotonic()
@@ -165,8 +166,11 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
 
     slow = [(t, lat) for t, lat in calls if lat >= cut]
     by_kind: dict[str, list[float]] = {}
+    cpu_by_kind: dict[str, list[float]] = {}
     for h in hops:
-        by_kind.setdefault("+".join(sorted(set(h[2]))), []).append(h[1] - h[0])
+        kind = "+".join(sorted(set(h[2])))
+        by_kind.setdefault(kind, []).append(h[1] - h[0])
+        cpu_by_kind.setdefault(kind, []).append(h[3])
     long_request_hops = [h for h in hops if h[1] - h[0] > 0.003 and h not in background]
     stalls = [s for s in trace["stalls"] if first <= s[0] <= last]
     return {
@@ -185,6 +189,7 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
                 "p50": round(sorted(d)[len(d) // 2] * 1e3, 3),
                 "p99": round(sorted(d)[int(len(d) * 0.99)] * 1e3, 3),
                 "max": round(max(d) * 1e3, 3),
+                "cpu_p50": round(sorted(cpu_by_kind[kind])[len(d) // 2] * 1e3, 3),
             }
             for kind, d in sorted(by_kind.items(), key=lambda kv: -len(kv[1]))
         },

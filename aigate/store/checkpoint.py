@@ -8,7 +8,10 @@ Instead the engine's connection runs with ``wal_autocheckpoint=0`` while this ta
 and every ``interval_s`` the task:
 
 1. copies the WAL into the database file from a connection of its own, in a thread of
-   its own (a PASSIVE checkpoint: commits go on meanwhile);
+   its own (a PASSIVE checkpoint: commits go on meanwhile), and syncs the database file
+   there too: SQLite syncs it only at the checkpoint that reaches the WAL's end, which
+   is the finish below, and a request waiting for that finish would wait for the sync
+   of every page the copy wrote;
 2. finishes on the writer's own connection, in a hop of the lane between two of its
    transactions (``run_maintenance``: a request's scripts waiting beside it run first).
    No commit can land meanwhile, so a PASSIVE checkpoint there copies the frames
@@ -19,12 +22,17 @@ A short interval keeps each copy, and the sync that ends it, small: once a secon
 copies grew with the database and made the tail at concurrency 1 worse round after round
 than SQLite's own checkpoints; every quarter second it stayed shorter (bench/CHANGES.md).
 If a round cannot finish (a reader holds an old snapshot), the next one tries again.
+
+The sync goes through a descriptor of the database file opened here, and closing any
+descriptor of a file drops every POSIX lock the process holds on it, SQLite's included:
+``close`` runs only once the engine's connections are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +53,8 @@ class WalCheckpointer:
         self.path = engine.url.database or ""  # a file database (``applies_to``)
         self.finished = 0  # checkpoints that left the whole WAL in the database
         self._side: sqlite3.Connection | None = None
+        self._db_file: int | None = None  # a descriptor of the database file, for its sync
+        self._seen: tuple[int, int] | None = None  # (frames, copied) at the last look
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint")
         self._task: asyncio.Task | None = None
 
@@ -66,6 +76,12 @@ class WalCheckpointer:
         if side is not None:
             side.close()
 
+    def close(self) -> None:
+        """After ``stop`` and after the engine's connections are closed (module docstring)."""
+        db_file, self._db_file = self._db_file, None
+        if db_file is not None:
+            os.close(db_file)
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
@@ -80,7 +96,7 @@ class WalCheckpointer:
         frames, _ = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
         if frames <= 0:
             return True  # the WAL is empty (or was just started over)
-        frames, copied = await run_maintenance(self.engine, _finish)
+        frames, copied = self._seen = await run_maintenance(self.engine, _finish)
         if frames != copied:  # a reader holds an older snapshot: the next round
             return False
         self.finished += 1
@@ -91,7 +107,13 @@ class WalCheckpointer:
         copied into the database)."""
         if self._side is None:
             self._side = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        return _finish(self._side)
+        if self._db_file is None:
+            self._db_file = os.open(self.path, os.O_RDONLY)
+        seen = _finish(self._side)
+        if seen[1] > 0 and seen != self._seen:  # pages copied since the last look
+            os.fdatasync(self._db_file)  # here, not in the finish that requests wait for
+        self._seen = seen
+        return seen
 
 
 def _finish(conn: sqlite3.Connection) -> tuple[int, int]:

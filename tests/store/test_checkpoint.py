@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
+from aigate.app import start_services, stop_services
+from aigate.config.loader import parse_config
 from aigate.store.checkpoint import start_checkpointer
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
 from aigate.store.script import run_maintenance, run_script
+from tests.gateway import base_config
 
 
 def _insert(db, n: int | str) -> None:
@@ -47,6 +52,7 @@ async def wal(tmp_path):
     yield path, engine, checkpointer
     await checkpointer.stop()
     await engine.dispose()
+    checkpointer.close()
 
 
 async def test_checkpoints_leave_the_commits_and_the_wal_starts_over(wal):
@@ -100,6 +106,67 @@ async def test_the_wal_starts_over_while_commits_go_on(wal):
     finally:
         stop.set()
         await committing
+
+
+def _descriptors_of(path: str) -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd") if _target(fd) == path)
+
+
+def _target(fd: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # closed meanwhile (the listing's own descriptor)
+        return None
+
+
+async def test_the_copy_syncs_the_database_file_in_its_own_thread(wal, monkeypatch):
+    """What the copy wrote is synced beside the writer: the finish that requests may wait
+    for syncs only the few pages it copied itself."""
+    path, engine, checkpointer = wal
+    synced: list[tuple[str, str | None]] = []
+    real_sync = os.fdatasync
+
+    def recording_sync(fd: int) -> None:
+        synced.append((threading.current_thread().name, _target(str(fd))))
+        real_sync(fd)
+
+    monkeypatch.setattr("aigate.store.checkpoint.os.fdatasync", recording_sync)
+    await _commits(engine, 0, 50)
+    assert await checkpointer.checkpoint() is True
+    assert len(synced) == 1
+    thread, target = synced[0]
+    assert thread.startswith("wal-checkpoint") and target == path
+
+    synced.clear()
+    assert await checkpointer.checkpoint() is True  # nothing committed since: nothing to sync
+    assert synced == []
+
+
+async def test_closing_leaves_no_descriptor_of_the_database_file(tmp_path):
+    path = str(tmp_path / "aigate.db")
+    engine = create_engine(f"sqlite:///{path}")
+    await upgrade(engine)
+    checkpointer = await start_checkpointer(engine)
+    assert checkpointer is not None
+    await run_script(engine, lambda db: db.rows("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)"))
+    await _commits(engine, 0, 5)
+    assert await checkpointer.checkpoint() is True
+    await checkpointer.stop()
+    await engine.dispose()
+    assert _descriptors_of(path) == 1  # the one the sync uses, kept past the engine's
+    checkpointer.close()
+    assert _descriptors_of(path) == 0
+
+
+async def test_the_gateway_closes_the_descriptor_when_it_stops(tmp_path):
+    path = str(tmp_path / "aigate.db")
+    cfg = parse_config(base_config(f"sqlite:///{path}", "http://127.0.0.1:9"))
+    services = await start_services(cfg)
+    assert services.checkpointer is not None
+    await services.checkpointer.checkpoint()  # the descriptor opens with the first copy
+    await stop_services(services)
+    gc.collect()  # SQLite connections caught in reference cycles close when collected
+    assert _descriptors_of(path) == 0
 
 
 async def test_maintenance_runs_between_the_writers_transactions(tmp_path):
