@@ -12,7 +12,7 @@ from openai.types.audio import Transcription
 from sqlalchemy import select
 
 from aigate.store import tables as t
-from tests.api.test_relay import RPM_KEY, relay_config
+from tests.api.test_relay import RPM_KEY, one_window, relay_config
 from tests.contract.test_simulator_sdks import wav
 from tests.gateway import RELAY_KEY, start_gateway
 from tests.strict import strict_parse
@@ -124,9 +124,10 @@ async def test_uploads_over_the_limit_and_without_file_are_refused(rgw, client):
     assert [r.code for r in await log_rows(rgw)] == [413, 413, 400, 400]
 
 
-async def test_speech_and_token_limits(rgw, client):
+async def test_speech_and_token_limits(rgw, client, monkeypatch):
     audio = await client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there", response_format="wav")
     assert audio.content.startswith(b"RIFF") and audio.response.headers["content-type"] == "audio/wav"
+    one_window(monkeypatch)
     async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RPM_KEY, max_retries=0) as limited:
         for _ in range(3):
             await limited.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(0.2), "audio/wav"))

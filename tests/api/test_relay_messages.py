@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from aigate.simulator.text import REPLY_PREFIX
 from aigate.store import tables as t
-from tests.api.test_relay import RPM_KEY
+from tests.api.test_relay import RPM_KEY, one_window
 from tests.api.test_relay_responses import config
 from tests.gateway import RELAY_KEY, start_gateway
 from tests.strict import strict_parse
@@ -162,7 +162,7 @@ async def test_count_tokens(rgw, claude, simulator, model):
     assert row.code == 200 and row.endpoint == "/v1/messages/count_tokens"
 
 
-async def test_bearer_auth_and_error_classes(rgw, simulator):
+async def test_bearer_auth_and_error_classes(rgw, simulator, monkeypatch):
     hi = [{"role": "user", "content": "hi"}]
     async with anthropic.AsyncAnthropic(base_url=rgw.url, auth_token=RELAY_KEY, max_retries=0) as bearer:
         assert (await bearer.messages.create(model="gpt-4o-mini", max_tokens=10, messages=hi)).content
@@ -191,6 +191,7 @@ async def test_bearer_auth_and_error_classes(rgw, simulator):
         with pytest.raises(anthropic.InternalServerError) as caught:
             await claude.messages.create(model="claude-3-5-haiku", max_tokens=10, messages=hi)
         assert caught.value.body["error"]["type"] == "api_error"
+    one_window(monkeypatch)
     async with anthropic.AsyncAnthropic(base_url=rgw.url, api_key=RPM_KEY, max_retries=0) as limited:
         for _ in range(3):
             await limited.messages.create(model="claude-3-5-haiku", max_tokens=10, messages=hi)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from aigate.simulator.text import REPLY_PREFIX
 from aigate.store import tables as t
-from tests.api.test_relay import RPM_KEY, relay_config
+from tests.api.test_relay import RPM_KEY, one_window, relay_config
 from tests.gateway import RELAY_KEY, start_gateway
 from tests.strict import strict_parse
 
@@ -207,13 +207,14 @@ async def test_scoped_to_the_app_deleted_and_not_stored(rgw, client):
         await client.responses.retrieve(unsaved.id)
 
 
-async def test_refusals_are_openai_errors_and_logged(rgw, client):
+async def test_refusals_are_openai_errors_and_logged(rgw, client, monkeypatch):
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.create(model="claude-3-5-haiku", input="x", tools=[{"type": "web_search"}])
     assert caught.value.body["param"] == "tools"
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.create(model="gpt-4o-mini", input=42)
     assert caught.value.body["param"] == "input"
+    one_window(monkeypatch)
     async with openai.AsyncOpenAI(base_url=rgw.url + "/v1", api_key=RPM_KEY, max_retries=0) as limited:
         for _ in range(3):
             await limited.responses.create(model="gpt-4o-mini", input="x")
