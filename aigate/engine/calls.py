@@ -34,6 +34,7 @@ from aigate.engine import metering, observe, routing
 from aigate.engine.detached import finish_shielded, run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
+from aigate.providers.openai_wire import sse_text
 from aigate.services import Services
 from aigate.store.outage import is_outage
 
@@ -282,13 +283,13 @@ async def _quietly(step: Awaitable[None], what: str, record: CallRecord) -> None
 class StreamState:
     """What a stream delivered so far."""
 
-    parts: list[str]
+    parts: list[str | bytes]  # bytes: upstream reads passed on whole (``StreamEvent.sse``)
     usage: Usage | None = None
     chunk_id: str = ""
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        return "".join(p if isinstance(p, str) else sse_text(p) for p in self.parts)
 
 
 class StreamOutput(Protocol):
@@ -332,6 +333,8 @@ async def pump(
                 state.usage = event.usage
             if event.delta:
                 state.parts.append(event.delta)
+            elif event.sse is not None:
+                state.parts.append(event.sse)
             if not state.chunk_id:
                 state.chunk_id = event.upstream_id
             frame = out.frame(event, state)

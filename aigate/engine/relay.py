@@ -5,8 +5,11 @@ need is read (``model``, ``messages``, ``stream``, ``stream_options.include_usag
 ``user``, and ``input`` / ``prompt`` for presence). Every other field goes upstream as
 the client sent it: tools, ``response_format``, ``seed``, fields this code has never
 heard of. For OpenAI-format platforms (openai, openai_compatible, azure_openai) the
-answer is the upstream's body, and each stream chunk the upstream's bytes, unchanged;
-Anthropic and Gemini answers are rebuilt by their adapters as OpenAI documents.
+answer is the upstream's body, and each stream chunk the upstream's bytes, unchanged: an
+upstream read of ordinary content chunks goes on whole, neither decoded nor parsed
+(``openai_wire.passes_whole``), and only the first chunk, the finish, usage and errors
+are read event by event. Anthropic and Gemini answers are rebuilt by their adapters as
+OpenAI documents. A stream's log row keeps ``{"streamed_bytes", "usage"}``, not the text.
 
 The ``model`` field of an answer is the upstream's: when ``model_mapping`` sent the
 client's ``X`` upstream as ``Y``, the answer says ``Y`` (rewriting it would mean
@@ -411,6 +414,7 @@ def _requester(rc: RelayCall) -> Callable[[Platform, str], ChatRequest]:
             params=params,
             response_format=fmt,
             extra=extra,
+            sse_passthrough=rc.stream,
         )
 
     return request
@@ -467,17 +471,21 @@ class RelayStream:
 
     rc: RelayCall
     usage_sent: bool = False
+    sent_bytes: int = 0  # the frames passed on before the closing ones (the log's summary)
 
     def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
-        chunk = event.openai_chunk
-        if chunk is None:
-            return None
-        if not _usage_only(event, chunk):
-            return _frame(chunk)
-        if self.rc.include_usage:
-            self.usage_sent = True
-            return _frame(chunk)
-        return None
+        frame = event.sse  # a read of ordinary chunks, passed on as it came
+        if frame is None:
+            chunk = event.openai_chunk
+            if chunk is None:
+                return None
+            if _usage_only(event, chunk):
+                if not self.rc.include_usage:
+                    return None
+                self.usage_sent = True
+            frame = _frame(chunk)
+        self.sent_bytes += len(frame)
+        return frame
 
     def estimate(self, state: StreamState) -> Usage:
         return estimate_usage(self.rc.body["messages"], state.text, self.rc.record.model)
@@ -485,7 +493,7 @@ class RelayStream:
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record
         record.response_raw = orjson.dumps(
-            {"streamed_chars": len(state.text), "usage": openai_wire.usage_document(record.usage)}
+            {"streamed_bytes": self.sent_bytes, "usage": openai_wire.usage_document(record.usage)}
         )
 
     async def abandoned(self, state: StreamState) -> None:

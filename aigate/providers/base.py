@@ -70,6 +70,9 @@ class ChatRequest:
     # the consumer reads ``StreamEvent.openai_chunk``; False spares the adapters of other
     # wire formats building a chunk per event that nobody reads (the App API stream)
     openai_chunks: bool = True
+    # the consumer sends the upstream's SSE bytes on as they came (the relay): an OpenAI
+    # wire adapter hands over reads of ordinary content chunks whole (``StreamEvent.sse``)
+    sse_passthrough: bool = False
 
 
 @dataclass(slots=True)
@@ -99,6 +102,10 @@ class StreamEvent:
     # another event of the same upstream read follows without waiting: the stream pump
     # sends the frames of one read together (one write to the client instead of several)
     more: bool = False
+    # with ``ChatRequest.sse_passthrough``: one upstream read of ordinary OpenAI content
+    # chunks, SSE framing included, neither decoded nor parsed (``delta`` stays empty;
+    # ``openai_wire.sse_text`` reads its text when someone needs it)
+    sse: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -253,6 +253,20 @@ class StreamFrames(SSEReader):
         self._platform = platform
         self._deadline: float | None = deadline
 
+    @property
+    def between_reads(self) -> bool:
+        """Every event read so far is handed out and none is half read: the next read can
+        be taken whole (``read``)."""
+        return self._deadline is None and not self._pending and not self._eof and self._decoder.idle
+
+    async def read(self) -> bytes:
+        """The next read of the body as it came (``b""`` at its end), when
+        ``between_reads``; a read not taken whole goes back through ``take``."""
+        try:
+            return await self._content.readany()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise body_error(self._platform, exc) from None
+
     async def __anext__(self) -> tuple[str, bytes]:
         pending = self._pending
         if pending:  # decoded with an earlier read
@@ -262,7 +276,7 @@ class StreamFrames(SSEReader):
                 while not pending:
                     if self._eof:
                         raise StopAsyncIteration
-                    self._take(await self._content.readany())
+                    self.take(await self._content.readany())
                 return pending.popleft()
             try:
                 async with asyncio.timeout_at(self._deadline):

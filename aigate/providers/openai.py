@@ -40,7 +40,7 @@ from .http import (
     request_bytes,
     request_json,
 )
-from .openai_wire import parse_usage, plain_delta
+from .openai_wire import parse_usage, passes_whole, plain_delta, reply_text, sse_text
 from .tokens import count_text
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -91,14 +91,6 @@ def chat_body(req: ChatRequest, *, stream: bool) -> dict[str, Any]:
     return body
 
 
-def _reply_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    parts = [content] if isinstance(content, str) else []
-    for call in message.get("tool_calls") or ():
-        parts.append((call.get("function") or {}).get("arguments") or "")
-    return "".join(parts)
-
-
 def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
     message = redact(error_message(data), platform) or "upstream reported an error mid-stream"
     return UpstreamError(message, retryable=True, body=data, kind="http")
@@ -120,7 +112,7 @@ class OpenAIChat:
         if not isinstance(content, str):
             content = ""
         u = data.get("usage")
-        usage = parse_usage(u) if u else estimate_usage(req.messages, _reply_text(message), req.model)
+        usage = parse_usage(u) if u else estimate_usage(req.messages, reply_text(message), req.model)
         return ChatResult(
             content=content,
             usage=usage,
@@ -137,9 +129,20 @@ class OpenAIChat:
         frames = await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
         try:
             done = finished = has_usage = False
-            reply_parts: list[str] = []
+            reply_parts: list[str | bytes] = []  # bytes: reads passed on whole
             upstream_id: str | None = None  # from the first chunk, parsed in full
-            async for event, data in frames:
+            while True:
+                if req.sse_passthrough and upstream_id is not None and frames.between_reads:
+                    read = await frames.read()
+                    if passes_whole(read):
+                        reply_parts.append(read)
+                        yield StreamEvent(upstream_id=upstream_id, sse=read)
+                        continue
+                    frames.take(read)  # decoded below, event by event
+                try:
+                    event, data = await frames.__anext__()
+                except StopAsyncIteration:
+                    break
                 if data == b"[DONE]":
                     done = True
                     break
@@ -174,7 +177,7 @@ class OpenAIChat:
                         if text and isinstance(text, str):
                             reply_parts.append(text)
                         if "tool_calls" in delta:  # their arguments count as reply text
-                            reply_parts.append(_reply_text({"tool_calls": delta["tool_calls"]}))
+                            reply_parts.append(reply_text({"tool_calls": delta["tool_calls"]}))
                     finish = choice.get("finish_reason")
                     if finish:
                         finished = True
@@ -195,7 +198,8 @@ class OpenAIChat:
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
             if not has_usage:
-                yield StreamEvent(usage=estimate_usage(req.messages, "".join(reply_parts), req.model))
+                reply = "".join(p if isinstance(p, str) else sse_text(p) for p in reply_parts)
+                yield StreamEvent(usage=estimate_usage(req.messages, reply, req.model))
         finally:
             frames.release()
 

@@ -14,6 +14,7 @@ import orjson
 
 from .base import ChatRequest, ChatResult, Usage
 from .http import estimate_usage
+from .sse import SSEDecoder
 
 # --- usage ---------------------------------------------------------------------------
 
@@ -61,6 +62,53 @@ def plain_delta(data: bytes) -> str | None:
         return data[start:end].decode()
     except UnicodeDecodeError:
         return None
+
+
+def passes_whole(read: bytes) -> bool:
+    """An upstream read made only of ordinary chunks: one-line ``data: {...}`` events
+    whose every ``finish_reason`` and ``usage`` is null, with no error and no end marker.
+    The relay sends such a read on as it came, neither decoded nor parsed; anything else
+    (the first chunk, the finish, usage, errors, comments, other layouts, an event cut
+    across two reads) is decoded event by event."""
+    return (
+        read[:7] == b"data: {"
+        and read[-3:] == b"}\n\n"
+        and read.count(b"\n") == 2 * read.count(b"data: ")  # one-line events, nothing else
+        and read.count(b'"finish_reason"') == read.count(b'"finish_reason":null')
+        and read.count(b'"usage"') == read.count(b'"usage":null')
+        and b'"error"' not in read
+        and b"[DONE]" not in read
+        and b"\r" not in read
+    )
+
+
+def reply_text(message: dict[str, Any]) -> str:
+    """The text a message, or a chunk's delta, adds to the reply: its content and any
+    tool-call arguments (what the usage estimate counts)."""
+    content = message.get("content")
+    parts = [content] if isinstance(content, str) else []
+    for call in message.get("tool_calls") or ():
+        parts.append((call.get("function") or {}).get("arguments") or "")
+    return "".join(parts)
+
+
+def sse_text(data: bytes) -> str:
+    """The reply text of OpenAI chunk events as SSE bytes (``StreamEvent.sse``)."""
+    decoder = SSEDecoder()
+    parts: list[str] = []
+    for _event, payload in decoder.feed(data) + decoder.close():
+        plain = plain_delta(payload)
+        if plain is not None:
+            parts.append(plain)
+            continue
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if choices and isinstance(choices[0], dict):
+            parts.append(reply_text(choices[0].get("delta") or {}))
+    return "".join(parts)
 
 
 # --- OpenAI message helpers for the other wire formats -----------------------------------

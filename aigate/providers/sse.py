@@ -31,6 +31,11 @@ class SSEDecoder:
         self._event = ""
         self._data: list[bytes] = []
 
+    @property
+    def idle(self) -> bool:
+        """No line or event is half read."""
+        return not (self._tail or self._data or self._event)
+
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
         if chunk.endswith(b"\n\n") and not (self._tail or self._data or self._event) and b"\r" not in chunk:
             return self._whole_events(chunk)
@@ -132,10 +137,10 @@ class SSEReader:
         while not pending:
             if self._eof:
                 raise StopAsyncIteration
-            self._take(await self._content.readany())
+            self.take(await self._content.readany())
         return pending.popleft()
 
-    def _take(self, chunk: bytes) -> None:
+    def take(self, chunk: bytes) -> None:
         """Decode one read (an empty one is the end of the body)."""
         if chunk:
             self._pending.extend(self._decoder.feed(chunk))

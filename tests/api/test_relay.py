@@ -245,6 +245,30 @@ async def test_streams_are_openai_chunks_whatever_the_upstream(rgw):
     assert rows[-1].output_tokens == last["usage"]["completion_tokens"]
 
 
+async def test_a_paced_stream_passes_the_upstream_reads_on_and_logs_their_size(rgw, monkeypatch):
+    """Content chunks that arrive one read at a time go to the client as the upstream
+    wrote them; the log row keeps the size of what was sent, with the upstream's usage."""
+    cfg = rgw.services.config
+    monkeypatch.setattr(
+        rgw.services, "config", cfg.model_copy(update={"logs": cfg.logs.model_copy(update={"store_bodies": "all"})})
+    )
+    paced = [{"role": "user", "content": "[[sim chunks=6 chunk_interval_ms=20]] hello there"}]
+    status, raw, _ = await post(
+        rgw, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": paced, "stream": True}
+    )
+    assert status == 200 and raw.endswith(b"data: [DONE]\n\n")
+    chunks = [orjson.loads(f.removeprefix(b"data: ")) for f in raw.split(b"\n\n")[:-2]]
+    assert all(c["choices"] for c in chunks)  # the usage chunk was not asked for: left out
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    [row] = await log_rows(rgw)
+    async with rgw.services.engine.connect() as conn:
+        detail = (await conn.execute(select(t.request_details).where(t.request_details.c.log_id == row.id))).one()
+    summary = orjson.loads(detail.response_body)
+    assert summary["streamed_bytes"] == len(raw) - len(b"data: [DONE]\n\n")
+    assert summary["usage"]["completion_tokens"] == row.output_tokens > 0 and not row.usage_estimated
+    assert len(text) >= 6
+
+
 async def test_model_mapping_sends_the_mapped_name_and_logs_the_asked_one(rgw, simulator):
     status, answer, _ = await chat(rgw, {"model": "gpt-alias", "messages": HI})
     assert status == 200

@@ -169,6 +169,67 @@ def test_plain_delta_reads_only_plain_text_chunks(chunk: bytes, text: str | None
         assert orjson.loads(chunk)["choices"][0]["delta"]["content"] == text
 
 
+async def test_passthrough_hands_over_reads_of_plain_chunks_whole(sim, session) -> None:
+    """With ``sse_passthrough`` (the relay), a paced stream's content reads come as they
+    were sent (``StreamEvent.sse``); the first chunk, the finish and usage are read event
+    by event as before, and the reply and usage are the same either way."""
+    sim.script([{"reply": REPLY, "chunks": 5, "chunk_interval_ms": 30}] * 2)
+    provider = chat_provider("openai")
+    passed = await collect(provider.chat_stream(session, platform(sim), request(sse_passthrough=True)))
+    decoded = await collect(provider.chat_stream(session, platform(sim), request()))
+
+    whole = [e.sse for e in passed if e.sse is not None]
+    assert len(whole) >= 3 and all(openai_wire.passes_whole(read) for read in whole)
+    assert all(e.delta == "" and e.openai_chunk is None for e in passed if e.sse is not None)
+    assert all(e.sse is None for e in decoded)
+    text = "".join(e.delta or openai_wire.sse_text(e.sse or b"") for e in passed)
+    assert text == "".join(e.delta for e in decoded) == REPLY
+    assert [e.usage for e in passed if e.usage] == [e.usage for e in decoded if e.usage]
+    assert [e.finish_reason for e in passed if e.finish_reason] == ["stop"]
+    assert passed[0].sse is None and passed[0].upstream_id  # the first chunk is parsed for its id
+
+
+async def test_passthrough_estimates_from_the_reads_passed_on(sim, session) -> None:
+    sim.script([{"reply": REPLY, "chunks": 5, "chunk_interval_ms": 30, "usage": False}])
+    req = request(sse_passthrough=True)
+    events = await collect(chat_provider("openai").chat_stream(session, platform(sim), req))
+    assert any(e.sse for e in events)
+    last = events[-1]
+    assert last.usage is not None and last.usage.estimated
+    assert last.usage.output_tokens == count_text(REPLY, "gpt-4o-mini")
+
+
+_PLAIN = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("read", "whole"),
+    [
+        (_PLAIN, True),
+        (_PLAIN * 3, True),
+        (b'data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}\n\n', True),  # no finish field at all
+        (_PLAIN.replace(b"null}],", b'"stop"}],'), False),  # a finish
+        (_PLAIN.replace(b'"finish_reason":null', b'"finish_reason": null'), False),  # another layout
+        (_PLAIN.replace(b'"usage":null', b'"usage":{"prompt_tokens":1}'), False),
+        (_PLAIN + b"data: [DONE]\n\n", False),
+        (b'data: {"error":{"message":"x"}}\n\n', False),
+        (b": keep-alive\n\n" + _PLAIN, False),
+        (b"event: error\n" + _PLAIN, False),
+        (_PLAIN[:-2] + b"\ndata: {}\n\n", False),  # an event of two data lines
+        (_PLAIN[:-2], False),  # an event cut across two reads
+        (_PLAIN.replace(b"\n", b"\r\n"), False),
+    ],
+)
+def test_passes_whole_only_reads_of_ordinary_chunks(read: bytes, whole: bool) -> None:
+    assert openai_wire.passes_whole(read) is whole
+
+
+def test_sse_text_reads_content_and_tool_arguments() -> None:
+    tool = b'data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\\"a\\":1}"}}]}}]}\n\n'
+    escaped = b'data: {"choices":[{"delta":{"content":"a\\"b"},"finish_reason":null}]}\n\n'
+    assert openai_wire.sse_text(_PLAIN + tool + escaped + b"data: [DONE]\n\n") == 'Hi{"a":1}a"b'
+
+
 async def test_usage_missing_is_estimated(sim, session) -> None:
     sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
     req = request()
