@@ -90,9 +90,7 @@ async def start_services(cfg: Config, *, apply: bool = True) -> Services:
 
         host, port = _host_port(cfg.simulator.listen)
         services.simulator = await start_simulator(host=host, port=port, latency_ms=cfg.simulator.latency_ms)
-    if checkpointer is not None:
-        services.stoppers.append(checkpointer.stop)
-        services.checkpointer = checkpointer
+    services.checkpointer = checkpointer
     await start_edge(services)  # before the workers: it owns the App API's edge checks
     for starter in _background_starters():
         await starter(services)
@@ -111,6 +109,8 @@ async def stop_services(services: Services) -> None:
     stoppers, services.stoppers = services.stoppers, []
     for stopper in stoppers:
         await stopper()
+    if services.checkpointer is not None:
+        await services.checkpointer.stop()
     await services.cache.stop()
     await services.writer.stop()  # drain every queued row before the process exits
     await services.http.close()

@@ -245,9 +245,9 @@ async def test_streams_are_openai_chunks_whatever_the_upstream(rgw):
     assert rows[-1].output_tokens == last["usage"]["completion_tokens"]
 
 
-async def test_a_paced_stream_passes_the_upstream_reads_on_and_logs_their_size(rgw, monkeypatch):
-    """Content chunks that arrive one read at a time go to the client as the upstream
-    wrote them; the log row keeps the size of what was sent, with the upstream's usage."""
+async def test_a_paced_stream_logs_the_bytes_it_sent(rgw, monkeypatch):
+    """Content chunks that arrive one read at a time reach the client; the log row keeps
+    the size of what was sent, with the upstream's usage."""
     cfg = rgw.services.config
     monkeypatch.setattr(
         rgw.services, "config", cfg.model_copy(update={"logs": cfg.logs.model_copy(update={"store_bodies": "all"})})
