@@ -6,11 +6,13 @@ One simulator (0 ms profile) on the load core and one gateway on the gateway cor
 the benchmark's configuration (``bench.stack.aigate_config``: SQLite). The gateway runs
 with probes (``--probe-serve``, this module's other mode): every hop of SQLite's lane
 (``aigate.store.script``: start, end, the scripts it ran, the database thread's CPU time
-in it), every script's wait from submit to result, and the event loop's stalls (a 1 ms
-sleep that overshoots by more than 1.5 ms). A keep-alive client on the load core sends App API chat calls one at a time and
-times each. The report attributes the slowest 1.5 % of calls: the time in their own
-scripts (waiting for and running their hops) against the rest, which of them overlapped
-a writer flush, upkeep or checkpoint hop by more than 1 ms, and the requests' own hops
+in it), the checkpoint's copy in its own thread (with the WAL frames it saw and copied)
+and the database sync in it, every script's wait from submit to result, and the event
+loop's stalls (a 1 ms sleep that overshoots by more than 1.5 ms). A keep-alive client on
+the load core sends App API chat calls one at a time and times each. The report
+attributes the slowest 1.5 % of calls: the time in their own scripts (waiting for and
+running their hops) against the rest, which of them overlapped a writer flush, upkeep or
+checkpoint hop (or the checkpoint's copy) by more than 1 ms, and the requests' own hops
 longer than 3 ms (where SQLite checkpoints inside a commit).
 
 The probes add a few percent of CPU; compare figures from this tool with each other, and
@@ -54,6 +56,7 @@ def probe_serve(argv: list[str]) -> None:
     stalls: list = []  # (start, overshoot)
     run_batch, submit, startup = script._run_batch, script._SqliteLane.submit, uvicorn.server.Server.startup
     finish = checkpoint._finish  # the checkpoint's hop outside any transaction
+    side_copy = checkpoint.WalCheckpointer._copy  # its copy and sync in a thread of its own
 
     def probed_run_batch(conn, batch, *rest):
         started, cpu = time.monotonic(), time.thread_time()
@@ -71,6 +74,15 @@ def probe_serve(argv: list[str]) -> None:
             return finish(conn)
         finally:
             hops.append((started, time.monotonic(), ["_finish"], time.thread_time() - cpu))
+
+    def probed_side_copy(self):
+        started, cpu = time.monotonic(), time.thread_time()
+        seen = (0, 0)
+        try:
+            seen = side_copy(self)
+            return seen
+        finally:
+            hops.append((started, time.monotonic(), ["side_copy"], time.thread_time() - cpu, seen))
 
     async def probed_submit(self, fn, args, *rest, **kw):
         started = time.monotonic()
@@ -101,6 +113,17 @@ def probe_serve(argv: list[str]) -> None:
 
     script._run_batch = probed_run_batch
     checkpoint._finish = probed_finish
+    checkpoint.WalCheckpointer._copy = probed_side_copy
+    fdatasync = os.fdatasync
+
+    def probed_fdatasync(fd):
+        started = time.monotonic()
+        try:
+            return fdatasync(fd)
+        finally:
+            hops.append((started, time.monotonic(), ["side_sync"], 0.0))
+
+    os.fdatasync = probed_fdatasync
     script._SqliteLane.submit = probed_submit
     uvicorn.server.Server.startup = probed_startup
     sys.argv = ["aigate", *argv]
@@ -136,6 +159,10 @@ class KeepAliveClient:
             body += self.sock.recv(65536)
 
 
+# The writer's work, the checkpoint's finish on the lane and its copy in its own thread.
+BACKGROUND = {"_flush", "index_new_rows", "roll_up_new_rows", "_finish", "side_copy"}
+
+
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
@@ -147,7 +174,7 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
     cut = ordered[int(n * 0.985)]
     first, last = calls[0][0], calls[-1][0] + calls[-1][1]
     hops = [h for h in trace["hops"] if first <= h[0] <= last]
-    background = [h for h in hops if {"_flush", "index_new_rows", "_finish"} & set(h[2])]
+    background = [h for h in hops if BACKGROUND & set(h[2])]
     own = sorted((s for s in trace["scripts"] if not s[2]), key=lambda s: s[0])
     starts = [s[0] for s in own]
 

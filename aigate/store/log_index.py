@@ -18,12 +18,8 @@ Nothing here runs on PostgreSQL, whose trigram indexes are maintained by the ser
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from aigate.store import tables as t
-from aigate.store.script import run_background
+from aigate.store.upkeep import next_log_rows
 
 FTS = t.SQLITE_FTS_TABLE
 STATE = t.SQLITE_FTS_STATE_TABLE
@@ -37,39 +33,17 @@ _COLS = ", ".join(f'"{c}"' for c in t.KEYWORD_COLUMNS)
 def index_new_rows(db, limit: int = BATCH_ROWS) -> int:
     """Index up to ``limit`` log rows above the watermark (a transaction script); returns
     how many it indexed, so ``limit`` means more may be waiting."""
-    [(done,)] = db.rows(f"SELECT indexed_through FROM {STATE}")
-    [(upto, count)] = db.rows(
-        "SELECT max(id), count(*) FROM (SELECT id FROM usage_logs WHERE id > :done ORDER BY id LIMIT :limit)",
-        {"done": done, "limit": limit},
-    )
+    span, count = next_log_rows(db, f"{STATE}.indexed_through", limit)
     if not count:
         return 0
     db.rows(
-        f"INSERT INTO {FTS} (rowid, {_COLS}) SELECT id, {_COLS} FROM usage_logs WHERE id > :done AND id <= :upto",
-        {"done": done, "upto": upto},
+        f"INSERT INTO {FTS} (rowid, {_COLS}) SELECT id, {_COLS} FROM usage_logs WHERE id > :done AND id <= :upto", span
     )
-    db.rows(f"UPDATE {STATE} SET indexed_through = :upto", {"upto": upto})
-    return int(count)
+    db.rows(f"UPDATE {STATE} SET indexed_through = :upto", span)
+    return count
 
 
 def pending_rows(db) -> int:
     """How many log rows the index does not hold yet."""
     [(n,)] = db.rows(f"SELECT count(*) FROM usage_logs WHERE id > (SELECT indexed_through FROM {STATE})")
     return int(n)
-
-
-class KeywordIndexer:
-    """The writer's upkeep step (``BatchWriter.after_commit``): one batch of the index
-    once enough rows were written, or whenever the writer is idle."""
-
-    def __init__(self, engine: AsyncEngine, rows_written: Callable[[], int]) -> None:
-        self.engine = engine
-        self.rows_written = rows_written  # rows of every kind: a cheap "enough new work" signal
-        self._seen = -MIN_BATCH_ROWS  # the first step indexes what an earlier run left
-
-    async def step(self, busy: bool) -> bool:
-        written = self.rows_written()
-        if busy and written - self._seen < MIN_BATCH_ROWS:
-            return False
-        self._seen = written
-        return await run_background(self.engine, index_new_rows) >= BATCH_ROWS

@@ -10,7 +10,9 @@ Every logged call is added, in its own transaction, to:
 * each end user's daily totals (``USER_DAILY``).
 
 The writer sums a batch in memory first (``aggregate``), so a flush sends one upsert per
-(table, key) however many rows share it. The dashboard reads, the log search and log
+(table, key) however many rows share it. A "row" may stand for several log rows already
+summed (SQLite sums the rows in SQL first, ``aigate.store.sinks``): its delta carries
+their count and sums. The dashboard reads, the log search and log
 retention take their grains and tables from here too.
 """
 
@@ -118,12 +120,12 @@ def aggregate(rollup: Rollup, rows: list[Row], row_deltas: list[tuple]) -> list[
     return [dict(zip(names, k + tuple(v), strict=True)) for k, v in sorted(by_key.items())]
 
 
-def log_counts(rows: Iterable[Row]) -> list[Row]:
+def log_counts(rows: Iterable[Row], row_deltas: list[tuple]) -> list[Row]:
     """The batch's additions to ``usage_log_counts``, one row per key, in key order."""
     counts: dict[tuple, int] = {}
-    for row in rows:
+    for row, delta in zip(rows, row_deltas, strict=True):
         dims = (row["app_id"], row["model"], row.get("channel", 0), row.get("token_name", ""), row["code"])
         for grain in LOG_COUNT_GRAINS:
             key = (grain, bucket(row["created_ms"], grain), *dims)
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + delta[0]
     return [{**dict(zip(LOG_COUNT_KEYS, k, strict=True)), "logs": n} for k, n in sorted(counts.items())]

@@ -3,6 +3,18 @@
 Each script is plain SQL run by ``aigate.store.script`` (on SQLite the whole flush is one
 hop to the database thread). Rows arrive as dicts keyed by column name; missing columns
 take the table's defaults, JSON columns are encoded here.
+
+The rollups (``aigate.store.rollups``) follow the log rows in two ways:
+
+* on PostgreSQL each flush adds its rows in its own transaction (one round trip);
+* on SQLite every request's script waits behind the writer's flush on the one
+  connection, and adding a flush's rows to the rollups cost about a third of it (an
+  upsert per key for every few dozen rows). There ``usage_rollups_state.rolled_through``
+  (migration 0018) holds the highest log id in the rollups, and after its commits the
+  writer adds the rows above it, ``ROLLUP_BATCH_ROWS`` at a time, the watermark moved in
+  the same transaction (ids never go back: ``usage_logs`` is AUTOINCREMENT). Whatever
+  reads the rollups first calls ``current_rollups``, which adds what is left, so a row
+  counts from the moment it is written.
 """
 
 from __future__ import annotations
@@ -15,11 +27,17 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, ColumnDefault, Numeric, Table
 
-from aigate.store import rollups
+from aigate.store import log_index, rollups
 from aigate.store import tables as t
-from aigate.store.log_index import KeywordIndexer
+from aigate.store.script import run_script
 from aigate.store.text import UserString, UserText, bind_user_text
+from aigate.store.upkeep import WatermarkUpkeep, next_log_rows
 from aigate.store.writer import BatchWriter
+
+ROLLUP_STATE = t.SQLITE_ROLLUP_STATE_TABLE
+# One batch of rollups on SQLite: about 1 ms on the writer's connection (4 µs a row, in
+# SQLite's C code), where adding the same rows inside the flush cost ~33 µs a row.
+ROLLUP_BATCH_ROWS = 256
 
 DETAIL_FIELDS = (
     "request_body",
@@ -57,10 +75,15 @@ def _insert_sql(table: Table, conflict: str = "", returning: str = "") -> str:
     return sql + (f" {conflict}" if conflict else "") + (f" RETURNING {returning}" if returning else "")
 
 
+def _adding(table: Table, keys: tuple[str, ...], sums: tuple[str, ...]) -> str:
+    """The conflict clause that adds a row's sums to those of the row with its key."""
+    sets = ", ".join(f'"{c}" = {table.name}."{c}" + excluded."{c}"' for c in sums)
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+
+
 @cache
 def _add_on_conflict(table: Table, keys: tuple[str, ...], sums: tuple[str, ...]) -> str:
-    sets = ", ".join(f'"{c}" = {table.name}."{c}" + excluded."{c}"' for c in sums)
-    return _insert_sql(table, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+    return _insert_sql(table, _adding(table, keys, sums))
 
 
 @cache
@@ -102,7 +125,11 @@ def _bind(db, table: Table, row: dict[str, Any]) -> dict[str, Any]:
 def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
     """Insert the rows and add them to the rollups."""
     insert_usage_logs(db, rows)
-    add_rollups(db, rows)
+    if db.dialect != "sqlite":
+        add_rollups(db, rows)
+        return
+    while roll_up_new_rows(db) == ROLLUP_BATCH_ROWS:
+        pass
 
 
 def insert_usage_logs(db, rows: list[dict[str, Any]]) -> None:
@@ -125,13 +152,87 @@ def add_rollups(db, rows: list[dict[str, Any]]) -> None:
     """Add the rows to every rollup (``aigate.store.rollups``: the dashboard series, the
     log counts, the per-user daily totals) in the rows' own transaction: one upsert per
     key, the batch summed in memory first."""
-    row_deltas = rollups.deltas(rows)
-    for rollup in rollups.ROLLUPS:
+    _add_sums(db, rollups.ROLLUPS, rows, rollups.deltas(rows))
+
+
+def _add_sums(db, targets, rows: list[dict[str, Any]], row_deltas: list[tuple]) -> None:
+    """Add the rows to the ``targets`` rollups and to the log counts."""
+    for rollup in targets:
         db.many(
             _add_on_conflict(rollup.table, rollup.key_columns, rollup.sums),
             [_bind(db, rollup.table, r) for r in rollups.aggregate(rollup, rows, row_deltas)],
         )
-    db.many(_add_on_conflict(t.usage_log_counts, rollups.LOG_COUNT_KEYS, ("logs",)), rollups.log_counts(rows))
+    db.many(
+        _add_on_conflict(t.usage_log_counts, rollups.LOG_COUNT_KEYS, ("logs",)), rollups.log_counts(rows, row_deltas)
+    )
+
+
+# SQLite: the log rows above the watermark, summed in SQL.
+_SUM_SQL = {
+    "requests": "count(*)",
+    "errors": "sum(code != 200)",
+    "input_tokens": "sum(input_tokens)",
+    "output_tokens": "sum(output_tokens)",
+    "total_tokens": "sum(total_tokens)",
+    "used_amount": "sum(used_amount)",
+    "ttfb_ms_sum": "sum(ttfb_ms)",
+}
+_NEW_ROWS = "FROM usage_logs WHERE id > :done AND id <= :upto"
+# The dashboard series and the log counts: summed to the finest key they need (a few
+# keys per batch), then spread over their keys in Python as the flush does.
+_BY_MINUTE_SQL = (
+    f"SELECT created_ms / {rollups.MINUTE_MS} * {rollups.MINUTE_MS}, app_id, model, "
+    f"coalesce(json_extract(metadata, '$.strategy'), ''), code, channel, token_name, "
+    f"{', '.join(_SUM_SQL[c] for c in rollups.SUMS)} {_NEW_ROWS} GROUP BY 1, 2, 3, 4, 5, 6, 7"
+)
+# The per-user daily totals have a key per user: one upsert straight from the log rows.
+_USER_DAILY = rollups.USER_DAILY
+_USER_DAILY_SQL = (
+    f"INSERT INTO {_USER_DAILY.table.name} ({', '.join(_USER_DAILY.key_columns + _USER_DAILY.sums)}) "
+    f'SELECT app_id, "user", created_ms / {rollups.DAY_MS} * {rollups.DAY_MS}, '
+    f"{', '.join(_SUM_SQL[c] for c in _USER_DAILY.sums)} {_NEW_ROWS} GROUP BY 1, 2, 3 "
+    + _adding(_USER_DAILY.table, _USER_DAILY.key_columns, _USER_DAILY.sums)
+)
+
+
+def _by_minute(found: list[tuple]) -> tuple[list[dict[str, Any]], list[tuple]]:
+    """The summed rows as rollup rows and their deltas."""
+    rows, row_deltas = [], []
+    for r in found:
+        created_ms, app_id, model, strategy, code, channel, token_name, *counts, amount, ttfb = r
+        rows.append(
+            dict(
+                created_ms=created_ms,
+                app_id=app_id,
+                model=model,
+                metadata={"strategy": strategy},
+                code=code,
+                channel=channel,
+                token_name=token_name,
+            )
+        )
+        row_deltas.append((*counts, Decimal(str(amount)), ttfb))  # stored as REAL: its shortest repr
+    return rows, row_deltas
+
+
+def roll_up_new_rows(db, limit: int = ROLLUP_BATCH_ROWS) -> int:
+    """SQLite: add up to ``limit`` log rows above the watermark to the rollups (a
+    transaction script); returns how many, so ``limit`` means more may be waiting."""
+    span, count = next_log_rows(db, f"{ROLLUP_STATE}.rolled_through", limit)
+    if not count:
+        return 0
+    _add_sums(db, rollups.DASHBOARD.values(), *_by_minute(db.rows(_BY_MINUTE_SQL, span)))
+    db.rows(_USER_DAILY_SQL, span)
+    db.rows(f"UPDATE {ROLLUP_STATE} SET rolled_through = :upto", span)
+    return count
+
+
+async def current_rollups(engine) -> None:
+    """Bring the rollups up to date before reading them: on SQLite, add the log rows the
+    writer has not added yet (usually none, or the last fraction of a second's)."""
+    if engine.dialect.name == "sqlite":
+        while await run_script(engine, roll_up_new_rows) == ROLLUP_BATCH_ROWS:
+            pass
 
 
 def write_ai_requests(db, rows: list[dict[str, Any]]) -> None:
@@ -193,10 +294,19 @@ def write_users(db, rows: list[dict[str, Any]]) -> None:
 
 
 def register_sinks(writer: BatchWriter) -> None:
-    # the writer may commit a batch in parts: each part adds its own rows to the rollups
-    writer.register("usage_log", insert_usage_logs, finish=add_rollups)
     writer.register("ai_request", write_ai_requests)
     writer.register("user", write_users)
-    if writer.engine.dialect.name == "sqlite":
-        # deferred work on SQLite's one writer connection, between batches
-        writer.after_commit(KeywordIndexer(writer.engine, lambda: writer.rows_written).step)
+    if writer.engine.dialect.name != "sqlite":
+        # the writer may commit a batch in parts: each part adds its own rows to the rollups
+        writer.register("usage_log", insert_usage_logs, finish=add_rollups)
+        return
+    # deferred work on SQLite's one writer connection, between batches
+    writer.register("usage_log", insert_usage_logs)
+    written = lambda: writer.rows_written  # noqa: E731
+    for script, batch_rows, min_rows in (
+        (roll_up_new_rows, ROLLUP_BATCH_ROWS, ROLLUP_BATCH_ROWS),
+        (log_index.index_new_rows, log_index.BATCH_ROWS, log_index.MIN_BATCH_ROWS),
+    ):
+        writer.after_commit(
+            WatermarkUpkeep(writer.engine, written, script, batch_rows=batch_rows, min_rows=min_rows).step
+        )

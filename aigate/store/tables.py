@@ -429,6 +429,8 @@ for _name in KEYWORD_COLUMNS:
     )
 SQLITE_FTS_TABLE = "usage_logs_fts"
 SQLITE_FTS_STATE_TABLE = "usage_logs_fts_state"
+# SQLite only: the highest log id already added to the rollups (aigate.store.sinks)
+SQLITE_ROLLUP_STATE_TABLE = "usage_rollups_state"
 
 # Daily dashboard sums, laid out like usage_rollups_hourly (bucket_ms: start of the UTC
 # day): a dashboard by day reads one row per series and day.
@@ -445,10 +447,11 @@ usage_rollups_daily = Table(
 
 def migration_filter(dialect: str):
     """An Alembic ``include_object`` hook for comparing this metadata with a database:
-    indexes that exist on one database only, and SQLite's FTS5 tables, are left out."""
+    indexes that exist on one database only, and SQLite's FTS5 and rollup state tables,
+    are left out."""
 
     def include_object(obj, name, type_, reflected, compare_to) -> bool:
-        if type_ == "table" and name and name.startswith(SQLITE_FTS_TABLE):
+        if type_ == "table" and name and (name.startswith(SQLITE_FTS_TABLE) or name == SQLITE_ROLLUP_STATE_TABLE):
             return False
         if type_ == "index":
             declared = obj if not reflected else compare_to
@@ -578,8 +581,8 @@ audit_log = Table(
     sqlite_autoincrement=True,
 )
 
-# Per-user daily sums, added by the writer in the log rows' own transaction, so a user's
-# usage totals never scan the log.
+# Per-user daily sums, added by the writer (aigate.store.sinks), so a user's usage totals
+# never scan the log.
 user_usage_daily = Table(
     "user_usage_daily",
     metadata,

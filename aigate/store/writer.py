@@ -69,9 +69,11 @@ Handler = Callable[[Any, list[dict[str, Any]]], None]
 Upkeep = Callable[[bool], Awaitable[bool]]
 Rows = list[tuple[str, dict[str, Any]]]  # (kind, row), in arrival order
 Progress = tuple[str, list[int]]  # a journal's name, and each row's sequence number in it
-# Rows between two yield points of a flush on SQLite (about 1 ms of writing). Each part
-# a request cuts off also pays its rollups: with 8 rows the gateway spent 8 % more CPU.
-CHECK_ROWS = 32
+# Rows between two yield points of a flush on SQLite (about 0.5 ms of writing): what a
+# request's script waits for at most. A part a request cuts off costs one more commit:
+# 2 rows cost 60 % more flush CPU; 32 rows (when each part also paid its rollups) kept
+# the tail at concurrency 1 higher (bench/CHANGES.md).
+CHECK_ROWS = 8
 
 
 @dataclass(slots=True)

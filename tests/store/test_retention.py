@@ -14,7 +14,7 @@ from aigate.store import tables as t
 from aigate.store.db import create_engine
 from aigate.store.logs_query import LogFilter, counts_query, facets_from_counts
 from aigate.store.migrate import upgrade
-from aigate.store.sinks import register_sinks
+from aigate.store.sinks import current_rollups, register_sinks
 from aigate.store.writer import BatchWriter
 
 DAY = 86_400_000
@@ -72,6 +72,7 @@ async def test_old_rows_details_and_rollups_are_deleted_in_batches(engine):
         await writer.put("usage_log", row)
     await writer.flush()
     await writer.stop()
+    await current_rollups(engine)
     assert await count(engine, t.usage_logs) == 65
 
     deleted = await retention.purge_once(engine, 30, now=NOW, batch=7, pause_s=0)

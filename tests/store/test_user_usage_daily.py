@@ -11,7 +11,7 @@ from sqlalchemy import case, func, select
 from aigate.store import tables as t
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
-from aigate.store.sinks import register_sinks
+from aigate.store.sinks import current_rollups, register_sinks
 from aigate.store.writer import BatchWriter
 
 DAY = 86_400_000
@@ -45,6 +45,7 @@ async def test_daily_totals_equal_the_logs_sums(db_url):
     try:
         await asyncio.gather(*(writer.put("usage_log", row(i)) for i in range(1, 401)))
         await writer.flush()
+        await current_rollups(engine)
         lg, d = t.usage_logs.c, t.user_usage_daily.c
         day = lg.created_ms // DAY * DAY
         async with engine.connect() as conn:

@@ -15,13 +15,14 @@ from aigate.store.db import create_engine
 from aigate.store.journal import JournalFile, encode
 from aigate.store.migrate import upgrade
 from aigate.store.outage import DatabaseUnavailable
-from aigate.store.sinks import register_sinks
+from aigate.store.sinks import current_rollups, register_sinks
 from aigate.store.writer import BatchWriter
 from tests.pgcluster import pg_cluster, private_pg  # noqa: F401  (fixtures)
 from tests.store.test_writer import count, log_row
 
 
 async def _rollup_requests(engine) -> int:
+    await current_rollups(engine)
     async with engine.connect() as conn:
         return (await conn.execute(select(func.coalesce(func.sum(t.usage_rollups.c.requests), 0)))).scalar_one()
 

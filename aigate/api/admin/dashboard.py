@@ -58,6 +58,7 @@ from aigate.clock import now_ms
 from aigate.store import rollups
 from aigate.store import tables as t
 from aigate.store.rollups import DAY_MS, HOUR_MS, MINUTE_MS
+from aigate.store.sinks import current_rollups
 
 SPANS = {"minute": MINUTE_MS, "hour": HOUR_MS, "day": DAY_MS}
 DEFAULT_RANGE_MS = 86_400_000
@@ -270,7 +271,9 @@ async def dashboard(
     buckets = -(-(end_timestamp - (start_timestamp - start_timestamp % span)) // span)
     if buckets > MAX_BUCKETS:
         raise HTTPException(400, f"timespan: {buckets} {span_name} buckets exceed {MAX_BUCKETS}; use a longer timespan")
-    engine: AsyncEngine = log_reader(request.app.state.services)
+    services = request.app.state.services
+    await current_rollups(services.engine)
+    engine: AsyncEngine = log_reader(services)
     dialect = engine.dialect.name
     hours, minutes = _pieces(start_timestamp, end_timestamp, span)
     days, hour_ranges = _days(hours, span)

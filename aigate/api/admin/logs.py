@@ -41,6 +41,7 @@ from aigate.store.logs_query import (
     joined_to_json,
     page_query,
 )
+from aigate.store.sinks import current_rollups
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 1000
@@ -173,6 +174,7 @@ async def _search(engine: AsyncEngine, params: LogParams, f: LogFilter, *, token
     dialect = engine.dialect.name
     offset, limit = (params.page - 1) * params.per_page, params.per_page
     if dialect == "sqlite":  # one connection: the queries would only queue behind each other
+        await current_rollups(engine)  # the counts are a rollup
         rows = await _fetch(engine, page_query(f, dialect, offset=offset, limit=limit))
         count_rows = await _fetch(engine, counts_query(f, dialect, now_ms()))
         facets = facets_from_counts((r["channel"], r["model"], r["token_name"], r["n"]) for r in count_rows)

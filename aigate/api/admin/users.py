@@ -24,6 +24,7 @@ from aigate.clock import iso_ms
 from aigate.config.schema import AssetCfg, Strict
 from aigate.engine.metering import SCALE, render
 from aigate.store import tables as t
+from aigate.store.sinks import current_rollups
 from aigate.store.user_erase import erase_user
 
 router = APIRouter(prefix="/apps/{app_id}/users", tags=["users"], responses=ERROR_RESPONSES)
@@ -334,6 +335,7 @@ async def list_users(app_id: str, services: ServicesDep, page: Page = 1, per_pag
     "/{user_id}", summary="One end user: assets, ledger, chats, AI requests, usage", response_model=Envelope[UserView]
 )
 async def get_user(app_id: str, user_id: UserId, services: ServicesDep, request: Request):
+    await current_rollups(services.engine)  # the usage totals are a rollup
     async with services.engine.connect() as conn:
         await require_app(conn, app_id)
         created = (
