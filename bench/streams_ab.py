@@ -10,6 +10,9 @@ side is ``bench/stream_load.py``) through each gateway, the order alternating fr
 to pair, and takes the gateway's CPU seconds per 1,000 delivered events. Rounds of the
 same gateway vary by ±10 % on a shared machine, so the figure that means something is
 the median, over the pairs, of each pair's ratio (this / other), printed with its range.
+Each round also records the gateway's RSS growth per open stream; ``--fresh`` starts
+both gateways anew before every round, so that figure is not hidden by memory the
+allocator kept from the round before.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-ms", type=int, default=50)
     ap.add_argument("--ramp-s", type=float, default=2.0)
     ap.add_argument("--out", type=Path, help="write the rounds here as JSON")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start each gateway anew for every round: RSS per stream from a process that held no streams before",
+    )
     args = ap.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -50,29 +58,35 @@ def main(argv: list[str] | None = None) -> int:
         sim_url = f"http://127.0.0.1:{sim_port}"
         profile = stack.Profile("streams", 0, args.chunks, args.interval_ms)
         sim = stack.start_simulator(procs, sim_port, profile, reply_chars=REPLY_CHARS)
-        gateways = {}
-        for name, checkout in (("this", stack.REPO), ("other", args.other.resolve())):
-            proc, url = start_gateway(procs, name, checkout, run_dir / name, sim_url, None)
+        checkouts = {"this": stack.REPO, "other": args.other.resolve()}
+
+        def start(name: str, attempt: int) -> tuple[Call, P.Proc]:
+            proc, url = start_gateway(procs, name, checkouts[name], run_dir / f"{name}-{attempt}", sim_url, None)
             if args.path == "app":
-                call = Call(url, APP_STREAM_PATH, json_headers(stack.SERVER_KEY), APP_BODY)
-            else:
-                call = Call(url, CHAT_PATH, json_headers(stack.RELAY_KEY), RAW_STREAM_BODY)
-            gateways[name] = (call, proc.pid)
+                return Call(url, APP_STREAM_PATH, json_headers(stack.SERVER_KEY), APP_BODY), proc
+            return Call(url, CHAT_PATH, json_headers(stack.RELAY_KEY), RAW_STREAM_BODY), proc
+
+        gateways = {name: start(name, 0) for name in checkouts}
         rounds: list[dict[str, float]] = []
         for pair in range(args.pairs):
             figures = {}
             for name in ("this", "other") if pair % 2 == 0 else ("other", "this"):
-                call, pid = gateways[name]
-                r = measure(call, pid, sim.pid, args.streams, args, pin)
+                if args.fresh and pair:
+                    procs.stop(gateways[name][1])
+                    gateways[name] = start(name, pair)
+                call, proc = gateways[name]
+                r = measure(call, proc.pid, sim.pid, args.streams, args, pin)
                 if r["error_count"]:
                     raise RuntimeError(f"{name}: {r['error_count']} streams failed")
                 figures[name] = round(1e6 * r["meter"]["cpu_s"]["gateway"] / r["events"], 2)
+                figures[f"{name}_rss_kb"] = round((r["rss_peak_kb"] - r["rss_start_kb"]) / args.streams, 1)
                 time.sleep(1)  # sockets closed, timers settled
             figures["ratio"] = round(figures["this"] / figures["other"], 3)
             rounds.append(figures)
             print(
                 f"pair {pair + 1}: this {figures['this']} other {figures['other']} ms / 1k events, "
-                f"ratio {figures['ratio']}",
+                f"ratio {figures['ratio']}; RSS KB / stream this {figures['this_rss_kb']} "
+                f"other {figures['other_rss_kb']}",
                 flush=True,
             )
     finally:
@@ -86,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_range": [min(ratios), max(ratios)],
         "this_median": statistics.median(r["this"] for r in rounds),
         "other_median": statistics.median(r["other"] for r in rounds),
+        "this_rss_kb_median": statistics.median(r["this_rss_kb"] for r in rounds),
+        "other_rss_kb_median": statistics.median(r["other_rss_kb"] for r in rounds),
     }
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from aigate.auth.caller import Caller
@@ -34,7 +34,7 @@ from aigate.engine import metering, observe, routing
 from aigate.engine.detached import finish_shielded, run_detached
 from aigate.engine.records import CallRecord, write_records
 from aigate.providers.base import Platform, StreamEvent, UpstreamError, Usage
-from aigate.providers.openai_wire import sse_text
+from aigate.providers.openai_wire import ReplyText
 from aigate.services import Services
 from aigate.store.outage import is_outage
 
@@ -283,13 +283,13 @@ async def _quietly(step: Awaitable[None], what: str, record: CallRecord) -> None
 class StreamState:
     """What a stream delivered so far."""
 
-    parts: list[str | bytes]  # bytes: upstream reads passed on whole (``StreamEvent.sse``)
+    reply: ReplyText = field(default_factory=ReplyText)  # with the upstream reads passed on whole
     usage: Usage | None = None
     chunk_id: str = ""
 
     @property
     def text(self) -> str:
-        return "".join(p if isinstance(p, str) else sse_text(p) for p in self.parts)
+        return self.reply.text()
 
 
 class StreamOutput(Protocol):
@@ -323,7 +323,7 @@ async def pump(
 
     The frames of events that came in one upstream read (``StreamEvent.more``) go out
     as one write: a gateway that falls behind catches up in fewer, larger writes."""
-    state = StreamState(parts=[])
+    state = StreamState()
     finished = False
     batch: list[bytes] = []  # frames held back while more events of the same read follow
     try:
@@ -332,9 +332,9 @@ async def pump(
             if event.usage is not None:
                 state.usage = event.usage
             if event.delta:
-                state.parts.append(event.delta)
+                state.reply.add_text(event.delta)
             elif event.sse is not None:
-                state.parts.append(event.sse)
+                state.reply.add_read(event.sse)
             if not state.chunk_id:
                 state.chunk_id = event.upstream_id
             frame = out.frame(event, state)
@@ -358,7 +358,7 @@ async def pump(
         finished = True
     except Exception as exc:  # the upstream failed mid-stream, or framing hit a bug
         finished = True
-        if state.parts or state.usage:  # what was generated before the failure is logged
+        if state.reply or state.usage:  # what was generated before the failure is logged
             call.record.usage = state.usage or out.estimate(state)
         failed = out.error_frame(await call.fail(call.surface_error(exc)))
         yield b"".join([*batch, failed])

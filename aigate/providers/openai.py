@@ -40,7 +40,7 @@ from .http import (
     request_bytes,
     request_json,
 )
-from .openai_wire import parse_usage, passes_whole, plain_delta, reply_text, sse_text
+from .openai_wire import ReplyText, parse_usage, passes_whole, plain_delta, reply_text
 from .tokens import count_text
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -129,13 +129,13 @@ class OpenAIChat:
         frames = await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
         try:
             done = finished = has_usage = False
-            reply_parts: list[str | bytes] = []  # bytes: reads passed on whole
+            reply = ReplyText()  # for the estimate when the upstream reports no usage
             upstream_id: str | None = None  # from the first chunk, parsed in full
             while True:
                 if req.sse_passthrough and upstream_id is not None and frames.between_reads:
                     read = await frames.read()
                     if passes_whole(read):
-                        reply_parts.append(read)
+                        reply.add_read(read)
                         yield StreamEvent(upstream_id=upstream_id, sse=read)
                         continue
                     frames.take(read)  # decoded below, event by event
@@ -153,7 +153,7 @@ class OpenAIChat:
                 plain = None if upstream_id is None else plain_delta(data)
                 if plain is not None:  # the common case: text only, taken without a parse
                     if plain:
-                        reply_parts.append(plain)
+                        reply.add_text(plain)
                     yield StreamEvent(
                         delta=plain, upstream_id=upstream_id or "", openai_chunk=data, more=frames.pending
                     )
@@ -175,9 +175,9 @@ class OpenAIChat:
                     if delta:
                         text = delta.get("content") or ""
                         if text and isinstance(text, str):
-                            reply_parts.append(text)
+                            reply.add_text(text)
                         if "tool_calls" in delta:  # their arguments count as reply text
-                            reply_parts.append(reply_text({"tool_calls": delta["tool_calls"]}))
+                            reply.add_text(reply_text({"tool_calls": delta["tool_calls"]}))
                     finish = choice.get("finish_reason")
                     if finish:
                         finished = True
@@ -198,8 +198,7 @@ class OpenAIChat:
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
             if not has_usage:
-                reply = "".join(p if isinstance(p, str) else sse_text(p) for p in reply_parts)
-                yield StreamEvent(usage=estimate_usage(req.messages, reply, req.model))
+                yield StreamEvent(usage=estimate_usage(req.messages, reply.text(), req.model))
         finally:
             frames.release()
 

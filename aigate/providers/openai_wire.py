@@ -6,6 +6,7 @@ the relay (which build them); no I/O here.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import Any
@@ -109,6 +110,67 @@ def sse_text(data: bytes) -> str:
         if choices and isinstance(choices[0], dict):
             parts.append(reply_text(choices[0].get("delta") or {}))
     return "".join(parts)
+
+
+# A plain content chunk's text: without escapes (the quick pattern), or with them.
+_PLAIN_CONTENT = re.compile(rb'"delta":\{"content":"([^"\\]*)"\}')
+_ESCAPED_CONTENT = re.compile(rb'"delta":\{"content":"((?:[^"\\]|\\.)*)"\}')
+
+
+def reads_text(reads: bytes) -> str:
+    """The reply text of reads passed on whole (``passes_whole``): a regular-expression
+    pass when every event in them is a plain content chunk (the common case), else
+    ``sse_text``."""
+    events = reads.count(b"data: ")
+    found = _PLAIN_CONTENT.findall(reads)
+    try:
+        if len(found) == events:
+            return b"".join(found).decode()
+        found = _ESCAPED_CONTENT.findall(reads)
+        if len(found) == events:
+            return "".join(orjson.loads(b'"' + f + b'"') if b"\\" in f else f.decode() for f in found)
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
+        pass
+    return sse_text(reads)
+
+
+class ReplyText:
+    """A stream's reply text as it arrives: text, and upstream reads passed on whole
+    (``StreamEvent.sse``). Every ``COMPACT`` parts it keeps one string instead: the text
+    of the reads (~250 bytes a chunk against the few characters of text in it), joined
+    with the text before, so a long stream does not keep a few hundred bytes per event for
+    an estimate or a history it reads once at the end."""
+
+    COMPACT = 64
+    __slots__ = ("_parts", "_reads")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._reads: list[bytes] = []
+
+    def add_text(self, text: str) -> None:
+        if self._reads:  # keep the order
+            self._take_reads()
+        self._parts.append(text)
+        if len(self._parts) >= self.COMPACT:
+            self._parts[:] = ["".join(self._parts)]
+
+    def add_read(self, read: bytes) -> None:
+        self._reads.append(read)
+        if len(self._reads) >= self.COMPACT:
+            self._take_reads()
+
+    def _take_reads(self) -> None:
+        self._parts.append(reads_text(b"".join(self._reads)))
+        self._reads.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._parts or self._reads)
+
+    def text(self) -> str:
+        if self._reads:
+            self._take_reads()
+        return "".join(self._parts)
 
 
 # --- OpenAI message helpers for the other wire formats -----------------------------------

@@ -230,6 +230,44 @@ def test_sse_text_reads_content_and_tool_arguments() -> None:
     assert openai_wire.sse_text(_PLAIN + tool + escaped + b"data: [DONE]\n\n") == 'Hi{"a":1}a"b'
 
 
+def _chunk(content: str) -> bytes:
+    delta = orjson.dumps({"content": content})
+    return b'data: {"id":"c","choices":[{"index":0,"delta":' + delta + b',"finish_reason":null}],"usage":null}\n\n'
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        _PLAIN * 5,  # plain text: the regular expression
+        _chunk('say "hi"\n') + _chunk("caf\u00e9 \\ ") + _chunk("\u2603"),  # escapes: decoded as JSON
+        _PLAIN + b'data: {"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}\n\n',  # the decoder
+        _PLAIN + _chunk("").replace(b'{"content":""}', b'{"role":"assistant","content":"x"}'),  # another layout
+    ],
+)
+def test_reads_text_is_what_the_decoder_reads(reads: bytes) -> None:
+    assert openai_wire.passes_whole(reads)
+    assert openai_wire.reads_text(reads) == openai_wire.sse_text(reads)
+    assert openai_wire.reads_text(reads)  # not empty: the cases hold text
+
+
+def test_reply_text_keeps_the_order_and_a_bounded_number_of_parts() -> None:
+    """A long stream keeps about one string per ``COMPACT`` events, not every read."""
+    reply = openai_wire.ReplyText()
+    assert not reply
+    expected = []
+    for i in range(1_000):
+        if i % 100 == 99:  # a decoded event between passed reads
+            reply.add_text(f"<{i}>")
+            expected.append(f"<{i}>")
+        else:
+            reply.add_read(_chunk(f"w{i} "))
+            expected.append(f"w{i} ")
+        assert len(reply._parts) + len(reply._reads) <= 2 * openai_wire.ReplyText.COMPACT
+    assert reply
+    assert reply.text() == "".join(expected)
+    assert reply.text() == "".join(expected)  # reading it twice changes nothing
+
+
 async def test_usage_missing_is_estimated(sim, session) -> None:
     sim.script([{"reply": REPLY, "usage": False}, {"reply": REPLY, "usage": False}])
     req = request()
