@@ -1,6 +1,7 @@
 """The rollup grains, defined once: which sums the writer keeps per time bucket.
 
-Every logged call is added, in its own transaction, to:
+Every logged call is added to (in its own transaction on PostgreSQL, in a batch after the
+writer's commit on SQLite: ``aigate.store.sinks``):
 
 * the dashboard series (``DASHBOARD``): per minute by (group, model, strategy); per hour
   and per day by series, for its group and for all groups (``"*"``), in total, per model
@@ -9,11 +10,11 @@ Every logged call is added, in its own transaction, to:
   ``LOG_COUNT_GRAINS``;
 * each end user's daily totals (``USER_DAILY``).
 
-The writer sums a batch in memory first (``aggregate``), so a flush sends one upsert per
+The writer sums a batch in memory first (``aggregate``), so it sends one upsert per
 (table, key) however many rows share it. A "row" may stand for several log rows already
-summed (SQLite sums the rows in SQL first, ``aigate.store.sinks``): its delta carries
-their count and sums. The dashboard reads, the log search and log
-retention take their grains and tables from here too.
+summed (SQLite sums them in SQL first): its delta carries their count and sums. The
+dashboard reads, the log search and log retention take their grains and tables from
+here too.
 """
 
 from __future__ import annotations
