@@ -104,7 +104,7 @@ class StreamEvent:
     more: bool = False
     # with ``ChatRequest.sse_passthrough``: one upstream read of ordinary OpenAI content
     # chunks, SSE framing included, neither decoded nor parsed (``delta`` stays empty;
-    # ``openai_wire.sse_text`` reads its text when someone needs it)
+    # ``openai_wire.ReplyText`` keeps its text for whoever needs it at the end)
     sse: bytes | None = None
 
 

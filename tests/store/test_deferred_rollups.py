@@ -82,7 +82,7 @@ async def table_rows(engine, table) -> list[tuple]:
     return sorted(tuple(float(v) if isinstance(v, Decimal) else v for v in r) for r in rows)
 
 
-async def watermark(engine) -> int:
+async def last_log_id(engine) -> int:
     async with engine.connect() as conn:
         return (await conn.execute(select(func.max(t.usage_logs.c.id)))).scalar_one()
 
@@ -107,7 +107,7 @@ async def test_the_batches_add_what_the_flush_adds(make_engine):
     while await run_script(deferred, roll_up_new_rows, 64) == 64:
         batches += 1
     assert batches == 700 // 64
-    assert await rolled_through(deferred) == await watermark(deferred)
+    assert await rolled_through(deferred) == await last_log_id(deferred)
     assert await run_script(deferred, roll_up_new_rows) == 0  # nothing is added twice
     for table in ROLLUP_TABLES:
         want, got = await table_rows(flushed, table), await table_rows(deferred, table)
@@ -121,7 +121,7 @@ async def test_readers_bring_the_rollups_up_to_date(make_engine):
     rows = varied_rows(ROLLUP_BATCH_ROWS * 2 + 10)  # more than one batch
     await run_script(engine, insert_usage_logs, rows)
     await current_rollups(engine)
-    assert await rolled_through(engine) == await watermark(engine)
+    assert await rolled_through(engine) == await last_log_id(engine)
     async with engine.connect() as conn:
         requests = (await conn.execute(select(func.sum(t.user_usage_daily.c.requests)))).scalar_one()
         counted = (
@@ -140,10 +140,10 @@ async def test_the_writer_adds_its_rows_to_the_rollups_after_its_commits(make_en
             await writer.put("usage_log", row)
         await writer.flush()
         for _ in range(200):  # no reader asks: the writer's upkeep gets there by itself
-            if await rolled_through(engine) == await watermark(engine):
+            if await rolled_through(engine) == await last_log_id(engine):
                 break
             await asyncio.sleep(0.02)
-        assert await rolled_through(engine) == await watermark(engine)
+        assert await rolled_through(engine) == await last_log_id(engine)
         async with engine.connect() as conn:
             assert (await conn.execute(select(func.sum(t.usage_rollups.c.requests)))).scalar_one() == 300
     finally:
