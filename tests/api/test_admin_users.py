@@ -14,6 +14,7 @@ from tests.gateway import APP_ID, base_config, start_gateway
 NO_UPSTREAM = "http://127.0.0.1:9"
 OTHER_APP = "APPOTHER"
 T0 = 1_750_000_000_000
+LIVE_LEASE = 4_102_444_800_000  # 2100-01-01
 # (app, user) pairs seeded with the same shape of data; only the first is erased
 ERASED = (APP_ID, "u1")
 SAME_APP = (APP_ID, "u2")
@@ -81,7 +82,7 @@ async def seed(gw) -> None:
                 "asset": "ai_credit",
                 "amount_micros": 2_500_000,
                 "holder": "i1",
-                "lease_until_ms": T0 + 60_000,
+                "lease_until_ms": LIVE_LEASE,  # the gateway's sweep of lapsed holds leaves it
                 "created_ms": T0,
             }
         )
@@ -211,7 +212,7 @@ async def test_user_view(api):
             "amount": 2.5,
             "holder": "i1",
             "created_at": "2025-06-15T15:06:40.000Z",
-            "lease_until": "2025-06-15T15:07:40.000Z",
+            "lease_until": "2100-01-01T00:00:00.000Z",
         }
     ]
     assert [e["balance_after"] for e in view["ledger"]] == [46, 47, 48, 49]  # newest first
