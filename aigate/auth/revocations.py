@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.clock import now_ms
 from aigate.store import tables as t
+from aigate.store.script import run_background
 from aigate.store.upsert import upsert
 
 log = logging.getLogger("aigate.auth")
@@ -26,6 +26,13 @@ log = logging.getLogger("aigate.auth")
 CHANNEL = "aigate:revocations"
 POLL_INTERVAL_S = 1.0
 CLOCK_SLACK_MS = 60_000  # instances' clocks may disagree: re-read a minute back
+
+
+SINCE_SQL = "SELECT app_id, user_id, revoked_ms FROM token_revocations WHERE revoked_ms >= :since"
+
+
+def _read_since(db, since_ms: int) -> list[tuple]:
+    return db.rows(SINCE_SQL, {"since": since_ms})
 
 
 class Revocations:
@@ -70,13 +77,9 @@ class Revocations:
         self._watermark = max(self._watermark, revoked)
 
     async def load(self, since_ms: int = 0) -> None:
-        tr = t.token_revocations
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(tr.c.app_id, tr.c.user_id, tr.c.revoked_ms).where(tr.c.revoked_ms >= since_ms)
-            )
-            for row in rows:
-                self._note(row.app_id, row.user_id, row.revoked_ms)
+        # one hop of the store's lane (polled every second on every instance)
+        for app_id, user_id, revoked in await run_background(self.engine, _read_since, since_ms):
+            self._note(app_id, user_id, revoked)
 
     async def _poll(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from aigate.config.schema import (
 )
 from aigate.providers.base import Platform, Timeouts
 from aigate.store import tables as t
+from aigate.store.script import run_background
 
 log = logging.getLogger("aigate.config")
 
@@ -183,6 +184,13 @@ async def load_snapshot(engine: AsyncEngine) -> Snapshot:
     return snap
 
 
+VERSION_SQL = "SELECT version FROM config_version"
+
+
+def _read_version(db) -> list[tuple]:
+    return db.rows(VERSION_SQL)
+
+
 class ConfigCache:
     """Holds the current snapshot and keeps it fresh."""
 
@@ -206,8 +214,10 @@ class ConfigCache:
             await self.redis.publish(CHANNEL, str(self.snapshot.version))
 
     async def _current_version(self) -> int:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(select(t.config_version.c.version))).scalar_one_or_none() or 0
+        # one hop of the store's lane, not a pooled connection held through several hops:
+        # this runs twice a second on every instance, idle or not
+        rows = await run_background(self.engine, _read_version)
+        return rows[0][0] if rows and rows[0][0] else 0
 
     async def _poll(self) -> None:
         while True:

@@ -57,7 +57,7 @@ import zlib
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, case, func, insert, or_, select, text, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aigate.clock import now_ms
@@ -73,7 +73,7 @@ from aigate.providers.base import Platform, UpstreamError, UpstreamTimeout, Usag
 from aigate.providers.registry import JOB_TYPES
 from aigate.services import Services
 from aigate.store import tables as t
-from aigate.store.script import run_script
+from aigate.store.script import run_background, run_script
 
 log = logging.getLogger("aigate.jobs")
 
@@ -249,11 +249,20 @@ async def claim(services: Services, claimer: str, limit: int) -> list[dict[str, 
     return [dict(r._mapping) for r in rows]
 
 
+NEXT_DUE_SQL = f"""
+SELECT min(CASE WHEN claim_until_ms > next_poll_ms THEN claim_until_ms ELSE next_poll_ms END)
+FROM ai_requests WHERE status IN ({", ".join(f"'{s}'" for s in ACTIVE)})"""
+
+
+def _next_due_script(db) -> int | None:
+    return db.rows(NEXT_DUE_SQL)[0][0]
+
+
 async def _next_due_ms(services: Services) -> int | None:
-    """When the earliest active job is due (or its lease ends, if later)."""
-    due = case((C.claim_until_ms > C.next_poll_ms, C.claim_until_ms), else_=C.next_poll_ms)
-    async with services.engine.connect() as conn:
-        return (await conn.execute(select(func.min(due)).where(C.status.in_(ACTIVE)))).scalar_one_or_none()
+    """When the earliest active job is due (or its lease ends, if later): no job is
+    claimable before then. One hop of the store's lane, as the poller asks every second
+    on every instance, idle or not."""
+    return await run_background(services.engine, _next_due_script)
 
 
 # --- writing a claimed job
@@ -607,9 +616,11 @@ class Poller:
             try:
                 room = MAX_INFLIGHT - len(self.inflight)
                 if room > 0:
-                    for row in await claim(self.services, self.claimer, min(room, BATCH)):
-                        self._spawn(row)
                     due = await _next_due_ms(self.services)
+                    if due is not None and due <= now_ms():  # nothing is claimable before then
+                        for row in await claim(self.services, self.claimer, min(room, BATCH)):
+                            self._spawn(row)
+                        due = await _next_due_ms(self.services)
                     if due is not None:
                         wait = min(max((due - now_ms()) / 1000, MIN_WAIT_S), IDLE_WAIT_S)
             except Exception:  # a database blip must not kill the poller

@@ -43,7 +43,7 @@ from aigate.config.schema import WebhookCfg
 from aigate.engine import metering
 from aigate.netguard import is_private_url, public_session
 from aigate.store import tables as t
-from aigate.store.script import run_script
+from aigate.store.script import run_background, run_script
 
 log = logging.getLogger("aigate.webhooks")
 
@@ -210,7 +210,8 @@ class Deliverer:
         while True:
             self.wake.clear()
             try:
-                for row in await claim(self.services, self.claimer, BATCH):
+                rows = await claim(self.services, self.claimer, BATCH) if await _any_due(self.services) else []
+                for row in rows:
                     task = asyncio.create_task(self._send(row))
                     self.inflight.add(task)
                     task.add_done_callback(self._done)
@@ -282,6 +283,21 @@ class Deliverer:
 def _claimable(now: int):
     free = or_(C.claim_until_ms.is_(None), C.claim_until_ms < now)
     return and_(C.status == "pending", C.next_attempt_ms <= now, free)
+
+
+ANY_DUE_SQL = """  -- ``_claimable``'s condition
+SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ms <= :now
+AND (claim_until_ms IS NULL OR claim_until_ms < :now) LIMIT 1"""
+
+
+def _any_due_script(db, now: int) -> bool:
+    return bool(db.rows(ANY_DUE_SQL, {"now": now}))
+
+
+async def _any_due(services: Any) -> bool:
+    """Whether ``claim`` would find a delivery: one hop of the store's lane, as the
+    deliverer asks every second on every instance, idle or not."""
+    return await run_background(services.engine, _any_due_script, now_ms())
 
 
 async def claim(services: Any, claimer: str, limit: int) -> list[dict[str, Any]]:

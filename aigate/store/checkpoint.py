@@ -21,7 +21,9 @@ and every ``interval_s`` the task:
 A short interval keeps each copy, and the sync that ends it, small: once a second the
 copies grew with the database and made the tail at concurrency 1 worse round after round
 than SQLite's own checkpoints; every quarter second it stayed shorter (bench/CHANGES.md).
-If a round cannot finish (a reader holds an old snapshot), the next one tries again.
+If a round cannot finish (a reader holds an old snapshot), the next one tries again. A
+round that finds the WAL as the last one left it, all copied, stops after the copy: an
+idle database takes no hop of the writer's lane.
 
 The sync goes through a descriptor of the database file opened here, and closing any
 descriptor of a file drops every POSIX lock the process holds on it, SQLite's included:
@@ -93,9 +95,12 @@ class WalCheckpointer:
     async def checkpoint(self) -> bool:
         """One round: copy, then finish on the writer's lane. True when the whole WAL
         is in the database file."""
-        frames, _ = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
+        last = self._seen
+        frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
         if frames <= 0:
             return True  # the WAL is empty (or was just started over)
+        if (frames, copied) == last and frames == copied:  # nothing committed since: idle
+            return True
         frames, copied = self._seen = await run_maintenance(self.engine, _finish)
         if frames != copied:  # a reader holds an older snapshot: the next round
             return False

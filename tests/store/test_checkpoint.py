@@ -14,6 +14,7 @@ import pytest
 
 from aigate.app import start_services, stop_services
 from aigate.config.loader import parse_config
+from aigate.store import checkpoint
 from aigate.store.checkpoint import start_checkpointer
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
@@ -79,6 +80,29 @@ async def test_checkpoints_leave_the_commits_and_the_wal_starts_over(wal):
     assert wal_file.stat().st_size < 1.5 * grown
     [(rows,)] = await run_script(engine, lambda db: db.rows("SELECT count(*) FROM kv"))
     assert rows == (300 + 1 + 900) * 50
+
+
+async def test_an_idle_database_takes_no_hop_of_the_writers_lane(wal, monkeypatch):
+    """With nothing committed since the last round, a round only looks at the WAL."""
+    _path, engine, checkpointer = wal
+    finishes = 0
+    finish = checkpoint.run_maintenance
+
+    async def counted(*args):
+        nonlocal finishes
+        finishes += 1
+        return await finish(*args)
+
+    monkeypatch.setattr(checkpoint, "run_maintenance", counted)
+    await _commits(engine, 0, 20)
+    assert await checkpointer.checkpoint() is True
+    assert finishes == 1
+    for _ in range(3):  # idle
+        assert await checkpointer.checkpoint() is True
+    assert finishes == 1
+    await _commits(engine, 20, 1)  # a commit (it starts the WAL over): the next round finishes
+    assert await checkpointer.checkpoint() is True
+    assert finishes == 2
 
 
 async def test_the_wal_starts_over_while_commits_go_on(wal):
