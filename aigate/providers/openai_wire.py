@@ -53,11 +53,12 @@ def plain_delta(data: bytes) -> str | None:
     start = data.find(_PLAIN_DELTA)
     if start < 0 or data[:1] != b"{" or data[-1:] != b"}":
         return None
-    if b'"finish_reason":null' not in data or b'"usage":{' in data or b'"error"' in data:
+    # find() rather than ``in``: ``in`` on bytes first tries its operand as an int
+    if data.find(b'"finish_reason":null') < 0 or data.find(b'"usage":{') >= 0 or data.find(b'"error"') >= 0:
         return None
     start += len(_PLAIN_DELTA)
     end = data.find(b'"', start)
-    if end < 0 or data[end + 1 : end + 2] != b"}" or b"\\" in data[start:end]:
+    if end < 0 or data[end + 1 : end + 2] != b"}" or data.find(b"\\", start, end) >= 0:
         return None
     try:
         return data[start:end].decode()
@@ -74,12 +75,13 @@ def passes_whole(read: bytes) -> bool:
     return (
         read[:7] == b"data: {"
         and read[-3:] == b"}\n\n"
-        and read.count(b"\n") == 2 * read.count(b"data: ")  # one-line events, nothing else
+        # one-line events, nothing else (the usual read, one event, takes one memchr)
+        and (read.find(b"\n") == len(read) - 2 or read.count(b"\n") == 2 * read.count(b"data: "))
         and read.count(b'"finish_reason"') == read.count(b'"finish_reason":null')
         and read.count(b'"usage"') == read.count(b'"usage":null')
-        and b'"error"' not in read
-        and b"[DONE]" not in read
-        and b"\r" not in read
+        and read.find(b'"error"') < 0
+        and read.find(b"[DONE]") < 0
+        and read.find(b"\r") < 0
     )
 
 

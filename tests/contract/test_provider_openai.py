@@ -207,6 +207,8 @@ _PLAIN = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finis
     [
         (_PLAIN, True),
         (_PLAIN * 3, True),
+        (_PLAIN.replace(b'"Hi"', b'"data: Hi"'), True),  # one event, its text holding "data: "
+        (_PLAIN.replace(b'"Hi"', b'"data: Hi"') * 2, False),  # taken apart: the count cannot tell
         (b'data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}\n\n', True),  # no finish field at all
         (_PLAIN.replace(b"null}],", b'"stop"}],'), False),  # a finish
         (_PLAIN.replace(b'"finish_reason":null', b'"finish_reason": null'), False),  # another layout
