@@ -194,6 +194,20 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
         }
 
     slow = [(t, lat) for t, lat in calls if lat >= cut]
+    kinds = sorted((h[0], h[1], NOT_REQUESTS & set(h[2])) for h in hops if NOT_REQUESTS & set(h[2]))
+    kind_starts = [k[0] for k in kinds]
+
+    def overlapping(selected: list[tuple[float, float]]) -> dict[str, str]:
+        """The share of the calls that overlapped each kind of background work by
+        more than 0.3 ms (a call can overlap several; "none": no background work)."""
+        counts: dict[str, int] = {}
+        for t, lat in selected:
+            near = kinds[bisect.bisect_left(kind_starts, t - 0.1) : bisect.bisect_right(kind_starts, t + lat)]
+            hit = {name for s, e, names in near if _overlap(t, t + lat, s, e) > 0.0003 for name in names} or {"none"}
+            for name in hit:
+                counts[name] = counts.get(name, 0) + 1
+        return {k: f"{100 * v / len(selected):.0f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
     by_kind: dict[str, list[float]] = {}
     cpu_by_kind: dict[str, list[float]] = {}
     for h in hops:
@@ -212,6 +226,10 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
         "slowest_overlapping_a_background_hop_1ms": sum(
             1 for t, lat in slow if sum(_overlap(t, t + lat, h[0], h[1]) for h in background) > 0.001
         ),
+        "overlapping": {
+            "slowest_1.5%": overlapping(slow),
+            "the_rest": overlapping([(t, lat) for t, lat in calls if lat < cut]),
+        },
         "hops_ms": {
             kind: {
                 "count": len(d),
