@@ -285,7 +285,8 @@ def _claimable(now: int):
     return and_(C.status == "pending", C.next_attempt_ms <= now, free)
 
 
-ANY_DUE_SQL = """  -- ``_claimable``'s condition
+# ``_claimable``'s condition, in plain SQL
+ANY_DUE_SQL = """
 SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ms <= :now
 AND (claim_until_ms IS NULL OR claim_until_ms < :now) LIMIT 1"""
 
