@@ -135,12 +135,12 @@ def _own_checkpoints(dbapi_conn, _record) -> None:
     cur.close()
 
 
-async def start_checkpointer(engine: AsyncEngine) -> WalCheckpointer | None:
+async def start_checkpointer(engine: AsyncEngine, *, interval_s: float = 0.25) -> WalCheckpointer | None:
     """Take over the checkpoints of a SQLite file database: None for anything else."""
     if not WalCheckpointer.applies_to(engine):
         return None
     event.listen(engine.sync_engine, "connect", _own_checkpoints)  # a connection opened later
     await run_script(engine, lambda db: db.rows(NO_AUTOCHECKPOINT))  # the one open now
-    checkpointer = WalCheckpointer(engine)
+    checkpointer = WalCheckpointer(engine, interval_s=interval_s)
     checkpointer.start()
     return checkpointer
