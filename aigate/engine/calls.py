@@ -283,9 +283,10 @@ async def _quietly(step: Awaitable[None], what: str, record: CallRecord) -> None
 class StreamState:
     """What a stream delivered so far."""
 
-    reply: ReplyText = field(default_factory=ReplyText)  # with the upstream reads passed on whole
+    reply: ReplyText = field(default_factory=ReplyText)  # or the adapter's (``StreamEvent.reply``)
     usage: Usage | None = None
     chunk_id: str = ""
+    passed_bytes: int = 0  # the upstream reads sent on as they came (``StreamEvent.sse``)
 
     @property
     def text(self) -> str:
@@ -296,7 +297,8 @@ class StreamOutput(Protocol):
     """How a surface frames a stream."""
 
     def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
-        """The bytes to send for one upstream event (None: nothing)."""
+        """The bytes to send for one upstream event (None: nothing); not called for a
+        read the adapter hands over whole (``StreamEvent.sse``), which goes out as it came."""
 
     async def complete(self, state: StreamState) -> None:
         """The upstream finished: last work before the call is settled (e.g. save the chat)."""
@@ -322,22 +324,29 @@ async def pump(
     read, and what was generated is billed as 499 in a task of its own.
 
     The frames of events that came in one upstream read (``StreamEvent.more``) go out
-    as one write: a gateway that falls behind catches up in fewer, larger writes."""
+    as one write: a gateway that falls behind catches up in fewer, larger writes. A read
+    the adapter hands over whole (``StreamEvent.sse``) goes out as it came, with nothing
+    more done per read than counting its bytes."""
     state = StreamState()
     finished = False
     batch: list[bytes] = []  # frames held back while more events of the same read follow
+    event: StreamEvent | None = first
+    del first  # not kept for the whole stream
     try:
-        event: StreamEvent | None = first
         while event is not None:
-            if event.usage is not None:
-                state.usage = event.usage
-            if event.delta:
-                state.reply.add_text(event.delta)
-            elif event.sse is not None:
-                state.reply.add_read(event.sse)
-            if not state.chunk_id:
-                state.chunk_id = event.upstream_id
-            frame = out.frame(event, state)
+            frame = event.sse
+            if frame is not None:  # ordinary chunks, SSE framing included: the relay's usual event
+                state.passed_bytes += len(frame)
+            else:
+                if event.usage is not None:
+                    state.usage = event.usage
+                if event.reply is None and event.delta:  # else the adapter keeps the reply
+                    state.reply.add_text(event.delta)
+                if not state.chunk_id:
+                    state.chunk_id = event.upstream_id
+                frame = out.frame(event, state)
+            if event.reply is not None:
+                state.reply = event.reply
             if event.more:
                 if frame is not None:
                     batch.append(frame)

@@ -471,19 +471,17 @@ class RelayStream:
 
     rc: RelayCall
     usage_sent: bool = False
-    sent_bytes: int = 0  # the frames passed on before the closing ones (the log's summary)
+    sent_bytes: int = 0  # the frames built here before the closing ones (the log's summary)
 
     def frame(self, event: StreamEvent, state: StreamState) -> bytes | None:
-        frame = event.sse  # a read of ordinary chunks, passed on as it came
-        if frame is None:
-            chunk = event.openai_chunk
-            if chunk is None:
+        chunk = event.openai_chunk
+        if chunk is None:
+            return None
+        if _usage_only(event, chunk):
+            if not self.rc.include_usage:
                 return None
-            if _usage_only(event, chunk):
-                if not self.rc.include_usage:
-                    return None
-                self.usage_sent = True
-            frame = _frame(chunk)
+            self.usage_sent = True
+        frame = _frame(chunk)
         self.sent_bytes += len(frame)
         return frame
 
@@ -493,7 +491,7 @@ class RelayStream:
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record
         record.response_raw = orjson.dumps(
-            {"streamed_bytes": self.sent_bytes, "usage": openai_wire.usage_document(record.usage)}
+            {"streamed_bytes": self.sent_bytes + state.passed_bytes, "usage": openai_wire.usage_document(record.usage)}
         )
 
     async def abandoned(self, state: StreamState) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from .openai_wire import ReplyText
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,12 @@ class StreamEvent:
     more: bool = False
     # with ``ChatRequest.sse_passthrough``: one upstream read of ordinary OpenAI content
     # chunks, SSE framing included, neither decoded nor parsed (``delta`` stays empty;
-    # ``openai_wire.ReplyText`` keeps its text for whoever needs it at the end)
+    # ``reply`` keeps its text for whoever needs it at the end)
     sse: bytes | None = None
+    # the reply so far as the adapter keeps it (text, tool-call arguments, reads passed
+    # whole), on every event of a stream whose adapter keeps one for the consumer: the
+    # consumer reads it instead of keeping a second copy (set with ``sse_passthrough``)
+    reply: ReplyText | None = None
 
 
 @dataclass(slots=True)

@@ -96,6 +96,40 @@ def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
     return UpstreamError(message, retryable=True, body=data, kind="http")
 
 
+def _parsed_event(data: bytes, platform: Platform, reply: ReplyText) -> StreamEvent:
+    """A chunk that is not plain text, parsed in full; its text goes to ``reply``. (A
+    function of its own so the parsed document is not kept in the stream's frame.)"""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise protocol_error("malformed stream frame", data) from None
+    if not isinstance(chunk, dict):
+        raise protocol_error("malformed stream frame", data)
+    choices = chunk.get("choices")
+    if not choices and "error" in chunk:
+        raise _stream_error(data, platform)
+    text = ""
+    finish = None
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content") or ""
+            if text and isinstance(text, str):
+                reply.add_text(text)
+            if "tool_calls" in delta:  # their arguments count as reply text
+                reply.add_text(reply_text({"tool_calls": delta["tool_calls"]}))
+        finish = choice.get("finish_reason")
+    u = chunk.get("usage")
+    return StreamEvent(
+        delta=text,
+        usage=parse_usage(u) if u else None,
+        finish_reason=finish,
+        upstream_id=chunk.get("id") or "",
+        openai_chunk=data,
+    )
+
+
 class OpenAIChat:
     """``ChatProvider`` for the OpenAI wire format (OpenAI, Azure, compatible servers)."""
 
@@ -130,14 +164,15 @@ class OpenAIChat:
         try:
             done = finished = has_usage = False
             reply = ReplyText()  # for the estimate when the upstream reports no usage
+            shared = reply if req.sse_passthrough else None  # the relay reads this one (``StreamEvent.reply``)
             upstream_id: str | None = None  # from the first chunk, parsed in full
             while True:
-                if req.sse_passthrough and upstream_id is not None and frames.between_reads:
+                if shared is not None and upstream_id is not None and frames.between_reads:
                     read = await frames.read()
-                    if passes_whole(read):
+                    while passes_whole(read):  # the usual read: sent on as it came, read after read
                         reply.add_read(read)
-                        yield StreamEvent(upstream_id=upstream_id, sse=read)
-                        continue
+                        yield StreamEvent(upstream_id=upstream_id, sse=read, reply=shared)
+                        read = await frames.read()
                     frames.take(read)  # decoded below, event by event
                 try:
                     event, data = await frames.__anext__()
@@ -155,50 +190,23 @@ class OpenAIChat:
                     if plain:
                         reply.add_text(plain)
                     yield StreamEvent(
-                        delta=plain, upstream_id=upstream_id or "", openai_chunk=data, more=frames.pending
+                        delta=plain,
+                        upstream_id=upstream_id or "",
+                        openai_chunk=data,
+                        more=frames.pending,
+                        reply=shared,
                     )
                     continue
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise protocol_error("malformed stream frame", data) from None
-                if not isinstance(chunk, dict):
-                    raise protocol_error("malformed stream frame", data)
-                choices = chunk.get("choices")
-                if not choices and "error" in chunk:
-                    raise _stream_error(data, platform)
-                text = ""
-                finish = None
-                if choices:
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    if delta:
-                        text = delta.get("content") or ""
-                        if text and isinstance(text, str):
-                            reply.add_text(text)
-                        if "tool_calls" in delta:  # their arguments count as reply text
-                            reply.add_text(reply_text({"tool_calls": delta["tool_calls"]}))
-                    finish = choice.get("finish_reason")
-                    if finish:
-                        finished = True
-                u = chunk.get("usage")
-                usage = None
-                if u:
-                    usage = parse_usage(u)
-                    has_usage = True
-                upstream_id = chunk.get("id") or ""
-                yield StreamEvent(
-                    delta=text,
-                    usage=usage,
-                    finish_reason=finish,
-                    upstream_id=upstream_id,
-                    openai_chunk=data,
-                    more=frames.pending,
-                )
+                parsed = _parsed_event(data, platform, reply)
+                parsed.more, parsed.reply = frames.pending, shared
+                finished = finished or bool(parsed.finish_reason)
+                has_usage = has_usage or parsed.usage is not None
+                upstream_id = parsed.upstream_id
+                yield parsed
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
             if not has_usage:
-                yield StreamEvent(usage=estimate_usage(req.messages, reply.text(), req.model))
+                yield StreamEvent(usage=estimate_usage(req.messages, reply.text(), req.model), reply=shared)
         finally:
             frames.release()
 

@@ -141,9 +141,10 @@ class ReplyText:
     (``StreamEvent.sse``). Every ``COMPACT`` parts it keeps one string instead: the text
     of the reads (~250 bytes a chunk against the few characters of text in it), joined
     with the text before, so a long stream does not keep a few hundred bytes per event for
-    an estimate or a history it reads once at the end."""
+    an estimate or a history it reads once at the end. (16: a delta of a few characters
+    is a ~60-byte string object; an open stream keeps at most 16 of them.)"""
 
-    COMPACT = 64
+    COMPACT = 16
     __slots__ = ("_parts", "_reads")
 
     def __init__(self) -> None:

@@ -357,24 +357,41 @@ async def test_upstream_failures_map_to_openai_statuses(rgw, simulator):
     assert rows[-1].output_tokens > 0  # the part streamed before the error is metered
 
 
-async def test_client_disconnect_stops_the_stream_and_logs_what_was_sent(rgw):
-    slow = [{"role": "user", "content": "[[sim chunks=40 chunk_interval_ms=50]] tell me a long story"}]
-    async with rgw.session.post(
-        rgw.url + "/v1/chat/completions",
+async def leave_after(gw, frames: int, chunk_interval_ms: int) -> tuple[list[bytes], Any]:
+    """Read ``frames`` frames of a slow stream, hang up, and return them with the one
+    log row the call leaves (written after the disconnect is noticed)."""
+    slow = [{"role": "user", "content": f"[[sim chunks=40 chunk_interval_ms={chunk_interval_ms}]] tell me a story"}]
+    async with gw.session.post(
+        gw.url + "/v1/chat/completions",
         headers=auth(RELAY_KEY),
         json={"model": "gpt-4o-mini", "messages": slow, "stream": True},
     ) as resp:
-        first = await resp.content.readuntil(b"\n\n")
-        assert first.startswith(b"data: {")
+        got = [await resp.content.readuntil(b"\n\n") for _ in range(frames)]
         resp.close()
     for _ in range(100):
-        rows = await log_rows(rgw)
+        rows = await log_rows(gw)
         if rows:
             break
         await asyncio.sleep(0.05)
     [row] = rows
+    return got, row
+
+
+async def test_client_disconnect_stops_the_stream_and_logs_what_was_sent(rgw):
+    [first], row = await leave_after(rgw, 1, 50)
+    assert first.startswith(b"data: {")
     assert row.code == 499 and row.usage_estimated and row.input_tokens > 0
     assert "disconnected" in row.content
+
+
+async def test_a_client_that_leaves_mid_stream_is_billed_for_the_text_it_was_sent(rgw):
+    """Reads passed on whole count once toward the partial reply (the adapter keeps the
+    reply for the relay): the logged length is what the client got, up to one more read."""
+    frames, row = await leave_after(rgw, 8, 30)
+    deltas = [orjson.loads(f.removeprefix(b"data: "))["choices"][0]["delta"].get("content") or "" for f in frames]
+    counted = int(row.content.split("after ")[1].split(" characters")[0])
+    sent = sum(map(len, deltas))
+    assert row.code == 499 and sent <= counted <= sent + 2 * max(map(len, deltas))
 
 
 # --- limits
