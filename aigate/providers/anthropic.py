@@ -61,6 +61,7 @@ from .http import (
     protocol_error,
     redact,
     request_json,
+    stream_document,
 )
 
 API_VERSION = "2023-06-01"
@@ -436,11 +437,8 @@ class AnthropicChat:
                     continue
                 if event == "error":
                     raise stream_error(data, platform)
-                try:
-                    doc = orjson.loads(data)
-                    kind = doc.get("type") or event
-                except (orjson.JSONDecodeError, AttributeError):
-                    raise protocol_error("malformed stream frame", data) from None
+                doc = stream_document(data)
+                kind = doc.get("type") or event
 
                 if kind == "content_block_delta":
                     delta = doc.get("delta") or {}
@@ -560,11 +558,8 @@ async def passthrough_stream(
         async for event, data in frames:
             if event == "error":
                 raise stream_error(data, platform)
-            try:
-                doc = orjson.loads(data)
-                kind = doc.get("type") or event
-            except (orjson.JSONDecodeError, AttributeError):
-                raise protocol_error("malformed stream frame", data) from None
+            doc = stream_document(data)
+            kind = doc.get("type") or event
             delta = ""
             if kind == "message_start":
                 _merge_usage(raw_usage, (doc.get("message") or {}).get("usage"))

@@ -42,6 +42,7 @@ from .http import (
     protocol_error,
     redact,
     request_json,
+    stream_document,
 )
 
 FINISH_REASONS = {
@@ -333,12 +334,7 @@ class GeminiChat:
             async for _event, data in frames:
                 if not data:
                     continue
-                try:
-                    doc = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise protocol_error("malformed stream frame", data) from None
-                if not isinstance(doc, dict):
-                    raise protocol_error("malformed stream frame", data)
+                doc = stream_document(data)
                 if "error" in doc:
                     raise stream_error(doc, data, platform)
                 first = not chunk_id

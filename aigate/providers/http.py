@@ -198,6 +198,17 @@ async def read_body(resp: aiohttp.ClientResponse, platform: Platform) -> bytes:
         resp.release()
 
 
+def stream_document(data: bytes) -> dict[str, Any]:
+    """One stream event's JSON object; anything else is a protocol error."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise protocol_error("malformed stream frame", data) from None
+    if not isinstance(doc, dict):
+        raise protocol_error("malformed stream frame", data)
+    return doc
+
+
 def parse_json(raw: bytes, platform: Platform) -> Any:
     try:
         return orjson.loads(raw)

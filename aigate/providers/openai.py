@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 
 from .base import (
     BinaryResult,
@@ -39,6 +38,7 @@ from .http import (
     redact,
     request_bytes,
     request_json,
+    stream_document,
 )
 from .openai_wire import ReplyText, parse_usage, passes_whole, plain_delta, reply_text
 from .tokens import count_text
@@ -99,12 +99,7 @@ def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
 def _parsed_event(data: bytes, platform: Platform, reply: ReplyText) -> StreamEvent:
     """A chunk that is not plain text, parsed in full; its text goes to ``reply``. (A
     function of its own so the parsed document is not kept in the stream's frame.)"""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise protocol_error("malformed stream frame", data) from None
-    if not isinstance(chunk, dict):
-        raise protocol_error("malformed stream frame", data)
+    chunk = stream_document(data)
     choices = chunk.get("choices")
     if not choices and "error" in chunk:
         raise _stream_error(data, platform)

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 
 from .base import JsonResult, Platform, StreamEvent, UpstreamError, Usage
-from .http import error_message, open_stream, protocol_error, redact, request_json
+from .http import error_message, open_stream, protocol_error, redact, request_json, stream_document
 from .openai import endpoint
 
 
@@ -57,11 +56,8 @@ async def stream(
     try:
         finished = False
         async for event, data in frames:
-            try:
-                doc = orjson.loads(data)
-                kind = doc.get("type") or event
-            except (orjson.JSONDecodeError, AttributeError):
-                raise protocol_error("malformed stream frame", data) from None
+            doc = stream_document(data)
+            kind = doc.get("type") or event
             if kind in ("error", "response.failed"):
                 message = redact(error_message(data), platform) or "the upstream response failed"
                 raise UpstreamError(message, status=None, retryable=True, body=data)
