@@ -166,47 +166,54 @@ def asgi_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaita
     async def wrapped(scope, receive, send):
         if _tracer is None or scope["type"] != "http" or not scope["path"].startswith(TRACED_PREFIXES):
             return await app(scope, receive, send)
-        from opentelemetry import trace
-        from opentelemetry.trace import Status, StatusCode
-
-        path = scope["path"]
-        status = 500
-        captured: list[bytes] = []
-
-        async def send_wrapper(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        async def receive_wrapper():
-            message = await receive()
-            if message.get("type") == "http.request" and sum(map(len, captured)) < MAX_CAPTURED_BYTES:
-                captured.append(message.get("body", b""))
-            return message
-
-        name = f"{_operation(path)} {scope['method']} {path}"
-        with _tracer.start_as_current_span(
-            name,
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "gen_ai.operation.name": _operation(path),
-                "http.request.method": scope["method"],
-                "url.path": path,
-            },
-        ) as span:
-            try:
-                await app(scope, receive_wrapper if _capture else receive, send_wrapper)
-            finally:
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                if _capture and captured:
-                    _capture_prompt(span, b"".join(captured))
+        # the span's work in a coroutine of its own: an untraced request keeps only this
+        # small frame, for as long as its stream is open
+        await _traced(app, scope, receive, send)
 
     wrapped.state = getattr(app, "state", None)  # type: ignore[attr-defined]
     wrapped.app = app  # type: ignore[attr-defined]
     return wrapped
+
+
+async def _traced(app: Callable[..., Awaitable[None]], scope, receive, send) -> None:
+    """Run the request inside its span."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    path = scope["path"]
+    status = 500
+    captured: list[bytes] = []
+
+    async def send_wrapper(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    async def receive_wrapper():
+        message = await receive()
+        if message.get("type") == "http.request" and sum(map(len, captured)) < MAX_CAPTURED_BYTES:
+            captured.append(message.get("body", b""))
+        return message
+
+    name = f"{_operation(path)} {scope['method']} {path}"
+    with _tracer.start_as_current_span(
+        name,
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "gen_ai.operation.name": _operation(path),
+            "http.request.method": scope["method"],
+            "url.path": path,
+        },
+    ) as span:
+        try:
+            await app(scope, receive_wrapper if _capture else receive, send_wrapper)
+        finally:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            if _capture and captured:
+                _capture_prompt(span, b"".join(captured))
 
 
 def _capture_prompt(span: Any, body: bytes) -> None:

@@ -55,15 +55,19 @@ class _HoldingSlot:
         self.slot = slot
 
     async def __call__(self, scope, receive, send) -> None:
-        async def send_releasing(message) -> None:
+        def send_releasing(message):  # a plain function: no extra coroutine per streamed event
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await self.slot.release()
-            await send(message)
+                return self._release_then_send(send, message)
+            return send(message)
 
         try:
             await self.response(scope, receive, send_releasing)
         finally:
             self.slot.release_soon()
+
+    async def _release_then_send(self, send, message) -> None:
+        await self.slot.release()
+        await send(message)
 
 
 def _client_endpoint(handler: Handler, methods: list[str], stream: bool):

@@ -292,6 +292,11 @@ class StreamState:
     def text(self) -> str:
         return self.reply.text()
 
+    @property
+    def generated(self) -> str:
+        """The text and any tool-call arguments: what a usage estimate counts."""
+        return self.reply.generated()
+
 
 class StreamOutput(Protocol):
     """How a surface frames a stream."""

@@ -236,7 +236,7 @@ class ChatStream:
         return self.head + orjson.dumps(event.delta) + b',"is_finish":false}\n\n'
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.chat.upstream_messages, state.text, self.chat.record.model)
+        return estimate_usage(self.chat.upstream_messages, state.generated, self.chat.record.model)
 
     async def complete(self, state: StreamState) -> None:
         await self._keep(state)

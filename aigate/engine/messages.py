@@ -160,7 +160,7 @@ class MessagesOutput:
             messages = mc_.chat_parts(self.rc.body)[0]
         except mc_.TranslationError:  # blocks only Anthropic knows: count the raw text
             messages = [{"role": "user", "content": orjson.dumps(self.rc.body["messages"]).decode()}]
-        return estimate_usage(messages, len(state.text))
+        return estimate_usage(messages, len(state.generated))
 
     async def complete(self, state: StreamState) -> None:
         self.rc.record.response_raw = orjson.dumps(

@@ -486,7 +486,7 @@ class RelayStream:
         return frame
 
     def estimate(self, state: StreamState) -> Usage:
-        return estimate_usage(self.rc.body["messages"], state.text, self.rc.record.model)
+        return estimate_usage(self.rc.body["messages"], state.generated, self.rc.record.model)
 
     async def complete(self, state: StreamState) -> None:
         record = self.rc.record

@@ -215,7 +215,7 @@ class _Output:
 
     def estimate(self, state: StreamState) -> Usage:
         text = orjson.dumps([*self.x.history, *self.x.items]).decode()
-        return estimate_usage([{"role": "user", "content": text}], len(state.text))
+        return estimate_usage([{"role": "user", "content": text}], len(state.generated))
 
     async def abandoned(self, state: StreamState) -> None:
         return None  # the client left: nothing to continue from

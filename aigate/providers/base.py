@@ -109,9 +109,9 @@ class StreamEvent:
     # chunks, SSE framing included, neither decoded nor parsed (``delta`` stays empty;
     # ``reply`` keeps its text for whoever needs it at the end)
     sse: bytes | None = None
-    # the reply so far as the adapter keeps it (text, tool-call arguments, reads passed
-    # whole), on every event of a stream whose adapter keeps one for the consumer: the
-    # consumer reads it instead of keeping a second copy (set with ``sse_passthrough``)
+    # the reply so far as the adapter keeps it (text, reads passed whole, tool-call
+    # arguments apart), on every event of a stream whose adapter keeps one (the OpenAI
+    # wire's): the consumer reads it instead of keeping a second copy
     reply: ReplyText | None = None
 
 

@@ -281,14 +281,14 @@ class StreamFrames(SSEReader):
     async def __anext__(self) -> tuple[str, bytes]:
         pending = self._pending
         if pending:  # decoded with an earlier read
-            return pending.popleft()
+            return pending.pop(0)
         try:
             if self._deadline is None:
                 while not pending:
                     if self._eof:
                         raise StopAsyncIteration
                     self.take(await self._content.readany())
-                return pending.popleft()
+                return pending.pop(0)
             try:
                 async with asyncio.timeout_at(self._deadline):
                     frame = await SSEReader.__anext__(self)

@@ -97,8 +97,9 @@ def _stream_error(data: bytes, platform: Platform) -> UpstreamError:
 
 
 def _parsed_event(data: bytes, platform: Platform, reply: ReplyText) -> StreamEvent:
-    """A chunk that is not plain text, parsed in full; its text goes to ``reply``. (A
-    function of its own so the parsed document is not kept in the stream's frame.)"""
+    """A chunk that is not plain text, parsed in full; its text and tool-call arguments
+    go to ``reply``. (A function of its own so the parsed document is not kept in the
+    stream's frame.)"""
     chunk = stream_document(data)
     choices = chunk.get("choices")
     if not choices and "error" in chunk:
@@ -112,8 +113,8 @@ def _parsed_event(data: bytes, platform: Platform, reply: ReplyText) -> StreamEv
             text = delta.get("content") or ""
             if text and isinstance(text, str):
                 reply.add_text(text)
-            if "tool_calls" in delta:  # their arguments count as reply text
-                reply.add_text(reply_text({"tool_calls": delta["tool_calls"]}))
+            if "tool_calls" in delta:  # their arguments count in the usage estimate
+                reply.add_tool_text(reply_text({"tool_calls": delta["tool_calls"]}))
         finish = choice.get("finish_reason")
     u = chunk.get("usage")
     return StreamEvent(
@@ -158,15 +159,16 @@ class OpenAIChat:
         frames = await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
         try:
             done = finished = has_usage = False
-            reply = ReplyText()  # for the estimate when the upstream reports no usage
-            shared = reply if req.sse_passthrough else None  # the relay reads this one (``StreamEvent.reply``)
+            # the reply so far, on every event (``StreamEvent.reply``): the consumer's
+            # copy, and the estimate's when the upstream reports no usage
+            reply = ReplyText()
             upstream_id: str | None = None  # from the first chunk, parsed in full
             while True:
-                if shared is not None and upstream_id is not None and frames.between_reads:
+                if req.sse_passthrough and upstream_id is not None and frames.between_reads:
                     read = await frames.read()
                     while passes_whole(read):  # the usual read: sent on as it came, read after read
                         reply.add_read(read)
-                        yield StreamEvent(upstream_id=upstream_id, sse=read, reply=shared)
+                        yield StreamEvent(upstream_id=upstream_id, sse=read, reply=reply)
                         read = await frames.read()
                     frames.take(read)  # decoded below, event by event
                 try:
@@ -189,19 +191,20 @@ class OpenAIChat:
                         upstream_id=upstream_id or "",
                         openai_chunk=data,
                         more=frames.pending,
-                        reply=shared,
+                        reply=reply,
                     )
                     continue
                 parsed = _parsed_event(data, platform, reply)
-                parsed.more, parsed.reply = frames.pending, shared
+                parsed.more, parsed.reply = frames.pending, reply
                 finished = finished or bool(parsed.finish_reason)
                 has_usage = has_usage or parsed.usage is not None
                 upstream_id = parsed.upstream_id
                 yield parsed
+                del parsed  # the first chunk is not kept while the stream runs
             if not (done or finished):
                 raise protocol_error(f"stream from {platform.id} ended before its final frame")
             if not has_usage:
-                yield StreamEvent(usage=estimate_usage(req.messages, reply.text(), req.model), reply=shared)
+                yield StreamEvent(usage=estimate_usage(req.messages, reply.generated(), req.model), reply=reply)
         finally:
             frames.release()
 

@@ -141,15 +141,18 @@ class ReplyText:
     (``StreamEvent.sse``). Every ``COMPACT`` parts it keeps one string instead: the text
     of the reads (~250 bytes a chunk against the few characters of text in it), joined
     with the text before, so a long stream does not keep a few hundred bytes per event for
-    an estimate or a history it reads once at the end. (16: a delta of a few characters
-    is a ~60-byte string object; an open stream keeps at most 16 of them.)"""
+    an estimate or a history it reads once at the end. (8: a delta of a few characters
+    is a ~60-byte string object; an open stream keeps at most 8 of them.) Tool-call
+    arguments are kept apart: the usage estimate counts them (``generated``), a chat's
+    history does not (``text``)."""
 
-    COMPACT = 16
-    __slots__ = ("_parts", "_reads")
+    COMPACT = 8
+    __slots__ = ("_parts", "_reads", "_tool_text")
 
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._reads: list[bytes] = []
+        self._tool_text = ""
 
     def add_text(self, text: str) -> None:
         if self._reads:  # keep the order
@@ -163,17 +166,28 @@ class ReplyText:
         if len(self._reads) >= self.COMPACT:
             self._take_reads()
 
+    def add_tool_text(self, text: str) -> None:
+        self._tool_text += text
+
     def _take_reads(self) -> None:
-        self._parts.append(reads_text(b"".join(self._reads)))
+        parts = self._parts
+        parts.append(reads_text(b"".join(self._reads)))
         self._reads.clear()
+        if len(parts) >= self.COMPACT:
+            parts[:] = ["".join(parts)]
 
     def __bool__(self) -> bool:
-        return bool(self._parts or self._reads)
+        return bool(self._parts or self._reads or self._tool_text)
 
     def text(self) -> str:
+        """The reply's text (with whatever the reads passed whole carry)."""
         if self._reads:
             self._take_reads()
         return "".join(self._parts)
+
+    def generated(self) -> str:
+        """Everything generated: the text and any tool-call arguments."""
+        return self.text() + self._tool_text
 
 
 # --- OpenAI message helpers for the other wire formats -----------------------------------

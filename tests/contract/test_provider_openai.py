@@ -473,3 +473,26 @@ def test_registry() -> None:
         assert chat_provider(kind)
     with pytest.raises(KeyError):
         chat_provider("http_job")
+
+
+async def test_a_streamed_tool_call_counts_in_the_estimate_not_in_the_reply_text(sim, session) -> None:
+    """Tool-call arguments are generated, so the usage estimate counts them; they are not
+    the reply's text, which is what a chat's history keeps (``StreamEvent.reply``)."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    sim.script([{"reply": REPLY, "chunks": 4, "usage": False}])
+    req = request(extra={"tools": tools, "tool_choice": "required"})
+    events = await collect(chat_provider("openai").chat_stream(session, platform(sim), req))
+
+    arguments = "".join(
+        call["function"].get("arguments", "")
+        for e in events
+        if e.openai_chunk
+        for choice in orjson.loads(e.openai_chunk)["choices"]
+        for call in choice["delta"].get("tool_calls", ())
+    )
+    reply = events[-1].reply
+    assert arguments and all(e.reply is reply for e in events)  # one copy, shared with the consumer
+    assert reply.text() == "" and "".join(e.delta for e in events) == ""
+    assert reply.generated() == arguments
+    usage = events[-1].usage
+    assert usage is not None and usage.estimated and usage.output_tokens == count_text(arguments, "gpt-4o-mini")
