@@ -147,12 +147,12 @@ class ReplyText:
     history does not (``text``)."""
 
     COMPACT = 8
-    __slots__ = ("_parts", "_reads", "_tool_text")
+    __slots__ = ("_parts", "_reads", "_tool_parts")
 
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._reads: list[bytes] = []
-        self._tool_text = ""
+        self._tool_parts: list[str] = []
 
     def add_text(self, text: str) -> None:
         if self._reads:  # keep the order
@@ -167,7 +167,10 @@ class ReplyText:
             self._take_reads()
 
     def add_tool_text(self, text: str) -> None:
-        self._tool_text += text
+        parts = self._tool_parts
+        parts.append(text)
+        if len(parts) >= self.COMPACT:
+            parts[:] = ["".join(parts)]
 
     def _take_reads(self) -> None:
         parts = self._parts
@@ -177,7 +180,7 @@ class ReplyText:
             parts[:] = ["".join(parts)]
 
     def __bool__(self) -> bool:
-        return bool(self._parts or self._reads or self._tool_text)
+        return bool(self._parts or self._reads or self._tool_parts)
 
     def text(self) -> str:
         """The reply's text (with whatever the reads passed whole carry)."""
@@ -187,7 +190,7 @@ class ReplyText:
 
     def generated(self) -> str:
         """Everything generated: the text and any tool-call arguments."""
-        return self.text() + self._tool_text
+        return self.text() + "".join(self._tool_parts)
 
 
 # --- OpenAI message helpers for the other wire formats -----------------------------------

@@ -496,3 +496,15 @@ async def test_a_streamed_tool_call_counts_in_the_estimate_not_in_the_reply_text
     assert reply.generated() == arguments
     usage = events[-1].usage
     assert usage is not None and usage.estimated and usage.output_tokens == count_text(arguments, "gpt-4o-mini")
+
+
+def test_reply_text_keeps_tool_call_arguments_apart_and_bounded() -> None:
+    reply = openai_wire.ReplyText()
+    reply.add_tool_text('{"a":')
+    assert reply and reply.text() == "" and reply.generated() == '{"a":'
+    for i in range(1_000):
+        reply.add_text(f"t{i}")
+        reply.add_tool_text(f"{i},")
+        assert len(reply._tool_parts) <= openai_wire.ReplyText.COMPACT
+    assert reply.text() == "".join(f"t{i}" for i in range(1_000))
+    assert reply.generated() == reply.text() + '{"a":' + "".join(f"{i}," for i in range(1_000))
