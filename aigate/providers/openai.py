@@ -30,6 +30,7 @@ from .base import (
 )
 from .http import (
     JSON_HEADERS,
+    StreamFrames,
     error_message,
     estimate_usage,
     merged_headers,
@@ -126,6 +127,13 @@ def _parsed_event(data: bytes, platform: Platform, reply: ReplyText) -> StreamEv
     )
 
 
+async def _open_chat_stream(session: aiohttp.ClientSession, platform: Platform, req: ChatRequest) -> StreamFrames:
+    """A function of its own so the request's URL and headers are not kept in the
+    stream's frame for as long as it is open."""
+    url, headers = endpoint(platform, "/chat/completions", req.model)
+    return await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
+
+
 class OpenAIChat:
     """``ChatProvider`` for the OpenAI wire format (OpenAI, Azure, compatible servers)."""
 
@@ -155,8 +163,7 @@ class OpenAIChat:
     async def chat_stream(
         self, session: aiohttp.ClientSession, platform: Platform, req: ChatRequest
     ) -> AsyncIterator[StreamEvent]:
-        url, headers = endpoint(platform, "/chat/completions", req.model)
-        frames = await open_stream(session, platform, url, headers=headers, body=chat_body(req, stream=True))
+        frames = await _open_chat_stream(session, platform, req)
         try:
             done = finished = has_usage = False
             # the reply so far, on every event (``StreamEvent.reply``): the consumer's
