@@ -157,9 +157,7 @@ class ReplyText:
     def add_text(self, text: str) -> None:
         if self._reads:  # keep the order
             self._take_reads()
-        self._parts.append(text)
-        if len(self._parts) >= self.COMPACT:
-            self._parts[:] = ["".join(self._parts)]
+        _add_part(self._parts, text)
 
     def add_read(self, read: bytes) -> None:
         self._reads.append(read)
@@ -167,17 +165,11 @@ class ReplyText:
             self._take_reads()
 
     def add_tool_text(self, text: str) -> None:
-        parts = self._tool_parts
-        parts.append(text)
-        if len(parts) >= self.COMPACT:
-            parts[:] = ["".join(parts)]
+        _add_part(self._tool_parts, text)
 
     def _take_reads(self) -> None:
-        parts = self._parts
-        parts.append(reads_text(b"".join(self._reads)))
+        _add_part(self._parts, reads_text(b"".join(self._reads)))
         self._reads.clear()
-        if len(parts) >= self.COMPACT:
-            parts[:] = ["".join(parts)]
 
     def __bool__(self) -> bool:
         return bool(self._parts or self._reads or self._tool_parts)
@@ -191,6 +183,13 @@ class ReplyText:
     def generated(self) -> str:
         """Everything generated: the text and any tool-call arguments."""
         return self.text() + "".join(self._tool_parts)
+
+
+def _add_part(parts: list[str], text: str) -> None:
+    """Append ``text``; every ``ReplyText.COMPACT`` parts, keep one joined string instead."""
+    parts.append(text)
+    if len(parts) >= ReplyText.COMPACT:
+        parts[:] = ["".join(parts)]
 
 
 # --- OpenAI message helpers for the other wire formats -----------------------------------
