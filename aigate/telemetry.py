@@ -156,27 +156,16 @@ def annotate_request(**attributes: Any) -> None:
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
-# --- the request span (an ASGI wrapper around the whole app)
+# --- the request span (``aigate.app.observe_requests`` runs App API and relay requests in it)
 
 
-def asgi_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """One span per App API / relay request; the handler runs inside it, so upstream
-    attempts become its children."""
-
-    async def wrapped(scope, receive, send):
-        if _tracer is None or scope["type"] != "http" or not scope["path"].startswith(TRACED_PREFIXES):
-            return await app(scope, receive, send)
-        # the span's work in a coroutine of its own: an untraced request keeps only this
-        # small frame, for as long as its stream is open
-        await _traced(app, scope, receive, send)
-
-    wrapped.state = getattr(app, "state", None)  # type: ignore[attr-defined]
-    wrapped.app = app  # type: ignore[attr-defined]
-    return wrapped
+def traces(path: str) -> bool:
+    """Whether a request to ``path`` runs inside a span of its own (``traced``)."""
+    return _tracer is not None and path.startswith(TRACED_PREFIXES)
 
 
-async def _traced(app: Callable[..., Awaitable[None]], scope, receive, send) -> None:
-    """Run the request inside its span."""
+async def traced(app: Callable[..., Awaitable[None]], scope, receive, send) -> None:
+    """Run an App API or relay request inside its span; upstream attempts become its children."""
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 

@@ -362,10 +362,11 @@ async def pump(
                 batch.clear()
             elif frame is not None:
                 yield frame
+            event = None  # the sent event (its chunk's bytes, its text) is not kept while the next is awaited
             try:  # not anext(events, None): that wraps every event's await in one more object
                 event = await events.__anext__()
             except StopAsyncIteration:
-                event = None
+                pass
         if batch:  # the stream ended right after an event that announced more
             yield b"".join(batch)
             batch.clear()

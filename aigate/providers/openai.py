@@ -200,6 +200,7 @@ class OpenAIChat:
                         more=frames.pending,
                         reply=reply,
                     )
+                    del data, plain  # not kept while the next read is awaited
                     continue
                 parsed = _parsed_event(data, platform, reply)
                 parsed.more, parsed.reply = frames.pending, reply
