@@ -5,7 +5,6 @@ HTTP session."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from aigate import metrics, telemetry
+from aigate import collector, metrics, telemetry
 from aigate.api import ops
 from aigate.api.errors import error_response
 from aigate.config.apply import apply_config
@@ -124,13 +123,6 @@ async def stop_services(services: Services) -> None:
         services.checkpointer.close()
 
 
-# A full collection walks every object the open streams hold (~200 each): 30-55 ms with 250
-# relay streams open, long enough to show in their time to first byte. Python's default
-# runs one after every 10 middle collections; 100 makes them ten times rarer. Cyclic
-# garbage rarely lives long enough to wait for one: the young collections find it first.
-COLLECTOR_THRESHOLDS = (700, 10, 100)
-
-
 def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     from aigate.api import (
         app_docs,
@@ -151,11 +143,9 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.services = await start_services(cfg, apply=apply)
         admin_app.state.services = app.state.services  # a mounted app sees its own state
-        # Everything loaded so far lives as long as the process: keep it out of the
-        # collector's sweeps (a full sweep over it paused requests for ~100 ms).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*COLLECTOR_THRESHOLDS)
+        # everything loaded so far lives as long as the process: out of the collector's
+        # sweeps (a full sweep over it paused requests for ~100 ms)
+        collector.settle()
         log.info("aigate ready", extra={"instance": app.state.services.instance})
         try:
             yield

@@ -62,9 +62,9 @@ async def test_an_unexpected_failure_is_an_internal_error_with_an_id_and_no_trac
 async def test_a_started_gateway_freezes_its_start_up_objects_and_spaces_out_full_collections(gw):
     import gc
 
-    from aigate.app import COLLECTOR_THRESHOLDS
+    from aigate import collector
 
     # Full collections walk every open stream's objects; the default (one per 10 middle
     # collections) paused 250 open relay streams for 30-55 ms at a time.
-    assert gc.get_threshold() == COLLECTOR_THRESHOLDS and COLLECTOR_THRESHOLDS[2] > 10
+    assert gc.get_threshold() == collector.THRESHOLDS and collector.THRESHOLDS[2] > 10
     assert gc.get_freeze_count() > 10_000
