@@ -48,11 +48,12 @@ def serve(
     """Validate the config, migrate the database, apply the config and serve."""
     import uvicorn
 
-    from aigate import logs
+    from aigate import fdtable, logs
     from aigate.app import create_app
 
     cfg = _load(config)
     logs.configure(log_level)
+    fdtable.raise_limit_and_grow()  # before any thread starts (see aigate.fdtable)
     host, _, port = (listen or cfg.server.listen).rpartition(":")
     uvicorn.run(
         create_app(cfg),
@@ -154,8 +155,11 @@ def simulator(
     reply_chars: int = typer.Option(0, help="reply with this many characters instead of the echo"),
 ) -> None:
     """Run the provider simulator (OpenAI, Anthropic, Gemini, async jobs wire formats)."""
+    from aigate import fdtable
     from aigate.simulator.server import run
     from aigate.simulator.text import filler
+
+    fdtable.raise_limit_and_grow()  # as ``serve`` does: a load test's streams hold many files
 
     extra = {"reply": filler(reply_chars)} if reply_chars > 0 else {}
     run(

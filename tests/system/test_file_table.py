@@ -1,0 +1,72 @@
+"""``aigate serve`` sizes its table of open files before its threads start: a table that
+doubles later, in a process with threads, pauses the call that grows it (and the event
+loop) for an RCU grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from aigate import fdtable
+from tests.gateway import base_config, free_port
+from tests.system.test_shutdown import wait_ready
+
+pytestmark = pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1024, reason="a hard limit of open files below 1,024"
+)
+
+
+def fd_table_size(pid: int | str) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("FDSize:"):
+            return int(line.split()[1])
+    raise AssertionError("no FDSize line")
+
+
+def test_the_table_is_grown_to_the_raised_limit_at_once():
+    # in a fresh process with a low soft limit: the limit goes up to the hard one (capped),
+    # and the table holds that many descriptors while only a few are open
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    script = (
+        "import resource; from aigate import fdtable; from tests.system.test_file_table import fd_table_size; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+        "size = fdtable.raise_limit_and_grow(); "
+        "print(size, resource.getrlimit(resource.RLIMIT_NOFILE)[0], fd_table_size('self'))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    size, new_soft, table = map(int, out)
+    expected = min(hard, fdtable.MAX_TABLE) if hard != resource.RLIM_INFINITY else fdtable.MAX_TABLE
+    assert size == new_soft == expected and table >= expected > 256
+
+
+async def test_a_served_gateway_holds_a_grown_table(tmp_path):
+    port, sim_port = free_port(), free_port()
+    doc = base_config(f"sqlite:///{tmp_path / 'aigate.db'}", f"http://127.0.0.1:{sim_port}")
+    doc["server"]["listen"] = f"127.0.0.1:{port}"
+    path = tmp_path / "aigate.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aigate.cli",
+        "serve",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
+        open_now = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        assert open_now < 256 <= fd_table_size(proc.pid)
+        assert fd_table_size(proc.pid) >= min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], fdtable.MAX_TABLE)
+    finally:
+        proc.terminate()
+        await proc.wait()
