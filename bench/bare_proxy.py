@@ -1,8 +1,10 @@
 """The bare reference proxy: the Python floor for a gateway on this stack.
 
-Starlette + orjson + one shared aiohttp ClientSession. ``POST /v1/chat/completions`` is
-forwarded to ``$BARE_UPSTREAM`` with the body untouched; the response (JSON or SSE) is
-sent back as it arrives. Run: ``uvicorn bench.bare_proxy:app --loop uvloop --http httptools``.
+Starlette + orjson + one shared aiohttp ClientSession; its table of open files is sized
+at start-up as aigate's is (``aigate.fdtable``), so neither pays the kernel's pause when
+the table doubles under load. ``POST /v1/chat/completions`` is forwarded to
+``$BARE_UPSTREAM`` with the body untouched; the response (JSON or SSE) is sent back as it
+arrives. Run: ``uvicorn bench.bare_proxy:app --loop uvloop --http httptools``.
 """
 
 import contextlib
@@ -14,6 +16,9 @@ from starlette.applications import Starlette
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from aigate import fdtable
+
+fdtable.raise_limit_and_grow()  # before uvicorn starts: the same footing as aigate's serve
 UPSTREAM = os.environ.get("BARE_UPSTREAM", "http://127.0.0.1:8090") + "/v1/chat/completions"
 session: aiohttp.ClientSession
 
