@@ -4,18 +4,16 @@ loop) for an RCU grace period."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import subprocess
 import sys
 
 import pytest
-import yaml
 
 from aigate import fdtable
 from tests.gateway import base_config, free_port
-from tests.system.test_shutdown import wait_ready
+from tests.served import serve
 
 pytestmark = pytest.mark.skipif(
     resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1024, reason="a hard limit of open files below 1,024"
@@ -50,21 +48,8 @@ async def test_a_served_gateway_holds_a_grown_table(tmp_path):
     port, sim_port = free_port(), free_port()
     doc = base_config(f"sqlite:///{tmp_path / 'aigate.db'}", f"http://127.0.0.1:{sim_port}")
     doc["server"]["listen"] = f"127.0.0.1:{port}"
-    path = tmp_path / "aigate.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aigate.cli",
-        "serve",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
-    )
+    proc = await serve(doc, tmp_path)
     try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc)
         open_now = len(os.listdir(f"/proc/{proc.pid}/fd"))
         assert open_now < 256 <= fd_table_size(proc.pid)
         assert fd_table_size(proc.pid) >= min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], fdtable.MAX_TABLE)

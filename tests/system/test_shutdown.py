@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 import time
 
 import aiohttp
-import yaml
 
 from tests.gateway import SERVER_KEY, base_config, free_port
-
-
-async def wait_ready(url: str, proc) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise RuntimeError("aigate exited during start-up")
-            try:
-                async with session.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("aigate did not start")
+from tests.served import serve
 
 
 async def test_sigterm_under_load_loses_no_row(tmp_path):
@@ -39,22 +22,9 @@ async def test_sigterm_under_load_loses_no_row(tmp_path):
     doc["writer"] = {"flush_interval_ms": 2000, "batch_size": 100_000}  # rows wait in the queue
     doc["apps"][0]["assets"][0]["initial_quantity"] = 100_000
     doc["apps"][0]["strategies"][0].pop("limit")
-    path = tmp_path / "aigate.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aigate.cli",
-        "serve",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
-    )
+    proc = await serve(doc, tmp_path, stderr=asyncio.subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        await wait_ready(url, proc)
         answered = 0
         stop = time.monotonic() + 1.5
         body = {

@@ -13,21 +13,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter, defaultdict
 from decimal import ROUND_CEILING, Decimal
 
 import aiohttp
 import orjson
-import yaml
 from sqlalchemy import func, select, update
 
 from aigate.auth.caller import Caller
 from aigate.engine import hold_leases, metering
 from aigate.store import tables as t
 from tests.gateway import APP_ID, SERVER_KEY, base_config, free_port, start_gateway
+from tests.served import serve
 
 N = 300
 M = 1_000_000
@@ -55,21 +53,6 @@ def config(db_url, sim_url, redis_url="", *, initial="20", hold=None, lease_s=60
     doc["credits"] = {"hold_lease_s": lease_s, "sweep_interval_s": sweep_s}
     doc["database"]["pool_size"] = 6  # the PostgreSQL server is shared: stay well under its connection limit
     return doc
-
-
-async def wait_ready(url: str, proc, timeout_s: float = 90) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(int(timeout_s / 0.1)):
-            if proc.returncode is not None:
-                raise RuntimeError("aigate exited during start-up")
-            try:
-                async with session.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError("aigate did not start")
 
 
 def sized_text(i: int) -> str:
@@ -189,24 +172,11 @@ async def test_a_killed_instance_leaves_a_hold_the_sweep_releases(db_url, simula
     port = free_port()
     doc = config(db_url, simulator.url, lease_s=1.0, sweep_s=0.3)
     doc["server"]["listen"] = f"127.0.0.1:{port}"
-    path = tmp_path / "aigate.yaml"
-    path.write_text(yaml.safe_dump(doc))
     simulator.script([{"latency_ms": 30_000}])  # the call is still upstream when the instance dies
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aigate.cli",
-        "serve",
-        "--config",
-        str(path),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "AIGATE_LOG_LEVEL": "WARNING"},
-    )
+    proc = await serve(doc, tmp_path)
     survivor = None
     try:
         url = f"http://127.0.0.1:{port}"
-        await wait_ready(url, proc)
         survivor = await start_gateway(config(db_url, simulator.url, lease_s=1.0, sweep_s=0.3))
         session = aiohttp.ClientSession()
         call = asyncio.create_task(
