@@ -6,10 +6,11 @@ from decimal import Decimal
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aigate.api.app_routes import both_prefixes, server_only
 from aigate.api.body import read_body, read_json_object
+from aigate.api.event_stream import EventStream
 from aigate.api.params import id_list, int_param
 from aigate.auth.caller import Caller
 from aigate.auth.tokens import mint_user_token
@@ -39,11 +40,7 @@ async def chat_once(request: Request, caller: Caller, services: Services) -> Res
 async def chat_stream(request: Request, caller: Caller, services: Services) -> Response:
     body = await read_json_object(request, services.config.server.max_body_bytes)
     frames = await chat.start(services, caller, body, request.url.path, client_ip(request), stream=True)
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(frames)
 
 
 async def chat_history_route(request: Request, caller: Caller, services: Services) -> Response:

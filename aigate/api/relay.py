@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aigate import metrics
 from aigate.api.body import read_body
+from aigate.api.event_stream import EventStream
 from aigate.auth.caller import relay_token
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken
@@ -29,7 +30,6 @@ from aigate.errors import AppError
 from aigate.services import Services
 
 JSON = "application/json"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 Handler = Callable[[Request, Services, RelayToken], Awaitable[Response]]
 
@@ -108,11 +108,7 @@ async def chat_completions(request: Request, services: Services, token: RelayTok
     if not call.stream:
         return _answer(await relay.complete(call), call)
     frames = await relay.open_stream(call)
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, "x-request-id": call.request_id},
-    )
+    return EventStream(frames, {"x-request-id": call.request_id})
 
 
 async def embeddings(request: Request, services: Services, token: RelayToken) -> Response:

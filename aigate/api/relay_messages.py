@@ -14,12 +14,13 @@ import logging
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aigate import metrics
 from aigate.api.body import read_body
-from aigate.api.relay import JSON, SSE_HEADERS, client_ip
+from aigate.api.event_stream import EventStream
+from aigate.api.relay import JSON, client_ip
 from aigate.auth.caller import relay_token
 from aigate.clock import now_ms
 from aigate.config.runtime import RelayToken
@@ -78,7 +79,7 @@ async def _create(request: Request, services: Services, token: RelayToken) -> Re
     if not rc.stream:
         return Response(await messages.complete(rc, beta), media_type=JSON, headers=ids)
     frames = await messages.open_stream(rc, beta)
-    return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **ids})
+    return EventStream(frames, ids)
 
 
 async def _count(request: Request, services: Services, token: RelayToken) -> Response:

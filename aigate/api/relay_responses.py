@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aigate.api.body import read_body
-from aigate.api.relay import JSON, SSE_HEADERS, client_ip, relay_endpoint
+from aigate.api.event_stream import EventStream
+from aigate.api.relay import JSON, client_ip, relay_endpoint
 from aigate.config.runtime import RelayToken
 from aigate.engine import relay, response_store, responses
 from aigate.engine.relay import RelayError
@@ -33,7 +34,7 @@ async def create(request: Request, services: Services, token: RelayToken) -> Res
     if not call.relay.stream:
         return Response(orjson.dumps(await responses.complete(call)), media_type=JSON, headers=headers)
     frames = await responses.open_stream(call)
-    return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    return EventStream(frames, headers)
 
 
 async def retrieve(request: Request, services: Services, token: RelayToken) -> Response:

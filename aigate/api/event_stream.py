@@ -1,0 +1,62 @@
+"""The response of every streamed answer: server-sent events, with the client's leaving
+watched by one plain task.
+
+Starlette's ``StreamingResponse``, under an ASGI server older than spec 2.4 (uvicorn
+speaks 2.3), runs each response in an anyio task group: one task streams, another waits
+for ``http.disconnect`` and cancels the group. For a response that stays open for
+minutes that is a task group, a cancel scope and their wrapper coroutines held by every
+open stream, and their set-up and tear-down on every one. Here the request's own task
+streams and one task waits: if the client leaves before the stream ends, it cancels the
+streaming task, as the task group did, so the stream's generator stops where it waits
+for the upstream (the stream pump then bills what was generated, as 499). The stream
+ends as the task group's did: the response returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStream(StreamingResponse):
+    def __init__(self, frames: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+        self._streaming: asyncio.Task | None = None  # the task sending the frames, until they are all sent
+        self._client_left = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        if tuple(map(int, spec.split("."))) >= (2, 4):  # the server raises on a send after a disconnect
+            await super().__call__(scope, receive, send)
+            return
+        task = self._streaming = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._watch(receive))
+        try:
+            await self._send_all(send)
+        except asyncio.CancelledError:
+            # ours (the client left) unless someone else cancelled the task too
+            if not self._client_left or task.uncancel() > 0:
+                raise
+        finally:
+            watcher.cancel()
+
+    async def _send_all(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self._streaming = None  # all sent: a disconnect from here on cancels nothing
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        streaming, self._streaming = self._streaming, None
+        if streaming is not None:
+            self._client_left = True
+            streaming.cancel()
