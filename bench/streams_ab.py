@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.streams_ab --other /path/to/checkout --path relay
     .venv/bin/python -m bench.streams_ab --other /path/to/checkout --path app --pairs 8
+    .venv/bin/python -m bench.streams_ab --other bare --path app   # against the bare proxy
 
 One simulator (``chunks`` deltas ``interval`` ms apart) on the load core, both gateways
 (each from its own .venv, the benchmark's configuration) on the gateway core, one at a
@@ -10,6 +11,9 @@ side is ``bench/stream_load.py``) through each gateway, the order alternating fr
 to pair, and takes the gateway's CPU seconds per 1,000 delivered events. Rounds of the
 same gateway vary by ±10 % on a shared machine, so the figure that means something is
 the median, over the pairs, of each pair's ratio (this / other), printed with its range.
+``--other bare`` takes the bare reference proxy (``bench/bare_proxy.py``, relaying the same
+upstream stream) as the other side: the paired form of the full run's "CPU per event
+against the bare proxy".
 Each round also records the gateway's RSS growth per open stream; ``--fresh`` starts
 both gateways anew before every round, so that figure is not hidden by memory the
 allocator kept from the round before.
@@ -34,7 +38,9 @@ from bench.streams import REPLY_CHARS, measure
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--other", type=Path, required=True, help="the checkout to compare with (with its own .venv)")
+    ap.add_argument(
+        "--other", type=Path, required=True, help="the checkout to compare with (with its own .venv), or bare"
+    )
     ap.add_argument("--path", choices=("app", "relay"), default="relay")
     ap.add_argument("--pairs", type=int, default=6)
     ap.add_argument("--streams", type=int, default=300)
@@ -58,9 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         sim_url = f"http://127.0.0.1:{sim_port}"
         profile = stack.Profile("streams", 0, args.chunks, args.interval_ms)
         sim = stack.start_simulator(procs, sim_port, profile, reply_chars=REPLY_CHARS)
-        checkouts = {"this": stack.REPO, "other": args.other.resolve()}
+        bare = str(args.other) == "bare"
+        checkouts = {"this": stack.REPO, "other": stack.REPO if bare else args.other.resolve()}
 
         def start(name: str, attempt: int) -> tuple[Call, P.Proc]:
+            if bare and name == "other":
+                proc, url = stack.start_bare(procs, sim_url)
+                return Call(url, CHAT_PATH, json_headers(stack.RELAY_KEY), RAW_STREAM_BODY), proc
             proc, url = start_gateway(procs, name, checkouts[name], run_dir / f"{name}-{attempt}", sim_url, None)
             if args.path == "app":
                 return Call(url, APP_STREAM_PATH, json_headers(stack.SERVER_KEY), APP_BODY), proc
