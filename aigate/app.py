@@ -208,7 +208,7 @@ def observe_requests(app):
 
         try:
             if telemetry.traces(scope["path"]):
-                await telemetry.traced(app, scope, receive, send_wrapper)
+                await telemetry.traced(app, scope, receive, send_wrapper, lambda: status)
             else:
                 await app(scope, receive, send_wrapper)
         finally:

@@ -164,20 +164,14 @@ def traces(path: str) -> bool:
     return _tracer is not None and path.startswith(TRACED_PREFIXES)
 
 
-async def traced(app: Callable[..., Awaitable[None]], scope, receive, send) -> None:
-    """Run an App API or relay request inside its span; upstream attempts become its children."""
+async def traced(app: Callable[..., Awaitable[None]], scope, receive, send, status: Callable[[], int]) -> None:
+    """Run an App API or relay request inside its span; upstream attempts become its
+    children. ``status()`` is the response's status once sent (the caller watches ``send``)."""
     from opentelemetry import trace
     from opentelemetry.trace import Status, StatusCode
 
     path = scope["path"]
-    status = 500
     captured: list[bytes] = []
-
-    async def send_wrapper(message):
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
 
     async def receive_wrapper():
         message = await receive()
@@ -196,10 +190,11 @@ async def traced(app: Callable[..., Awaitable[None]], scope, receive, send) -> N
         },
     ) as span:
         try:
-            await app(scope, receive_wrapper if _capture else receive, send_wrapper)
+            await app(scope, receive_wrapper if _capture else receive, send)
         finally:
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
+            code = status()
+            span.set_attribute("http.response.status_code", code)
+            if code >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             if _capture and captured:
                 _capture_prompt(span, b"".join(captured))
