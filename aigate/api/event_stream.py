@@ -1,15 +1,20 @@
-"""The response of every streamed answer: server-sent events, with the client's leaving
-watched by one plain task.
+"""The response of every streamed answer: server-sent events, sent from a task of their
+own, with the client's leaving watched by one plain task.
 
 Starlette's ``StreamingResponse``, under an ASGI server older than spec 2.4 (uvicorn
 speaks 2.3), runs each response in an anyio task group: one task streams, another waits
 for ``http.disconnect`` and cancels the group. For a response that stays open for
 minutes that is a task group, a cancel scope and their wrapper coroutines held by every
-open stream, and their set-up and tear-down on every one. Here the request's own task
-streams and one task waits: if the client leaves before the stream ends, it cancels the
-streaming task, as the task group did, so the stream's generator stops where it waits
-for the upstream (the stream pump then bills what was generated, as 499). The stream
-ends as the task group's did: the response returns normally.
+open stream, and their set-up and tear-down on every one. Here one task sends the frames
+and one waits: if the client leaves before the stream ends, it cancels the streaming
+task, as the task group did, so the stream's generator stops where it waits for the
+upstream (the stream pump then bills what was generated, as 499). The stream ends as the
+task group's did: the response returns normally.
+
+The frames are not sent from the request's own task: every event wakes the task that
+sends it, and waking the request's task resumes each coroutine of the middleware it
+runs in (a dozen, from uvicorn's cycle down to the endpoint) on every event. The request's
+task only waits for the streaming task to end.
 """
 
 from __future__ import annotations
@@ -34,14 +39,14 @@ class EventStream(StreamingResponse):
         if tuple(map(int, spec.split("."))) >= (2, 4):  # the server raises on a send after a disconnect
             await super().__call__(scope, receive, send)
             return
-        task = self._streaming = asyncio.current_task()
-        assert task is not None
+        task = self._streaming = asyncio.get_running_loop().create_task(self._send_all(send))
         watcher = asyncio.ensure_future(self._watch(receive))
         try:
-            await self._send_all(send)
+            await task  # a cancellation of the request's task cancels the streaming task too
         except asyncio.CancelledError:
-            # ours (the client left) unless someone else cancelled the task too
-            if not self._client_left or task.uncancel() > 0:
+            # the streaming task's cancellation, ours (the client left), ends the response;
+            # the request's own is passed on
+            if not self._client_left or asyncio.current_task().cancelling() > 0:  # type: ignore[union-attr]
                 raise
         finally:
             watcher.cancel()

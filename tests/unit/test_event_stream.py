@@ -98,14 +98,26 @@ async def test_the_disconnect_that_follows_a_complete_response_cancels_nothing()
     assert seen == [] and conn.body == b"data: 1\n\n"
 
 
-async def test_a_cancellation_from_elsewhere_is_not_swallowed():
-    conn, never = Connection(), asyncio.Event()
-    task = asyncio.create_task(EventStream(frames([b"x"], then_wait=never))(SCOPE, conn.receive, conn.send))
+async def test_a_cancellation_from_elsewhere_is_not_swallowed_and_stops_the_stream():
+    conn, never, seen = Connection(), asyncio.Event(), []
+    task = asyncio.create_task(EventStream(frames([b"x"], then_wait=never, seen=seen))(SCOPE, conn.receive, conn.send))
     while not conn.body:
         await asyncio.sleep(0)
     task.cancel()  # e.g. the server shutting down
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert seen == ["cancelled"]
+
+
+async def test_an_error_in_the_frames_is_raised_in_the_requests_task():
+    async def failing():
+        yield b"data: 1\n\n"
+        raise RuntimeError("a bug in the stream")
+
+    conn = Connection()
+    with pytest.raises(RuntimeError, match="a bug in the stream"):
+        await EventStream(failing())(SCOPE, conn.receive, conn.send)
+    assert conn.body == b"data: 1\n\n"
 
 
 async def test_no_task_is_left_behind():
