@@ -41,7 +41,7 @@ from .http import (
     request_json,
     stream_document,
 )
-from .openai_wire import ReplyText, parse_usage, passes_whole, plain_delta, reply_text
+from .openai_wire import ChunkLayout, ReplyText, parse_usage, passes_whole, plain_delta, reply_text
 from .tokens import count_text
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
@@ -170,14 +170,27 @@ class OpenAIChat:
             # copy, and the estimate's when the upstream reports no usage
             reply = ReplyText()
             upstream_id: str | None = None  # from the first chunk, parsed in full
+            layout: ChunkLayout | None = None  # of the content chunks, from the first plain one
             while True:
-                if req.sse_passthrough and upstream_id is not None and frames.between_reads:
+                if upstream_id is not None and frames.between_reads and (layout is not None or req.sse_passthrough):
                     read = await frames.read()
-                    while passes_whole(read):  # the usual read: sent on as it came, read after read
-                        reply.add_read(read)
-                        yield StreamEvent(upstream_id=upstream_id, sse=read, reply=reply)
+                    while True:  # the usual reads, one after another, taken whole
+                        text = layout.text(read) if layout is not None else None
+                        if text is not None:
+                            reply.add_text(text)
+                            if req.sse_passthrough:  # sent on as it came
+                                yield StreamEvent(upstream_id=upstream_id, sse=read, reply=reply)
+                            else:
+                                chunk = read[6:-2] if req.openai_chunks else None
+                                yield StreamEvent(delta=text, upstream_id=upstream_id, openai_chunk=chunk, reply=reply)
+                        elif req.sse_passthrough and passes_whole(read):  # another layout, or several chunks
+                            layout = layout or ChunkLayout.of_read(read)
+                            reply.add_read(read)
+                            yield StreamEvent(upstream_id=upstream_id, sse=read, reply=reply)
+                        else:
+                            break  # decoded below, event by event
                         read = await frames.read()
-                    frames.take(read)  # decoded below, event by event
+                    frames.take(read)
                 try:
                     event, data = await frames.__anext__()
                 except StopAsyncIteration:
@@ -191,6 +204,8 @@ class OpenAIChat:
                     raise _stream_error(data, platform)
                 plain = None if upstream_id is None else plain_delta(data)
                 if plain is not None:  # the common case: text only, taken without a parse
+                    if layout is None and not frames.pending:
+                        layout = ChunkLayout.of_event(data)
                     if plain:
                         reply.add_text(plain)
                     yield StreamEvent(

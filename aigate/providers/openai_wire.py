@@ -114,6 +114,61 @@ def sse_text(data: bytes) -> str:
     return "".join(parts)
 
 
+# The text of an ordinary chunk between the bytes its stream's first such chunk had
+# around it: no quote, escape or line break, so nothing in it can end the string.
+_BARE_TEXT = re.compile(rb'[^"\\\r\n]*')
+
+
+class ChunkLayout:
+    """The bytes around the text of a stream's ordinary content chunks.
+
+    Upstreams write every content chunk of a stream alike: the same id, model and
+    fields, one event per read, only the text changes. Taken from a read whose event is a
+    ``plain_delta`` chunk, the layout checks a later read with two comparisons and one
+    pass over its few characters of text (``text``), where checking the read on its own
+    (``passes_whole``, ``plain_delta``, the SSE decoder) scans it several times. A read
+    with the same bytes around a text with no quote, backslash or line break is one such
+    chunk: all that differs is inside the JSON string."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, head: bytes, tail: bytes) -> None:
+        self._head = head  # ``data: {...,"delta":{"content":"``
+        self._tail = tail  # ``"},...,"finish_reason":null}]}\n\n``
+
+    @classmethod
+    def of_event(cls, data: bytes) -> ChunkLayout | None:
+        """The layout of reads of ``data: <data>\n\n``, when ``data`` is a one-line plain
+        text chunk."""
+        if data.find(b"\n") >= 0 or data.find(b"\r") >= 0 or plain_delta(data) is None:
+            return None
+        start = data.find(_PLAIN_DELTA) + len(_PLAIN_DELTA)
+        end = data.find(b'"', start)
+        return cls(b"data: " + data[:start], data[end:] + b"\n\n")
+
+    @classmethod
+    def of_read(cls, read: bytes) -> ChunkLayout | None:
+        """The layout of a read of one event (``passes_whole``)."""
+        if read.find(b"\n") != len(read) - 2:
+            return None
+        return cls.of_event(read[6:-2])
+
+    def text(self, read: bytes) -> str | None:
+        """The text of ``read`` when it is one chunk of this layout, else None."""
+        head, tail = len(self._head), len(read) - len(self._tail)
+        if (
+            tail < head
+            or read[:head] != self._head
+            or read[tail:] != self._tail
+            or _BARE_TEXT.fullmatch(read, head, tail) is None
+        ):
+            return None
+        try:
+            return read[head:tail].decode()
+        except UnicodeDecodeError:
+            return None
+
+
 # A plain content chunk's text: without escapes (the quick pattern), or with them.
 _PLAIN_CONTENT = re.compile(rb'"delta":\{"content":"([^"\\]*)"\}')
 _ESCAPED_CONTENT = re.compile(rb'"delta":\{"content":"((?:[^"\\]|\\.)*)"\}')

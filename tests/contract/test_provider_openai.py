@@ -252,6 +252,83 @@ def test_reads_text_is_what_the_decoder_reads(reads: bytes) -> None:
     assert openai_wire.reads_text(reads)  # not empty: the cases hold text
 
 
+_LAYOUT = openai_wire.ChunkLayout.of_read(_PLAIN)
+
+
+@pytest.mark.parametrize(
+    ("read", "text"),
+    [
+        (_PLAIN, "Hi"),
+        (_PLAIN.replace(b'"Hi"', '"héllo, 世界 [DONE]"'.encode()), "héllo, 世界 [DONE]"),
+        (_PLAIN.replace(b'"Hi"', b'""'), ""),
+        # anything else is not this layout's chunk: the long way decides
+        (_PLAIN.replace(b'"Hi"', b'"a\\"b"'), None),  # an escape
+        (_PLAIN.replace(b'"Hi"', b'"a"},"finish_reason":"stop","x":{"y":"b"'), None),  # a quote
+        (_PLAIN.replace(b'"Hi"', b'"a\nb"'), None),
+        (_PLAIN.replace(b'"Hi"', b'"a\rb"'), None),
+        (_PLAIN.replace(b'"Hi"', b'"\xff"'), None),  # not UTF-8
+        (_PLAIN.replace(b'"c"', b'"d"'), None),  # another id
+        (_PLAIN.replace(b"null}],", b'"stop"}],'), None),
+        (_PLAIN * 2, None),
+        (_PLAIN[:-2], None),
+        (_PLAIN[:40], None),
+        (b"", None),
+    ],
+)
+def test_a_chunk_layout_reads_only_chunks_like_its_own(read: bytes, text: str | None) -> None:
+    assert _LAYOUT is not None
+    assert _LAYOUT.text(read) == text
+    if text is not None:  # what decoding and parsing the read finds
+        assert openai_wire.sse_text(read) == text
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        _PLAIN * 2,  # two events: one layout would miss the second's text
+        _PLAIN.replace(b"null}],", b'"stop"}],'),
+        _PLAIN.replace(b'"Hi"', b'"a\\"b"'),
+        b'data: {"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}\n\n',
+    ],
+)
+def test_a_layout_is_taken_only_from_one_plain_text_chunk(read: bytes) -> None:
+    assert openai_wire.ChunkLayout.of_read(read) is None
+
+
+def test_a_layout_is_not_taken_from_an_event_of_several_lines() -> None:
+    data = b'{"id":"c",\n"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}'
+    assert openai_wire.plain_delta(data) == "Hi" and openai_wire.ChunkLayout.of_event(data) is None
+
+
+@pytest.mark.parametrize("passthrough", [False, True])
+async def test_a_paced_stream_is_read_through_its_layout(sim, session, monkeypatch, passthrough: bool) -> None:
+    """After the first plain chunk, each read of one such chunk is checked against its
+    layout and taken whole; the text, the chunks and the usage are what decoding gives."""
+    hits: list[str] = []
+    text_of = openai_wire.ChunkLayout.text
+
+    def spied(self, read: bytes) -> str | None:
+        text = text_of(self, read)
+        if text is not None:
+            hits.append(text)
+        return text
+
+    monkeypatch.setattr(openai_wire.ChunkLayout, "text", spied)
+    sim.script([{"reply": REPLY, "chunks": 8, "chunk_interval_ms": 20}] * 2)
+    provider = chat_provider("openai")
+    events = await collect(provider.chat_stream(session, platform(sim), request(sse_passthrough=passthrough)))
+    assert len(hits) >= 4  # the content reads after the first
+    if passthrough:
+        assert "".join(openai_wire.sse_text(e.sse) for e in events if e.sse) == "".join(hits)
+    else:
+        for e in events:  # every event's chunk is the upstream's, and says its text
+            choices = orjson.loads(e.openai_chunk)["choices"] if e.openai_chunk else []
+            assert e.delta == ((choices[0]["delta"].get("content") or "") if choices else "")
+        assert "".join(e.delta for e in events) == REPLY
+    decoded = await collect(provider.chat_stream(session, platform(sim), request()))
+    assert [e.usage for e in events if e.usage] == [e.usage for e in decoded if e.usage]
+
+
 def test_reply_text_keeps_the_order_and_a_bounded_number_of_parts() -> None:
     """A long stream keeps about one string per ``COMPACT`` events, not every read."""
     reply = openai_wire.ReplyText()
