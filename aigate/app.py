@@ -19,6 +19,7 @@ from starlette.routing import Mount
 from aigate import collector, metrics, telemetry
 from aigate.api import ops
 from aigate.api.errors import error_response
+from aigate.api.event_stream import SERVER_SEND
 from aigate.config.apply import apply_config
 from aigate.config.runtime import ConfigCache
 from aigate.config.schema import Config
@@ -181,7 +182,9 @@ def create_app(cfg: Config, *, apply: bool = True) -> Starlette:
 def observe_requests(app):
     """Counts requests and latency per surface, and runs App API and relay requests
     inside a trace span when tracing is on: one thin pure-ASGI wrapper, so an open
-    stream keeps one frame for both."""
+    stream keeps one frame for both. It is the outermost wrapper: it puts the server's
+    own ``send`` in the scope, where ``EventStream`` finds it for the frames between a
+    stream's start and its end (no wrapper in between reads them)."""
     import time
 
     def surface_of(path: str) -> str:
@@ -197,6 +200,7 @@ def observe_requests(app):
         if scope["type"] != "http":
             return await app(scope, receive, send)
         started = time.perf_counter()
+        scope[SERVER_SEND] = send  # a streamed answer's frames go straight to it (EventStream)
         surface = surface_of(scope["path"])
         status = 500
 

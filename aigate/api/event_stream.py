@@ -14,7 +14,12 @@ task group's did: the response returns normally.
 The frames are not sent from the request's own task: every event wakes the task that
 sends it, and waking the request's task resumes each coroutine of the middleware it
 runs in (a dozen, from uvicorn's cycle down to the endpoint) on every event. The request's
-task only waits for the streaming task to end.
+task only waits for the streaming task to end. For the same reason the frames between
+the start and the end go to the server's own ``send``, which the outermost wrapper
+(``aigate.app.observe_requests``) leaves in the scope under ``SERVER_SEND``: the wrappers
+Starlette and aigate put around ``send`` look only at the response's start (its status,
+whether it began), and each is a coroutine more per frame. The start and the end go
+through them all.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SERVER_SEND = "aigate.server_send"  # the scope's key for the server's own ``send``
 
 
 class EventStream(StreamingResponse):
@@ -39,7 +45,8 @@ class EventStream(StreamingResponse):
         if tuple(map(int, spec.split("."))) >= (2, 4):  # the server raises on a send after a disconnect
             await super().__call__(scope, receive, send)
             return
-        task = self._streaming = asyncio.get_running_loop().create_task(self._send_all(send))
+        frames_to = scope.get(SERVER_SEND, send)
+        task = self._streaming = asyncio.get_running_loop().create_task(self._send_all(send, frames_to))
         watcher = asyncio.ensure_future(self._watch(receive))
         try:
             await task  # a cancellation of the request's task cancels the streaming task too
@@ -51,10 +58,10 @@ class EventStream(StreamingResponse):
         finally:
             watcher.cancel()
 
-    async def _send_all(self, send: Send) -> None:
+    async def _send_all(self, send: Send, frames_to: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         async for chunk in self.body_iterator:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await frames_to({"type": "http.response.body", "body": chunk, "more_body": True})
         self._streaming = None  # all sent: a disconnect from here on cancels nothing
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from aigate.api.event_stream import EventStream
+from aigate.api.event_stream import SERVER_SEND, EventStream
 
 SCOPE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}}
 
@@ -68,6 +68,19 @@ async def test_a_whole_stream_is_sent_with_the_event_stream_headers():
     assert headers[b"cache-control"] == b"no-cache" and headers[b"x-request-id"] == b"r1"
     assert conn.body == b"data: 1\n\ndata: 2\n\n"
     assert conn.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_the_frames_go_to_the_servers_own_send_and_the_start_and_end_through_the_wrappers():
+    conn, wrapped = Connection(), []
+
+    async def wrapper(message: dict) -> None:  # a middleware's send: it sees what passes it
+        wrapped.append(message["type"] if message.get("body") is None else message["body"])
+        await conn.send(message)
+
+    scope = {**SCOPE, SERVER_SEND: conn.send}
+    await EventStream(frames([b"data: 1\n\n", b"data: 2\n\n"]))(scope, conn.receive, wrapper)
+    assert conn.body == b"data: 1\n\ndata: 2\n\n"
+    assert wrapped == ["http.response.start", b""]  # the start and the end of the body
 
 
 async def test_a_client_that_leaves_stops_the_stream_where_it_waits():
