@@ -130,11 +130,12 @@ class ChunkLayout:
     with the same bytes around a text with no quote, backslash or line break is one such
     chunk: all that differs is inside the JSON string."""
 
-    __slots__ = ("_head", "_tail")
+    __slots__ = ("_head", "_head_len", "_tail", "_tail_len")
 
     def __init__(self, head: bytes, tail: bytes) -> None:
         self._head = head  # ``data: {...,"delta":{"content":"``
         self._tail = tail  # ``"},...,"finish_reason":null}]}\n\n``
+        self._head_len, self._tail_len = len(head), len(tail)
 
     @classmethod
     def of_event(cls, data: bytes) -> ChunkLayout | None:
@@ -155,7 +156,7 @@ class ChunkLayout:
 
     def text(self, read: bytes) -> str | None:
         """The text of ``read`` when it is one chunk of this layout, else None."""
-        head, tail = len(self._head), len(read) - len(self._tail)
+        head, tail = self._head_len, len(read) - self._tail_len
         if (
             tail < head
             or read[:head] != self._head
@@ -212,7 +213,10 @@ class ReplyText:
     def add_text(self, text: str) -> None:
         if self._reads:  # keep the order
             self._take_reads()
-        _add_part(self._parts, text)
+        parts = self._parts  # _add_part, inline: this runs for every event of a stream
+        parts.append(text)
+        if len(parts) >= self.COMPACT:
+            parts[:] = ["".join(parts)]
 
     def add_read(self, read: bytes) -> None:
         self._reads.append(read)
