@@ -23,7 +23,9 @@ import glob
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import yaml
@@ -31,6 +33,8 @@ import yaml
 from bench import procs as P
 from bench import stack
 from bench.run import APP_BODY, APP_PATH, CHAT_PATH, RAW_BODY, USERS, json_headers
+
+T = TypeVar("T")
 
 PATHS = {
     "app": (APP_PATH, APP_BODY, stack.SERVER_KEY),
@@ -70,6 +74,23 @@ def totals(out: Path) -> dict[str, int]:
     return per
 
 
+def counted(pid: int, out: Path, load: Callable[[], T]) -> tuple[T, dict[str, int]]:
+    """Run ``load`` with callgrind's counting on in process ``pid`` (started with
+    ``--instr-atstart=no``), and a second more for the writer to flush what it queued;
+    what ``load`` returned, and the instructions per thread (``totals``)."""
+    subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+    result = load()
+    time.sleep(1.0)  # the writer's flush of the load's rows
+    subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    for _ in range(300):  # the dump is written when the process next wakes up
+        if glob.glob(f"{out}.*"):
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)  # every thread's file
+    return result, totals(out)
+
+
 def measure(name: str, checkout: Path, path: str, work: Path, sim_url: str, args) -> dict[str, int]:
     run_dir = work / f"{name}-{path}"
     run_dir.mkdir(parents=True)
@@ -88,19 +109,12 @@ def measure(name: str, checkout: Path, path: str, work: Path, sim_url: str, args
         url_path, body, key = PATHS[path]
         headers = json_headers(key)
         asyncio.run(send(url + url_path, args.warm, args.connections, body, headers))
-        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        ok = asyncio.run(send(url + url_path, args.requests, args.connections, body, headers))
-        time.sleep(1.0)  # the writer's flush of these requests' rows
-        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
-        for _ in range(300):  # the dump is written when the process next wakes up
-            if glob.glob(f"{out}.*"):
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)  # every thread's file
+        ok, per_thread = counted(
+            proc.pid, out, lambda: asyncio.run(send(url + url_path, args.requests, args.connections, body, headers))
+        )
         if ok != args.requests:
             raise RuntimeError(f"{name} {path}: {args.requests - ok} requests failed")
-        return {thread: count // args.requests for thread, count in totals(out).items() if count > args.requests}
+        return {thread: count // args.requests for thread, count in per_thread.items() if count > args.requests}
     finally:
         processes.stop_all()
 
