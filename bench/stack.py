@@ -162,25 +162,15 @@ def start_aigate(
 # --- bare reference proxy -------------------------------------------------------------
 
 
+def bare_argv(python: str, port: int) -> list[str]:
+    """The bare proxy's command line (run it with ``BARE_UPSTREAM`` set, from the repository)."""
+    argv = [python, "-m", "uvicorn", "bench.bare_proxy:app", "--host", "127.0.0.1", "--port", str(port)]
+    return argv + ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+
 def start_bare(procs: Processes, sim_url: str) -> tuple[Proc, str]:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.bare_proxy:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    argv = bare_argv(sys.executable, port)
     env = {**os.environ, "BARE_UPSTREAM": sim_url}
     proc = procs.start("bare", argv, cpu=GATEWAY_CPU, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"

@@ -55,9 +55,7 @@ def target_argv(path: str, checkout: Path, run_dir: Path, port: int, sim_url: st
     """The command line, environment and URL path of one target."""
     python = str(checkout / ".venv/bin/python")
     if path == "bare":
-        argv = [python, "-m", "uvicorn", "bench.bare_proxy:app", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-        return argv, {**os.environ, "BARE_UPSTREAM": sim_url}, CHAT_PATH
+        return stack.bare_argv(python, port), {**os.environ, "BARE_UPSTREAM": sim_url}, CHAT_PATH
     cfg_path = run_dir / "aigate.yaml"
     cfg_path.write_text(yaml.safe_dump(stack.aigate_config(run_dir / "aigate.db", port, sim_url), sort_keys=False))
     argv = [python, str(checkout / ".venv/bin/aigate"), "serve", "--config", str(cfg_path), "--log-level", "WARNING"]
