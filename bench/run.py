@@ -103,11 +103,13 @@ class Call:
     path: str  # may contain {user}
     headers: dict
     body: bytes
+    tokens: tuple[str, ...] = ()  # user tokens, one per user: stream i sends tokens[i % len]
 
     def spec(self) -> str:
-        return json.dumps(
-            {"url": self.base + self.path, "headers": self.headers, "body": self.body.decode(), "users": USERS}
-        )
+        spec = {"url": self.base + self.path, "headers": self.headers, "body": self.body.decode(), "users": USERS}
+        if self.tokens:
+            spec["tokens"] = list(self.tokens)
+        return json.dumps(spec)
 
 
 @dataclass

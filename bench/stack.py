@@ -81,10 +81,17 @@ APP_COSTS = {
 
 
 def aigate_config(
-    db_path: Path, port: int, sim_url: str, app_cost: str = "flat", database_url: str = "", redis_url: str = ""
+    db_path: Path,
+    port: int,
+    sim_url: str,
+    app_cost: str = "flat",
+    database_url: str = "",
+    redis_url: str = "",
+    app_extra: dict | None = None,
 ) -> dict:
     """The real path: SQLite (or ``database_url``), usage logs, credits and a daily limit on
-    the strategy. The bench users get credits and a limit they cannot exhaust."""
+    the strategy. The bench users get credits and a limit they cannot exhaust.
+    ``app_extra`` adds settings to the app (client trust: identity providers, edge limits)."""
     extra: dict = {"redis": {"url": redis_url}} if redis_url else {}
     database = {"url": database_url, "pool_size": 5} if database_url else {"url": f"sqlite:///{db_path}"}
     return {
@@ -140,17 +147,17 @@ def aigate_config(
                     }
                 ],
                 "relay_tokens": [{"name": "bench", "key": RELAY_KEY}],
+                **(app_extra or {}),
             }
         ],
     }
 
 
-def start_aigate(
-    procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat", database_url: str = "", redis_url: str = ""
-) -> tuple[Proc, str]:
+def start_aigate(procs: Processes, run_dir: Path, sim_url: str, app_cost: str = "flat", **config) -> tuple[Proc, str]:
+    """aigate with ``aigate_config(..., app_cost, **config)``, on the gateway core."""
     port = free_port()
     cfg_path = run_dir / "aigate.yaml"
-    cfg = aigate_config(run_dir / "aigate.db", port, sim_url, app_cost, database_url, redis_url)
+    cfg = aigate_config(run_dir / "aigate.db", port, sim_url, app_cost, **config)
     cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     argv = [str(VENV_BIN / "aigate"), "serve", "--config", str(cfg_path), "--log-level", "WARNING"]
     proc = procs.start("aigate", argv, cpu=GATEWAY_CPU, cwd=run_dir)

@@ -22,6 +22,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.client import percentiles
@@ -189,17 +190,21 @@ class StreamProto(asyncio.Protocol):
 
 
 def requests(spec: dict, count: int) -> list[bytes]:
-    """The request bytes of each stream (user ids round-robin over the pool)."""
+    """The request bytes of each stream (user ids round-robin over the pool; with
+    ``tokens``, stream i authenticates with ``tokens[i % len]``)."""
     url = urlsplit(spec["url"])
     body = spec["body"].encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in spec.get("headers", {}).items())
+    tokens = spec.get("tokens") or []
+    headers = {k: v for k, v in spec.get("headers", {}).items() if not (tokens and k.lower() == "authorization")}
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     users = int(spec.get("users", 1))
     out = []
     for i in range(count):
         path = url.path.replace("{user}", f"bench-u{i % users}")
+        auth = f"Authorization: Bearer {tokens[i % len(tokens)]}\r\n" if tokens else ""
         out.append(
             (
-                f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n{head}"
+                f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n{head}{auth}"
                 f"Content-Length: {len(body)}\r\nAccept: text/event-stream\r\n\r\n"
             ).encode()
             + body
@@ -258,7 +263,11 @@ async def load(spec: dict, streams: int, ramp_s: float, min_events: int, idle_ti
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.stream_load")
-    ap.add_argument("--spec", required=True, help="JSON: url ({user} from a pool of users), headers, body")
+    ap.add_argument(
+        "--spec",
+        required=True,
+        help="JSON: url ({user} from a pool of users), headers, body, optional tokens; or @FILE holding it",
+    )
     ap.add_argument("--streams", type=int, required=True)
     ap.add_argument("--ramp", type=float, default=2.0, help="seconds over which the streams start")
     ap.add_argument("--min-events", type=int, default=1, help="fewer events than this is an error")
@@ -268,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per stream
     import uvloop
 
-    result = uvloop.run(load(json.loads(args.spec), args.streams, args.ramp, args.min_events, args.idle_timeout))
+    spec = json.loads(Path(args.spec[1:]).read_text() if args.spec.startswith("@") else args.spec)
+    result = uvloop.run(load(spec, args.streams, args.ramp, args.min_events, args.idle_timeout))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench import procs as P
 from bench import stack
+from bench.idp import IdentityProvider
 from bench.run import (
     APP_BODY,
     APP_STREAM_PATH,
@@ -48,6 +49,10 @@ LABELS = {
     "direct": "direct",
 }
 REPLY_CHARS = 1000  # 200 deltas of 5 characters: about a token each
+CLIENT_STREAM_PATH = "/bp/ai/chat/stream"  # the App API's client route (a user token)
+# --production: edge limits on, checked in Redis on every client call, set above what the
+# run sends (one IP, up to a few streams per user and level) so they never refuse
+EDGE_LIMITS = {"per_user_rpm": 600, "per_ip_rpm": 1_000_000, "max_concurrent_streams_per_user": 16}
 
 
 def spread_levels(text: str) -> tuple[int, ...]:
@@ -70,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--production",
         action="store_true",
-        help="aigate as in production: PostgreSQL (--postgres), Redis (--redis), usage-based credits",
+        help="aigate as in production: PostgreSQL (--postgres), Redis (--redis), usage-based credits, "
+        "App API streams with identity-provider user tokens under edge limits",
     )
     ap.add_argument("--postgres", default=os.environ.get("AIGATE_BENCH_POSTGRES_URL", ""))
     ap.add_argument("--redis", default=os.environ.get("AIGATE_BENCH_REDIS_URL", ""))
@@ -88,15 +94,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- one measurement -------------------------------------------------------------------
 
 
-def measure(call: Call, pid: int, sim_pid: int, n: int, args, pin: bool) -> dict:
+def measure(call: Call, pid: int, sim_pid: int, n: int, args, pin: bool, run_dir: Path) -> dict:
     """N streams at once through one target; the gateway's CPU, its RSS while they are
     open, and what the load side (client and simulator) spent."""
+    spec = run_dir / "stream-spec.json"  # a file: a thousand user tokens do not fit in one argument
+    spec.write_text(call.spec())
     argv = [
         sys.executable,
         "-m",
         "bench.stream_load",
         "--spec",
-        call.spec(),
+        f"@{spec}",
         "--streams",
         str(n),
         "--ramp",
@@ -150,6 +158,7 @@ def start(args, run_dir: Path, procs: P.Processes, say) -> tuple[dict, dict, dic
         pids["bare"] = bare.pid
         calls["bare"] = Call(url, CHAT_PATH, sim_h, RAW_STREAM_BODY)
     if "aigate" in args.only:
+        idp = IdentityProvider() if args.production else None
         proc, url = stack.start_aigate(
             procs,
             run_dir,
@@ -157,9 +166,14 @@ def start(args, run_dir: Path, procs: P.Processes, say) -> tuple[dict, dict, dic
             "tokens" if args.production else "flat",
             database_url=args.postgres if args.production else "",
             redis_url=args.redis if args.production else "",
+            app_extra={"user_tokens": [idp.issuer()], "rate_limits": EDGE_LIMITS} if idp else None,
         )
         pids["aigate-app"] = pids["aigate-relay"] = proc.pid
-        calls["aigate-app"] = Call(url, APP_STREAM_PATH, json_headers(stack.SERVER_KEY), APP_BODY)
+        if idp:  # as a phone would call it: the client route with its identity provider's token
+            tokens = tuple(idp.token(f"bench-u{i}") for i in range(USERS))
+            calls["aigate-app"] = Call(url, CLIENT_STREAM_PATH, json_headers(tokens[0]), APP_BODY, tokens)
+        else:
+            calls["aigate-app"] = Call(url, APP_STREAM_PATH, json_headers(stack.SERVER_KEY), APP_BODY)
         calls["aigate-relay"] = Call(url, CHAT_PATH, json_headers(stack.RELAY_KEY), RAW_STREAM_BODY)
     if "litellm" in args.only:
         try:
@@ -210,7 +224,7 @@ def run(args, run_dir: Path, procs: P.Processes, pin: bool, say) -> dict:
             if key in failed and key != "direct":
                 continue
             try:
-                r = measure(calls[key], pids[key], pids["direct"], n, args, pin)
+                r = measure(calls[key], pids[key], pids["direct"], n, args, pin, run_dir)
             except (RuntimeError, ValueError) as exc:
                 say(f"  {key}: measurement failed: {exc}")
                 block[key] = {"error": str(exc)[:2000]}

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                     procs.stop(gateways[name][1])
                     gateways[name] = start(name, pair)
                 call, proc = gateways[name]
-                r = measure(call, proc.pid, sim.pid, args.streams, args, pin)
+                r = measure(call, proc.pid, sim.pid, args.streams, args, pin, run_dir)
                 if r["error_count"]:
                     raise RuntimeError(f"{name}: {r['error_count']} streams failed")
                 figures[name] = round(1e6 * r["meter"]["cpu_s"]["gateway"] / r["events"], 2)

@@ -127,8 +127,11 @@ def render(results: dict, figs: dict, production: bool = False) -> str:
     if production:
         out += [
             "aigate here runs on PostgreSQL (pool of 5) and Redis, with usage-based credits: a hold at the "
-            "start of each App API stream and a settlement at its end. Redis edge limits apply to user-token "
-            "calls; this scenario calls with a server key (App API) and a relay key, so they are not exercised.",
+            "start of each App API stream and a settlement at its end. The App API streams are called as a "
+            "phone calls them: `POST /bp/ai/chat/stream` with an RS256 user token of an identity provider "
+            "(one token per user; the JWKS is served on loopback by the harness and fetched once), under "
+            "edge limits per user, per IP and on concurrent streams per user, counted in Redis and set "
+            "above what the run sends. The relay is called with a relay key.",
             "",
         ]
     if meta.get("left_out"):
