@@ -1,6 +1,7 @@
 """An identity provider for the benchmarks: an RSA key, its JWKS served on loopback from
-a thread of the harness, and RS256 user tokens signed with it, as Firebase Auth, Auth0
-or Cognito sign theirs. aigate fetches the JWKS once and verifies every token with it."""
+a daemon thread of the harness (it ends with the harness), and RS256 user tokens signed
+with it, as Firebase Auth, Auth0 or Cognito sign theirs. aigate fetches the JWKS once
+and verifies every token with it."""
 
 from __future__ import annotations
 
@@ -48,7 +49,3 @@ class IdentityProvider:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "iat": now, "exp": now + ttl_s}
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": KID})
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
