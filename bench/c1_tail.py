@@ -13,7 +13,8 @@ records p50/p99/p99.9/max, the requests per second, the gateway's CPU seconds pe
 requests and the size of its SQLite WAL file at the end of the round. The summary is
 the median over rounds with the min-max spread; "added" subtracts direct's figure of
 the same round. ``--steady N`` also runs N concurrent connections for 10 s (throughput with the same
-bookkeeping), interleaved the same way.
+bookkeeping), interleaved the same way. Each round first runs ``bench.cpu_floor`` on the
+gateway's core: how much this machine stretches the slowest 1 % of a fixed piece of work.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +65,13 @@ def one(binary: str, url: str, script: Path, connections: int, seconds: float, p
         result["cpu_s_per_1k"] = round((P.cpu_seconds(pid) - cpu0) / max(result["requests"], 1) * 1000, 3)
     result["loadavg"] = os.getloadavg()[0]
     return result
+
+
+def cpu_floor() -> dict:
+    """``bench.cpu_floor`` on the gateway's core, while the gateways idle."""
+    argv = [sys.executable, "-m", "bench.cpu_floor", "--cpu", str(P.GATEWAY_CPU), "--seconds", "8"]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=stack.REPO).stdout
+    return json.loads(out)
 
 
 def summary(values: list[float]) -> dict:
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         names = list(gateways)
         for r in range(args.rounds):
             order = ["direct", *names] if r % 2 == 0 else [*reversed(names), "direct"]
-            figures: dict[str, dict] = {}
+            figures: dict[str, dict] = {"floor": cpu_floor()}
+            print(f"round {r + 1} floor on the gateway core: {figures['floor']}", flush=True)
             for name in order:
                 conns = [1] + ([args.steady] if args.steady else [])
                 for c in conns:
@@ -135,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(figures)
 
         report: dict = {"rounds": rounds, "summary": {}}
+        report["summary"]["floor"] = {
+            key: summary([rd["floor"][key] for rd in rounds]) for key in ("p50_ms", "p99_ms", "p99_over_p50")
+        }
         for name in names:
             base = [rd["direct@c1"]["latency_ms"] for rd in rounds]
             mine = [rd[f"{name}@c1"]["latency_ms"] for rd in rounds]

@@ -36,11 +36,16 @@ def is_sqlite(url: str) -> bool:
     return async_url(url).startswith("sqlite")
 
 
+# How long a SQLite statement waits for another connection's write lock (another process
+# on the same file, or a manual sqlite3 session) before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

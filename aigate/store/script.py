@@ -4,11 +4,19 @@ A *transaction script* is a synchronous function ``fn(db, *args)`` that issues S
 through ``db.rows(sql, params)`` (named ``:params``, valid on SQLite and PostgreSQL) and
 raises to roll back. ``run_script`` runs it in a single transaction:
 
-* on SQLite, inside the aiosqlite connection's own thread, in **one** hop — going
-  through SQLAlchemy costs about four thread hops per statement, which dominated the
-  hot path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
+* on SQLite, a request's script runs **inline**, on the event loop's own thread, when
+  the one connection is idle (no hop running, no read holding it) and requests' scripts
+  have been arriving one at a time: a transaction of ~0.1-0.2 ms of SQLite work costs
+  less than the two thread hand-offs around it (at concurrency 1 they were half of the
+  wait for the script, bench/CHANGES.md). It never waits for a lock on the loop: if
+  another connection holds the write lock it goes to the lane. Otherwise scripts run
+  inside the aiosqlite connection's own thread, in **one** hop — going through
+  SQLAlchemy costs about four thread hops per statement, which dominated the hot
+  path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
   in a lane and run together in the next hop, each in its own SAVEPOINT (a script that
   raises rolls back alone) under one COMMIT: group commit for SQLite's single writer.
+  Once a hop has run two requests' scripts together, requests' scripts keep going to the
+  lane for ``GROUP_COMMIT_HOLD_S``, so concurrent traffic keeps its group commits.
   Work no request waits on (``run_background``: the writer's flushes and upkeep) yields
   to requests' scripts waiting beside it, which get a hop of their own first; a long
   background script calls ``db.yield_point()`` as it goes, and stops at that consistent
@@ -19,7 +27,8 @@ raises to roll back. ``run_script`` runs it in a single transaction:
   thread to hop to).
 
 This is the only module that reaches into aiosqlite's internals (``_execute`` and
-``_conn``, unchanged since aiosqlite 0.17); the tests run every script on both databases.
+``_conn``, unchanged since aiosqlite 0.17; the connection is opened with
+``check_same_thread=False``, SQLAlchemy's default for a file); the tests run every script on both databases.
 """
 
 from __future__ import annotations
@@ -30,11 +39,14 @@ import sqlite3
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from aigate.store.db import SQLITE_BUSY_TIMEOUT_MS
 
 T = TypeVar("T")
 
@@ -111,6 +123,47 @@ def _run_batch(
     return outcomes
 
 
+# After a hop that ran two or more requests' scripts together, requests' scripts go to the
+# lane for this long even when it is idle: they arrive faster than one at a time, and
+# batching them saves a commit each.
+GROUP_COMMIT_HOLD_S = 0.1
+
+
+class _NotNow(Exception):
+    """An inline script could not start at once; it did not run."""
+
+    def __init__(self, closed: bool) -> None:
+        super().__init__("closed" if closed else "locked")
+        self.closed = closed  # the pool replaced the connection (else another connection holds the write lock)
+
+
+def _run_inline(conn: sqlite3.Connection, fn: Callable, args: tuple) -> Any:
+    """Run one script in a transaction of its own, on the calling (event loop's) thread.
+    It never waits for a lock: another connection's write lock raises ``_NotNow``."""
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    except sqlite3.ProgrammingError as exc:  # "Cannot operate on a closed database."
+        raise _NotNow(closed=True) from exc
+    except sqlite3.OperationalError as exc:  # "database is locked"
+        raise _NotNow(closed=False) from exc
+    try:
+        result = fn(SqliteDb(conn, _no_requests_waiting), *args)
+        conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
+
+
+def _no_requests_waiting() -> bool:
+    return False  # an inline script runs on the event loop: nothing can wait beside it
+
+
 class _SqliteLane:
     """Serialises one engine's scripts and runs whatever is waiting as one batch."""
 
@@ -121,8 +174,22 @@ class _SqliteLane:
         self.draining = False
         self.deferred = False  # background work was held back once for a request's scripts
         self.maintenance_held = False  # maintenance was held back once for a request's scripts
+        # an in-memory database's connection is bound to aiosqlite's thread (check_same_thread)
+        self.file = engine.url.database not in (None, "", ":memory:")
+        self.conn: sqlite3.Connection | None = None  # the pool's connection, as the last hop found it
+        self.batching_until = 0.0  # requests' scripts go to the lane until then (GROUP_COMMIT_HOLD_S)
 
     async def submit(self, fn: Callable, args: tuple, background: bool = False, maintenance: bool = False) -> Any:
+        if not (background or maintenance) and self._idle():
+            assert self.conn is not None  # _idle
+            try:
+                result = _run_inline(self.conn, fn, args)
+            except _NotNow as not_now:
+                if not_now.closed:
+                    self.conn = None
+            else:
+                await asyncio.sleep(0)  # a loop of scripts still lets other tasks run
+                return result
         future = asyncio.get_running_loop().create_future()
         item = (fn, args, future, background or maintenance)
         (self.maintenance if maintenance else self.waiting).append(item)
@@ -130,6 +197,17 @@ class _SqliteLane:
             self.draining = True
             asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    def _idle(self) -> bool:
+        """Whether a request's script can run inline now: no hop is running or due, no
+        one has the connection checked out (a read), and requests' scripts have been
+        arriving one at a time."""
+        return (
+            not self.draining
+            and self.conn is not None
+            and cast(QueuePool, self.engine.pool).checkedout() == 0  # create_engine: one pooled connection
+            and asyncio.get_running_loop().time() >= self.batching_until
+        )
 
     def requests_waiting(self) -> bool:
         """Whether a request's script waits for the next hop (read from the database
@@ -157,8 +235,11 @@ class _SqliteLane:
             while self.waiting or self.maintenance:
                 try:
                     async with self.engine.connect() as conn:
-                        raw = await conn.get_raw_connection()
-                        await self._hops(raw.driver_connection)
+                        aio = (await conn.get_raw_connection()).driver_connection
+                        assert aio is not None  # a connection checked out of the pool is open
+                        if self.file:
+                            self.conn = aio._conn
+                        await self._hops(aio)
                 except Exception as exc:  # no connection: whatever waits fails with the reason
                     batch, self.waiting, self.maintenance = self.waiting + self.maintenance, [], []
                     _resolve(batch, [(False, exc)] * len(batch))
@@ -168,7 +249,6 @@ class _SqliteLane:
     async def _hops(self, aio: Any) -> None:
         """Hops on one aiosqlite connection while scripts wait; after a failed commit the
         caller takes a fresh connection for the next one."""
-        assert aio is not None  # a connection checked out of the pool is open
         while self.waiting or self.maintenance:
             if self.maintenance and (self.maintenance_held or not self.requests_waiting()):
                 self.maintenance_held = False
@@ -181,6 +261,8 @@ class _SqliteLane:
                 continue
             self.maintenance_held = bool(self.maintenance)  # requests' scripts first, once
             batch, self.deferred = self._next(self.deferred)
+            if sum(1 for w in batch if not w[3]) >= 2:
+                self.batching_until = asyncio.get_running_loop().time() + GROUP_COMMIT_HOLD_S
             try:
                 scripts = [(fn, args) for fn, args, _, _ in batch]
                 outcomes = await aio._execute(_run_batch, aio._conn, scripts, self.requests_waiting)

@@ -179,7 +179,8 @@ def _json(body: bytes) -> Any:
 class AuditMiddleware:
     """Around the Admin API: every successful write is stored with who made it, the
     object (its path), the state before (a read of the same path, when one exists) and
-    the response after, secrets masked."""
+    the response after, secrets masked. The response's last part is sent once the row is
+    written, so a read of the audit log after the response finds it."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -194,19 +195,34 @@ class AuditMiddleware:
         chunks: list[bytes] = []
         size = 0
 
+        last: list[dict] = []  # the response's last message, sent once the audit row is written
+
         async def capture(message):
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and size < MAX_AUDIT_BODY:
+            elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                chunks.append(body)
-                size += len(body)
+                if size < MAX_AUDIT_BODY:
+                    chunks.append(body)
+                    size += len(body)
+                if not message.get("more_body", False):
+                    last.append(message)  # a read made after the response must find the row
+                    return
             await send(message)
 
         await self.app(scope, receive, capture)
-        if "actor" not in holder or not 200 <= status < 300:
-            return
+        try:
+            if "actor" in holder and 200 <= status < 300:
+                await self._record(
+                    scope, holder["actor"], status, before, b"".join(chunks) if size < MAX_AUDIT_BODY else None
+                )
+        finally:
+            for message in last:
+                await send(message)
+
+    @staticmethod
+    async def _record(scope, actor: str, status: int, before: Any, body: bytes | None) -> None:
         root, path = scope.get("root_path", ""), scope["path"]
         path = path if path.startswith(root) else root + path
         try:
@@ -214,12 +230,12 @@ class AuditMiddleware:
                 await conn.execute(
                     insert(t.audit_log).values(
                         created_ms=now_ms(),
-                        actor=holder["actor"],
+                        actor=actor,
                         action=scope["method"],
                         object=path[:500],
                         status=status,
                         before=mask_secrets(before),
-                        after=mask_secrets(_json(b"".join(chunks)) if size < MAX_AUDIT_BODY else None),
+                        after=mask_secrets(_json(body) if body is not None else None),
                     )
                 )
         except Exception:  # the write is done; a lost audit row is logged, never hidden

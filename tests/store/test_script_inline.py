@@ -1,0 +1,148 @@
+"""SQLite: a request's script runs on the event loop's thread while the connection is idle
+(aigate.store.script), and goes to the lane whenever running it there could wait."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from aigate.store import script
+from aigate.store.db import create_engine
+from aigate.store.script import run_background, run_script
+
+
+def _create(db) -> None:
+    db.rows("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+
+
+def _put(db, k: str) -> int:
+    """Insert a row; return the thread the script ran on."""
+    db.rows("INSERT INTO kv (k, v) VALUES (:k, 'x')", {"k": k})
+    return threading.get_ident()
+
+
+def _keys(db) -> list[str]:
+    return [k for (k,) in db.rows("SELECT k FROM kv ORDER BY k")]
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path):
+    path = tmp_path / "aigate.db"
+    engine = create_engine(f"sqlite:///{path}")
+    await run_script(engine, _create)  # the first script goes through the lane: it meets the connection
+    yield engine, str(path)
+    await engine.dispose()
+
+
+async def test_a_request_script_runs_on_the_event_loop_while_the_connection_is_idle(sqlite_engine):
+    engine, _ = sqlite_engine
+    loop_thread = threading.get_ident()
+    assert await run_script(engine, _put, "a") == loop_thread
+    assert await run_background(engine, _put, "b") != loop_thread  # the writer's work: the lane's thread
+    assert await run_script(engine, _keys) == ["a", "b"]
+
+
+async def test_a_failing_inline_script_rolls_back_alone(sqlite_engine):
+    engine, _ = sqlite_engine
+
+    def put_then_fail(db) -> None:
+        _put(db, "lost")
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await run_script(engine, put_then_fail)
+    await run_script(engine, _put, "kept")
+    assert await run_script(engine, _keys) == ["kept"]
+
+
+async def test_a_request_script_waits_for_a_running_hop_in_the_lane(sqlite_engine):
+    engine, _ = sqlite_engine
+    release = threading.Event()
+
+    def slow_background(db) -> None:
+        _put(db, "bg")
+        release.wait(5)
+
+    background = asyncio.create_task(run_background(engine, slow_background))
+    await asyncio.sleep(0.05)  # the hop is running in the lane's thread
+    request = asyncio.create_task(run_script(engine, _put, "req"))
+    await asyncio.sleep(0.05)
+    assert not request.done()  # it did not run on the loop beside the open transaction
+    release.set()
+    await background
+    assert await request != threading.get_ident()
+    assert await run_script(engine, _keys) == ["bg", "req"]
+
+
+async def test_scripts_arriving_together_keep_their_group_commit(sqlite_engine, monkeypatch):
+    engine, _ = sqlite_engine
+    batches: list[int] = []
+    run_batch = script._run_batch
+
+    def counted(conn, batch, *rest):
+        batches.append(len(batch))
+        return run_batch(conn, batch, *rest)
+
+    monkeypatch.setattr(script, "_run_batch", counted)
+    release = threading.Event()
+    background = asyncio.create_task(run_background(engine, lambda db: release.wait(5)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(run_script(engine, _put, f"q{i}")) for i in range(4)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await background
+    await asyncio.gather(*queued)
+    assert batches[-1] == 4  # the four queued beside the hop ran as one batch
+    # traffic that queues together goes on through the lane for a while, where it batches
+    threads = await asyncio.gather(*(run_script(engine, _put, f"n{i}") for i in range(4)))
+    assert threading.get_ident() not in threads
+    assert len(batches) <= 4  # the first of the four may run alone; the rest batch
+
+
+async def test_another_connections_write_lock_never_blocks_the_event_loop(sqlite_engine):
+    engine, path = sqlite_engine
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another process's transaction, say
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        request = asyncio.create_task(run_script(engine, _put, "after-the-lock"))
+        await asyncio.sleep(0.3)
+        assert not request.done()
+        assert ticks >= 10  # the loop ran on while the script waited for the lock
+        holder.rollback()
+        assert await asyncio.wait_for(request, 5) != threading.get_ident()  # it waited in the lane's thread
+    finally:
+        ticker.cancel()
+        holder.close()
+    await asyncio.sleep(0.01)  # the lane hands the connection back to the pool
+    assert await run_script(engine, _put, "inline-again") == threading.get_ident()
+
+
+async def test_a_replaced_connection_is_not_used(sqlite_engine):
+    engine, _ = sqlite_engine
+    await run_script(engine, _put, "before")
+    await engine.dispose()  # closes the pooled connection the lane last used
+    await run_script(engine, _put, "after")  # the closed one is noticed; the lane takes the new one
+    await asyncio.sleep(0.01)  # the lane hands the connection back to the pool
+    assert await run_script(engine, _put, "inline") == threading.get_ident()
+    assert await run_script(engine, _keys) == ["after", "before", "inline"]
+
+
+async def test_an_in_memory_database_stays_in_the_lane():
+    engine = create_engine("sqlite:///:memory:")
+    try:
+        await run_script(engine, _create)
+        assert await run_script(engine, _put, "m") != threading.get_ident()
+    finally:
+        await engine.dispose()
