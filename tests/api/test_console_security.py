@@ -3,11 +3,13 @@ the Admin API routes the console added (adjust, preview, platform test, playgrou
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 from sqlalchemy import select
 
+from aigate.api.admin.access import AuditMiddleware
 from aigate.store import tables as t
 from tests.console_client import ConsoleClient
 from tests.gateway import ADMIN_KEY, APP_ID, base_config, start_gateway
@@ -261,6 +263,22 @@ async def test_audit_log_records_writes_with_secrets_masked(gw, console):
     async with gw.services.engine.connect() as conn:
         stored = (await conn.execute(select(t.audit_log.c.after))).all()
     assert secret not in str(stored)
+
+
+async def test_a_write_answers_only_once_its_audit_row_is_written(gw, monkeypatch):
+    record = AuditMiddleware._record
+
+    async def slow_record(*args):
+        await asyncio.sleep(0.2)  # a busy database
+        await record(*args)
+
+    monkeypatch.setattr(AuditMiddleware, "_record", staticmethod(slow_record))
+    path = f"/api/apps/{APP_ID}/strategies/free-normal"
+    async with gw.session.patch(gw.url + path, json={"system_prompt": "Later."}, headers=gw.admin_headers()) as r:
+        assert r.status == 200  # the status alone, the body unread
+        async with gw.services.engine.connect() as conn:
+            rows = (await conn.execute(select(t.audit_log.c.action, t.audit_log.c.object))).all()
+    assert ("PATCH", path) in [tuple(row) for row in rows]
 
 
 async def test_adjust_is_idempotent_never_negative_and_keeps_the_reason(gw, console):

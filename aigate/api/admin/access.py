@@ -179,7 +179,7 @@ def _json(body: bytes) -> Any:
 class AuditMiddleware:
     """Around the Admin API: every successful write is stored with who made it, the
     object (its path), the state before (a read of the same path, when one exists) and
-    the response after, secrets masked. The response's last part is sent once the row is
+    the response after, secrets masked. A response in one part is sent once the row is
     written, so a read of the audit log after the response finds it."""
 
     def __init__(self, app) -> None:
@@ -195,20 +195,27 @@ class AuditMiddleware:
         chunks: list[bytes] = []
         size = 0
 
-        last: list[dict] = []  # the response's last message, sent once the audit row is written
+        # A response in one body waits whole (its start too) until the audit row is
+        # written: a client that reads only the status and then the audit log must find
+        # the row. A streamed response goes out as it comes, its row after it.
+        held: list[dict] = []
 
         async def capture(message):
             nonlocal status, size
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body":
+                held.append(message)
+                return
+            if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 if size < MAX_AUDIT_BODY:
                     chunks.append(body)
                     size += len(body)
                 if not message.get("more_body", False):
-                    last.append(message)  # a read made after the response must find the row
+                    held.append(message)
                     return
+            while held:  # a streamed response: its start goes out with its first part
+                await send(held.pop(0))
             await send(message)
 
         await self.app(scope, receive, capture)
@@ -218,7 +225,7 @@ class AuditMiddleware:
                     scope, holder["actor"], status, before, b"".join(chunks) if size < MAX_AUDIT_BODY else None
                 )
         finally:
-            for message in last:
+            for message in held:
                 await send(message)
 
     @staticmethod
