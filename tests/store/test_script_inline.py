@@ -87,6 +87,7 @@ async def test_scripts_arriving_together_keep_their_group_commit(sqlite_engine, 
         return run_batch(conn, batch, *rest)
 
     monkeypatch.setattr(script, "_run_batch", counted)
+    monkeypatch.setattr(script, "GROUP_COMMIT_HOLD_S", 60.0)  # however slow this machine is
     release = threading.Event()
     background = asyncio.create_task(run_background(engine, lambda db: release.wait(5)))
     await asyncio.sleep(0.05)
@@ -96,7 +97,7 @@ async def test_scripts_arriving_together_keep_their_group_commit(sqlite_engine, 
     await background
     await asyncio.gather(*queued)
     assert batches[-1] == 4  # the four queued beside the hop ran as one batch
-    # traffic that queues together goes on through the lane for a while, where it batches
+    # traffic that queued together goes on through the lane for a while, where it batches
     threads = await asyncio.gather(*(run_script(engine, _put, f"n{i}") for i in range(4)))
     assert threading.get_ident() not in threads
     assert len(batches) <= 4  # the first of the four may run alone; the rest batch
