@@ -130,11 +130,9 @@ GROUP_COMMIT_HOLD_S = 0.1
 
 
 class _NotNow(Exception):
-    """An inline script could not start at once; it did not run."""
-
-    def __init__(self, closed: bool) -> None:
-        super().__init__("closed" if closed else "locked")
-        self.closed = closed  # the pool replaced the connection (else another connection holds the write lock)
+    """An inline script could not start at once (the pool replaced the connection, or
+    another connection holds the write lock); it did not run. The lane runs it, and its
+    hop finds the pool's connection again."""
 
 
 def _run_inline(conn: sqlite3.Connection, fn: Callable, args: tuple) -> Any:
@@ -146,10 +144,8 @@ def _run_inline(conn: sqlite3.Connection, fn: Callable, args: tuple) -> Any:
             conn.execute("BEGIN IMMEDIATE")
         finally:
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    except sqlite3.ProgrammingError as exc:  # "Cannot operate on a closed database."
-        raise _NotNow(closed=True) from exc
-    except sqlite3.OperationalError as exc:  # "database is locked"
-        raise _NotNow(closed=False) from exc
+    except (sqlite3.ProgrammingError, sqlite3.OperationalError) as exc:  # closed; "database is locked"
+        raise _NotNow() from exc
     try:
         result = fn(SqliteDb(conn, _no_requests_waiting), *args)
         conn.commit()
@@ -184,9 +180,8 @@ class _SqliteLane:
             assert self.conn is not None  # _idle
             try:
                 result = _run_inline(self.conn, fn, args)
-            except _NotNow as not_now:
-                if not_now.closed:
-                    self.conn = None
+            except _NotNow:
+                pass  # to the lane
             else:
                 await asyncio.sleep(0)  # a loop of scripts still lets other tasks run
                 return result

@@ -140,10 +140,15 @@ async def test_a_replaced_connection_is_not_used(sqlite_engine):
     assert await run_script(engine, _keys) == ["after", "before", "inline"]
 
 
-async def test_an_in_memory_database_stays_in_the_lane():
+async def test_an_in_memory_database_stays_in_the_lane(monkeypatch):
+    tried = []
+    run_inline = script._run_inline
+    monkeypatch.setattr(script, "_run_inline", lambda *a: tried.append(a) or run_inline(*a))
     engine = create_engine("sqlite:///:memory:")
     try:
         await run_script(engine, _create)
+        await asyncio.sleep(0.01)  # the lane hands the connection back to the pool
         assert await run_script(engine, _put, "m") != threading.get_ident()
+        assert tried == []  # its connection belongs to aiosqlite's thread: not even tried
     finally:
         await engine.dispose()
