@@ -18,6 +18,10 @@ and every ``interval_s`` the task:
    committed during the first copy and leaves the whole WAL in the database; the
    connection's next transaction starts the WAL over from its beginning.
 
+A round is background work and takes its turn with the writer's flushes and upkeep
+(``aigate.store.script.background_turn``): none of them runs during the copy, where it
+would compete with the copy's thread for the core while requests' scripts wait for it.
+
 A short interval keeps each copy, and the sync that ends it, small: once a second the
 copies grew with the database and made the tail at concurrency 1 worse round after round
 than SQLite's own checkpoints; every quarter second it stayed shorter (bench/CHANGES.md).
@@ -41,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aigate.store.script import run_maintenance, run_script
+from aigate.store.script import background_turn, run_maintenance, run_script
 
 log = logging.getLogger("aigate.checkpoint")
 
@@ -93,8 +97,13 @@ class WalCheckpointer:
                 log.warning("WAL checkpoint failed", exc_info=True)
 
     async def checkpoint(self) -> bool:
-        """One round: copy, then finish on the writer's lane. True when the whole WAL
-        is in the database file."""
+        """One round: copy, then finish on the writer's lane, in the background work's
+        turn (no flush or upkeep step runs meanwhile). True when the whole WAL is in the
+        database file."""
+        async with background_turn(self.engine):
+            return await self._round()
+
+    async def _round(self) -> bool:
         last = self._seen
         frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
         if frames <= 0:

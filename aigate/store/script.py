@@ -22,7 +22,10 @@ raises to roll back. ``run_script`` runs it in a single transaction:
   background script calls ``db.yield_point()`` as it goes, and stops at that consistent
   point when a request's script started waiting, so that script waits for a few rows,
   not a whole flush. Upkeep SQLite refuses inside a transaction (a WAL checkpoint) runs
-  through ``run_maintenance``, in a hop of its own between two transactions;
+  through ``run_maintenance``, in a hop of its own between two transactions. Background
+  work takes turns (``background_turn``): a flush or upkeep step never runs while the
+  checkpointer copies the WAL in its thread, since a request's script that waited for
+  such a hop while the copy took the core waited several times longer;
 * elsewhere, through SQLAlchemy's ``run_sync`` on the async connection (asyncpg has no
   thread to hop to).
 
@@ -174,6 +177,7 @@ class _SqliteLane:
         self.file = engine.url.database not in (None, "", ":memory:")
         self.conn: sqlite3.Connection | None = None  # the pool's connection, as the last hop found it
         self.batching_until = 0.0  # requests' scripts go to the lane until then (GROUP_COMMIT_HOLD_S)
+        self.background_turn = asyncio.Lock()  # background_turn()
 
     async def submit(self, fn: Callable, args: tuple, background: bool = False, maintenance: bool = False) -> Any:
         if not (background or maintenance) and self._idle():
@@ -244,6 +248,7 @@ class _SqliteLane:
     async def _hops(self, aio: Any) -> None:
         """Hops on one aiosqlite connection while scripts wait; after a failed commit the
         caller takes a fresh connection for the next one."""
+        after_background = False  # the last hop ran background work or maintenance
         while self.waiting or self.maintenance:
             if self.maintenance and (self.maintenance_held or not self.requests_waiting()):
                 self.maintenance_held = False
@@ -253,11 +258,16 @@ class _SqliteLane:
                 except Exception as exc:
                     outcome = (False, exc)
                 _resolve([item], [outcome])
+                after_background = True
                 continue
             self.maintenance_held = bool(self.maintenance)  # requests' scripts first, once
             batch, self.deferred = self._next(self.deferred)
             if sum(1 for w in batch if not w[3]) >= 2:
                 self.batching_until = asyncio.get_running_loop().time() + GROUP_COMMIT_HOLD_S
+            alone = after_background and len(batch) == 1 and not batch[0][3]
+            after_background = any(w[3] for w in batch)
+            if alone and self.file and self._ran_inline(aio._conn, batch[0]):
+                continue
             try:
                 scripts = [(fn, args) for fn, args, _, _ in batch]
                 outcomes = await aio._execute(_run_batch, aio._conn, scripts, self.requests_waiting)
@@ -265,6 +275,21 @@ class _SqliteLane:
                 _resolve(batch, [(False, exc)] * len(batch))
                 return
             _resolve(batch, outcomes)
+
+    @staticmethod
+    def _ran_inline(conn: sqlite3.Connection, item: tuple[Callable, tuple, asyncio.Future, bool]) -> bool:
+        """A request's script that waited alone behind background work (at low
+        concurrency) runs on the loop's thread as an idle-time script does, saving the
+        two thread hand-offs of a hop; False if it cannot start at once (the lane runs it)."""
+        fn, args, future, _ = item
+        try:
+            outcome = (True, _run_inline(conn, fn, args))
+        except _NotNow:
+            return False
+        except Exception as exc:
+            outcome = (False, exc)
+        _resolve([item], [outcome])
+        return True
 
 
 def _resolve(batch: list[tuple[Callable, tuple, asyncio.Future, bool]], outcomes: list[tuple[bool, Any]]) -> None:
@@ -299,8 +324,19 @@ async def run_background(engine: AsyncEngine, fn: Callable[..., T], *args: Any) 
     """``run_script`` for work no request waits on (the writer's flushes and upkeep): on
     SQLite, requests' scripts waiting at the same time run first."""
     if engine.dialect.name == "sqlite":
-        return await _lane(engine).submit(fn, args, background=True)
+        lane = _lane(engine)
+        async with lane.background_turn:
+            return await lane.submit(fn, args, background=True)
     return await run_script(engine, fn, *args)
+
+
+def background_turn(engine: AsyncEngine) -> asyncio.Lock:
+    """Held by each piece of a SQLite engine's background work while it runs: a
+    ``run_background`` script, or a round of the WAL checkpointer (aigate.store.checkpoint),
+    so they run one at a time. On one busy core a flush hop that ran beside the
+    checkpointer's copy took several times as long, and so did the wait of a request's
+    script that came in meanwhile (bench/CHANGES.md)."""
+    return _lane(engine).background_turn
 
 
 async def run_script(engine: AsyncEngine, fn: Callable[..., T], *args: Any) -> T:

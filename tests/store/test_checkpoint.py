@@ -18,7 +18,7 @@ from aigate.store import checkpoint
 from aigate.store.checkpoint import start_checkpointer
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
-from aigate.store.script import run_maintenance, run_script
+from aigate.store.script import run_background, run_maintenance, run_script
 from tests.gateway import base_config
 
 
@@ -104,6 +104,33 @@ async def test_an_idle_database_takes_no_hop_of_the_writers_lane(wal, monkeypatc
     await _commits(engine, 20, 1)  # a commit (it starts the WAL over): the next round finishes
     assert await checkpointer.checkpoint() is True
     assert finishes == 2
+
+
+async def test_background_work_waits_for_the_copy_and_requests_scripts_do_not(wal, monkeypatch):
+    """A flush or upkeep step never runs beside the checkpointer's copy; a request's
+    script does (script.background_turn)."""
+    _path, engine, checkpointer = wal
+    await _commits(engine, 0, 5)
+    copying, release = threading.Event(), threading.Event()
+    copy = checkpoint.WalCheckpointer._copy
+
+    def held_copy(self):
+        copying.set()
+        release.wait(10)
+        return copy(self)
+
+    monkeypatch.setattr(checkpoint.WalCheckpointer, "_copy", held_copy)
+    round_ = asyncio.create_task(checkpointer.checkpoint())
+    assert await asyncio.to_thread(copying.wait, 10)
+    ran: list[str] = []
+    background = asyncio.create_task(run_background(engine, lambda db: ran.append("background")))
+    await asyncio.wait_for(run_script(engine, lambda db: ran.append("request")), 5)
+    await asyncio.sleep(0.2)
+    assert ran == ["request"]  # the background script still waits for the round
+    release.set()
+    assert await asyncio.wait_for(round_, 10) is True
+    await asyncio.wait_for(background, 5)
+    assert ran == ["request", "background"]
 
 
 async def test_the_wal_starts_over_while_commits_go_on(wal):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 
@@ -11,7 +12,7 @@ import pytest
 
 from aigate.store import script
 from aigate.store.db import create_engine
-from aigate.store.script import run_background, run_script
+from aigate.store.script import run_background, run_maintenance, run_script
 
 
 def _create(db) -> None:
@@ -73,7 +74,8 @@ async def test_a_request_script_waits_for_a_running_hop_in_the_lane(sqlite_engin
     assert not request.done()  # it did not run on the loop beside the open transaction
     release.set()
     await background
-    assert await request != threading.get_ident()
+    # then, alone behind background work, on the loop's thread without a hop of its own
+    assert await request == threading.get_ident()
     assert await run_script(engine, _keys) == ["bg", "req"]
 
 
@@ -103,28 +105,36 @@ async def test_scripts_arriving_together_keep_their_group_commit(sqlite_engine, 
     assert len(batches) <= 4  # the first of the four may run alone; the rest batch
 
 
+@contextlib.asynccontextmanager
+async def _loop_ticks():
+    """Counts 10 ms ticks of the event loop while the block runs: ``ticks[0]``."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
+
+
 async def test_another_connections_write_lock_never_blocks_the_event_loop(sqlite_engine):
     engine, path = sqlite_engine
     holder = sqlite3.connect(path)
     holder.execute("BEGIN IMMEDIATE")  # another process's transaction, say
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
     try:
-        request = asyncio.create_task(run_script(engine, _put, "after-the-lock"))
-        await asyncio.sleep(0.3)
-        assert not request.done()
-        assert ticks >= 10  # the loop ran on while the script waited for the lock
-        holder.rollback()
-        assert await asyncio.wait_for(request, 5) != threading.get_ident()  # it waited in the lane's thread
+        async with _loop_ticks() as ticks:
+            request = asyncio.create_task(run_script(engine, _put, "after-the-lock"))
+            await asyncio.sleep(0.3)
+            assert not request.done()
+            assert ticks[0] >= 10  # the loop ran on while the script waited for the lock
+            holder.rollback()
+            assert await asyncio.wait_for(request, 5) != threading.get_ident()  # it waited in the lane's thread
     finally:
-        ticker.cancel()
         holder.close()
     await asyncio.sleep(0.01)  # the lane hands the connection back to the pool
     assert await run_script(engine, _put, "inline-again") == threading.get_ident()
@@ -152,3 +162,32 @@ async def test_an_in_memory_database_stays_in_the_lane(monkeypatch):
         assert tried == []  # its connection belongs to aiosqlite's thread: not even tried
     finally:
         await engine.dispose()
+
+
+async def test_a_script_behind_background_work_never_waits_for_a_lock_on_the_loop(sqlite_engine):
+    engine, path = sqlite_engine
+    holder = sqlite3.connect(path, check_same_thread=False)
+    started, go = threading.Event(), threading.Event()
+
+    def maintenance(conn) -> None:  # the lane's hop; another connection takes the write lock meanwhile
+        started.set()
+        go.wait(5)
+        holder.execute("BEGIN IMMEDIATE")
+
+    try:
+        hop = asyncio.create_task(run_maintenance(engine, maintenance))
+        assert await asyncio.to_thread(started.wait, 5)
+        request = asyncio.create_task(run_script(engine, _put, "behind-the-hop"))
+        await asyncio.sleep(0.05)
+        go.set()
+        await asyncio.wait_for(hop, 5)
+        async with _loop_ticks() as ticks:
+            await asyncio.sleep(0.3)
+            assert not request.done()  # alone behind background work, but locked: not on the loop
+            assert ticks[0] >= 10
+        holder.rollback()
+        assert await asyncio.wait_for(request, 5) != threading.get_ident()  # the lane's thread waited
+    finally:
+        go.set()
+        holder.close()
+    assert await run_script(engine, _keys) == ["behind-the-hop"]
