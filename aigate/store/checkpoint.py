@@ -22,9 +22,10 @@ A round is background work and takes its turn with the writer's flushes and upke
 (``aigate.store.script.background_turn``): none of them runs during the copy, where it
 would compete with the copy's thread for the core while requests' scripts wait for it.
 
-A short interval keeps each copy, and the sync that ends it, small: once a second the
-copies grew with the database and made the tail at concurrency 1 worse round after round
-than SQLite's own checkpoints; every quarter second it stayed shorter (bench/CHANGES.md).
+A short interval (``INTERVAL_S``) keeps each copy, and the sync that ends it, small: the
+calls a copy slows down are those that overlap it, and a shorter copy slows them less.
+At concurrency 1 the added p99 was lowest with a round every 0.05-0.1 s, against every
+0.25 s or once a second; 0.05 s cost more CPU for no lower p99 (bench/CHANGES.md).
 If a round cannot finish (a reader holds an old snapshot), the next one tries again. A
 round that finds the WAL as the last one left it, all copied, stops after the copy: an
 idle database takes no hop of the writer's lane.
@@ -50,10 +51,11 @@ from aigate.store.script import background_turn, run_maintenance, run_script
 log = logging.getLogger("aigate.checkpoint")
 
 NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint=0"
+INTERVAL_S = 0.1  # between two rounds (module docstring)
 
 
 class WalCheckpointer:
-    def __init__(self, engine: AsyncEngine, *, interval_s: float = 0.25) -> None:
+    def __init__(self, engine: AsyncEngine, *, interval_s: float = INTERVAL_S) -> None:
         self.engine = engine
         self.interval_s = interval_s
         self.path = engine.url.database or ""  # a file database (``applies_to``)
@@ -144,7 +146,7 @@ def _own_checkpoints(dbapi_conn, _record) -> None:
     cur.close()
 
 
-async def start_checkpointer(engine: AsyncEngine, *, interval_s: float = 0.25) -> WalCheckpointer | None:
+async def start_checkpointer(engine: AsyncEngine, *, interval_s: float = INTERVAL_S) -> WalCheckpointer | None:
     """Take over the checkpoints of a SQLite file database: None for anything else."""
     if not WalCheckpointer.applies_to(engine):
         return None
