@@ -6,7 +6,8 @@ raises to roll back. ``run_script`` runs it in a single transaction:
 
 * on SQLite, a request's script runs **inline**, on the event loop's own thread, when
   the one connection is idle (no hop running, no read holding it) and requests' scripts
-  have been arriving one at a time: a transaction of ~0.1-0.2 ms of SQLite work costs
+  have been arriving one at a time, or alone right after the background hop it waited
+  for: a transaction of ~0.1-0.2 ms of SQLite work costs
   less than the two thread hand-offs around it (at concurrency 1 they were half of the
   wait for the script, bench/CHANGES.md). It never waits for a lock on the loop: if
   another connection holds the write lock it goes to the lane. Otherwise scripts run
