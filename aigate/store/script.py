@@ -7,10 +7,10 @@ raises to roll back. ``run_script`` runs it in a single transaction:
 * on SQLite, a request's script runs **inline**, on the event loop's own thread, when
   the one connection is idle (no hop running, no read holding it) and requests' scripts
   have been arriving one at a time, or alone right after the background hop it waited
-  for: a transaction of ~0.1-0.2 ms of SQLite work costs
-  less than the two thread hand-offs around it (at concurrency 1 they were half of the
-  wait for the script, bench/CHANGES.md). It never waits for a lock on the loop: if
-  another connection holds the write lock it goes to the lane. Otherwise scripts run
+  for: a transaction of ~0.1-0.2 ms of SQLite work costs less than the two thread
+  hand-offs around it (at concurrency 1 they were half of the wait for the script,
+  bench/CHANGES.md). It never waits for a lock on the loop: if another connection
+  holds the write lock it goes to the lane. Otherwise scripts run
   inside the aiosqlite connection's own thread, in **one** hop — going through
   SQLAlchemy costs about four thread hops per statement, which dominated the hot
   path's CPU (GIL hand-offs on every hop). Scripts submitted while a batch runs wait
@@ -32,7 +32,8 @@ raises to roll back. ``run_script`` runs it in a single transaction:
 
 This is the only module that reaches into aiosqlite's internals (``_execute`` and
 ``_conn``, unchanged since aiosqlite 0.17; the connection is opened with
-``check_same_thread=False``, SQLAlchemy's default for a file); the tests run every script on both databases.
+``check_same_thread=False``, SQLAlchemy's default for a file); the tests run every
+script on both databases.
 """
 
 from __future__ import annotations
@@ -181,17 +182,13 @@ class _SqliteLane:
         self.background_turn = asyncio.Lock()  # background_turn()
 
     async def submit(self, fn: Callable, args: tuple, background: bool = False, maintenance: bool = False) -> Any:
-        if not (background or maintenance) and self._idle():
-            assert self.conn is not None  # _idle
-            try:
-                result = _run_inline(self.conn, fn, args)
-            except _NotNow:
-                pass  # to the lane
-            else:
-                await asyncio.sleep(0)  # a loop of scripts still lets other tasks run
-                return result
         future = asyncio.get_running_loop().create_future()
         item = (fn, args, future, background or maintenance)
+        if not item[3] and self._idle():
+            assert self.conn is not None  # _idle
+            if self._ran_inline(self.conn, item):
+                await asyncio.sleep(0)  # a loop of scripts still lets other tasks run
+                return future.result()
         (self.maintenance if maintenance else self.waiting).append(item)
         if not self.draining:
             self.draining = True
@@ -279,9 +276,9 @@ class _SqliteLane:
 
     @staticmethod
     def _ran_inline(conn: sqlite3.Connection, item: tuple[Callable, tuple, asyncio.Future, bool]) -> bool:
-        """A request's script that waited alone behind background work (at low
-        concurrency) runs on the loop's thread as an idle-time script does, saving the
-        two thread hand-offs of a hop; False if it cannot start at once (the lane runs it)."""
+        """Run a request's script on the loop's thread (the connection is idle, or free
+        again after the background hop the script waited for alone) and resolve its
+        future; False if it cannot start at once: the lane runs it."""
         fn, args, future, _ = item
         try:
             outcome = (True, _run_inline(conn, fn, args))
