@@ -5,18 +5,27 @@ copies the pages into the database file and syncs that file, which holds the one
 connection for 5-10 ms about once per 90 App API calls (~11 WAL pages each), and a
 request's reservation or history write waiting for that connection waits with it.
 Instead the engine's connection runs with ``wal_autocheckpoint=0`` while this task runs,
-and every ``interval_s`` the task:
+and the task:
 
-1. copies the WAL into the database file from a connection of its own, in a thread of
-   its own (a PASSIVE checkpoint: commits go on meanwhile), and syncs the database file
-   there too: SQLite syncs it only at the checkpoint that reaches the WAL's end, which
-   is the finish below, and a request waiting for that finish would wait for the sync
-   of every page the copy wrote;
-2. finishes on the writer's own connection, in a hop of the lane between two of its
-   transactions (``run_maintenance``: a request's scripts waiting beside it run first).
-   No commit can land meanwhile, so a PASSIVE checkpoint there copies the frames
-   committed during the first copy and leaves the whole WAL in the database; the
-   connection's next transaction starts the WAL over from its beginning.
+1. every ``interval_s``, copies the WAL into the database file from a connection of its
+   own, in a thread of its own (a PASSIVE checkpoint: commits go on meanwhile), and
+   syncs the database file there too: SQLite syncs it only at the checkpoint that
+   reaches the WAL's end, which is the finish below, and a request waiting for that
+   finish would wait for the sync of every page the copy wrote;
+2. every ``finish_interval_s``, right after a copy, finishes on the writer's own
+   connection, in a hop of the lane between two of its transactions
+   (``run_maintenance``: a request's scripts waiting beside it run first). No commit can
+   land meanwhile, so a PASSIVE checkpoint there copies the frames committed during the
+   copy and leaves the whole WAL in the database; the connection's next transaction
+   starts the WAL over from its beginning.
+
+The finish is the one step requests wait for, and it syncs both the WAL and the database
+file: 1-3 ms, and up to ~10 ms in an hour of slow disk writes. After every copy (ten
+times a second) it set the c=1 p99; once a second it delays too few calls to
+(bench/CHANGES.md). Between two finishes the WAL holds about a second of commits; the
+copies keep the part not yet in the database file short, so a read's search of the WAL
+stays short too. A copy that reaches the WAL's end does not let the WAL start over (only
+a finish on the writer's connection does), so the finish runs on time even then.
 
 A round is background work and takes its turn with the writer's flushes and upkeep
 (``aigate.store.script.background_turn``): none of them runs during the copy, where it
@@ -26,9 +35,9 @@ A short interval (``INTERVAL_S``) keeps each copy, and the sync that ends it, sm
 calls a copy slows down are those that overlap it, and a shorter copy slows them less.
 At concurrency 1 the added p99 was lowest with a round every 0.05-0.1 s, against every
 0.25 s or once a second; 0.05 s cost more CPU for no lower p99 (bench/CHANGES.md).
-If a round cannot finish (a reader holds an old snapshot), the next one tries again. A
-round that finds the WAL as the last one left it, all copied, stops after the copy: an
-idle database takes no hop of the writer's lane.
+If a finish cannot reach the WAL's end (a reader holds an old snapshot), the next
+round tries again. A round that finds the WAL as the last one left it, all copied,
+stops after the copy: an idle database takes no hop of the writer's lane.
 
 The sync goes through a descriptor of the database file opened here, and closing any
 descriptor of a file drops every POSIX lock the process holds on it, SQLite's included:
@@ -51,13 +60,17 @@ from aigate.store.script import background_turn, run_maintenance, run_script
 log = logging.getLogger("aigate.checkpoint")
 
 NO_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint=0"
-INTERVAL_S = 0.1  # between two rounds (module docstring)
+INTERVAL_S = 0.1  # between two copies (module docstring)
+FINISH_INTERVAL_S = 1.0  # between two finishes on the writer's lane (module docstring)
 
 
 class WalCheckpointer:
-    def __init__(self, engine: AsyncEngine, *, interval_s: float = INTERVAL_S) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, interval_s: float = INTERVAL_S, finish_interval_s: float = FINISH_INTERVAL_S
+    ) -> None:
         self.engine = engine
         self.interval_s = interval_s
+        self.rounds_per_finish = max(1, round(finish_interval_s / interval_s))
         self.path = engine.url.database or ""  # a file database (``applies_to``)
         self.finished = 0  # checkpoints that left the whole WAL in the database
         self._side: sqlite3.Connection | None = None
@@ -91,27 +104,33 @@ class WalCheckpointer:
             os.close(db_file)
 
     async def _run(self) -> None:
+        rounds = 0  # since the last finish that reached the WAL's end
         while True:
             await asyncio.sleep(self.interval_s)
+            rounds += 1
+            finish = rounds >= self.rounds_per_finish
             try:
-                await self.checkpoint()
+                if await self.checkpoint(finish=finish) and finish:
+                    rounds = 0
             except Exception:  # the next interval tries again; SQLite's WAL stays valid
                 log.warning("WAL checkpoint failed", exc_info=True)
 
-    async def checkpoint(self) -> bool:
-        """One round: copy, then finish on the writer's lane, in the background work's
-        turn (no flush or upkeep step runs meanwhile). True when the whole WAL is in the
-        database file."""
+    async def checkpoint(self, *, finish: bool = True) -> bool:
+        """One round: copy, then (with ``finish``) finish on the writer's lane, in the
+        background work's turn (no flush or upkeep step runs meanwhile). True when the
+        whole WAL is in the database file."""
         async with background_turn(self.engine):
-            return await self._round()
+            return await self._round(finish)
 
-    async def _round(self) -> bool:
+    async def _round(self, finish: bool) -> bool:
         last = self._seen
         frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
         if frames <= 0:
             return True  # the WAL is empty (or was just started over)
-        if (frames, copied) == last and frames == copied:  # nothing committed since: idle
+        if frames == copied and ((frames, copied) == last or not finish):  # idle, or all copied
             return True
+        if not finish:
+            return False
         frames, copied = self._seen = await run_maintenance(self.engine, _finish)
         if frames != copied:  # a reader holds an older snapshot: the next round
             return False
@@ -146,12 +165,14 @@ def _own_checkpoints(dbapi_conn, _record) -> None:
     cur.close()
 
 
-async def start_checkpointer(engine: AsyncEngine, *, interval_s: float = INTERVAL_S) -> WalCheckpointer | None:
+async def start_checkpointer(
+    engine: AsyncEngine, *, interval_s: float = INTERVAL_S, finish_interval_s: float = FINISH_INTERVAL_S
+) -> WalCheckpointer | None:
     """Take over the checkpoints of a SQLite file database: None for anything else."""
     if not WalCheckpointer.applies_to(engine):
         return None
     event.listen(engine.sync_engine, "connect", _own_checkpoints)  # a connection opened later
     await run_script(engine, lambda db: db.rows(NO_AUTOCHECKPOINT))  # the one open now
-    checkpointer = WalCheckpointer(engine, interval_s=interval_s)
+    checkpointer = WalCheckpointer(engine, interval_s=interval_s, finish_interval_s=finish_interval_s)
     checkpointer.start()
     return checkpointer

@@ -41,6 +41,19 @@ def _wal_frames(path: str) -> int:
     return frames
 
 
+def _count_finishes(monkeypatch) -> list[tuple]:
+    """Every hop of the writer's lane the checkpointer takes (its finishes), as it happens."""
+    finishes: list[tuple] = []
+    finish = checkpoint.run_maintenance
+
+    async def counted(*args):
+        finishes.append(args)
+        return await finish(*args)
+
+    monkeypatch.setattr(checkpoint, "run_maintenance", counted)
+    return finishes
+
+
 @pytest.fixture
 async def wal(tmp_path):
     """A SQLite file with a table to write, and the checkpointer taking over."""
@@ -86,24 +99,16 @@ async def test_checkpoints_leave_the_commits_and_the_wal_starts_over(wal):
 async def test_an_idle_database_takes_no_hop_of_the_writers_lane(wal, monkeypatch):
     """With nothing committed since the last round, a round only looks at the WAL."""
     _path, engine, checkpointer = wal
-    finishes = 0
-    finish = checkpoint.run_maintenance
-
-    async def counted(*args):
-        nonlocal finishes
-        finishes += 1
-        return await finish(*args)
-
-    monkeypatch.setattr(checkpoint, "run_maintenance", counted)
+    finishes = _count_finishes(monkeypatch)
     await _commits(engine, 0, 20)
     assert await checkpointer.checkpoint() is True
-    assert finishes == 1
+    assert len(finishes) == 1
     for _ in range(3):  # idle
         assert await checkpointer.checkpoint() is True
-    assert finishes == 1
+    assert len(finishes) == 1
     await _commits(engine, 20, 1)  # a commit (it starts the WAL over): the next round finishes
     assert await checkpointer.checkpoint() is True
-    assert finishes == 2
+    assert len(finishes) == 2
 
 
 async def test_background_work_waits_for_the_copy_and_requests_scripts_do_not(wal, monkeypatch):
@@ -158,6 +163,75 @@ async def test_the_wal_starts_over_while_commits_go_on(wal):
     finally:
         stop.set()
         await committing
+
+
+async def test_copies_between_finishes_take_no_hop_of_the_writers_lane(wal, monkeypatch):
+    """A round without a finish only copies, beside the writer: requests never wait for
+    it. A frame the copy could not reach (here a reader holds an older snapshot) stays in
+    the WAL until a round that finishes."""
+    path, engine, checkpointer = wal
+    finishes = _count_finishes(monkeypatch)
+    await _commits(engine, 0, 20)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM kv").fetchone()  # a snapshot of these 20
+        await _commits(engine, 20, 20)
+        assert await checkpointer.checkpoint(finish=False) is False
+        assert len(finishes) == 0
+    assert await checkpointer.checkpoint(finish=False) is True  # the reader is gone
+    assert len(finishes) == 0
+    await _commits(engine, 40, 20)
+    assert await checkpointer.checkpoint() is True
+    assert len(finishes) == 1 and checkpointer.finished == 1
+
+
+async def test_the_running_task_lets_the_wal_start_over_while_commits_go_on(tmp_path):
+    """Copies alone never let the WAL start over, even one that reaches its end: only a
+    finish on the writer's connection does. The task's own rounds finish often enough."""
+    path = str(tmp_path / "aigate.db")
+    engine = create_engine(f"sqlite:///{path}")
+    await upgrade(engine)
+    await run_script(engine, lambda db: db.rows("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)"))
+    checkpointer = await start_checkpointer(engine, interval_s=0.01, finish_interval_s=0.05)
+    commits = 0
+    try:
+        end = asyncio.get_running_loop().time() + 1.0
+        while asyncio.get_running_loop().time() < end:
+            await run_script(engine, _insert, f"c{commits}")
+            commits += 1
+        finished = checkpointer.finished
+    finally:
+        await checkpointer.stop()
+        await engine.dispose()
+        checkpointer.close()
+    assert finished >= 3  # ~20 finish intervals
+    assert _wal_frames(path) < commits * 3 / 4  # without a start-over it would hold them all
+
+
+async def test_the_task_finishes_once_per_finish_interval_and_retries_a_failed_finish(tmp_path, monkeypatch):
+    engine = create_engine(f"sqlite:///{tmp_path / 'aigate.db'}")
+    await upgrade(engine)
+    rounds: list[bool] = []
+    # the 1st round's copy reaches the WAL's end (only a finish lets the WAL start over);
+    # the 4th round's finish fails (a reader's old snapshot), the 5th round's does not
+    outcomes = iter([True, False, False, False, True, False, False, False, True])
+
+    async def recorded(self, *, finish: bool = True) -> bool:
+        rounds.append(finish)
+        return next(outcomes, True)
+
+    monkeypatch.setattr(checkpoint.WalCheckpointer, "checkpoint", recorded)
+    checkpointer = await start_checkpointer(engine, interval_s=0.001, finish_interval_s=0.004)
+    try:
+        for _ in range(500):
+            if len(rounds) >= 9:
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await checkpointer.stop()
+        await engine.dispose()
+        checkpointer.close()
+    assert rounds[:9] == [False, False, False, True, True, False, False, False, True]
 
 
 def _descriptors_of(path: str) -> int:
