@@ -167,8 +167,8 @@ async def test_the_wal_starts_over_while_commits_go_on(wal):
 
 async def test_copies_between_finishes_take_no_hop_of_the_writers_lane(wal, monkeypatch):
     """A round without a finish only copies, beside the writer: requests never wait for
-    it. A frame the copy could not reach (here a reader holds an older snapshot) stays in
-    the WAL until a round that finishes."""
+    it. Frames the copy could not reach (a reader holds an older snapshot) wait for a
+    later round."""
     path, engine, checkpointer = wal
     finishes = _count_finishes(monkeypatch)
     await _commits(engine, 0, 20)
