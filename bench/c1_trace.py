@@ -75,11 +75,11 @@ def probe_serve(argv: list[str]) -> None:
         finally:
             hops.append((started, time.monotonic(), ["_finish"], time.thread_time() - cpu))
 
-    def probed_side_copy(self):
+    def probed_side_copy(self, *args):
         started, cpu = time.monotonic(), time.thread_time()
         seen = (0, 0)
         try:
-            seen = side_copy(self)
+            seen = side_copy(self, *args)
             return seen
         finally:
             hops.append((started, time.monotonic(), ["side_copy"], time.thread_time() - cpu, seen))

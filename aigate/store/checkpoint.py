@@ -8,10 +8,11 @@ Instead the engine's connection runs with ``wal_autocheckpoint=0`` while this ta
 and the task:
 
 1. every ``interval_s``, copies the WAL into the database file from a connection of its
-   own, in a thread of its own (a PASSIVE checkpoint: commits go on meanwhile), and
-   syncs the database file there too: SQLite syncs it only at the checkpoint that
-   reaches the WAL's end, which is the finish below, and a request waiting for that
-   finish would wait for the sync of every page the copy wrote;
+   own, in a thread of its own (a PASSIVE checkpoint: commits go on meanwhile). Before a
+   finish it syncs the database file there too: SQLite syncs it only at the checkpoint
+   that reaches the WAL's end, which is the finish below, and a request waiting for that
+   finish would wait for the sync of every page the copies wrote. Between finishes the
+   pages need no sync: the WAL, synced by each copy before it copies, still holds them;
 2. every ``finish_interval_s``, right after a copy, finishes on the writer's own
    connection, in a hop of the lane between two of its transactions
    (``run_maintenance``: a request's scripts waiting beside it run first). No commit can
@@ -76,6 +77,7 @@ class WalCheckpointer:
         self._side: sqlite3.Connection | None = None
         self._db_file: int | None = None  # a descriptor of the database file, for its sync
         self._seen: tuple[int, int] | None = None  # (frames, copied) at the last look
+        self._unsynced = False  # the copies wrote pages into the database file since its sync
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="wal-checkpoint")
         self._task: asyncio.Task | None = None
 
@@ -124,7 +126,7 @@ class WalCheckpointer:
 
     async def _round(self, finish: bool) -> bool:
         last = self._seen
-        frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy)
+        frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy, finish)
         if frames <= 0:
             return True  # the WAL is empty (or was just started over)
         if frames == copied and ((frames, copied) == last or not finish):  # idle, or all copied
@@ -137,16 +139,20 @@ class WalCheckpointer:
         self.finished += 1
         return True
 
-    def _copy(self) -> tuple[int, int]:
+    def _copy(self, sync: bool) -> tuple[int, int]:
         """A PASSIVE checkpoint from the side connection: (frames in the WAL, frames
-        copied into the database)."""
+        copied into the database). With ``sync`` (before a finish) it also syncs what
+        the copies wrote into the database file since the last sync."""
         if self._side is None:
             self._side = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self._db_file is None:
             self._db_file = os.open(self.path, os.O_RDONLY)
         seen = _finish(self._side)
         if seen[1] > 0 and seen != self._seen:  # pages copied since the last look
+            self._unsynced = True
+        if sync and self._unsynced:
             os.fdatasync(self._db_file)  # here, not in the finish that requests wait for
+            self._unsynced = False
         self._seen = seen
         return seen
 

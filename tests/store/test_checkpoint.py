@@ -119,10 +119,10 @@ async def test_background_work_waits_for_the_copy_and_requests_scripts_do_not(wa
     copying, release = threading.Event(), threading.Event()
     copy = checkpoint.WalCheckpointer._copy
 
-    def held_copy(self):
+    def held_copy(self, sync):
         copying.set()
         release.wait(10)
-        return copy(self)
+        return copy(self, sync)
 
     monkeypatch.setattr(checkpoint.WalCheckpointer, "_copy", held_copy)
     round_ = asyncio.create_task(checkpointer.checkpoint())
@@ -266,6 +266,16 @@ async def test_the_copy_syncs_the_database_file_in_its_own_thread(wal, monkeypat
     synced.clear()
     assert await checkpointer.checkpoint() is True  # nothing committed since: nothing to sync
     assert synced == []
+
+    # copies between finishes leave the sync to the copy before the next finish: the WAL,
+    # synced before each copy, holds every page they wrote until then
+    await _commits(engine, 50, 20)
+    assert await checkpointer.checkpoint(finish=False) is True
+    await _commits(engine, 70, 20)
+    assert await checkpointer.checkpoint(finish=False) is True
+    assert synced == []
+    assert await checkpointer.checkpoint() is True
+    assert len(synced) == 1 and synced[0][0].startswith("wal-checkpoint")
 
 
 async def test_closing_leaves_no_descriptor_of_the_database_file(tmp_path):
