@@ -32,10 +32,11 @@ A round is background work and takes its turn with the writer's flushes and upke
 (``aigate.store.script.background_turn``): none of them runs during the copy, where it
 would compete with the copy's thread for the core while requests' scripts wait for it.
 
-A short interval (``INTERVAL_S``) keeps each copy, and the sync that ends it, small: the
-calls a copy slows down are those that overlap it, and a shorter copy slows them less.
-At concurrency 1 the added p99 was lowest with a round every 0.05-0.1 s, against every
-0.25 s or once a second; 0.05 s cost more CPU for no lower p99 (bench/CHANGES.md).
+A short interval (``INTERVAL_S``) keeps each copy small: the calls a copy slows down are
+those that overlap it, and a shorter copy slows them less. At concurrency 1 the added
+p99 was lowest with a round every 0.05-0.1 s, against every 0.25 s or once a second
+(0.25 s again with the finish once a second); 0.05 s cost more CPU for no lower p99
+(bench/CHANGES.md).
 If a finish cannot reach the WAL's end (a reader holds an old snapshot), the next
 round tries again. A round that finds the WAL as the last one left it, all copied,
 stops after the copy: an idle database takes no hop of the writer's lane.
