@@ -37,6 +37,7 @@ those that overlap it, and a shorter copy slows them less. At concurrency 1 the 
 p99 was lowest with a round every 0.05-0.1 s, against every 0.25 s or once a second
 (0.25 s again with the finish once a second); 0.05 s cost more CPU for no lower p99
 (bench/CHANGES.md).
+
 If a finish cannot reach the WAL's end (a reader holds an old snapshot), the next
 round tries again. A round that finds the WAL as the last one left it, all copied,
 stops after the copy: an idle database takes no hop of the writer's lane.
@@ -107,7 +108,7 @@ class WalCheckpointer:
             os.close(db_file)
 
     async def _run(self) -> None:
-        rounds = 0  # since the last finish that reached the WAL's end
+        rounds = 0  # since the last finish round that left the whole WAL in the database file
         while True:
             await asyncio.sleep(self.interval_s)
             rounds += 1
@@ -130,10 +131,10 @@ class WalCheckpointer:
         frames, copied = await asyncio.get_running_loop().run_in_executor(self._thread, self._copy, finish)
         if frames <= 0:
             return True  # the WAL is empty (or was just started over)
-        if frames == copied and ((frames, copied) == last or not finish):  # idle, or all copied
-            return True
         if not finish:
-            return False
+            return frames == copied
+        if (frames, copied) == last and frames == copied:  # nothing committed since: idle
+            return True
         frames, copied = self._seen = await run_maintenance(self.engine, _finish)
         if frames != copied:  # a reader holds an older snapshot: the next round
             return False

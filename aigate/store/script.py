@@ -183,8 +183,9 @@ class _SqliteLane:
 
     async def submit(self, fn: Callable, args: tuple, background: bool = False, maintenance: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
-        item = (fn, args, future, background or maintenance)
-        if not item[3] and self._idle():
+        background = background or maintenance  # neither ever runs inline
+        item = (fn, args, future, background)
+        if not background and self._idle():
             assert self.conn is not None  # _idle
             if self._ran_inline(self.conn, item):
                 await asyncio.sleep(0)  # a loop of scripts still lets other tasks run
