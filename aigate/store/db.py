@@ -47,6 +47,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
+    # a writer's flush (hundreds of upserts in one transaction) outgrows the statement
+    # journal's 64 KiB in memory: in a file it cost a create, writes and an unlink per flush
+    cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
 
