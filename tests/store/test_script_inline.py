@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -103,6 +104,66 @@ async def test_scripts_arriving_together_keep_their_group_commit(sqlite_engine, 
     threads = await asyncio.gather(*(run_script(engine, _put, f"n{i}") for i in range(4)))
     assert threading.get_ident() not in threads
     assert len(batches) <= 4  # the first of the four may run alone; the rest batch
+
+
+@pytest.mark.parametrize("requests", [1, 2])
+async def test_requests_run_on_before_the_background_hop_queued_behind_them(sqlite_engine, requests):
+    """Requests' scripts resolved by a hop (one inline after background work, or two in a
+    hop of the lane) run on to their next wait before the lane starts the background
+    work queued behind them: its thread would take the core from them."""
+    engine, _ = sqlite_engine
+    events: list[str] = []
+    release = threading.Event()
+
+    def background(db) -> None:
+        events.append("background")
+
+    async def request(i: int) -> None:
+        await run_script(engine, _put, f"r{i}")
+        time.sleep(0.05)  # the request's own work after its script, holding the loop
+        events.append(f"request {i}")
+
+    held = asyncio.create_task(run_maintenance(engine, lambda conn: release.wait(5)))
+    await asyncio.sleep(0.05)  # the lane is busy: what follows queues
+    queued = asyncio.create_task(run_background(engine, background))
+    await asyncio.sleep(0.01)
+    calls = [asyncio.create_task(request(i)) for i in range(requests)]
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(held, queued, *calls)
+    assert events == [*(f"request {i}" for i in range(requests)), "background"]
+
+
+async def test_a_hop_of_requests_scripts_does_not_wait_for_the_requests_before_it(sqlite_engine):
+    """Only background work waits for the requests just resolved to run on: requests'
+    scripts queued meanwhile start their hop at once."""
+    engine, _ = sqlite_engine
+    events: list[str] = []
+    queued, release, hop_running = threading.Event(), threading.Event(), threading.Event()
+
+    def first(db) -> None:  # runs in the lane's thread until the next request has queued
+        hop_running.set()
+        release.wait(5)
+
+    def second(db) -> None:
+        events.append("second request's script")
+
+    async def request() -> None:
+        await run_script(engine, first)
+        time.sleep(0.05)  # the first request's own work after its script, holding the loop
+        events.append("first request")
+
+    held = asyncio.create_task(run_maintenance(engine, lambda conn: queued.wait(5)))
+    await asyncio.sleep(0.01)
+    calls = [asyncio.create_task(request()), asyncio.create_task(run_script(engine, _put, "x"))]
+    await asyncio.sleep(0.01)
+    queued.set()
+    assert await asyncio.to_thread(hop_running.wait, 5)  # first and _put: one hop in the thread
+    calls.append(asyncio.create_task(run_script(engine, second)))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(held, *calls)
+    assert events == ["second request's script", "first request"]
 
 
 @contextlib.asynccontextmanager
