@@ -31,7 +31,7 @@ from aigate.store import log_index, rollups
 from aigate.store import tables as t
 from aigate.store.script import run_script
 from aigate.store.text import UserString, UserText, bind_user_text
-from aigate.store.upkeep import WatermarkUpkeep, next_log_rows
+from aigate.store.upkeep import Handled, WatermarkUpkeep, in_parts
 from aigate.store.writer import BatchWriter
 
 ROLLUP_STATE = t.SQLITE_ROLLUP_STATE_TABLE
@@ -129,7 +129,7 @@ def write_usage_logs(db, rows: list[dict[str, Any]]) -> None:
     if db.dialect != "sqlite":
         add_rollups(db, rows)
         return
-    while roll_up_new_rows(db) == ROLLUP_BATCH_ROWS:
+    while roll_up_new_rows(db).more:
         pass
 
 
@@ -216,23 +216,28 @@ def _by_minute(found: list[tuple]) -> tuple[list[dict[str, Any]], list[tuple]]:
     return rows, row_deltas
 
 
-def roll_up_new_rows(db, limit: int = ROLLUP_BATCH_ROWS) -> int:
+def roll_up_new_rows(db, limit: int = ROLLUP_BATCH_ROWS) -> Handled:
     """SQLite: add up to ``limit`` log rows above the watermark to the rollups (a
-    transaction script); returns how many, so ``limit`` means more may be waiting."""
-    span, count = next_log_rows(db, f"{ROLLUP_STATE}.rolled_through", limit)
-    if not count:
-        return 0
-    _add_sums(db, rollups.DASHBOARD.values(), *_by_minute(db.rows(_BY_MINUTE_SQL, span)))
-    db.rows(_USER_DAILY_SQL, span)
-    db.rows(f"UPDATE {ROLLUP_STATE} SET rolled_through = :upto", span)
-    return count
+    transaction script, in parts a waiting request's script can cut short:
+    ``aigate.store.upkeep.in_parts``). The dashboard's sums are added once, for all the
+    parts: a few keys a batch."""
+    found: list[tuple] = []
+
+    def part(db, span: dict[str, int]) -> None:
+        found.extend(db.rows(_BY_MINUTE_SQL, span))
+        db.rows(_USER_DAILY_SQL, span)
+
+    handled = in_parts(db, f"{ROLLUP_STATE}.rolled_through", limit, part)
+    if found:
+        _add_sums(db, rollups.DASHBOARD.values(), *_by_minute(found))
+    return handled
 
 
 async def current_rollups(engine) -> None:
     """Bring the rollups up to date before reading them: on SQLite, add the log rows the
     writer has not added yet (usually none, or the last fraction of a second's)."""
     if engine.dialect.name == "sqlite":
-        while await run_script(engine, roll_up_new_rows) == ROLLUP_BATCH_ROWS:
+        while (await run_script(engine, roll_up_new_rows)).more:
             pass
 
 

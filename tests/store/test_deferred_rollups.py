@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from aigate.store import tables as t
+from aigate.store import upkeep
 from aigate.store.db import create_engine
 from aigate.store.migrate import upgrade
 from aigate.store.script import run_script
@@ -22,7 +23,9 @@ from aigate.store.sinks import (
     register_sinks,
     roll_up_new_rows,
 )
+from aigate.store.upkeep import PART_ROWS
 from aigate.store.writer import BatchWriter
+from tests.store.test_keyword_index import RequestWaiting
 from tests.store.test_writer import log_row
 
 HOUR = 3_600_000
@@ -94,26 +97,46 @@ async def rolled_through(engine) -> int:
     return through
 
 
-async def test_the_batches_add_what_the_flush_adds(make_engine):
+@pytest.mark.parametrize(
+    ("batch", "rows_per_batch"),
+    [
+        (lambda db: roll_up_new_rows(db, 64), 64),
+        # a request's script waits at every part: each batch adds one part of the rows
+        (lambda db: roll_up_new_rows(RequestWaiting(db)), PART_ROWS),
+    ],
+    ids=["batches of 64", "cut short by requests"],
+)
+async def test_the_batches_add_what_the_flush_adds(make_engine, batch, rows_per_batch):
     rows = varied_rows(700)
     flushed, deferred = await make_engine("flushed"), await make_engine("deferred")
     # the flush path: the rows and their rollups in one transaction (as on PostgreSQL)
     await run_script(flushed, insert_usage_logs, rows)
     await run_script(flushed, add_rollups, rows)
-    # the deferred path: the rows first, then batches of 64 above the watermark
+    # the deferred path: the rows first, then batches above the watermark
     await run_script(deferred, insert_usage_logs, rows)
     assert await table_rows(deferred, t.usage_rollups) == []
     batches = 0
-    while await run_script(deferred, roll_up_new_rows, 64) == 64:
+    while (await run_script(deferred, batch)).more:
         batches += 1
-    assert batches == 700 // 64
+    assert batches == 700 // rows_per_batch
     assert await rolled_through(deferred) == await last_log_id(deferred)
-    assert await run_script(deferred, roll_up_new_rows) == 0  # nothing is added twice
+    assert await run_script(deferred, roll_up_new_rows) == (0, False)  # nothing is added twice
     for table in ROLLUP_TABLES:
         want, got = await table_rows(flushed, table), await table_rows(deferred, table)
         assert len(got) == len(want) > 0, table.name
         for w, g in zip(want, got, strict=True):
             assert g == pytest.approx(w, abs=1e-9), table.name
+
+
+async def test_a_batch_far_behind_the_log_is_not_cut_short(make_engine, monkeypatch):
+    monkeypatch.setattr(upkeep, "CATCH_UP_ROWS", 50)
+    engine = await make_engine("aigate")
+    await run_script(engine, insert_usage_logs, varied_rows(100))
+    waiting = lambda db: roll_up_new_rows(RequestWaiting(db), 64)  # noqa: E731
+    assert await run_script(engine, waiting) == (64, True)  # 100 behind: the whole batch
+    assert await run_script(engine, waiting) == (PART_ROWS, True)  # 36 behind: one part
+    assert await run_script(engine, waiting) == (4, False)
+    assert await rolled_through(engine) == await last_log_id(engine)
 
 
 async def test_readers_bring_the_rollups_up_to_date(make_engine):

@@ -14,6 +14,7 @@ import threading
 import pytest
 from sqlalchemy import delete, select, update
 
+from aigate.store import log_index
 from aigate.store import tables as t
 from aigate.store.db import create_engine
 from aigate.store.log_index import BATCH_ROWS, index_new_rows, pending_rows
@@ -72,14 +73,62 @@ async def test_rows_not_yet_indexed_are_found_and_the_indexer_catches_up(engine)
     assert await search(engine, "NEEDLE-29") == {"1029"}  # case-insensitive like LIKE
 
     # indexed in batches: a small limit takes several steps, each moving the watermark
-    assert await run_script(engine, index_new_rows, 20) == 20
+    assert await run_script(engine, index_new_rows, 20) == (20, True)
     assert await run_script(engine, pending_rows) == 10
     assert await search(engine, "needle-1") == {str(1000 + i) for i in (1, *range(10, 20))}  # half indexed
-    assert await run_script(engine, index_new_rows, 20) == 10
-    assert await run_script(engine, index_new_rows, 20) == 0
+    assert await run_script(engine, index_new_rows, 20) == (10, False)
+    assert await run_script(engine, index_new_rows, 20) == (0, False)
     assert await run_script(engine, pending_rows) == 0
     assert len(await fts_rowids(engine, "needle")) == 30
     assert await search(engine, "needle-29") == {"1029"}
+    await fts_integrity(engine)
+
+
+class RequestWaiting:
+    """A transaction script's database as it is while a request's script waits for the
+    connection: every ``yield_point`` says so."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.dialect = db.dialect
+
+    def rows(self, *args):
+        return self.db.rows(*args)
+
+    def many(self, *args):
+        return self.db.many(*args)
+
+    @staticmethod
+    def yield_point() -> bool:
+        return True
+
+
+async def fts_config(engine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return dict((await conn.exec_driver_sql(f"SELECT k, v FROM {t.SQLITE_FTS_TABLE}_config")).all())
+
+
+async def fts_pages(engine) -> int:
+    async with engine.connect() as conn:
+        return (await conn.exec_driver_sql(f"SELECT count(*) FROM {t.SQLITE_FTS_TABLE}_data")).scalar_one()
+
+
+async def test_the_indexer_merges_the_segments_fts5_no_longer_merges_itself(engine, monkeypatch):
+    assert (await fts_config(engine))["automerge"] == 0  # migration 0019
+    monkeypatch.setattr(log_index, "MERGE_STEPS", 0)
+    for i in range(12):  # a segment per batch, none merged
+        await insert_logs(engine, [log_row(i, content=f"needle {i}")])
+        await run_script(engine, index_new_rows)
+    unmerged = await fts_pages(engine)
+    monkeypatch.setattr(log_index, "MERGE_STEPS", 4)
+    # a request's script waiting stops the merging after one step, not the indexing
+    await insert_logs(engine, [log_row(i, content=f"needle {i}") for i in range(12, 112)])
+    assert await run_script(engine, lambda db: index_new_rows(RequestWaiting(db))) == (100, True)
+    assert await run_script(engine, pending_rows) == 0
+    while (await run_script(engine, index_new_rows)).more:
+        pass
+    assert await fts_pages(engine) < unmerged
+    assert len(await fts_rowids(engine, "needle")) == 112
     await fts_integrity(engine)
 
 
@@ -106,7 +155,7 @@ async def test_the_writer_indexes_after_its_commits(engine):
 
 async def test_deletes_and_updates_keep_the_index_consistent(engine):
     await insert_logs(engine, [log_row(i, content=f"needle {i}") for i in range(10)])
-    assert await run_script(engine, index_new_rows, 6) == 6  # ids 1-6 indexed, 7-10 not
+    assert await run_script(engine, index_new_rows, 6) == (6, True)  # ids 1-6 indexed, 7-10 not
     logs = t.usage_logs.c
     async with engine.begin() as conn:
         # an indexed and an unindexed row deleted (as retention does)
@@ -115,7 +164,7 @@ async def test_deletes_and_updates_keep_the_index_consistent(engine):
         await conn.execute(update(t.usage_logs).where(logs.request_id.in_(["1003", "1009"])).values(content="haystack"))
     await fts_integrity(engine)
     assert await fts_rowids(engine, "needle") == {1, 2, 5, 6}  # rowids: 3 and 4 left the index
-    assert await run_script(engine, index_new_rows) == 3  # 7, 9 (its new text) and 10; 8 is gone
+    assert await run_script(engine, index_new_rows) == (3, False)  # 7, 9 (its new text) and 10; 8 is gone
     await fts_integrity(engine)
     assert await search(engine, "needle") == {str(1000 + i) for i in (0, 1, 4, 5, 6, 7)}
     assert await search(engine, "haystack") == {"1003", "1009"}
