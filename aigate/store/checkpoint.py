@@ -22,7 +22,7 @@ and the task:
 
 The finish is the one step requests wait for, and it syncs both the WAL and the database
 file: 1-3 ms, and up to ~10 ms in an hour of slow disk writes. After every copy (ten
-times a second) it set the c=1 p99; once a second it delays too few calls to
+times a second) it set the c=1 p99; once a second it delays too few calls to set it
 (bench/CHANGES.md). Between two finishes the WAL holds about a second of commits; the
 copies keep the part not yet in the database file short, so a read's search of the WAL
 stays short too. A copy that reaches the WAL's end does not let the WAL start over (only

@@ -5,8 +5,8 @@ the insert itself: ~40 µs a row through an insert trigger, inside every writer 
 the one connection every request's credit reservation also waits for, against 10-17 µs
 a row in batches of hundreds. Instead
 ``usage_logs_fts_state.indexed_through`` (migration 0017) holds the highest log id in the
-index, and after its commits the writer indexes the rows above it, up to ``BATCH_ROWS``
-at a time in ``INSERT … SELECT`` statements, the watermark moved in the same transaction
+index, and after its commits the writer indexes the rows above it, ``BATCH_ROWS`` at a
+time, each batch one ``INSERT … SELECT`` and the watermark moved in the same transaction
 (so a crash never indexes a row twice or skips one). The keyword search reads the index
 up to the watermark and scans the few rows above it (``aigate.store.logs_query``), so a
 row is found from the moment it is written.
@@ -63,7 +63,7 @@ def _merge(db, *, after_new_rows: bool) -> bool:
             return False
         if db.yield_point():
             return True
-    return MERGE_STEPS > 0
+    return True
 
 
 def pending_rows(db) -> int:

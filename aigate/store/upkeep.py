@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aigate.store.script import run_background
 
-# Rows per part: about 0.15 ms of the keyword index or the rollups on SQLite's connection.
+# Rows per part of a batch that may stop for requests: about 0.15 ms of the rollups.
 PART_ROWS = 32
 # Rows behind the log beyond which a batch is not cut short for requests.
 CATCH_UP_ROWS = 2048
@@ -45,19 +45,20 @@ _LAST_ID_SQL = "SELECT max(id) FROM usage_logs"
 
 def in_parts(db, watermark: str, limit: int, part: Part, *, stop_for_requests: bool = True) -> Handled:
     """Hand ``part`` the log rows above ``watermark`` (``"table.column"``, a one-row
-    table), ``PART_ROWS`` at a time, up to ``limit`` rows or (``stop_for_requests``) until
-    a request's script waits for the connection; then move the watermark over what was
-    handled."""
+    table), up to ``limit`` rows; with ``stop_for_requests``, ``PART_ROWS`` at a time
+    until a request's script waits for the connection. Then move the watermark over what
+    was handled."""
     table, column = watermark.split(".")
     [(done,)] = db.rows(f"SELECT {column} FROM {table}")
     may_stop = False
     if stop_for_requests:
         [(last,)] = db.rows(_LAST_ID_SQL)
         may_stop = (last or 0) - done <= CATCH_UP_ROWS  # ids deleted below `last` count too: an upper bound
+    step = PART_ROWS if may_stop else limit  # parts only where they can stop
     handled = 0
     more = False
     while handled < limit:
-        size = min(PART_ROWS, limit - handled)
+        size = min(step, limit - handled)
         [(upto, count)] = db.rows(_NEXT_IDS_SQL, {"done": done, "limit": size})
         if not count:
             break
