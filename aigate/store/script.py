@@ -1,8 +1,8 @@
 """Short transactions written once, as plain SQL, and run in one round trip.
 
 A *transaction script* is a synchronous function ``fn(db, *args)`` that issues SQL
-through ``db.rows(sql, params)`` (named ``:params``, valid on SQLite and PostgreSQL) and
-raises to roll back. ``run_script`` runs it in a single transaction:
+through ``db.rows(sql, params)`` (named ``:params``, valid on SQLite and PostgreSQL; on
+SQLite bound by position, ``aigate.store.sqlite_params``) and raises to roll back. ``run_script`` runs it in a single transaction:
 
 * on SQLite, a request's script runs **inline**, on the event loop's own thread, when
   the one connection is idle (no hop running, no read holding it) and requests' scripts
@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from aigate.store.db import SQLITE_BUSY_TIMEOUT_MS
+from aigate.store.sqlite_params import no_value_for, positional
 
 T = TypeVar("T")
 
@@ -73,11 +74,20 @@ class SqliteDb:
         return self._requests_waiting()
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
-        return self._conn.execute(sql, params or {}).fetchall()
+        statement, pick = positional(sql)
+        try:
+            bound = pick(params or {})
+        except KeyError as missing:
+            raise no_value_for(missing) from None
+        return self._conn.execute(statement, bound).fetchall()
 
     def many(self, sql: str, params: list[dict[str, Any]]) -> None:
         if params:
-            self._conn.executemany(sql, params)
+            statement, pick = positional(sql)
+            try:
+                self._conn.executemany(statement, map(pick, params))
+            except KeyError as missing:
+                raise no_value_for(missing) from None
 
 
 class SqlAlchemyDb:
