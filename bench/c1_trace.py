@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import json
 import os
 import signal
@@ -124,6 +125,15 @@ def probe_serve(argv: list[str]) -> None:
             hops.append((started, time.monotonic(), ["side_sync"], 0.0))
 
     os.fdatasync = probed_fdatasync
+    collecting: list = []
+
+    def on_collection(phase, info):  # the collector's pauses, on whichever thread runs it
+        if phase == "start":
+            collecting.append(time.monotonic())
+        elif collecting:
+            hops.append((collecting.pop(), time.monotonic(), [f"gc{info['generation']}"], 0.0))
+
+    gc.callbacks.append(on_collection)
     script._SqliteLane.submit = probed_submit
     uvicorn.server.Server.startup = probed_startup
     sys.argv = ["aigate", *argv]
@@ -162,7 +172,10 @@ class KeepAliveClient:
 # The writer's work, the checkpoint's finish on the lane and its copy in its own thread
 # (whose database sync, "side_sync", lies within the copy).
 BACKGROUND = {"_flush", "index_new_rows", "roll_up_new_rows", "_finish", "side_copy"}
-NOT_REQUESTS = BACKGROUND | {"side_sync"}
+NOT_REQUESTS = BACKGROUND | {"side_sync", "gc0", "gc1", "gc2"}  # gcN: a collection of generation N
+
+
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -208,6 +221,23 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
                 counts[name] = counts.get(name, 0) + 1
         return {k: f"{100 * v / len(selected):.0f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
+    def by_overlap() -> dict[str, dict]:
+        """Every call in one group by what ran beside it (by more than 0.1 ms): nothing, a
+        background hop of the lane, the checkpoint's copy (or its sync), or both; latency
+        per group, so a change's effect on the calls it touches shows within one run."""
+        groups: dict[str, list[float]] = {}
+        for t, lat in calls:
+            near = kinds[bisect.bisect_left(kind_starts, t - 0.1) : bisect.bisect_right(kind_starts, t + lat)]
+            hit = {name for s, e, names in near if _overlap(t, t + lat, s, e) > 0.0001 for name in names}
+            copy, lane = bool(hit & {"side_copy", "side_sync"}), bool(hit & (BACKGROUND - {"side_copy"}))
+            group = {(False, False): "nothing", (True, False): "copy", (False, True): "lane"}.get((copy, lane), "both")
+            groups.setdefault(group, []).append(lat)
+        return {
+            name: {"share": f"{100 * len(v) / n:.1f}%"}
+            | {q: round(sorted(v)[min(len(v) - 1, int(len(v) * f))] * 1e3, 2) for q, f in QUANTILES}
+            for name, v in sorted(groups.items())
+        }
+
     by_kind: dict[str, list[float]] = {}
     cpu_by_kind: dict[str, list[float]] = {}
     for h in hops:
@@ -226,6 +256,7 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
         "slowest_overlapping_a_background_hop_1ms": sum(
             1 for t, lat in slow if sum(_overlap(t, t + lat, h[0], h[1]) for h in background) > 0.001
         ),
+        "latency_ms_by_overlap": by_overlap(),
         "overlapping": {
             "slowest_1.5%": overlapping(slow),
             "the_rest": overlapping([(t, lat) for t, lat in calls if lat < cut]),
