@@ -2,7 +2,8 @@
 
 A *transaction script* is a synchronous function ``fn(db, *args)`` that issues SQL
 through ``db.rows(sql, params)`` (named ``:params``, valid on SQLite and PostgreSQL; on
-SQLite bound by position, ``aigate.store.sqlite_params``) and raises to roll back. ``run_script`` runs it in a single transaction:
+SQLite bound by position, ``aigate.store.sqlite_params``) and raises to roll back.
+``run_script`` runs it in a single transaction:
 
 * on SQLite, a request's script runs **inline**, on the event loop's own thread, when
   the one connection is idle (no hop running, no read holding it) and requests' scripts

@@ -4,9 +4,9 @@ Transaction scripts write ``:name`` parameters (one SQL text for SQLite and Post
 Given a dict, Python's sqlite3 asks SQLite for each parameter's name, builds a new string
 from it and hashes that to look the value up, for every value of every row of an
 ``executemany`` (an insert of 40-column rows took 2.6 times as long with dicts as with
-tuples; a writer flush binds 29 values per usage-log row and 20 per AI request row). ``positional`` rewrites a
-statement once into ``?`` placeholders and an ``itemgetter`` that picks the values in
-order, with the names' hashes cached.
+tuples; a writer flush binds 29 values per usage-log row and 20 per AI request row).
+``positional`` rewrites a statement once into ``?`` placeholders and an ``itemgetter``
+that picks the values in order, with the names' hashes cached.
 """
 
 from __future__ import annotations
