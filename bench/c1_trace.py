@@ -210,14 +210,18 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
     kinds = sorted((h[0], h[1], NOT_REQUESTS & set(h[2])) for h in hops if NOT_REQUESTS & set(h[2]))
     kind_starts = [k[0] for k in kinds]
 
+    def beside(t: float, lat: float, more_than: float) -> set[str]:
+        """The kinds of work that overlapped the call starting at ``t`` by more than
+        ``more_than`` seconds."""
+        near = kinds[bisect.bisect_left(kind_starts, t - 0.1) : bisect.bisect_right(kind_starts, t + lat)]
+        return {name for s, e, names in near if _overlap(t, t + lat, s, e) > more_than for name in names}
+
     def overlapping(selected: list[tuple[float, float]]) -> dict[str, str]:
         """The share of the calls that overlapped each kind of background work by
         more than 0.3 ms (a call can overlap several; "none": no background work)."""
         counts: dict[str, int] = {}
         for t, lat in selected:
-            near = kinds[bisect.bisect_left(kind_starts, t - 0.1) : bisect.bisect_right(kind_starts, t + lat)]
-            hit = {name for s, e, names in near if _overlap(t, t + lat, s, e) > 0.0003 for name in names} or {"none"}
-            for name in hit:
+            for name in beside(t, lat, 0.0003) or {"none"}:
                 counts[name] = counts.get(name, 0) + 1
         return {k: f"{100 * v / len(selected):.0f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
@@ -227,8 +231,7 @@ def report(calls: list[tuple[float, float]], trace: dict) -> dict:
         per group, so a change's effect on the calls it touches shows within one run."""
         groups: dict[str, list[float]] = {}
         for t, lat in calls:
-            near = kinds[bisect.bisect_left(kind_starts, t - 0.1) : bisect.bisect_right(kind_starts, t + lat)]
-            hit = {name for s, e, names in near if _overlap(t, t + lat, s, e) > 0.0001 for name in names}
+            hit = beside(t, lat, 0.0001)
             copy, lane = bool(hit & {"side_copy", "side_sync"}), bool(hit & (BACKGROUND - {"side_copy"}))
             group = {(False, False): "nothing", (True, False): "copy", (False, True): "lane"}.get((copy, lane), "both")
             groups.setdefault(group, []).append(lat)
